@@ -1,0 +1,133 @@
+/* dashq — post-training quantization of Llama-family language models.
+ *
+ * Public library interface. Every call that can fail returns a dq_status and,
+ * when given a dq_error, fills it with a one-line message naming the file, the
+ * tensor and what was wrong. There is no global mutable state: all state lives
+ * in the objects below, so independent models may be used from separate threads. */
+#ifndef DASHQ_H
+#define DASHQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DQ_VERSION "0.1.0"
+
+typedef enum {
+    DQ_OK = 0,
+    DQ_ERR_IO,          /* cannot open, read, map or write a file */
+    DQ_ERR_FORMAT,      /* the file is malformed: bad magic, lying header, truncated */
+    DQ_ERR_UNSUPPORTED, /* well-formed but not something we handle (dtype, model_type) */
+    DQ_ERR_NOMEM,       /* allocation failed or a size would overflow */
+    DQ_ERR_ARG,         /* a caller-supplied argument is invalid */
+    DQ_ERR_NUMERIC,     /* NaN/Inf in weights or activations */
+} dq_status;
+
+typedef struct {
+    dq_status code;
+    char msg[768];
+} dq_error;
+
+const char *dq_status_name(dq_status s);
+
+/* ---- model ------------------------------------------------------------ */
+
+typedef enum {
+    DQ_ROPE_INTERLEAVED = 0, /* pairs (2i, 2i+1): Meta / llama2.c / GGUF layout */
+    DQ_ROPE_HALF = 1,        /* pairs (i, i+d/2): Hugging Face rotate_half layout */
+} dq_rope_style;
+
+typedef enum { DQ_ROPE_SCALING_NONE = 0, DQ_ROPE_SCALING_LINEAR, DQ_ROPE_SCALING_LLAMA3 } dq_rope_scaling;
+
+typedef struct {
+    int dim;        /* model width */
+    int hidden_dim; /* FFN width */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int seq_len;    /* training context length */
+    float norm_eps;
+    float rope_theta;
+    dq_rope_style rope_style;
+    dq_rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_ctx;
+    bool qkv_bias;        /* Qwen2 */
+    bool tied_embeddings; /* output head shares the token embedding */
+    int bos_id, eos_id;   /* -1 when unknown */
+    char arch[32];        /* "llama", "mistral", "qwen2" */
+} dq_config;
+
+typedef struct dq_model dq_model;
+
+/* Loads a llama2.c checkpoint (.bin) or a Hugging Face folder (config.json +
+ * safetensors); the format is detected from the contents. */
+dq_status dq_model_load(const char *path, dq_model **out, dq_error *err);
+void dq_model_free(dq_model *m);
+const dq_config *dq_model_config(const dq_model *m);
+/* Total number of parameters (embedding counted once when tied). */
+size_t dq_model_n_params(const dq_model *m);
+
+/* ---- tokenizer -------------------------------------------------------- */
+
+typedef struct dq_tokenizer dq_tokenizer;
+
+/* path: a llama2.c tokenizer.bin, a tokenizer.json, a vocab.json (with
+ * merges.txt beside it) or a folder holding one of those. */
+dq_status dq_tokenizer_load(const char *path, dq_tokenizer **out, dq_error *err);
+/* Finds the tokenizer that belongs to a model path (same folder). */
+dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_tokenizer **out,
+                                 dq_error *err);
+void dq_tokenizer_free(dq_tokenizer *t);
+int dq_tokenizer_vocab_size(const dq_tokenizer *t);
+int dq_tokenizer_bos(const dq_tokenizer *t);
+int dq_tokenizer_eos(const dq_tokenizer *t);
+/* Whether the tokenizer's own convention prepends BOS (Llama yes, GPT-2/Qwen2 no). */
+bool dq_tokenizer_adds_bos(const dq_tokenizer *t);
+
+/* Encodes UTF-8 text. Special tokens written literally in the text (e.g.
+ * "<|im_end|>") are recognised when parse_special is true. *ids is malloc'ed. */
+dq_status dq_tokenize(const dq_tokenizer *t, const char *text, size_t len, bool add_bos,
+                      bool parse_special, int32_t **ids, size_t *n_ids, dq_error *err);
+/* Decodes ids to UTF-8 (byte-fallback pieces fused). Returns malloc'ed text. */
+dq_status dq_detokenize(const dq_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                        size_t *len, dq_error *err);
+/* Raw bytes of one piece as it prints after prev (llama2.c style: a leading
+ * space is dropped after BOS). */
+dq_status dq_token_piece(const dq_tokenizer *t, int32_t prev, int32_t id, char *buf,
+                         size_t cap, size_t *len);
+
+/* ---- inference -------------------------------------------------------- */
+
+typedef struct dq_session dq_session;
+
+/* A session holds the KV cache for n_ctx positions and scratch for batches of
+ * up to n_batch tokens. n_threads <= 0 means all cores. */
+dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_threads,
+                         dq_session **out, dq_error *err);
+void dq_session_free(dq_session *s);
+
+/* Runs tokens[0..n) at positions pos..pos+n (the cache must hold positions < pos).
+ * If all_logits, returns n x vocab logits, else only the last row's. The
+ * pointer is owned by the session and valid until the next call. */
+dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
+                     const float **logits, dq_error *err);
+
+/* ---- progress --------------------------------------------------------- */
+
+typedef struct dq_progress dq_progress;
+/* Progress bar with ETA on stderr; silent when quiet or while under a second. */
+dq_progress *dq_progress_start(const char *label, size_t total, bool quiet);
+void dq_progress_update(dq_progress *p, size_t done);
+void dq_progress_finish(dq_progress *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

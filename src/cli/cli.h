@@ -1,0 +1,28 @@
+/* dashq command-line tool: one job per subcommand, human progress on stderr,
+ * results on stdout. Every error prints one line and exits with status 2. */
+#ifndef DQ_CLI_H
+#define DQ_CLI_H
+#include "dashq.h"
+
+#define DQ_EXIT_ERROR 2
+
+typedef struct {
+    const char *model;
+    const char *tokenizer;
+    int threads;
+    bool quiet;
+    bool json;
+} dq_common_opts;
+
+/* Loads model and tokenizer named by the options; prints the error on failure. */
+int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t);
+int dq_cli_error(const dq_error *err);
+/* Parses a number option; prints an error naming the flag on failure. */
+bool dq_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
+bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double *out);
+
+int dq_cmd_generate(int argc, char **argv);
+int dq_cmd_eval(int argc, char **argv);
+int dq_cmd_tokenize(int argc, char **argv);
+int dq_cmd_info(int argc, char **argv);
+#endif

@@ -1,0 +1,59 @@
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+
+int dq_cli_error(const dq_error *err) {
+    fprintf(stderr, "dashq: error: %s\n", err->msg);
+    return DQ_EXIT_ERROR;
+}
+
+bool dq_cli_int(const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "dashq: error: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "dashq: error: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t) {
+    dq_error err = {0};
+    *m = NULL;
+    *t = NULL;
+    if (!o->model) {
+        fprintf(stderr, "dashq: error: no MODEL given\n");
+        return DQ_EXIT_ERROR;
+    }
+    if (dq_model_load(o->model, m, &err)) return dq_cli_error(&err);
+    int vocab = dq_model_config(*m)->vocab_size;
+    dq_status st = o->tokenizer ? dq_tokenizer_load(o->tokenizer, t, &err)
+                                : dq_tokenizer_for_model(o->model, vocab, t, &err);
+    if (!st && dq_tokenizer_vocab_size(*t) > vocab)
+        st = DQ_ERR_FORMAT, snprintf(err.msg, sizeof err.msg, "%s: tokenizer has %d tokens, model %d",
+                                     o->tokenizer, dq_tokenizer_vocab_size(*t), vocab);
+    if (st) {
+        dq_model_free(*m);
+        dq_tokenizer_free(*t);
+        *m = NULL;
+        *t = NULL;
+        return dq_cli_error(&err);
+    }
+    return 0;
+}

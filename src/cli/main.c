@@ -1,0 +1,42 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "dashq %s — post-training quantization of Llama-family models\n\n"
+            "usage: dashq COMMAND MODEL [options]\n\n"
+            "commands:\n"
+            "  generate MODEL [--tokenizer F] [--prompt TEXT] [-n N] [--temp T] [--top-p P] [--seed S]\n"
+            "  eval     MODEL [--tokenizer F] --ppl FILE [--ctx N] [--llamacpp-compatible]\n"
+            "                 [--save-logits F | --kld F] [--chunks N] [--json]\n"
+            "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
+            "  info     MODEL\n\n"
+            "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"
+            "MODEL is a llama2.c .bin checkpoint or a Hugging Face folder; the format is\n"
+            "detected from its contents.\n",
+            DQ_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? DQ_EXIT_ERROR : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("dashq %s\n", DQ_VERSION);
+        return 0;
+    }
+    static const struct { const char *name; int (*run)(int, char **); } cmds[] = {
+        {"generate", dq_cmd_generate},
+        {"eval", dq_cmd_eval},
+        {"tokenize", dq_cmd_tokenize},
+        {"info", dq_cmd_info},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "dashq: error: unknown command '%s' (try dashq --help)\n", argv[1]);
+    return DQ_EXIT_ERROR;
+}

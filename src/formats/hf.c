@@ -1,0 +1,253 @@
+/* Hugging Face folders: config.json (llama, mistral, qwen2) and weights in
+ * model.safetensors or shards listed by model.safetensors.index.json. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/safetensors.h"
+#include "model/model.h"
+#include "util/error.h"
+
+typedef struct {
+    dq_st_file files[DQ_MAX_MAPS];
+    int n_files;
+    cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
+    char dir[512];
+} shards;
+
+static double num(const cJSON *o, const char *key, double dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, 0); /* eos_token_id may be a list */
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+static int inum(const cJSON *o, const char *key, double dflt) {
+    double v = num(o, key, dflt);
+    return v >= -1 && v <= 1e9 ? (int)v : 0; /* out-of-range values fail validation as 0 */
+}
+
+static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *path, dq_error *err) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) return DQ_OK;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *t = cJSON_IsString(type) ? type->valuestring : "?";
+    c->rope_factor = (float)num(rs, "factor", 1.0);
+    if (!strcmp(t, "default")) return DQ_OK;
+    if (!strcmp(t, "linear")) {
+        c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
+    } else if (!strcmp(t, "llama3")) {
+        c->rope_scaling = DQ_ROPE_SCALING_LLAMA3;
+        c->rope_low_freq_factor = (float)num(rs, "low_freq_factor", 1.0);
+        c->rope_high_freq_factor = (float)num(rs, "high_freq_factor", 4.0);
+        c->rope_orig_ctx = inum(rs, "original_max_position_embeddings", 8192);
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_ctx <= 0)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: inconsistent llama3 rope_scaling", path);
+    } else {
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: rope_scaling type %s is not supported", path, t);
+    }
+    if (!(c->rope_factor > 0.0f && isfinite(c->rope_factor)))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad rope_scaling factor", path);
+    return DQ_OK;
+}
+
+static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
+    char path[600], *text;
+    if (!dq_path_join(path, sizeof path, dir, "config.json"))
+        return dq_fail(err, DQ_ERR_ARG, "%s: path too long", dir);
+    dq_status st = dq_read_file(path, 16u << 20, &text, NULL, err);
+    if (st) return st;
+    cJSON *cfg = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: invalid JSON", path);
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "(missing)";
+    memset(c, 0, sizeof *c);
+    if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2")) {
+        st = dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: model_type %s is not supported (llama, mistral, qwen2)",
+                     path, type);
+    } else if (num(cfg, "attention_bias", 0) != 0 || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias"))) {
+        st = dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: attention_bias is not supported", path);
+    } else {
+        snprintf(c->arch, sizeof c->arch, "%s", type);
+        c->dim = inum(cfg, "hidden_size", 0);
+        c->hidden_dim = inum(cfg, "intermediate_size", 0);
+        c->n_layers = inum(cfg, "num_hidden_layers", 0);
+        c->n_heads = inum(cfg, "num_attention_heads", 0);
+        c->n_kv_heads = inum(cfg, "num_key_value_heads", c->n_heads);
+        c->head_dim = inum(cfg, "head_dim", c->n_heads > 0 ? c->dim / c->n_heads : 0);
+        c->vocab_size = inum(cfg, "vocab_size", 0);
+        c->seq_len = inum(cfg, "max_position_embeddings", 2048);
+        c->norm_eps = (float)num(cfg, "rms_norm_eps", 1e-6);
+        c->rope_theta = (float)num(cfg, "rope_theta", 10000.0);
+        c->rope_style = DQ_ROPE_HALF;
+        c->qkv_bias = !strcmp(type, "qwen2");
+        c->tied_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings"));
+        c->bos_id = inum(cfg, "bos_token_id", -1);
+        c->eos_id = inum(cfg, "eos_token_id", -1);
+        st = read_rope_scaling(cfg, c, path, err);
+        if (!st) st = dq_config_validate(c, path, err);
+    }
+    cJSON_Delete(cfg);
+    return st;
+}
+
+static dq_status open_shard(shards *s, const char *file, const dq_st_file **out, dq_error *err) {
+    char path[1200];
+    if (strchr(file, '/') || !dq_path_join(path, sizeof path, s->dir, file))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad shard name \"%.80s\"", s->dir, file);
+    for (int i = 0; i < s->n_files; i++)
+        if (!strcmp(s->files[i].map.path, path)) {
+            *out = &s->files[i];
+            return DQ_OK;
+        }
+    if (s->n_files == DQ_MAX_MAPS)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: more than %d shards", s->dir, DQ_MAX_MAPS);
+    dq_status st = dq_st_open(path, &s->files[s->n_files], err);
+    if (st) return st;
+    *out = &s->files[s->n_files++];
+    return DQ_OK;
+}
+
+static dq_status find_tensor(shards *s, const char *name, const dq_st_tensor **t, dq_error *err) {
+    const char *file = "model.safetensors";
+    if (s->weight_map) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(s->weight_map, name);
+        if (!cJSON_IsString(f)) {
+            *t = NULL;
+            return DQ_OK;
+        }
+        file = f->valuestring;
+    }
+    const dq_st_file *sf;
+    dq_status st = open_shard(s, file, &sf, err);
+    if (st) return st;
+    *t = dq_st_find(sf, name);
+    return DQ_OK;
+}
+
+/* Binds an fp32 view of tensor `name`, checking its shape is (rows, cols) or (rows). */
+static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, int64_t cols,
+                      const float **out, dq_error *err) {
+    const dq_st_tensor *t;
+    dq_status st = find_tensor(s, name, &t, err);
+    if (st) return st;
+    if (!t) return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s is missing", s->dir, name);
+    const char *file = s->weight_map ? cJSON_GetObjectItemCaseSensitive(s->weight_map, name)->valuestring
+                                     : "model.safetensors";
+    bool shape_ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                         : (t->ndim == 1 && t->shape[0] == rows);
+    if (!shape_ok)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s/%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]",
+                       s->dir, file, name, (long long)t->shape[0],
+                       (long long)(t->ndim > 1 ? t->shape[1] : 0), (long long)rows, (long long)cols);
+    if (!t->known_dtype)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s/%s: tensor %s: dtype %s is not supported (F32, F16, BF16)",
+                       s->dir, file, name, t->dtype);
+    char where[1200];
+    snprintf(where, sizeof where, "%s/%s", s->dir, file);
+    return dq_model_tensor(m, where, name, t->data, t->type, t->n_elems, out, err);
+}
+
+static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
+    const dq_config *c = &m->cfg;
+    int64_t d = c->dim, f = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim;
+    int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    dq_layer *L = &m->layers[l];
+    struct { const char *suffix; int64_t rows, cols; const float **dst; } tab[] = {
+        {"input_layernorm.weight", d, 0, &L->attn_norm},
+        {"self_attn.q_proj.weight", qd, d, &L->wq},
+        {"self_attn.k_proj.weight", kvd, d, &L->wk},
+        {"self_attn.v_proj.weight", kvd, d, &L->wv},
+        {"self_attn.o_proj.weight", d, qd, &L->wo},
+        {"post_attention_layernorm.weight", d, 0, &L->ffn_norm},
+        {"mlp.gate_proj.weight", f, d, &L->w_gate},
+        {"mlp.up_proj.weight", f, d, &L->w_up},
+        {"mlp.down_proj.weight", d, f, &L->w_down},
+        {"self_attn.q_proj.bias", qd, 0, &L->bq},
+        {"self_attn.k_proj.bias", kvd, 0, &L->bk},
+        {"self_attn.v_proj.bias", kvd, 0, &L->bv},
+    };
+    size_t n = c->qkv_bias ? 12 : 9;
+    for (size_t i = 0; i < n; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, tab[i].suffix);
+        dq_status st = bind(m, s, name, tab[i].rows, tab[i].cols, tab[i].dst, err);
+        if (st) return st;
+    }
+    return DQ_OK;
+}
+
+static dq_status open_index(shards *s, dq_error *err) {
+    char path[600], *text;
+    if (!dq_path_join(path, sizeof path, s->dir, "model.safetensors.index.json") || !dq_file_exists(path)) {
+        if (dq_path_join(path, sizeof path, s->dir, "model.safetensors") && dq_file_exists(path)) return DQ_OK;
+        return dq_fail(err, DQ_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", s->dir);
+    }
+    dq_status st = dq_read_file(path, 64u << 20, &text, NULL, err);
+    if (st) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cJSON *wm = cJSON_DetachItemFromObjectCaseSensitive(root, "weight_map");
+    cJSON_Delete(root);
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(wm);
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: no weight_map object", path);
+    }
+    s->weight_map = wm;
+    return DQ_OK;
+}
+
+static dq_status bind_all(dq_model *m, shards *s, dq_error *err) {
+    const dq_config *c = &m->cfg;
+    dq_status st = bind(m, s, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->tok_embeddings, err);
+    if (!st) st = bind(m, s, "model.norm.weight", c->dim, 0, &m->final_norm, err);
+    for (int l = 0; !st && l < c->n_layers; l++) st = bind_layer(m, s, l, err);
+    if (st) return st;
+    const dq_st_tensor *head;
+    if ((st = find_tensor(s, "lm_head.weight", &head, err))) return st;
+    if (!head && !c->tied_embeddings)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: lm_head.weight is missing and embeddings are not tied", s->dir);
+    if (!head || c->tied_embeddings) {
+        m->cfg.tied_embeddings = true;
+        m->output = m->tok_embeddings;
+        return DQ_OK;
+    }
+    return bind(m, s, "lm_head.weight", c->vocab_size, c->dim, &m->output, err);
+}
+
+dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
+    *out = NULL;
+    dq_model *m = dq_model_new(dir, "hf");
+    shards *s = calloc(1, sizeof *s);
+    if (!m || !s) {
+        free(s);
+        dq_model_free(m);
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    }
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    dq_status st = read_config(dir, &m->cfg, err);
+    if (!st) st = open_index(s, err);
+    if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
+        st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    if (!st) st = bind_all(m, s, err);
+    /* the model keeps the mappings; the parsed headers are no longer needed */
+    for (int i = 0; i < s->n_files; i++) {
+        m->maps[m->n_maps++] = s->files[i].map;
+        s->files[i].map = (dq_mapped_file){0};
+        dq_st_close(&s->files[i]);
+    }
+    cJSON_Delete(s->weight_map);
+    free(s);
+    if (st) {
+        dq_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DQ_OK;
+}

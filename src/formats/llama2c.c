@@ -1,0 +1,148 @@
+/* llama2.c checkpoints (legacy "v0" export): 7 int32 header
+ *   dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len
+ * then fp32 weights grouped by kind across layers and two unused RoPE tables.
+ * A negative vocab_size means a separate classifier follows them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "util/error.h"
+
+typedef struct {
+    const uint8_t *p, *end;
+    const char *file;
+} cursor;
+
+/* Takes n floats from the cursor, refusing to run past the end of the file. */
+static dq_status take(cursor *c, size_t n, const uint8_t **out, const char *what, dq_error *err) {
+    size_t bytes;
+    if (!dq_mul_size(n, 4, &bytes) || (size_t)(c->end - c->p) < bytes)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: truncated: tensor %s needs %zu floats but only %zu bytes remain", c->file,
+                       what, n, (size_t)(c->end - c->p));
+    *out = c->p;
+    c->p += bytes;
+    return DQ_OK;
+}
+
+/* Reads one weight kind for all layers and stores per-layer pointers. */
+static dq_status take_layers(dq_model *m, cursor *c, size_t per_layer, const char *what,
+                             size_t field_offset, dq_error *err) {
+    const uint8_t *base = NULL;
+    size_t total;
+    if (!dq_mul_size(per_layer, (size_t)m->cfg.n_layers, &total))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: size overflows", c->file, what);
+    dq_status st = take(c, total, &base, what, err);
+    if (st) return st;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "layers.%d.%s", l, what);
+        const float **slot = (const float **)((char *)&m->layers[l] + field_offset);
+        st = dq_model_tensor(m, c->file, name, base + (size_t)l * per_layer * 4, DQ_DTYPE_F32,
+                             per_layer, slot, err);
+        if (st) return st;
+    }
+    return DQ_OK;
+}
+
+static dq_status read_header(const dq_mapped_file *f, dq_config *c, bool *shared, dq_error *err) {
+    int32_t h[7];
+    if (f->size < sizeof h)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, llama2.c header needs 28",
+                       f->path, f->size);
+    memcpy(h, f->data, sizeof h);
+    if (memcmp(f->data, "ak42", 4) == 0 || h[0] == 0x616b3432)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                       "%s: llama2.c version-1/2 export (magic ak42) is not supported; "
+                       "export with --version 0",
+                       f->path);
+    memset(c, 0, sizeof *c);
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    *shared = h[5] > 0;
+    c->vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
+    c->seq_len = h[6];
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->rope_style = DQ_ROPE_INTERLEAVED;
+    c->tied_embeddings = *shared;
+    c->bos_id = 1;
+    c->eos_id = 2;
+    snprintf(c->arch, sizeof c->arch, "llama");
+    dq_status st = dq_config_validate(c, f->path, err);
+    if (st) return st;
+    if (c->dim % c->n_heads != 0)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: dim %d is not a multiple of n_heads %d", f->path,
+                       c->dim, c->n_heads);
+    return DQ_OK;
+}
+
+static dq_status map_weights(dq_model *m, cursor *c, bool shared, dq_error *err) {
+    const dq_config *k = &m->cfg;
+    size_t d = (size_t)k->dim, hd = (size_t)k->head_dim, f = (size_t)k->hidden_dim;
+    size_t qd = (size_t)k->n_heads * hd, kvd = (size_t)k->n_kv_heads * hd;
+    const uint8_t *p = NULL;
+    dq_status st;
+    if ((st = take(c, (size_t)k->vocab_size * d, &p, "tok_embeddings", err)) ||
+        (st = dq_model_tensor(m, c->file, "tok_embeddings", p, DQ_DTYPE_F32,
+                              (size_t)k->vocab_size * d, &m->tok_embeddings, err)))
+        return st;
+#define LAYERS(n, what, field) \
+    if ((st = take_layers(m, c, n, what, offsetof(dq_layer, field), err))) return st
+    LAYERS(d, "attention_norm", attn_norm);
+    LAYERS(d * qd, "wq", wq);
+    LAYERS(d * kvd, "wk", wk);
+    LAYERS(d * kvd, "wv", wv);
+    LAYERS(qd * d, "wo", wo);
+    LAYERS(d, "ffn_norm", ffn_norm);
+    LAYERS(d * f, "w1", w_gate);
+    LAYERS(f * d, "w2", w_down);
+    LAYERS(d * f, "w3", w_up);
+#undef LAYERS
+    if ((st = take(c, d, &p, "norm", err)) ||
+        (st = dq_model_tensor(m, c->file, "norm", p, DQ_DTYPE_F32, d, &m->final_norm, err)))
+        return st;
+    /* Two unused legacy RoPE tables (freq_cis_real, freq_cis_imag) follow. */
+    if ((st = take(c, (size_t)k->seq_len * hd, &p, "freq_cis", err))) return st;
+    if (shared) {
+        m->output = m->tok_embeddings;
+        return DQ_OK;
+    }
+    if ((st = take(c, (size_t)k->vocab_size * d, &p, "output", err))) return st;
+    return dq_model_tensor(m, c->file, "output", p, DQ_DTYPE_F32, (size_t)k->vocab_size * d,
+                           &m->output, err);
+}
+
+dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err) {
+    *out = NULL;
+    dq_model *m = dq_model_new(path, "llama2c");
+    if (!m) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    dq_status st = dq_map_file(path, &m->maps[0], err);
+    if (st) goto fail;
+    m->n_maps = 1;
+    bool shared = false;
+    if ((st = read_header(&m->maps[0], &m->cfg, &shared, err))) goto fail;
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    cursor c = {m->maps[0].data + 28, m->maps[0].data + m->maps[0].size, path};
+    if ((st = map_weights(m, &c, shared, err))) goto fail;
+    if (c.p != c.end) {
+        st = dq_fail(err, DQ_ERR_FORMAT,
+                     "%s: %zu unexpected trailing bytes: the header does not describe this file",
+                     path, (size_t)(c.end - c.p));
+        goto fail;
+    }
+    *out = m;
+    return DQ_OK;
+fail:
+    dq_model_free(m);
+    return st;
+}

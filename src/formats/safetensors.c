@@ -1,0 +1,141 @@
+#define _POSIX_C_SOURCE 200809L
+#include "formats/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+
+#define MAX_HEADER (100u << 20)
+
+static bool dtype_info(const char *s, dq_dtype *t, size_t *size) {
+    static const struct { const char *name; int type; size_t size; } tab[] = {
+        {"F32", DQ_DTYPE_F32, 4}, {"F16", DQ_DTYPE_F16, 2}, {"BF16", DQ_DTYPE_BF16, 2},
+        {"F64", -1, 8}, {"I64", -1, 8}, {"U64", -1, 8}, {"I32", -1, 4}, {"U32", -1, 4},
+        {"I16", -1, 2}, {"U16", -1, 2}, {"I8", -1, 1}, {"U8", -1, 1}, {"BOOL", -1, 1},
+        {"F8_E4M3", -1, 1}, {"F8_E5M2", -1, 1},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(s, tab[i].name)) {
+            *t = tab[i].type < 0 ? DQ_DTYPE_F32 : (dq_dtype)tab[i].type;
+            *size = tab[i].size;
+            return tab[i].type >= 0;
+        }
+    *size = 0;
+    return false;
+}
+
+static dq_status parse_tensor(const dq_st_file *f, const cJSON *e, size_t data_size,
+                              dq_st_tensor *t, dq_error *err) {
+    const char *path = f->map.path;
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dtype) || !cJSON_IsArray(shape) || cJSON_GetArraySize(offs) != 2)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: needs dtype, shape and data_offsets", path,
+                       t->name);
+    snprintf(t->dtype, sizeof t->dtype, "%s", dtype->valuestring);
+    size_t esize;
+    t->known_dtype = dtype_info(dtype->valuestring, &t->type, &esize);
+    if (esize == 0)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: unknown dtype %s", path, t->name, t->dtype);
+    t->ndim = cJSON_GetArraySize(shape);
+    if (t->ndim > DQ_ST_MAX_DIMS)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: tensor %s: %d dimensions", path, t->name, t->ndim);
+    t->n_elems = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        const cJSON *d = cJSON_GetArrayItem(shape, i);
+        if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 9.0e15)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: bad dimension %d", path, t->name, i);
+        t->shape[i] = (int64_t)d->valuedouble;
+        if (!dq_mul_size(t->n_elems, (size_t)t->shape[i], &t->n_elems))
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: shape overflows", path, t->name);
+    }
+    const cJSON *b = cJSON_GetArrayItem(offs, 0), *en = cJSON_GetArrayItem(offs, 1);
+    if (!cJSON_IsNumber(b) || !cJSON_IsNumber(en) || b->valuedouble < 0 || en->valuedouble < b->valuedouble ||
+        en->valuedouble > (double)data_size)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: data_offsets outside the %zu data bytes",
+                       path, t->name, data_size);
+    size_t begin = (size_t)b->valuedouble, end = (size_t)en->valuedouble, want;
+    t->nbytes = end - begin;
+    if (!dq_mul_size(t->n_elems, esize, &want) || want != t->nbytes)
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor %s: %zu bytes of data but dtype %s x shape needs %zu", path,
+                       t->name, t->nbytes, t->dtype, want);
+    t->data = f->map.data + 8 + (f->map.size - 8 - data_size) + begin;
+    return DQ_OK;
+}
+
+static int cmp_offset(const void *a, const void *b) {
+    const dq_st_tensor *x = a, *y = b;
+    return x->data < y->data ? -1 : x->data > y->data;
+}
+
+static dq_status check_overlap(dq_st_file *f, dq_error *err) {
+    dq_st_tensor *sorted = malloc(f->n_tensors * sizeof *sorted + 1);
+    if (!sorted) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    memcpy(sorted, f->tensors, f->n_tensors * sizeof *sorted);
+    qsort(sorted, f->n_tensors, sizeof *sorted, cmp_offset);
+    dq_status st = DQ_OK;
+    for (size_t i = 1; i < f->n_tensors && !st; i++)
+        if (sorted[i - 1].data + sorted[i - 1].nbytes > sorted[i].data)
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: tensors %s and %s overlap", f->map.path,
+                         sorted[i - 1].name, sorted[i].name);
+    free(sorted);
+    return st;
+}
+
+static dq_status parse_header(dq_st_file *f, const cJSON *root, size_t data_size, dq_error *err) {
+    size_t n = (size_t)cJSON_GetArraySize(root);
+    f->tensors = calloc(n + 1, sizeof *f->tensors);
+    if (!f->tensors) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (!strcmp(e->string, "__metadata__")) continue;
+        dq_st_tensor *t = &f->tensors[f->n_tensors++];
+        t->name = strdup(e->string);
+        if (!t->name) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        dq_status st = parse_tensor(f, e, data_size, t, err);
+        if (st) return st;
+    }
+    return check_overlap(f, err);
+}
+
+dq_status dq_st_open(const char *path, dq_st_file *f, dq_error *err) {
+    memset(f, 0, sizeof *f);
+    dq_status st = dq_map_file(path, &f->map, err);
+    if (st) return st;
+    uint64_t hlen = 0;
+    if (f->map.size < 8) {
+        st = dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, no safetensors header", path, f->map.size);
+    } else {
+        memcpy(&hlen, f->map.data, 8);
+        if (hlen > MAX_HEADER || hlen > f->map.size - 8)
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: header claims %llu bytes but the file has %zu", path,
+                         (unsigned long long)hlen, f->map.size);
+    }
+    cJSON *root = NULL;
+    if (!st) {
+        root = cJSON_ParseWithLength((const char *)f->map.data + 8, (size_t)hlen);
+        if (!cJSON_IsObject(root)) st = dq_fail(err, DQ_ERR_FORMAT, "%s: header is not a JSON object", path);
+    }
+    if (!st) st = parse_header(f, root, f->map.size - 8 - (size_t)hlen, err);
+    cJSON_Delete(root);
+    if (st) dq_st_close(f);
+    return st;
+}
+
+void dq_st_close(dq_st_file *f) {
+    for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    dq_unmap_file(&f->map);
+    memset(f, 0, sizeof *f);
+}
+
+const dq_st_tensor *dq_st_find(const dq_st_file *f, const char *name) {
+    for (size_t i = 0; i < f->n_tensors; i++)
+        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}

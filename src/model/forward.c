@@ -1,0 +1,258 @@
+/* Llama-family forward pass in fp32, batched over a sequence of T tokens:
+ * every linear layer is one sgemm, attention is a per-(head, query) kernel
+ * parallelised with OpenMP, and K/V rows go straight into the cache. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "util/error.h"
+
+struct dq_session {
+    const dq_model *m;
+    int n_ctx, n_batch, n_threads;
+    float *x;          /* (n_batch, dim) residual stream */
+    float *xb;         /* (n_batch, dim) normalised input of a sub-layer */
+    float *q;          /* (n_batch, n_heads*head_dim) */
+    float *att;        /* (n_batch, n_heads*head_dim) attention output */
+    float *hb, *hb2;   /* (n_batch, hidden_dim) gate and up projections */
+    float *scores;     /* (n_threads, n_ctx) per-thread attention scores */
+    float *key_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
+    float *val_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
+    float *rope_cos;   /* (n_ctx, head_dim/2) */
+    float *rope_sin;   /* (n_ctx, head_dim/2) */
+    float *logits;     /* (n_batch, vocab) */
+};
+
+/* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling. */
+static double rope_inv_freq(const dq_config *c, int i) {
+    double f = 1.0 / pow((double)c->rope_theta, (2.0 * i) / (double)c->head_dim);
+    if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) return f / c->rope_factor;
+    if (c->rope_scaling != DQ_ROPE_SCALING_LLAMA3) return f;
+    double low_wavelen = c->rope_orig_ctx / c->rope_low_freq_factor;
+    double high_wavelen = c->rope_orig_ctx / c->rope_high_freq_factor;
+    double wavelen = 2.0 * 3.14159265358979323846 / f;
+    if (wavelen < high_wavelen) return f;
+    if (wavelen > low_wavelen) return f / c->rope_factor;
+    double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq_factor) /
+                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1.0 - smooth) * f / c->rope_factor + smooth * f;
+}
+
+static void rope_tables(dq_session *s) {
+    const dq_config *c = &s->m->cfg;
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* fp32 angle, as the reference implementations compute it */
+        float inv = (float)rope_inv_freq(c, i);
+        for (int p = 0; p < s->n_ctx; p++) {
+            float a = (float)p * inv;
+            s->rope_cos[(size_t)p * half + i] = cosf(a);
+            s->rope_sin[(size_t)p * half + i] = sinf(a);
+        }
+    }
+}
+
+static void *xcalloc(size_t n, size_t size, bool *ok) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *ok = false;
+    return p;
+}
+
+dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_threads,
+                         dq_session **out, dq_error *err) {
+    *out = NULL;
+    const dq_config *c = &m->cfg;
+    if (n_ctx <= 0 || n_ctx > (1 << 20) || n_batch <= 0 || n_batch > n_ctx)
+        return dq_fail(err, DQ_ERR_ARG, "%s: bad context %d / batch %d", m->path, n_ctx, n_batch);
+    if (n_threads <= 0) n_threads = omp_get_num_procs();
+    dq_session *s = calloc(1, sizeof *s);
+    if (!s) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->n_batch = n_batch;
+    s->n_threads = n_threads;
+    size_t B = (size_t)n_batch, qd = (size_t)c->n_heads * c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t cache = (size_t)c->n_layers * (size_t)n_ctx * kvd;
+    bool ok = true;
+    s->x = xcalloc(B * c->dim, sizeof(float), &ok);
+    s->xb = xcalloc(B * c->dim, sizeof(float), &ok);
+    s->q = xcalloc(B * qd, sizeof(float), &ok);
+    s->att = xcalloc(B * qd, sizeof(float), &ok);
+    s->hb = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
+    s->hb2 = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
+    s->scores = xcalloc((size_t)n_threads * n_ctx, sizeof(float), &ok);
+    s->key_cache = xcalloc(cache, sizeof(float), &ok);
+    s->val_cache = xcalloc(cache, sizeof(float), &ok);
+    s->rope_cos = xcalloc((size_t)n_ctx * c->head_dim / 2, sizeof(float), &ok);
+    s->rope_sin = xcalloc((size_t)n_ctx * c->head_dim / 2, sizeof(float), &ok);
+    s->logits = xcalloc(B * c->vocab_size, sizeof(float), &ok);
+    if (!ok) {
+        dq_session_free(s);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: cannot allocate activations for context %d", m->path,
+                       n_ctx);
+    }
+    rope_tables(s);
+    *out = s;
+    return DQ_OK;
+}
+
+void dq_session_free(dq_session *s) {
+    if (!s) return;
+    float *bufs[] = {s->x,         s->xb,        s->q,        s->att,      s->hb,      s->hb2,
+                     s->scores,    s->key_cache, s->val_cache, s->rope_cos, s->rope_sin, s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(s);
+}
+
+/* y (T, out; row stride ldy) = x (T, in) · Wᵀ + beta·y, with W row-major (out, in). */
+static void linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
+                   float beta) {
+    if (T == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, beta,
+                    y, ldy);
+}
+
+static void add_bias(float *y, int T, int n, int ld, const float *b) {
+    if (!b) return;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) y[(size_t)t * ld + i] += b[i];
+}
+
+static void rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps,
+                         int nt) {
+#pragma omp parallel for num_threads(nt) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * n;
+        float *o = out + (size_t)t * n;
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        float r = 1.0f / sqrtf((float)(ss / n) + eps);
+        for (int i = 0; i < n; i++) o[i] = w[i] * (r * xr[i]);
+    }
+}
+
+/* Rotates T rows of n_heads heads; row t sits at position pos+t. */
+static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads, int pos) {
+    const dq_config *c = &s->m->cfg;
+    int hd = c->head_dim, half = hd / 2;
+    for (int t = 0; t < T; t++) {
+        const float *cs = s->rope_cos + (size_t)(pos + t) * half;
+        const float *sn = s->rope_sin + (size_t)(pos + t) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *r = v + (size_t)t * ld + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                /* interleaved pairs (2i, 2i+1) or rotate-half pairs (i, i+half) */
+                int a = c->rope_style == DQ_ROPE_HALF ? i : 2 * i;
+                int b = c->rope_style == DQ_ROPE_HALF ? i + half : 2 * i + 1;
+                float x0 = r[a], x1 = r[b];
+                r[a] = x0 * cs[i] - x1 * sn[i];
+                r[b] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+static void attention(dq_session *s, int layer, int T, int pos) {
+    const dq_config *c = &s->m->cfg;
+    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    const float *kc = s->key_cache + (size_t)layer * s->n_ctx * kvd;
+    const float *vc = s->val_cache + (size_t)layer * s->n_ctx * kvd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int work = T * c->n_heads;
+#pragma omp parallel for num_threads(s->n_threads) schedule(dynamic, 4)
+    for (int w = 0; w < work; w++) {
+        int t = w / c->n_heads, h = w % c->n_heads;
+        float *sc = s->scores + (size_t)omp_get_thread_num() * s->n_ctx;
+        const float *qv = s->q + (size_t)t * qd + (size_t)h * hd;
+        size_t koff = (size_t)(h / group) * hd;
+        int n_keys = pos + t + 1; /* causal: keys at positions <= pos+t */
+        float mx = -INFINITY;
+        for (int j = 0; j < n_keys; j++) {
+            const float *kv = kc + (size_t)j * kvd + koff;
+            float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+            for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
+            sc[j] = d * scale;
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < n_keys; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float inv = 1.0f / sum;
+        float *o = s->att + (size_t)t * qd + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof *o);
+        for (int j = 0; j < n_keys; j++) {
+            const float *vv = vc + (size_t)j * kvd + koff;
+            float a = sc[j] * inv;
+#pragma omp simd
+            for (int i = 0; i < hd; i++) o[i] += a * vv[i];
+        }
+    }
+}
+
+static void swiglu(float *g, const float *u, size_t n, int nt) {
+#pragma omp parallel for num_threads(nt) if (n > 4096)
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void block(dq_session *s, int l, int T, int pos) {
+    const dq_config *c = &s->m->cfg;
+    const dq_layer *w = &s->m->layers[l];
+    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim;
+    int kvd = c->n_kv_heads * c->head_dim, nt = s->n_threads;
+    float *kc = s->key_cache + ((size_t)l * s->n_ctx + pos) * kvd;
+    float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
+
+    rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
+    linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f);
+    linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f);
+    linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f);
+    add_bias(s->q, T, qd, qd, w->bq);
+    add_bias(kc, T, kvd, kvd, w->bk);
+    add_bias(vc, T, kvd, kvd, w->bv);
+    rope_rows(s, s->q, T, qd, c->n_heads, pos);
+    rope_rows(s, kc, T, kvd, c->n_kv_heads, pos);
+    attention(s, l, T, pos);
+    linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f); /* residual: x += att·Woᵀ */
+
+    rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
+    linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f);
+    linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f);
+    swiglu(s->hb, s->hb2, (size_t)T * f, nt);
+    linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f); /* residual: x += ffn */
+}
+
+dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
+                     const float **logits, dq_error *err) {
+    const dq_config *c = &s->m->cfg;
+    if (n <= 0 || n > s->n_batch)
+        return dq_fail(err, DQ_ERR_ARG, "forward: %d tokens, batch holds 1..%d", n, s->n_batch);
+    if (pos < 0 || pos + n > s->n_ctx)
+        return dq_fail(err, DQ_ERR_ARG, "forward: positions %d..%d exceed the context of %d", pos,
+                       pos + n - 1, s->n_ctx);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[t],
+                           c->vocab_size);
+    openblas_set_num_threads(s->n_threads);
+    for (int t = 0; t < n; t++)
+        memcpy(s->x + (size_t)t * c->dim, s->m->tok_embeddings + (size_t)tokens[t] * c->dim,
+               (size_t)c->dim * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) block(s, l, n, pos);
+
+    int first = all_logits ? 0 : n - 1, rows = n - first;
+    float *xr = s->x + (size_t)first * c->dim;
+    rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
+    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f);
+    *logits = s->logits;
+    return DQ_OK;
+}

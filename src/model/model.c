@@ -1,0 +1,133 @@
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/half.h"
+
+size_t dq_dtype_size(dq_dtype t) { return t == DQ_DTYPE_F32 ? 4 : 2; }
+
+const char *dq_dtype_name(dq_dtype t) {
+    switch (t) {
+    case DQ_DTYPE_F32: return "F32";
+    case DQ_DTYPE_F16: return "F16";
+    case DQ_DTYPE_BF16: return "BF16";
+    }
+    return "?";
+}
+
+dq_model *dq_model_new(const char *path, const char *format) {
+    dq_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    m->format = format;
+    m->cfg.bos_id = m->cfg.eos_id = -1;
+    return m;
+}
+
+void *dq_model_alloc(dq_model *m, size_t bytes) {
+    if (m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **p = realloc(m->owned, cap * sizeof *p);
+        if (!p) return NULL;
+        m->owned = p;
+        m->cap_owned = cap;
+    }
+    void *buf = malloc(bytes ? bytes : 1);
+    if (buf) m->owned[m->n_owned++] = buf;
+    return buf;
+}
+
+void dq_model_free(dq_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    for (int i = 0; i < m->n_maps; i++) dq_unmap_file(&m->maps[i]);
+    free(m->layers);
+    free(m);
+}
+
+const dq_config *dq_model_config(const dq_model *m) { return &m->cfg; }
+
+size_t dq_model_n_params(const dq_model *m) {
+    const dq_config *c = &m->cfg;
+    size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, f = (size_t)c->hidden_dim;
+    size_t q = (size_t)c->n_heads * hd, kv = (size_t)c->n_kv_heads * hd;
+    size_t per_layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * f;
+    if (c->qkv_bias) per_layer += q + 2 * kv;
+    size_t n = (size_t)c->n_layers * per_layer + (size_t)c->vocab_size * d + d;
+    if (!c->tied_embeddings) n += (size_t)c->vocab_size * d;
+    return n;
+}
+
+static size_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
+}
+
+dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
+                          dq_dtype dtype, size_t n, const float **out, dq_error *err) {
+    const float *view;
+    if (dtype == DQ_DTYPE_F32 && ((uintptr_t)src % _Alignof(float)) == 0) {
+        view = src;
+    } else {
+        size_t bytes;
+        if (!dq_mul_size(n, sizeof(float), &bytes))
+            return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: size overflows", file, name);
+        float *buf = dq_model_alloc(m, bytes);
+        if (!buf)
+            return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu bytes", file, name,
+                           bytes);
+        const uint8_t *b = src;
+        for (size_t i = 0; i < n; i++) {
+            if (dtype == DQ_DTYPE_F32) {
+                memcpy(&buf[i], b + 4 * i, 4);
+            } else {
+                uint16_t h;
+                memcpy(&h, b + 2 * i, 2);
+                buf[i] = dtype == DQ_DTYPE_F16 ? dq_f16_to_f32(h) : dq_bf16_to_f32(h);
+            }
+        }
+        view = buf;
+    }
+    size_t bad = first_nonfinite(view, n);
+    if (bad < n)
+        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file,
+                       name, (double)view[bad], bad);
+    *out = view;
+    return DQ_OK;
+}
+
+/* Limits keep every size product far from overflow while admitting any real
+ * model (Llama-3-405B: dim 16384, ffn 53248, vocab 128256, 126 layers). */
+#define DQ_MAX_DIM (1 << 17)
+#define DQ_MAX_VOCAB (1 << 22)
+#define DQ_MAX_LAYERS 1024
+
+dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err) {
+    if (c->dim <= 0 || c->dim > DQ_MAX_DIM || c->hidden_dim <= 0 || c->hidden_dim > 8 * DQ_MAX_DIM)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible dims (dim %d, hidden_dim %d)", file,
+                       c->dim, c->hidden_dim);
+    if (c->n_layers <= 0 || c->n_layers > DQ_MAX_LAYERS)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible layer count %d", file, c->n_layers);
+    if (c->vocab_size <= 0 || c->vocab_size > DQ_MAX_VOCAB)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible vocab size %d", file, c->vocab_size);
+    if (c->n_heads <= 0 || c->n_heads > c->dim || c->n_kv_heads <= 0 || c->n_kv_heads > c->n_heads ||
+        c->n_heads % c->n_kv_heads != 0)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad head counts (%d heads, %d kv heads)", file,
+                       c->n_heads, c->n_kv_heads);
+    if (c->head_dim <= 0 || c->head_dim % 2 != 0 || c->head_dim > 1024 ||
+        (size_t)c->head_dim * (size_t)c->n_heads > 4 * (size_t)DQ_MAX_DIM)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad head dimension %d", file, c->head_dim);
+    if (c->seq_len <= 0 || c->seq_len > (1 << 24))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible context length %d", file, c->seq_len);
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad RMSNorm epsilon %g", file, (double)c->norm_eps);
+    if (!(c->rope_theta > 1.0f && isfinite(c->rope_theta)))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad rope_theta %g", file, (double)c->rope_theta);
+    return DQ_OK;
+}

@@ -1,0 +1,54 @@
+/* In-memory Llama-family model: config, weight pointers (into mmapped files
+ * where the bytes are already fp32, otherwise into owned buffers). */
+#ifndef DQ_MODEL_H
+#define DQ_MODEL_H
+#include "dashq.h"
+#include "util/mapped_file.h"
+
+typedef enum { DQ_DTYPE_F32 = 0, DQ_DTYPE_F16, DQ_DTYPE_BF16 } dq_dtype;
+
+size_t dq_dtype_size(dq_dtype t);
+const char *dq_dtype_name(dq_dtype t);
+
+typedef struct {
+    const float *attn_norm, *ffn_norm;  /* (dim) */
+    const float *wq;                    /* (n_heads*head_dim, dim) */
+    const float *wk, *wv;               /* (n_kv_heads*head_dim, dim) */
+    const float *wo;                    /* (dim, n_heads*head_dim) */
+    const float *bq, *bk, *bv;          /* biases, NULL unless cfg.qkv_bias */
+    const float *w_gate, *w_up;         /* (hidden_dim, dim) */
+    const float *w_down;                /* (dim, hidden_dim) */
+} dq_layer;
+
+#define DQ_MAX_MAPS 64
+
+struct dq_model {
+    dq_config cfg;
+    const float *tok_embeddings; /* (vocab, dim) */
+    const float *final_norm;     /* (dim) */
+    const float *output;         /* (vocab, dim); == tok_embeddings when tied */
+    dq_layer *layers;            /* (n_layers) */
+    char path[512];
+    const char *format;          /* "llama2c", "hf" */
+    dq_mapped_file maps[DQ_MAX_MAPS];
+    int n_maps;
+    void **owned;                /* heap buffers freed with the model */
+    size_t n_owned, cap_owned;
+};
+
+dq_model *dq_model_new(const char *path, const char *format);
+/* Allocates a buffer owned by the model (freed in dq_model_free). */
+void *dq_model_alloc(dq_model *m, size_t bytes);
+
+/* Makes an fp32 view of n elements of raw tensor bytes: points into the map
+ * when possible, otherwise converts into an owned buffer. Rejects NaN/Inf,
+ * naming the file and tensor. */
+dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
+                          dq_dtype dtype, size_t n, const float **out, dq_error *err);
+
+/* Checks the config for sizes that are inconsistent or would overflow. */
+dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err);
+
+dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err);
+dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err);
+#endif

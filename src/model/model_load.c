@@ -1,0 +1,24 @@
+/* dq_model_load: the input format is detected from the path's contents. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "util/error.h"
+
+dq_status dq_model_load(const char *path, dq_model **out, dq_error *err) {
+    *out = NULL;
+    if (dq_is_dir(path)) return dq_load_hf(path, out, err);
+    FILE *f = fopen(path, "rb");
+    if (!f) return dq_fail(err, DQ_ERR_IO, "%s: cannot open", path);
+    uint8_t head[9] = {0};
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n >= 4 && !memcmp(head, "GGUF", 4))
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: GGUF input is not supported yet", path);
+    if (n == 9 && head[8] == '{') { /* safetensors: u64 header length, then JSON */
+        char dir[512];
+        dq_path_dir(dir, sizeof dir, path);
+        return dq_load_hf(dir, out, err);
+    }
+    return dq_load_llama2c(path, out, err);
+}

@@ -1,0 +1,180 @@
+/* The encoder: split out added tokens, normalise each remaining segment,
+ * pre-tokenise it into words, and byte-pair merge each word. */
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static bool sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return false;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return true;
+}
+
+/* sentencepiece normalisation: optional whitespace collapsing, dummy prefix,
+ * spaces replaced by the model's space symbol. */
+static bool spm_normalize(const dq_tokenizer *t, const char *s, size_t n, bool first, sbuf *out) {
+    size_t sl = strlen(t->space);
+    if (t->collapse_ws) {
+        while (n > 0 && *s == ' ') s++, n--;
+        while (n > 0 && s[n - 1] == ' ') n--;
+    }
+    bool starts_with_space = n > 0 && (s[0] == ' ' || (sl > 1 && n >= sl && !memcmp(s, t->space, sl)));
+    bool metaspace_rule = sl > 1 && t->mode == DQ_MERGE_BY_RANK; /* HF Metaspace/Prepend */
+    bool want = n > 0 && (t->prepend == DQ_PREPEND_ALWAYS || (t->prepend == DQ_PREPEND_FIRST && first));
+    if (want && !(metaspace_rule && starts_with_space && t->prepend == DQ_PREPEND_FIRST))
+        if (!sb_put(out, t->space, sl)) return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            if (t->collapse_ws && i > 0 && s[i - 1] == ' ') continue;
+            if (!sb_put(out, t->space, sl)) return false;
+        } else if (!sb_put(out, s + i, 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static dq_status encode_word(const dq_tokenizer *t, const char *w, size_t n, sbuf *tmp,
+                             dq_id_buf *out, dq_error *err) {
+    if (!t->byte_level) return dq_bpe_word(t, w, n, out, err);
+    tmp->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        char u[4];
+        int l = dq_byte_to_unicode((uint8_t)w[i], u);
+        if (!sb_put(tmp, u, (size_t)l)) return dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
+    }
+    return dq_bpe_word(t, tmp->p, tmp->n, out, err);
+}
+
+static dq_status split_words(const dq_tokenizer *t, const char *s, size_t n, dq_id_buf *out,
+                             dq_error *err) {
+    sbuf tmp = {0};
+    dq_status st = DQ_OK;
+    if (!t->split_re) {
+        st = encode_word(t, s, n, &tmp, out, err);
+        free(tmp.p);
+        return st;
+    }
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->split_re, NULL);
+    if (!md) return dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
+    size_t pos = 0, done = 0;
+    while (st == DQ_OK && pos < n) {
+        int rc = pcre2_match(t->split_re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc < 0) break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t a = ov[0], b = ov[1];
+        if (a > done) st = encode_word(t, s + done, a - done, &tmp, out, err); /* unmatched gap */
+        if (st == DQ_OK && b > a) st = encode_word(t, s + a, b - a, &tmp, out, err);
+        done = b > a ? b : a;
+        pos = b > a ? b : a + 1;
+        while (pos < n && ((uint8_t)s[pos] & 0xc0) == 0x80) pos++; /* stay on a char boundary */
+    }
+    if (st == DQ_OK && done < n) st = encode_word(t, s + done, n - done, &tmp, out, err);
+    pcre2_match_data_free(md);
+    free(tmp.p);
+    return st;
+}
+
+static dq_status encode_segment(const dq_tokenizer *t, const char *s, size_t n, bool first,
+                                dq_id_buf *out, dq_error *err) {
+    if (n == 0) return DQ_OK;
+    utf8proc_uint8_t *nfc = NULL;
+    if (t->nfc) {
+        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &nfc,
+                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (m < 0) return dq_fail(err, DQ_ERR_FORMAT, "tokenize: NFC failed: %s", utf8proc_errmsg(m));
+        s = (const char *)nfc;
+        n = (size_t)m;
+    }
+    dq_status st;
+    if (t->byte_level) {
+        st = split_words(t, s, n, out, err);
+    } else {
+        sbuf norm = {0};
+        if (!spm_normalize(t, s, n, first, &norm))
+            st = dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
+        else
+            st = split_words(t, norm.p ? norm.p : "", norm.n, out, err);
+        free(norm.p);
+    }
+    free(nfc);
+    return st;
+}
+
+/* Length of the added token at s (longest first), or 0; *id receives its id. */
+static size_t match_added(const dq_tokenizer *t, const char *s, size_t n, bool parse_special,
+                          int32_t *id) {
+    for (size_t i = 0; i < t->n_added; i++) {
+        const dq_added_token *a = &t->added[i];
+        if (a->special && !parse_special) continue;
+        if (a->len <= n && a->len > 0 && memcmp(s, a->text, a->len) == 0) {
+            *id = a->id;
+            return a->len;
+        }
+    }
+    return 0;
+}
+
+static dq_status check_utf8(const char *s, size_t n, dq_error *err) {
+    size_t i = 0;
+    while (i < n) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
+                                              (utf8proc_ssize_t)(n - i), &cp);
+        if (l <= 0)
+            return dq_fail(err, DQ_ERR_FORMAT, "text is not valid UTF-8 at byte %zu", i);
+        i += (size_t)l;
+    }
+    return DQ_OK;
+}
+
+dq_status dq_tokenize(const dq_tokenizer *t, const char *text, size_t len, bool add_bos,
+                      bool parse_special, int32_t **ids, size_t *n_ids, dq_error *err) {
+    *ids = NULL;
+    *n_ids = 0;
+    dq_status st = check_utf8(text, len, err);
+    if (st) return st;
+    bool first_byte[256] = {false};
+    for (size_t i = 0; i < t->n_added; i++) first_byte[(uint8_t)t->added[i].text[0]] = true;
+    dq_id_buf out = {0};
+    if (add_bos && t->bos >= 0 && !dq_id_push(&out, t->bos))
+        return dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
+    size_t seg = 0, pos = 0;
+    while (st == DQ_OK && pos < len) {
+        int32_t id;
+        size_t m = first_byte[(uint8_t)text[pos]] ? match_added(t, text + pos, len - pos, parse_special, &id) : 0;
+        if (m == 0) {
+            pos++;
+            continue;
+        }
+        st = encode_segment(t, text + seg, pos - seg, seg == 0, &out, err);
+        if (st == DQ_OK && !dq_id_push(&out, id)) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        pos += m;
+        seg = pos;
+    }
+    if (st == DQ_OK) st = encode_segment(t, text + seg, len - seg, seg == 0, &out, err);
+    if (st) {
+        free(out.ids);
+        return st;
+    }
+    *ids = out.ids;
+    *n_ids = out.n;
+    return DQ_OK;
+}

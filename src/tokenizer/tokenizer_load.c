@@ -1,0 +1,87 @@
+/* Picks the tokenizer loader from a path's name and contents. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+#include "util/mapped_file.h"
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (!strcmp(base, "vocab.json")) return dq_tok_load_vocab_merges(path, t, err);
+    if (ends_with(path, ".json")) return dq_tok_load_hf_json(path, t, err);
+    if (ends_with(path, ".model")) return dq_tok_load_spm_model(path, t, err);
+    return dq_tok_load_llama2c(path, t, err);
+}
+
+static dq_status load_dir(const char *dir, dq_tokenizer *t, dq_error *err) {
+    static const char *const names[] = {"tokenizer.json", "vocab.json", "tokenizer.model",
+                                        "tokenizer.bin"};
+    char path[600];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (dq_path_join(path, sizeof path, dir, names[i]) && dq_file_exists(path))
+            return load_file(path, t, err);
+    return dq_fail(err, DQ_ERR_IO,
+                   "%s: no tokenizer found (tokenizer.json, vocab.json, tokenizer.model or "
+                   "tokenizer.bin); pass --tokenizer",
+                   dir);
+}
+
+dq_status dq_tokenizer_load(const char *path, dq_tokenizer **out, dq_error *err) {
+    *out = NULL;
+    dq_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    snprintf(t->path, sizeof t->path, "%s", path);
+    dq_status st = dq_is_dir(path) ? load_dir(path, t, err) : load_file(path, t, err);
+    if (st) {
+        dq_tokenizer_free(t);
+        return st;
+    }
+    *out = t;
+    return DQ_OK;
+}
+
+/* llama2.c folders may hold several tokenizer.bin variants (tok512.bin ...):
+ * take the tok*.bin whose vocabulary matches the model. */
+static bool find_llama2c_tokenizer(const char *dir, int vocab_size, char *out, size_t cap) {
+    if (dq_path_join(out, cap, dir, "tokenizer.bin") && dq_file_exists(out)) return true;
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    char want[32];
+    snprintf(want, sizeof want, "tok%d.bin", vocab_size);
+    for (struct dirent *e; !found && (e = readdir(d));)
+        if (!strcmp(e->d_name, want)) found = dq_path_join(out, cap, dir, e->d_name);
+    closedir(d);
+    return found;
+}
+
+dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_tokenizer **out,
+                                 dq_error *err) {
+    char dir[512], path[600];
+    if (dq_is_dir(model_path)) snprintf(dir, sizeof dir, "%s", model_path);
+    else dq_path_dir(dir, sizeof dir, model_path);
+    dq_status st;
+    if (dq_path_join(path, sizeof path, dir, "tokenizer.json") && dq_file_exists(path))
+        st = dq_tokenizer_load(path, out, err);
+    else if (find_llama2c_tokenizer(dir, vocab_size, path, sizeof path))
+        st = dq_tokenizer_load(path, out, err);
+    else
+        st = dq_tokenizer_load(dir, out, err);
+    if (st) return st;
+    if ((*out)->n_vocab > vocab_size) {
+        st = dq_fail(err, DQ_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d",
+                     (*out)->path, (*out)->n_vocab, vocab_size);
+        dq_tokenizer_free(*out);
+        *out = NULL;
+    }
+    return st;
+}

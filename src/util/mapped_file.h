@@ -1,0 +1,26 @@
+/* Read-only memory-mapped files: weights stay in the page cache, not on the heap. */
+#ifndef DQ_MAPPED_FILE_H
+#define DQ_MAPPED_FILE_H
+#include "dashq.h"
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    char path[512];
+} dq_mapped_file;
+
+dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err);
+void dq_unmap_file(dq_mapped_file *f);
+
+/* Whole file into a NUL-terminated heap buffer (for JSON and text). max_size
+ * guards against reading something absurd by mistake. */
+dq_status dq_read_file(const char *path, size_t max_size, char **data, size_t *size,
+                       dq_error *err);
+
+bool dq_is_dir(const char *path);
+bool dq_file_exists(const char *path);
+/* dir + "/" + name into buf; false if it does not fit. */
+bool dq_path_join(char *buf, size_t cap, const char *dir, const char *name);
+/* Directory part of a path ("." if none). */
+void dq_path_dir(char *buf, size_t cap, const char *path);
+#endif
