@@ -27,28 +27,33 @@ static bool sb_put(sbuf *b, const char *s, size_t n) {
     return true;
 }
 
-/* sentencepiece normalisation: optional whitespace collapsing, dummy prefix,
- * spaces replaced by the model's space symbol. */
+/* sentencepiece normalisation: a literal "▁" counts as a space, optional
+ * whitespace collapsing, a dummy prefix, then spaces become the model's space
+ * symbol. The prefix is added even when the text starts with a space, as
+ * sentencepiece does (HF's Metaspace skips it there; the slow tokenizers and
+ * transformers.js follow sentencepiece). */
 static bool spm_normalize(const dq_tokenizer *t, const char *s, size_t n, bool first, sbuf *out) {
-    size_t sl = strlen(t->space);
-    if (t->collapse_ws) {
-        while (n > 0 && *s == ' ') s++, n--;
-        while (n > 0 && s[n - 1] == ' ') n--;
-    }
-    bool starts_with_space = n > 0 && (s[0] == ' ' || (sl > 1 && n >= sl && !memcmp(s, t->space, sl)));
-    bool metaspace_rule = sl > 1 && t->mode == DQ_MERGE_BY_RANK; /* HF Metaspace/Prepend */
-    bool want = n > 0 && (t->prepend == DQ_PREPEND_ALWAYS || (t->prepend == DQ_PREPEND_FIRST && first));
-    if (want && !(metaspace_rule && starts_with_space && t->prepend == DQ_PREPEND_FIRST))
-        if (!sb_put(out, t->space, sl)) return false;
+    sbuf sp = {0};
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == ' ') {
-            if (t->collapse_ws && i > 0 && s[i - 1] == ' ') continue;
-            if (!sb_put(out, t->space, sl)) return false;
-        } else if (!sb_put(out, s + i, 1)) {
-            return false;
-        }
+        bool meta = i + 3 <= n && !memcmp(s + i, "\xe2\x96\x81", 3);
+        if (!sb_put(&sp, meta ? " " : s + i, 1)) return false;
+        i += meta ? 2 : 0;
     }
-    return true;
+    const char *p = sp.p ? sp.p : "";
+    size_t m = sp.n, sl = strlen(t->space);
+    if (t->collapse_ws) {
+        while (m > 0 && *p == ' ') p++, m--;
+        while (m > 0 && p[m - 1] == ' ') m--;
+    }
+    bool ok = true;
+    if (m > 0 && (t->prepend == DQ_PREPEND_ALWAYS || (t->prepend == DQ_PREPEND_FIRST && first)))
+        ok = sb_put(out, t->space, sl);
+    for (size_t i = 0; ok && i < m; i++) {
+        if (p[i] != ' ') ok = sb_put(out, p + i, 1);
+        else if (!(t->collapse_ws && i > 0 && p[i - 1] == ' ')) ok = sb_put(out, t->space, sl);
+    }
+    free(sp.p);
+    return ok;
 }
 
 static dq_status encode_word(const dq_tokenizer *t, const char *w, size_t n, sbuf *tmp,

@@ -224,6 +224,29 @@ static void apply_config(dq_tokenizer *t, const char *dir) {
     cJSON_Delete(cfg);
 }
 
+/* GPT-2 style vocabularies name no EOS anywhere but use <|endoftext|>. */
+static void default_eos(dq_tokenizer *t) {
+    if (t->eos < 0) t->eos = find_piece(t, "<|endoftext|>");
+    if (t->eos < 0) t->eos = find_piece(t, "</s>");
+}
+
+/* The slow GPT-2/Qwen2 tokenizers treat their bos/eos/unk/pad tokens (by
+ * default <|endoftext|>) as special even when only vocab.json lists them. */
+static dq_status special_from_config(dq_tokenizer *t, const cJSON *cfg, dq_error *err) {
+    const char *keys[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    const char *names[5] = {"<|endoftext|>"};
+    for (int i = 0; i < 4; i++) names[i + 1] = token_name(cfg, keys[i]);
+    for (int i = 0; i < 5; i++) {
+        int32_t id = find_piece(t, names[i]);
+        bool known = false;
+        for (size_t k = 0; k < t->n_added; k++) known |= t->added[k].id == id;
+        if (id < 0 || known) continue;
+        dq_status st = dq_tok_add_token(t, id, names[i], strlen(names[i]), true, err);
+        if (st) return st;
+    }
+    return DQ_OK;
+}
+
 static dq_status load_json_model(dq_tokenizer *t, const cJSON *root, dq_error *err) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const char *mtype = json_str(model, "type");
@@ -260,6 +283,7 @@ dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err) 
     char dir[512];
     dq_path_dir(dir, sizeof dir, path);
     apply_config(t, dir);
+    default_eos(t);
     return DQ_OK;
 }
 
@@ -316,6 +340,7 @@ dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_e
     if (!st) st = dq_tok_alloc(t, n, err);
     if (!st) st = set_vocab(t, vocab, err);
     if (!st) st = added_from_config(t, cfg, err);
+    if (!st) st = special_from_config(t, cfg, err);
     const char *cls = json_str(cfg, "tokenizer_class");
     bool qwen = cls && !strncmp(cls, "Qwen2", 5);
     t->mode = DQ_MERGE_BY_RANK;
@@ -329,6 +354,6 @@ dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_e
     cJSON_Delete(vocab);
     cJSON_Delete(cfg);
     if (!st) apply_config(t, dir);
-    if (!st && t->eos < 0) t->eos = find_piece(t, "<|endoftext|>");
+    if (!st) default_eos(t);
     return st;
 }

@@ -1,0 +1,109 @@
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define N_SLOTS 16
+static char slots[N_SLOTS][1024]; /* rotating buffers: paths stay valid for a few calls */
+static int slot;
+
+static char *next_slot(void) {
+    slot = (slot + 1) % N_SLOTS;
+    return slots[slot];
+}
+
+const char *tu_shared(const char *rel) {
+    const char *root = getenv("DASHQ_SHARED");
+    char *p = next_slot();
+    snprintf(p, 1024, "%s/%s", root && *root ? root : DQ_SHARED_DEFAULT, rel);
+    return p;
+}
+
+const char *tu_fixture(const char *rel) {
+    char *p = next_slot();
+    snprintf(p, 1024, "%s/%s", DQ_FIXTURES, rel);
+    return p;
+}
+
+const char *tu_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/dashq-test-XXXXXX");
+        if (!mkdtemp(dir)) fail_msg("mkdtemp failed");
+    }
+    return dir;
+}
+
+const char *tu_tmp(const char *name) {
+    char *p = next_slot();
+    snprintf(p, 1024, "%s/%s", tu_tmpdir(), name);
+    return p;
+}
+
+char *tu_read(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+void tu_write(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot create %s", path);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+void tu_copy(const char *src, const char *dst, size_t keep) {
+    size_t n;
+    char *buf = tu_read(src, &n);
+    tu_write(dst, buf, n < keep ? n : keep);
+    free(buf);
+}
+
+dq_model *tu_model(const char *path) {
+    dq_error err = {0};
+    dq_model *m = NULL;
+    if (dq_model_load(path, &m, &err)) fail_msg("loading %s: %s", path, err.msg);
+    return m;
+}
+
+dq_tokenizer *tu_tokenizer(const char *path) {
+    dq_error err = {0};
+    dq_tokenizer *t = NULL;
+    if (dq_tokenizer_load(path, &t, &err)) fail_msg("loading %s: %s", path, err.msg);
+    return t;
+}
+
+int tu_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    if (!p) fail_msg("popen failed: %s", cmd);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+        n += got;
+        if (cap - n < 2) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = '\0';
+    int status = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

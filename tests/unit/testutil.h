@@ -1,0 +1,33 @@
+/* Helpers shared by the test suites. */
+#ifndef DQ_TESTUTIL_H
+#define DQ_TESTUTIL_H
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "dashq.h"
+
+/* Path under the shared models/data folder ($DASHQ_SHARED or ../shared). */
+const char *tu_shared(const char *rel);
+/* Path under tests/fixtures. */
+const char *tu_fixture(const char *rel);
+/* A fresh temporary directory for this process (removed by the OS tmp cleaner). */
+const char *tu_tmpdir(void);
+/* tmpdir + "/" + name */
+const char *tu_tmp(const char *name);
+
+/* Reads a whole file; fails the test if it cannot. */
+char *tu_read(const char *path, size_t *len);
+void tu_write(const char *path, const void *data, size_t len);
+/* Copies src to dst, keeping only the first `keep` bytes (SIZE_MAX: all). */
+void tu_copy(const char *src, const char *dst, size_t keep);
+
+/* Loads a model or fails the test with the library's message. */
+dq_model *tu_model(const char *path);
+dq_tokenizer *tu_tokenizer(const char *path);
+
+/* Runs a shell command, returning its exit status and (if out) its stdout. */
+int tu_run(const char *cmd, char **out);
+#endif
