@@ -13,7 +13,8 @@ static void usage(FILE *f) {
             "  eval     MODEL [--tokenizer F] --ppl FILE [--ctx N] [--llamacpp-compatible]\n"
             "                 [--save-logits F | --kld F] [--chunks N] [--json]\n"
             "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
-            "  info     MODEL\n\n"
+            "  info     MODEL\n"
+            "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
             "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"
             "MODEL is a llama2.c .bin checkpoint or a Hugging Face folder; the format is\n"
             "detected from its contents.\n",
@@ -34,6 +35,7 @@ int main(int argc, char **argv) {
         {"eval", dq_cmd_eval},
         {"tokenize", dq_cmd_tokenize},
         {"info", dq_cmd_info},
+        {"bench", dq_cmd_bench},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);

@@ -10,6 +10,13 @@
 #include "model/model.h"
 #include "util/error.h"
 
+/* Work is cut into fixed tiles of tokens x output features, one BLAS call
+ * each. The tiling does not depend on the thread count, so every call is the
+ * same at any -t and results are bit-identical; BLAS runs single-threaded
+ * inside our OpenMP loop, which keeps both cores busy even on small layers. */
+#define DQ_TILE_TOKENS 64
+#define DQ_TILE_FEATURES 128
+
 struct dq_session {
     const dq_model *m;
     int n_ctx, n_batch, n_threads;
@@ -18,7 +25,7 @@ struct dq_session {
     float *q;          /* (n_batch, n_heads*head_dim) */
     float *att;        /* (n_batch, n_heads*head_dim) attention output */
     float *hb, *hb2;   /* (n_batch, hidden_dim) gate and up projections */
-    float *scores;     /* (n_threads, n_ctx) per-thread attention scores */
+    float *scores;     /* (n_threads, DQ_TILE_TOKENS, n_ctx) per-thread attention scores */
     float *key_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
     float *val_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
     float *rope_cos;   /* (n_ctx, head_dim/2) */
@@ -84,7 +91,7 @@ dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_thread
     s->att = xcalloc(B * qd, sizeof(float), &ok);
     s->hb = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
     s->hb2 = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
-    s->scores = xcalloc((size_t)n_threads * n_ctx, sizeof(float), &ok);
+    s->scores = xcalloc((size_t)n_threads * DQ_TILE_TOKENS * n_ctx, sizeof(float), &ok);
     s->key_cache = xcalloc(cache, sizeof(float), &ok);
     s->val_cache = xcalloc(cache, sizeof(float), &ok);
     s->rope_cos = xcalloc((size_t)n_ctx * c->head_dim / 2, sizeof(float), &ok);
@@ -110,12 +117,22 @@ void dq_session_free(dq_session *s) {
 
 /* y (T, out; row stride ldy) = x (T, in) · Wᵀ + beta·y, with W row-major (out, in). */
 static void linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
-                   float beta) {
-    if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, beta,
-                    y, ldy);
+                   float beta, int nt) {
+    int tb = (T + DQ_TILE_TOKENS - 1) / DQ_TILE_TOKENS;
+    int fb = (out + DQ_TILE_FEATURES - 1) / DQ_TILE_FEATURES;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (tb * fb > 1 && nt > 1)
+    for (int b = 0; b < tb * fb; b++) {
+        int t0 = (b / fb) * DQ_TILE_TOKENS, o0 = (b % fb) * DQ_TILE_FEATURES;
+        int m = T - t0 < DQ_TILE_TOKENS ? T - t0 : DQ_TILE_TOKENS;
+        int n = out - o0 < DQ_TILE_FEATURES ? out - o0 : DQ_TILE_FEATURES;
+        const float *Wb = W + (size_t)o0 * in, *xb = x + (size_t)t0 * in;
+        float *yb = y + (size_t)t0 * ldy + o0;
+        if (m == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, in, 1.0f, Wb, in, xb, 1, beta, yb, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, in, 1.0f, xb, in, Wb, in, beta,
+                        yb, ldy);
+    }
 }
 
 static void add_bias(float *y, int T, int n, int ld, const float *b) {
@@ -158,6 +175,25 @@ static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads,
     }
 }
 
+/* Causal softmax of one tile's scores: row i may see keys 0..first_pos+i. */
+static void masked_softmax(float *sc, int ld, int rows, int n_keys, int first_pos) {
+    for (int i = 0; i < rows; i++) {
+        float *r = sc + (size_t)i * ld, mx = -INFINITY, sum = 0.0f;
+        int visible = first_pos + i + 1;
+        for (int j = 0; j < visible; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = 0; j < visible; j++) {
+            r[j] = expf(r[j] - mx);
+            sum += r[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < visible; j++) r[j] *= inv;
+        for (int j = visible; j < n_keys; j++) r[j] = 0.0f;
+    }
+}
+
+/* Attention in tiles of (head, DQ_TILE_TOKENS queries): S = Q Kᵀ and O = P V
+ * are sgemms over the cached keys; the tiling is fixed, so results do not
+ * depend on the thread count. */
 static void attention(dq_session *s, int layer, int T, int pos) {
     const dq_config *c = &s->m->cfg;
     int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
@@ -165,37 +201,21 @@ static void attention(dq_session *s, int layer, int T, int pos) {
     const float *kc = s->key_cache + (size_t)layer * s->n_ctx * kvd;
     const float *vc = s->val_cache + (size_t)layer * s->n_ctx * kvd;
     float scale = 1.0f / sqrtf((float)hd);
-    int work = T * c->n_heads;
-#pragma omp parallel for num_threads(s->n_threads) schedule(dynamic, 4)
+    int tiles = (T + DQ_TILE_TOKENS - 1) / DQ_TILE_TOKENS, work = tiles * c->n_heads;
+#pragma omp parallel for num_threads(s->n_threads) schedule(dynamic, 1) if (work > 1)
     for (int w = 0; w < work; w++) {
-        int t = w / c->n_heads, h = w % c->n_heads;
-        float *sc = s->scores + (size_t)omp_get_thread_num() * s->n_ctx;
-        const float *qv = s->q + (size_t)t * qd + (size_t)h * hd;
+        int h = w % c->n_heads, t0 = (w / c->n_heads) * DQ_TILE_TOKENS;
+        int rows = T - t0 < DQ_TILE_TOKENS ? T - t0 : DQ_TILE_TOKENS;
+        int n_keys = pos + t0 + rows;
+        float *sc = s->scores + (size_t)omp_get_thread_num() * DQ_TILE_TOKENS * s->n_ctx;
+        const float *q = s->q + (size_t)t0 * qd + (size_t)h * hd;
         size_t koff = (size_t)(h / group) * hd;
-        int n_keys = pos + t + 1; /* causal: keys at positions <= pos+t */
-        float mx = -INFINITY;
-        for (int j = 0; j < n_keys; j++) {
-            const float *kv = kc + (size_t)j * kvd + koff;
-            float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-            for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
-            sc[j] = d * scale;
-            mx = sc[j] > mx ? sc[j] : mx;
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < n_keys; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        float *o = s->att + (size_t)t * qd + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int j = 0; j < n_keys; j++) {
-            const float *vv = vc + (size_t)j * kvd + koff;
-            float a = sc[j] * inv;
-#pragma omp simd
-            for (int i = 0; i < hd; i++) o[i] += a * vv[i];
-        }
+        float *o = s->att + (size_t)t0 * qd + (size_t)h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, hd, scale, q, qd, kc + koff,
+                    kvd, 0.0f, sc, s->n_ctx);
+        masked_softmax(sc, s->n_ctx, rows, n_keys, pos + t0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n_keys, 1.0f, sc, s->n_ctx,
+                    vc + koff, kvd, 0.0f, o, qd);
     }
 }
 
@@ -213,22 +233,22 @@ static void block(dq_session *s, int l, int T, int pos) {
     float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
 
     rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
-    linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f);
-    linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f);
-    linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f);
+    linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
+    linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
+    linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
     add_bias(s->q, T, qd, qd, w->bq);
     add_bias(kc, T, kvd, kvd, w->bk);
     add_bias(vc, T, kvd, kvd, w->bv);
     rope_rows(s, s->q, T, qd, c->n_heads, pos);
     rope_rows(s, kc, T, kvd, c->n_kv_heads, pos);
     attention(s, l, T, pos);
-    linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f); /* residual: x += att·Woᵀ */
+    linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
 
     rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
-    linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f);
-    linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f);
+    linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
+    linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
     swiglu(s->hb, s->hb2, (size_t)T * f, nt);
-    linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f); /* residual: x += ffn */
+    linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
 }
 
 dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
@@ -243,7 +263,7 @@ dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool 
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[t],
                            c->vocab_size);
-    openblas_set_num_threads(s->n_threads);
+    openblas_set_num_threads(1); /* we thread across BLAS calls, not inside them */
     for (int t = 0; t < n; t++)
         memcpy(s->x + (size_t)t * c->dim, s->m->tok_embeddings + (size_t)tokens[t] * c->dim,
                (size_t)c->dim * sizeof(float));
@@ -252,7 +272,8 @@ dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool 
     int first = all_logits ? 0 : n - 1, rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
-    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f);
+    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f,
+           s->n_threads);
     *logits = s->logits;
     return DQ_OK;
 }
