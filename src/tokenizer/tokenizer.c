@@ -89,7 +89,7 @@ dq_status dq_tok_finish(dq_tokenizer *t, dq_error *err) {
         if (!dq_str_map_put(&t->lookup, t->pieces[i], t->piece_len[i], i))
             return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", t->path);
     }
-    qsort(t->added, t->n_added, sizeof *t->added, cmp_added_len);
+    if (t->n_added) qsort(t->added, t->n_added, sizeof *t->added, cmp_added_len);
     return DQ_OK;
 }
 
@@ -162,7 +162,8 @@ void dq_tokenizer_free(dq_tokenizer *t) {
     if (!t) return;
     while (t->storage) {
         struct dq_chunk *next = t->storage->next;
-            t->storage = next;
+        free(t->storage);
+        t->storage = next;
     }
     free(t->pieces);
     free(t->piece_len);

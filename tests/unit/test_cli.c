@@ -1,3 +1,114 @@
+/* The dashq command line as scripts use it: stdout carries only results,
+ * errors are one line on stderr with exit status 2. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "testutil.h"
-static void placeholder(void **s) { (void)s; }
-int main(void) { const struct CMUnitTest t[] = {cmocka_unit_test(placeholder)}; return cmocka_run_group_tests(t, NULL, NULL); }
+
+static int dashq(const char *args, char **out) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s", DQ_CLI, args, tu_tmp("stderr.txt"));
+    return tu_run(cmd, out);
+}
+
+static char *last_stderr(void) { return tu_read(tu_tmp("stderr.txt"), NULL); }
+
+static void test_generate_greedy(void **st) {
+    (void)st;
+    char args[2048], *out;
+    snprintf(args, sizeof args, "generate %s -n 200 --temp 0 --quiet", tu_shared("models/stories260K/stories260K.bin"));
+    assert_int_equal(dashq(args, &out), 0);
+    size_t n;
+    char *want = tu_read(tu_shared("models/stories260K/expected_greedy_t0_n200.txt"), &n);
+    assert_int_equal(strlen(out), n + 1);
+    assert_memory_equal(out, want, n);
+    assert_int_equal(out[n], '\n');
+    free(want);
+    free(out);
+}
+
+static void test_generate_sampling(void **st) {
+    (void)st;
+    char args[2048], *a, *b, *c;
+    const char *m = tu_shared("models/gut6l/gut6l.bin");
+    snprintf(args, sizeof args, "generate %s --prompt \"The Time Traveller\" -n 40 --temp 0.8 --top-p 0.9 --seed 7", m);
+    assert_int_equal(dashq(args, &a), 0);
+    assert_int_equal(dashq(args, &b), 0);
+    assert_string_equal(a, b); /* same seed, same text */
+    assert_true(strncmp(a, "The Time Traveller", 18) == 0);
+    snprintf(args, sizeof args, "generate %s --prompt \"The Time Traveller\" -n 40 --temp 0.8 --seed 8", m);
+    assert_int_equal(dashq(args, &c), 0);
+    assert_string_not_equal(a, c);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static void test_eval_output(void **st) {
+    (void)st;
+    char args[2048], *out;
+    snprintf(args, sizeof args, "eval %s --ppl %s --ctx 128 --chunks 4 --quiet", tu_shared("models/gut6l/gut6l.bin"),
+             tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"));
+    assert_int_equal(dashq(args, &out), 0);
+    char *last = strrchr(out, '\n');
+    assert_non_null(last);
+    *last = '\0';
+    last = strrchr(out, '\n');
+    assert_non_null(last);
+    double ppl;
+    assert_int_equal(sscanf(last + 1, "perplexity: %lf", &ppl), 1);
+    assert_true(ppl > 10 && ppl < 1000);
+    free(out);
+    strcat(args, " --json");
+    assert_int_equal(dashq(args, &out), 0);
+    assert_true(out[0] == '{');
+    assert_non_null(strstr(out, "\"perplexity\": "));
+    free(out);
+}
+
+static void test_errors(void **st) {
+    (void)st;
+    const char *cases[][2] = {
+        {"frobnicate x", "unknown command"},
+        {"eval", "MODEL"},
+        {"eval /no/such/model.bin --ppl x", "/no/such/model.bin"},
+        {"generate MODEL -n -5", "-n expects"},
+        {"generate MODEL --temp abc", "--temp expects"},
+        {"eval MODEL", "--ppl"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024];
+        const char *model = tu_shared("models/stories260K/stories260K.bin");
+        const char *at = strstr(cases[i][0], "MODEL");
+        if (at) snprintf(args, sizeof args, "%.*s%s%s", (int)(at - cases[i][0]), cases[i][0], model, at + 5);
+        else snprintf(args, sizeof args, "%s", cases[i][0]);
+        char *out;
+        assert_int_equal(dashq(args, &out), 2);
+        assert_string_equal(out, ""); /* nothing on stdout */
+        char *err = last_stderr();
+        if (!strstr(err, "dashq: error:") || !strstr(err, cases[i][1]))
+            fail_msg("'%s': stderr \"%s\" lacks \"%s\"", args, err, cases[i][1]);
+        assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err)); /* one line */
+        free(err);
+        free(out);
+    }
+}
+
+static void test_tokenize(void **st) {
+    (void)st;
+    char args[1024], *out;
+    snprintf(args, sizeof args, "tokenize %s --text \"Hello world\"", tu_shared("models/tokenizers/gpt2/tokenizer.json"));
+    assert_int_equal(dashq(args, &out), 0);
+    assert_string_equal(out, "15496 995\n");
+    free(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate_greedy), cmocka_unit_test(test_generate_sampling),
+        cmocka_unit_test(test_eval_output),     cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_tokenize),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -23,7 +23,7 @@ static int32_t *read_tokens(const char *path, int *n) {
 
 static const float *run(dq_model *m, dq_session **s, const int32_t *toks, int n) {
     dq_error err = {0};
-    const float *logits;
+    const float *logits = NULL;
     if (dq_session_new(m, n, n, 2, s, &err) || dq_forward(*s, toks, n, 0, true, &logits, &err))
         fail_msg("%s", err.msg);
     return logits;

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* Tokenizers against independent references: Google's sentencepiece for
  * .model/tokenizer.bin vocabularies and transformers.js for tokenizer.json and
  * vocab.json + merges.txt (fixtures made by tests/tools/make_*_fixtures.*). */
