@@ -9,6 +9,7 @@
 
 #include "model/model.h"
 #include "util/error.h"
+#include "util/fastmath.h"
 
 /* Work is cut into fixed tiles of tokens x output features, one BLAS call
  * each. The tiling does not depend on the thread count, so every call is the
@@ -175,18 +176,20 @@ static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads,
     }
 }
 
-/* Causal softmax of one tile's scores: row i may see keys 0..first_pos+i. */
-static void masked_softmax(float *sc, int ld, int rows, int n_keys, int first_pos) {
+/* Causal softmax numerators of one tile's scores: row i sees keys
+ * 0..first_pos+i, later keys get 0. Returns nothing normalised: inv_sum[i]
+ * receives 1/Σ so the (smaller) PV product is scaled instead. */
+static void masked_softmax(float *sc, int ld, int rows, int n_keys, int first_pos, float *inv_sum) {
     for (int i = 0; i < rows; i++) {
         float *r = sc + (size_t)i * ld, mx = -INFINITY, sum = 0.0f;
         int visible = first_pos + i + 1;
         for (int j = 0; j < visible; j++) mx = r[j] > mx ? r[j] : mx;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < visible; j++) {
-            r[j] = expf(r[j] - mx);
+            r[j] = dq_expf(r[j] - mx);
             sum += r[j];
         }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < visible; j++) r[j] *= inv;
+        inv_sum[i] = 1.0f / sum;
         for (int j = visible; j < n_keys; j++) r[j] = 0.0f;
     }
 }
@@ -213,15 +216,18 @@ static void attention(dq_session *s, int layer, int T, int pos) {
         float *o = s->att + (size_t)t0 * qd + (size_t)h * hd;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, hd, scale, q, qd, kc + koff,
                     kvd, 0.0f, sc, s->n_ctx);
-        masked_softmax(sc, s->n_ctx, rows, n_keys, pos + t0);
+        float inv_sum[DQ_TILE_TOKENS];
+        masked_softmax(sc, s->n_ctx, rows, n_keys, pos + t0, inv_sum);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n_keys, 1.0f, sc, s->n_ctx,
                     vc + koff, kvd, 0.0f, o, qd);
+        for (int i = 0; i < rows; i++)
+            for (int k = 0; k < hd; k++) o[(size_t)i * qd + k] *= inv_sum[i];
     }
 }
 
 static void swiglu(float *g, const float *u, size_t n, int nt) {
 #pragma omp parallel for num_threads(nt) if (n > 4096)
-    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + dq_expf(-g[i])) * u[i];
 }
 
 static void block(dq_session *s, int l, int T, int pos) {

@@ -1,8 +1,10 @@
-/* fp16 / bf16 conversions: exhaustive round trips and IEEE rounding. */
+/* Numeric kernels: fp16/bf16 conversions (exhaustive round trips, IEEE
+ * rounding) and the vectorisable exp against libm. */
 #include <math.h>
 #include <string.h>
 
 #include "testutil.h"
+#include "util/fastmath.h"
 #include "util/half.h"
 
 static void test_f16_roundtrip_all(void **st) {
@@ -43,8 +45,22 @@ static void test_bf16(void **st) {
     assert_true(isnan(dq_bf16_to_f32(dq_f32_to_bf16(NAN))));
 }
 
+static void test_expf(void **st) {
+    (void)st;
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.00037f) {
+        double want = exp((double)x), rel = fabs(dq_expf(x) - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    if (worst > 3e-7) fail_msg("dq_expf relative error %.3g", worst);
+    assert_true(dq_expf(0.0f) == 1.0f);
+    assert_true(dq_expf(-1000.0f) < 1e-37f);
+    assert_true(dq_expf(-INFINITY) < 1e-37f);
+    assert_true(dq_expf(1000.0f) > 1e38f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_f16_roundtrip_all), cmocka_unit_test(test_f16_values),
-                                       cmocka_unit_test(test_bf16)};
+                                       cmocka_unit_test(test_bf16), cmocka_unit_test(test_expf)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
