@@ -28,7 +28,7 @@ dq() {  # model test -> tokens/s
     python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["tokens_per_s"])'
 }
 
-echo "machine: $(lscpu | sed -n 's/Model name: *//p'), $(nproc) cores, threads $T; llama.cpp $(cd "$B" && ./llama-cli --version 2>&1 | head -1)"
+echo "machine: $(lscpu | sed -n "s/Model name: *//p"), $(nproc) cores, threads $T; llama.cpp binaries: $B"
 echo
 echo "| model | test | dashq tok/s | llama.cpp tok/s | ratio | sgemm ceiling tok/s |"
 echo "|---|---|---:|---:|---:|---:|"
