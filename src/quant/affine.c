@@ -1,0 +1,128 @@
+/* The affine group quantizer shared by every method: parameter search,
+ * quantized-tensor storage and dequantization. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/quant.h"
+#include "util/error.h"
+#include "util/half.h"
+
+const char *dq_method_name(dq_method m) {
+    return m == DQ_METHOD_GPTQ ? "gptq" : m == DQ_METHOD_DASHQ ? "dashq" : "rtn";
+}
+
+dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
+    return (dq_quant_opts){.method = m, .bits = bits, .group = group, .fp16_params = true,
+                           .percdamp = 0.01f, .blocksize = 128, .max_iters = 20, .eps = 1e-3f,
+                           .reweight = DQ_REWEIGHT_NONE, .reweight_param = 1.0f};
+}
+
+dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {
+    if (o->bits < 2 || o->bits > 8)
+        return dq_fail(err, DQ_ERR_ARG, "%s: bits must be 2..8, got %d", layer, o->bits);
+    if (o->group != -1 && (o->group < 16 || o->group > 128 || (o->group & (o->group - 1))))
+        return dq_fail(err, DQ_ERR_ARG, "%s: group size must be 16, 32, 64, 128 or -1, got %d", layer,
+                       o->group);
+    if (o->group > 0 && cols % o->group != 0)
+        return dq_fail(err, DQ_ERR_ARG,
+                       "%s: %d input features are not a multiple of group size %d (padding is not "
+                       "supported; pick a group that divides it or -1)",
+                       layer, cols, o->group);
+    return DQ_OK;
+}
+
+dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err) {
+    memset(t, 0, sizeof *t);
+    t->rows = rows;
+    t->cols = cols;
+    t->group = group > 0 ? group : cols;
+    t->groups_per_row = cols / t->group;
+    t->bits = bits;
+    size_t n = (size_t)rows * cols, ng = (size_t)rows * t->groups_per_row;
+    t->q = malloc(n);
+    t->scale = malloc(ng * sizeof(float));
+    t->zero = malloc(ng * sizeof(float));
+    if (!t->q || !t->scale || !t->zero) {
+        dq_qtensor_free(t);
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory for a %d x %d quantized tensor", rows, cols);
+    }
+    return DQ_OK;
+}
+
+void dq_qtensor_free(dq_qtensor *t) {
+    free(t->q);
+    free(t->scale);
+    free(t->zero);
+    memset(t, 0, sizeof *t);
+}
+
+void dq_qtensor_dequantize(const dq_qtensor *t, float *out) {
+    for (int r = 0; r < t->rows; r++)
+        for (int g = 0; g < t->groups_per_row; g++) {
+            size_t gi = (size_t)r * t->groups_per_row + g, base = (size_t)r * t->cols + (size_t)g * t->group;
+            float s = t->scale[gi], z = t->zero[gi];
+            for (int j = 0; j < t->group; j++) out[base + j] = s * ((float)t->q[base + j] - z);
+        }
+}
+
+static float round_f16(float x) { return dq_f16_to_f32(dq_f32_to_f16(x)); }
+
+/* Parameters for a range [xmin, xmax] that already contains 0. */
+static dq_group_params params_for(float xmin, float xmax, int maxq, bool sym, bool fp16) {
+    if (sym) {
+        xmax = fmaxf(fabsf(xmin), xmax);
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
+    dq_group_params p;
+    p.scale = (xmax - xmin) / (float)maxq;
+    if (fp16) p.scale = round_f16(p.scale);
+    p.zero = sym ? (float)(maxq + 1) / 2 : rintf(-xmin / p.scale);
+    return p;
+}
+
+dq_group_params dq_minmax_params(const float *w, int n, int maxq, bool sym, bool fp16) {
+    float xmin = 0, xmax = 0;
+    for (int i = 0; i < n; i++) xmin = fminf(xmin, w[i]), xmax = fmaxf(xmax, w[i]);
+    return params_for(xmin, xmax, maxq, sym, fp16);
+}
+
+dq_group_params dq_mse_params(const float *w, int n, int maxq, bool sym, bool fp16) {
+    float xmin = 0, xmax = 0;
+    for (int i = 0; i < n; i++) xmin = fminf(xmin, w[i]), xmax = fmaxf(xmax, w[i]);
+    dq_group_params best = params_for(xmin, xmax, maxq, sym, fp16);
+    double best_err = INFINITY;
+    for (int i = 0; i < 80; i++) {
+        float p = 1.0f - (float)i / 100.0f;
+        dq_group_params c = params_for(p * xmin, p * xmax, maxq, sym, fp16);
+        if (sym) c.zero = best.zero;
+        double e = 0;
+        for (int j = 0; j < n; j++) e += pow(fabs(dq_dequant(dq_quant_code(w[j], c, maxq), c) - w[j]), 2.4);
+        if (e < best_err) best_err = e, best = c;
+    }
+    return best;
+}
+
+dq_group_params dq_find_params(const dq_quant_opts *o, const float *w, int n) {
+    int maxq = (1 << o->bits) - 1;
+    return o->mse ? dq_mse_params(w, n, maxq, o->sym, o->fp16_params)
+                  : dq_minmax_params(w, n, maxq, o->sym, o->fp16_params);
+}
+
+dq_status dq_quantize_rtn(const float *W, int rows, int cols, const dq_quant_opts *o, int n_threads,
+                          dq_qtensor *out, dq_error *err) {
+    dq_status st = dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
+    if (st) return st;
+    int maxq = (1 << o->bits) - 1, G = out->group, gpr = out->groups_per_row;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < gpr; g++) {
+            const float *w = W + (size_t)r * cols + (size_t)g * G;
+            dq_group_params p = dq_find_params(o, w, G);
+            out->scale[(size_t)r * gpr + g] = p.scale;
+            out->zero[(size_t)r * gpr + g] = p.zero;
+            for (int j = 0; j < G; j++) out->q[(size_t)r * cols + (size_t)g * G + j] = (uint8_t)dq_quant_code(w[j], p, maxq);
+        }
+    return DQ_OK;
+}

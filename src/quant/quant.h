@@ -1,0 +1,94 @@
+/* Weight-only affine group quantization. A quantizer takes a weight matrix
+ * W (rows = output features, cols = input features, row-major), the method's
+ * calibration statistic, and bits/group options; it returns integer codes and
+ * a (scale, zero) per group, with  w ≈ scale · (q − zero). Groups are runs of
+ * `group` consecutive input features within one row (the layout of the DASH-Q
+ * packed format and of llama.cpp's blocks). */
+#ifndef DQ_QUANT_H
+#define DQ_QUANT_H
+#include "dashq.h"
+
+typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ } dq_method;
+
+/* DASH-Q reweighting rule between least-squares iterations (IRLS). */
+typedef enum {
+    DQ_REWEIGHT_NONE = 0, /* weights = diagonal Hessian h_j */
+    DQ_REWEIGHT_HUBER,    /* h_j · min(1, k / |residual_j / scale|): downweights outliers */
+    DQ_REWEIGHT_POWER,    /* h_j^p: flattens the curvature spread (p = reweight_param) */
+} dq_reweight;
+
+typedef struct {
+    dq_method method;
+    int bits;            /* 2..8 */
+    int group;           /* 16..128 dividing cols, or -1 for one group per row */
+    bool sym;            /* symmetric: zero fixed at (maxq+1)/2 */
+    bool fp16_params;    /* round scale and zero to fp16 before coding (what the file stores) */
+    /* RTN */
+    bool mse;            /* clipping search over shrunk ranges (GPTQ's grid, norm 2.4) */
+    /* GPTQ */
+    float percdamp;      /* damping as a fraction of mean(diag H); reference 0.01 */
+    int blocksize;       /* lazy-batch width; reference 128 */
+    bool act_order;      /* columns by descending diag(H), with static groups */
+    /* DASH-Q */
+    int max_iters;       /* IRLS iterations per group (stops early when codes settle) */
+    float eps;           /* dead-channel floor: h_j + eps·mean(h) */
+    dq_reweight reweight;
+    float reweight_param;
+} dq_quant_opts;
+
+/* Defaults per method: the reference settings. */
+dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group);
+const char *dq_method_name(dq_method m);
+
+typedef struct {
+    int rows, cols, group; /* group == cols for per-channel */
+    int groups_per_row;
+    uint8_t *q;            /* (rows, cols) codes in [0, 2^bits) */
+    float *scale;          /* (rows, groups_per_row) */
+    float *zero;           /* (rows, groups_per_row) */
+    int bits;
+} dq_qtensor;
+
+dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err);
+void dq_qtensor_free(dq_qtensor *t);
+/* Ŵ = scale · (q − zero) into out (rows, cols). */
+void dq_qtensor_dequantize(const dq_qtensor *t, float *out);
+
+/* Checks bits and group against a layer's input width. */
+dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err);
+
+/* RTN: each group's min-max (optionally MSE-clipped) range, codes by rounding. */
+dq_status dq_quantize_rtn(const float *W, int rows, int cols, const dq_quant_opts *o, int n_threads,
+                          dq_qtensor *out, dq_error *err);
+/* GPTQ with the full Hessian H (cols x cols, symmetric, float), as in the
+ * IST-DASLab reference: dampening, dead columns, lazy blocks, Cholesky of
+ * H^-1, optional act-order with static groups. H is not modified. */
+dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H, const dq_quant_opts *o,
+                           int n_threads, dq_qtensor *out, dq_error *err);
+/* DASH-Q: diagonal Hessian h (cols), per-(row, group) weighted least squares
+ * alternating exact rounding and closed-form (scale, offset). */
+dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, const dq_quant_opts *o,
+                            int n_threads, dq_qtensor *out, dq_error *err);
+
+/* ---- group primitives shared by the methods ---------------------------- */
+
+typedef struct {
+    float scale, zero;
+} dq_group_params;
+
+/* GPTQ's find_params on n values: range widened to include 0, then
+ * scale = (max-min)/maxq, zero = round(-min/scale) (or the symmetric form). */
+dq_group_params dq_minmax_params(const float *w, int n, int maxq, bool sym, bool fp16);
+/* Like minmax, with GPTQ's MSE grid: shrink the range by p = 1 - i/100 for
+ * 80 steps and keep the lowest sum |q(w) - w|^2.4. */
+dq_group_params dq_mse_params(const float *w, int n, int maxq, bool sym, bool fp16);
+
+/* The method's parameter search for one group: MSE grid or min-max. */
+dq_group_params dq_find_params(const dq_quant_opts *o, const float *w, int n);
+
+static inline int dq_quant_code(float w, dq_group_params p, int maxq) {
+    float v = __builtin_rintf(w / p.scale) + p.zero;
+    return v < 0 ? 0 : v > maxq ? maxq : (int)v;
+}
+static inline float dq_dequant(int q, dq_group_params p) { return p.scale * ((float)q - p.zero); }
+#endif
