@@ -86,6 +86,8 @@ dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_toke
                                  dq_error *err);
 void dq_tokenizer_free(dq_tokenizer *t);
 int dq_tokenizer_vocab_size(const dq_tokenizer *t);
+/* The file the tokenizer was read from. */
+const char *dq_tokenizer_path(const dq_tokenizer *t);
 int dq_tokenizer_bos(const dq_tokenizer *t);
 int dq_tokenizer_eos(const dq_tokenizer *t);
 /* Whether the tokenizer's own convention prepends BOS (Llama yes, GPT-2/Qwen2 no). */

@@ -12,6 +12,10 @@ static void usage(FILE *f) {
             "  generate MODEL [--tokenizer F] [--prompt TEXT] [-n N] [--temp T] [--top-p P] [--seed S]\n"
             "  eval     MODEL [--tokenizer F] --ppl FILE [--ctx N] [--llamacpp-compatible]\n"
             "                 [--save-logits F | --kld F] [--chunks N] [--json]\n"
+            "  quantize MODEL [--tokenizer F] --method rtn|gptq|dashq --bits B --group G\n"
+            "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
+            "                 [--sym] [--act-order] [--percdamp P] [--mse] [--iters N]\n"
+            "                 [--reweight none|huber|power] [--reweight-param X] [--eps E] [--quantize-head]\n"
             "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
             "  info     MODEL\n"
             "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
@@ -36,6 +40,7 @@ int main(int argc, char **argv) {
         {"tokenize", dq_cmd_tokenize},
         {"info", dq_cmd_info},
         {"bench", dq_cmd_bench},
+        {"quantize", dq_cmd_quantize},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);

@@ -6,14 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/dashq_packed.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/half.h"
 
 typedef struct {
     dq_st_file files[DQ_MAX_MAPS];
     int n_files;
     cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
+    cJSON *qmap;       /* dashq_config.json quantized_modules, NULL for a plain folder */
     char dir[512];
 } shards;
 
@@ -131,9 +134,69 @@ static dq_status find_tensor(shards *s, const char *name, const dq_st_tensor **t
     return DQ_OK;
 }
 
+static const dq_st_tensor *need(shards *s, const char *module, const char *suffix, size_t n, bool is_int,
+                                dq_error *err) {
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", module, suffix);
+    const dq_st_tensor *t;
+    if (find_tensor(s, name, &t, err)) return NULL;
+    if (!t) dq_fail(err, DQ_ERR_FORMAT, "%s: packed tensor %s is missing", s->dir, name);
+    else if (t->n_elems != n || (is_int ? strcmp(t->dtype, "I32") : !t->known_dtype))
+        dq_fail(err, DQ_ERR_FORMAT, "%s: packed tensor %s: dtype %s with %zu elements, expected %s with %zu",
+                s->dir, name, t->dtype, t->n_elems, is_int ? "I32" : "F16", n);
+    else return t;
+    return NULL;
+}
+
+static float elem(const dq_st_tensor *t, size_t i) {
+    float f;
+    uint16_t h;
+    if (t->type == DQ_DTYPE_F32) return memcpy(&f, t->data + 4 * i, 4), f;
+    memcpy(&h, t->data + 2 * i, 2);
+    return t->type == DQ_DTYPE_F16 ? dq_f16_to_f32(h) : dq_bf16_to_f32(h);
+}
+
+/* A DASH-Q packed linear (NAME.W_q_packed, .scale, .zero), dequantized on
+ * load exactly as the quantizer computed it: w = scale · (q − zero). */
+static dq_status bind_packed(dq_model *m, shards *s, const char *module, const cJSON *meta, int64_t rows,
+                             int64_t cols, const float **out, dq_error *err) {
+    int bits = (int)num(meta, "nbits", 0), G = (int)num(meta, "group_size", 0);
+    double ng = num(meta, "num_groups", -1);
+    if (num(meta, "in_features", -1) != cols || num(meta, "out_features", -1) != rows ||
+        num(meta, "quant_in_features", (double)cols) != cols || bits < 1 || bits > 8 || G <= 0 || cols % G ||
+        ng != (double)rows * (cols / G))
+        return dq_fail(err, DQ_ERR_FORMAT, "%s/dashq_config.json: module %s does not describe a %lld x %lld linear",
+                       s->dir, module, (long long)rows, (long long)cols);
+    size_t n = (size_t)rows * (size_t)cols, groups = (size_t)ng;
+    const dq_st_tensor *w = need(s, module, "W_q_packed", dq_packed_words(n, bits), true, err);
+    const dq_st_tensor *sc = w ? need(s, module, "scale", groups, false, err) : NULL;
+    const dq_st_tensor *ze = sc ? need(s, module, "zero", groups, false, err) : NULL;
+    if (!ze) return err ? err->code : DQ_ERR_FORMAT;
+    uint8_t *q = malloc(n);
+    float *W = dq_model_alloc(m, n * sizeof *W);
+    if (!q || !W) {
+        free(q);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", module);
+    }
+    dq_unpack_codes((const int32_t *)(const void *)w->data, n, bits, q);
+    for (size_t g = 0; g < groups; g++) {
+        float scale = elem(sc, g), zero = elem(ze, g);
+        for (size_t j = g * (size_t)G; j < (g + 1) * (size_t)G; j++) W[j] = scale * ((float)q[j] - zero);
+    }
+    free(q);
+    return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, n, out, err);
+}
+
 /* Binds an fp32 view of tensor `name`, checking its shape is (rows, cols) or (rows). */
 static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, int64_t cols,
                       const float **out, dq_error *err) {
+    size_t nl = strlen(name);
+    if (s->qmap && cols && nl > 7 && !strcmp(name + nl - 7, ".weight")) {
+        char module[200];
+        snprintf(module, sizeof module, "%.*s", (int)(nl - 7), name);
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(s->qmap, module);
+        if (meta) return bind_packed(m, s, module, meta, rows, cols, out, err);
+    }
     const dq_st_tensor *t;
     dq_status st = find_tensor(s, name, &t, err);
     if (st) return st;
@@ -203,14 +266,39 @@ static dq_status open_index(shards *s, dq_error *err) {
     return DQ_OK;
 }
 
+/* dashq_config.json marks a DASH-Q packed checkpoint. */
+static dq_status open_quant_map(dq_model *m, shards *s, dq_error *err) {
+    char path[600], *text;
+    if (!dq_path_join(path, sizeof path, s->dir, "dashq_config.json") || !dq_file_exists(path)) return DQ_OK;
+    dq_status st = dq_read_file(path, 64u << 20, &text, NULL, err);
+    if (st) return st;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+    cJSON *mods = cJSON_DetachItemFromObjectCaseSensitive(root, "quantized_modules");
+    bool ok = cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "dashq-packed-linear") && cJSON_IsObject(mods);
+    cJSON_Delete(root);
+    if (!ok) {
+        cJSON_Delete(mods);
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: not a \"dashq-packed-linear\" config with quantized_modules", path);
+    }
+    s->qmap = mods;
+    m->format = "dashq";
+    return DQ_OK;
+}
+
 static dq_status bind_all(dq_model *m, shards *s, dq_error *err) {
     const dq_config *c = &m->cfg;
     dq_status st = bind(m, s, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->tok_embeddings, err);
+    const dq_st_tensor *emb;
+    if (!st && !(st = find_tensor(s, "model.embed_tokens.weight", &emb, err)) && emb) m->dtype = emb->type;
     if (!st) st = bind(m, s, "model.norm.weight", c->dim, 0, &m->final_norm, err);
     for (int l = 0; !st && l < c->n_layers; l++) st = bind_layer(m, s, l, err);
     if (st) return st;
     const dq_st_tensor *head;
     if ((st = find_tensor(s, "lm_head.weight", &head, err))) return st;
+    if (!head && s->qmap && cJSON_GetObjectItemCaseSensitive(s->qmap, "lm_head") && !c->tied_embeddings)
+        return bind(m, s, "lm_head.weight", c->vocab_size, c->dim, &m->output, err);
     if (!head && !c->tied_embeddings)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: lm_head.weight is missing and embeddings are not tied", s->dir);
     if (!head || c->tied_embeddings) {
@@ -233,6 +321,7 @@ dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     dq_status st = read_config(dir, &m->cfg, err);
     if (!st) st = open_index(s, err);
+    if (!st) st = open_quant_map(m, s, err);
     if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (!st) st = bind_all(m, s, err);
@@ -243,6 +332,7 @@ dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
         dq_st_close(&s->files[i]);
     }
     cJSON_Delete(s->weight_map);
+    cJSON_Delete(s->qmap);
     free(s);
     if (st) {
         dq_model_free(m);

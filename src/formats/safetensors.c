@@ -139,3 +139,37 @@ const dq_st_tensor *dq_st_find(const dq_st_file *f, const char *name) {
         if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
     return NULL;
 }
+
+static dq_status write_all(FILE *f, const void *p, size_t n, const char *path, dq_error *err) {
+    if (n && fwrite(p, 1, n, f) != n) return dq_fail(err, DQ_ERR_IO, "%s: write failed (disk full?)", path);
+    return DQ_OK;
+}
+
+dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err) {
+    cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "__metadata__");
+    cJSON_AddStringToObject(meta, "format", "pt");
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *e = cJSON_AddObjectToObject(root, t[i].name), *shape = cJSON_AddArrayToObject(e, "shape");
+        cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddStringToObject(e, "dtype", t[i].dtype);
+        for (int d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t[i].shape[d]));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + t[i].nbytes)));
+        off += t[i].nbytes;
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for the header", path);
+    size_t hl = strlen(json), padded = (hl + 7) / 8 * 8;
+    FILE *f = fopen(path, "wb");
+    dq_status st = f ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: cannot create", path);
+    uint64_t h = padded;
+    if (!st) st = write_all(f, &h, 8, path, err);
+    if (!st) st = write_all(f, json, hl, path, err);
+    if (!st) st = write_all(f, "        ", padded - hl, path, err);
+    for (size_t i = 0; !st && i < n; i++) st = write_all(f, t[i].data, t[i].nbytes, path, err);
+    if (f && fclose(f) != 0 && !st) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
+    free(json);
+    return st;
+}

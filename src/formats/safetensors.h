@@ -30,4 +30,18 @@ typedef struct {
 dq_status dq_st_open(const char *path, dq_st_file *f, dq_error *err);
 void dq_st_close(dq_st_file *f);
 const dq_st_tensor *dq_st_find(const dq_st_file *f, const char *name);
+
+/* One tensor to write; data holds nbytes in the named dtype. */
+typedef struct {
+    char name[192];
+    const char *dtype; /* "F32", "F16", "BF16", "I32" */
+    int ndim;
+    int64_t shape[DQ_ST_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} dq_st_out;
+
+/* Writes a safetensors file (header padded to 8 bytes, tensors in the given
+ * order). The caller makes it atomic by writing inside a temporary folder. */
+dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err);
 #endif

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/model.h"
+#include "model/forward.h"
 #include "util/error.h"
 #include "util/fastmath.h"
 
@@ -230,7 +230,11 @@ static void swiglu(float *g, const float *u, size_t n, int nt) {
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + dq_expf(-g[i])) * u[i];
 }
 
-static void block(dq_session *s, int l, int T, int pos) {
+static void tap(const dq_taps *t, dq_tap which, const float *x, int T, int cols) {
+    if (t) t->fn(t->ctx, which, x, T, cols);
+}
+
+static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
     const dq_config *c = &s->m->cfg;
     const dq_layer *w = &s->m->layers[l];
     int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim;
@@ -239,6 +243,7 @@ static void block(dq_session *s, int l, int T, int pos) {
     float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
 
     rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
+    tap(taps, DQ_TAP_ATTN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
     linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
     linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
@@ -248,12 +253,15 @@ static void block(dq_session *s, int l, int T, int pos) {
     rope_rows(s, s->q, T, qd, c->n_heads, pos);
     rope_rows(s, kc, T, kvd, c->n_kv_heads, pos);
     attention(s, l, T, pos);
+    tap(taps, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
 
     rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
+    tap(taps, DQ_TAP_FFN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
     linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
     swiglu(s->hb, s->hb2, (size_t)T * f, nt);
+    tap(taps, DQ_TAP_FFN_HIDDEN, s->hb, T, f);
     linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
 }
 
@@ -273,7 +281,7 @@ dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool 
     for (int t = 0; t < n; t++)
         memcpy(s->x + (size_t)t * c->dim, s->m->tok_embeddings + (size_t)tokens[t] * c->dim,
                (size_t)c->dim * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++) block(s, l, n, pos);
+    for (int l = 0; l < c->n_layers; l++) block(s, l, n, pos, NULL);
 
     int first = all_logits ? 0 : n - 1, rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
@@ -283,3 +291,20 @@ dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool 
     *logits = s->logits;
     return DQ_OK;
 }
+
+dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_taps *taps, dq_error *err) {
+    const dq_config *c = &s->m->cfg;
+    if (T <= 0 || T > s->n_batch || layer < 0 || layer >= c->n_layers)
+        return dq_fail(err, DQ_ERR_ARG, "block forward: %d tokens (batch %d), layer %d", T, s->n_batch, layer);
+    openblas_set_num_threads(1);
+    memcpy(s->x, x, (size_t)T * c->dim * sizeof(float));
+    block(s, layer, T, 0, taps);
+    memcpy(x, s->x, (size_t)T * c->dim * sizeof(float));
+    return DQ_OK;
+}
+
+void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {
+    rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
+}
+
+int dq_session_threads(const dq_session *s) { return s->n_threads; }

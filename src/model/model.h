@@ -29,7 +29,8 @@ struct dq_model {
     const float *output;         /* (vocab, dim); == tok_embeddings when tied */
     dq_layer *layers;            /* (n_layers) */
     char path[512];
-    const char *format;          /* "llama2c", "hf" */
+    const char *format;          /* "llama2c", "hf", "dashq" (packed checkpoint) */
+    dq_dtype dtype;              /* storage dtype of the source's full-precision tensors */
     dq_mapped_file maps[DQ_MAX_MAPS];
     int n_maps;
     void **owned;                /* heap buffers freed with the model */

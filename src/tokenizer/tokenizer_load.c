@@ -14,6 +14,7 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
+    snprintf(t->path, sizeof t->path, "%s", path); /* the file actually read */
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     if (!strcmp(base, "vocab.json")) return dq_tok_load_vocab_merges(path, t, err);
@@ -85,3 +86,5 @@ dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_toke
     }
     return st;
 }
+
+const char *dq_tokenizer_path(const dq_tokenizer *t) { return t->path; }

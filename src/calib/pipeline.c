@@ -1,0 +1,355 @@
+#define _POSIX_C_SOURCE 200809L
+#include "calib/pipeline.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/forward.h"
+#include "util/error.h"
+
+#define GRAM_TILE 64
+#define N_TAPS (DQ_TAP_COUNT + 1) /* the four block inputs, and the head's input */
+#define TAP_HEAD DQ_TAP_COUNT
+
+static const char *const HF_NAMES[DQ_LIN_PER_BLOCK] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+static const int TAP_OF[DQ_LIN_PER_BLOCK] = {DQ_TAP_ATTN_IN, DQ_TAP_ATTN_IN, DQ_TAP_ATTN_IN, DQ_TAP_ATTN_OUT,
+                                              DQ_TAP_FFN_IN,  DQ_TAP_FFN_IN,  DQ_TAP_FFN_HIDDEN};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const float **weight_slot(dq_layer *L, int kind) {
+    const float **slots[DQ_LIN_PER_BLOCK] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return slots[kind];
+}
+
+static void shape_of(const dq_config *c, int kind, int *rows, int *cols) {
+    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int r[DQ_LIN_PER_BLOCK] = {qd, kvd, kvd, d, f, f, d}, k[DQ_LIN_PER_BLOCK] = {d, d, d, qd, d, d, f};
+    *rows = r[kind];
+    *cols = k[kind];
+}
+
+/* ---- statistics: H = Σ x xᵀ (GPTQ) or its diagonal (DASH-Q), in double ---- */
+
+typedef struct {
+    dq_method method;
+    int nt;
+    int cols[N_TAPS];
+    double *H[N_TAPS], *diag[N_TAPS];
+    size_t tokens[N_TAPS];
+    float *tiles; /* nt x GRAM_TILE² scratch */
+    double seconds;
+    bool oom;
+} stats_ctx;
+
+/* H += XᵀX over fixed 64x64 tiles of the upper triangle: each tile is one
+ * single-threaded sgemm (fp32 over one window) added into double, so the sum
+ * is the same at any thread count. */
+static void gram_add(double *H, const float *X, int T, int n, int nt, float *tiles) {
+    int nb = (n + GRAM_TILE - 1) / GRAM_TILE, pairs = nb * (nb + 1) / 2;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int p = 0; p < pairs; p++) {
+        int bi = 0, rest = p;
+        while (rest >= nb - bi) rest -= nb - bi, bi++;
+        int bj = bi + rest, i0 = bi * GRAM_TILE, j0 = bj * GRAM_TILE;
+        int mi = n - i0 < GRAM_TILE ? n - i0 : GRAM_TILE, mj = n - j0 < GRAM_TILE ? n - j0 : GRAM_TILE;
+        float *tile = tiles + (size_t)omp_get_thread_num() * GRAM_TILE * GRAM_TILE;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mi, mj, T, 1.0f, X + i0, n, X + j0, n, 0.0f, tile,
+                    GRAM_TILE);
+        for (int i = 0; i < mi; i++)
+            for (int j = 0; j < mj; j++) H[(size_t)(i0 + i) * n + j0 + j] += tile[i * GRAM_TILE + j];
+    }
+}
+
+static void diag_add(double *h, const float *X, int T, int n, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int j = 0; j < n; j++) {
+        double s = 0;
+        for (int t = 0; t < T; t++) s += (double)X[(size_t)t * n + j] * X[(size_t)t * n + j];
+        h[j] += s;
+    }
+}
+
+static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
+    stats_ctx *s = ctx;
+    double t0 = now();
+    if (s->method == DQ_METHOD_GPTQ) {
+        if (!s->H[tap] && !(s->H[tap] = calloc((size_t)cols * cols, sizeof(double)))) s->oom = true;
+        if (s->H[tap]) gram_add(s->H[tap], x, T, cols, s->nt, s->tiles);
+    } else if (s->method == DQ_METHOD_DASHQ) {
+        if (!s->diag[tap] && !(s->diag[tap] = calloc((size_t)cols, sizeof(double)))) s->oom = true;
+        if (s->diag[tap]) diag_add(s->diag[tap], x, T, cols, s->nt);
+    }
+    s->cols[tap] = cols;
+    s->tokens[tap] += (size_t)T;
+    s->seconds += now() - t0;
+}
+
+static void stats_reset(stats_ctx *s) {
+    for (int t = 0; t < N_TAPS; t++) {
+        free(s->H[t]);
+        free(s->diag[t]);
+        s->H[t] = s->diag[t] = NULL;
+        s->tokens[t] = 0;
+    }
+}
+
+/* ---- output error of the quantized layers ------------------------------- */
+
+typedef struct {
+    int n;
+    int tap[DQ_LIN_PER_BLOCK], rows[DQ_LIN_PER_BLOCK];
+    const float *W[DQ_LIN_PER_BLOCK]; /* original */
+    float *D[DQ_LIN_PER_BLOCK];       /* W − Ŵ */
+    double num[DQ_LIN_PER_BLOCK], den[DQ_LIN_PER_BLOCK];
+    float *buf; /* (T, max rows) */
+} err_ctx;
+
+static double sumsq_of_product(const float *x, int T, int cols, const float *W, int rows, float *buf) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, cols, 1.0f, x, cols, W, cols, 0.0f, buf, rows);
+    double s = 0;
+    for (size_t i = 0; i < (size_t)T * rows; i++) s += (double)buf[i] * buf[i];
+    return s;
+}
+
+static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
+    err_ctx *e = ctx;
+    for (int k = 0; k < e->n; k++) {
+        if (e->tap[k] != (int)tap) continue;
+        e->num[k] += sumsq_of_product(x, T, cols, e->D[k], e->rows[k], e->buf);
+        e->den[k] += sumsq_of_product(x, T, cols, e->W[k], e->rows[k], e->buf);
+    }
+}
+
+/* ---- one linear layer ------------------------------------------------------ */
+
+static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
+                              const dq_pipeline_opts *o, dq_qlayer *ql, float **delta, dq_error *err) {
+    const float *W = *slot;
+    dq_status st = dq_quant_check(&o->q, cols, ql->name, err);
+    if (st) return st;
+    double t0 = now(), inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
+    float *stat = NULL;
+    if (o->q.method == DQ_METHOD_GPTQ) {
+        size_t nn = (size_t)cols * cols;
+        if (!(stat = malloc(nn * sizeof *stat))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+        for (int i = 0; i < cols; i++)
+            for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
+                stat[(size_t)i * cols + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
+        st = dq_quantize_gptq(W, rows, cols, stat, &o->q, o->n_threads, &ql->qt, err);
+    } else if (o->q.method == DQ_METHOD_DASHQ) {
+        if (!(stat = malloc((size_t)cols * sizeof *stat))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+        for (int j = 0; j < cols; j++) stat[j] = (float)(s->diag[tap][j] * inv);
+        st = dq_quantize_dashq(W, rows, cols, stat, &o->q, o->n_threads, &ql->qt, err);
+    } else {
+        st = dq_quantize_rtn(W, rows, cols, &o->q, o->n_threads, &ql->qt, err);
+    }
+    free(stat);
+    if (st) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return dq_fail(err, st, "%s: %s", ql->name, msg);
+    }
+    size_t n = (size_t)rows * cols;
+    float *Wq = dq_model_alloc(m, n * sizeof *Wq), *D = malloc(n * sizeof *D);
+    if (!Wq || !D) {
+        free(D);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+    }
+    dq_qtensor_dequantize(&ql->qt, Wq);
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(Wq[i])) {
+            free(D);
+            return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
+        }
+        D[i] = W[i] - Wq[i];
+    }
+    *slot = Wq;
+    *delta = D;
+    ql->seconds = now() - t0;
+    return DQ_OK;
+}
+
+/* ---- the block loop --------------------------------------------------------- */
+
+typedef struct {
+    dq_model *m;
+    const dq_calib_set *cs;
+    const dq_pipeline_opts *o;
+    dq_session *s;
+    float *X;       /* (n, len, dim) hidden states entering the current block */
+    float *scratch; /* (len, dim) */
+    stats_ctx st;
+    dq_quant_result *r;
+} run_ctx;
+
+static dq_status check_finite(const float *x, size_t n, const char *where, int window, dq_error *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return dq_fail(err, DQ_ERR_NUMERIC, "non-finite activation %s in calibration window %d", where, window);
+    return DQ_OK;
+}
+
+static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
+    const dq_calib_set *cs = c->cs;
+    size_t wsz = (size_t)cs->len * c->m->cfg.dim;
+    dq_taps taps = {stats_tap, &c->st};
+    for (int w = 0; w < cs->n; w++) {
+        memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
+        dq_status st = dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err);
+        if (st) return st;
+        if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
+    }
+    return DQ_OK;
+}
+
+static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
+    dq_model *m = c->m;
+    double t0 = now();
+    stats_reset(&c->st);
+    dq_status st = c->o->q.method == DQ_METHOD_RTN ? DQ_OK : collect_block_stats(c, l, err);
+    double t_pass1 = now() - t0;
+    err_ctx e = {.n = DQ_LIN_PER_BLOCK};
+    int max_rows = 0;
+    for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
+        dq_qlayer *ql = &c->r->layers[c->r->n];
+        snprintf(ql->name, sizeof ql->name, "model.layers.%d.%s", l, HF_NAMES[k]);
+        ql->layer = l;
+        ql->kind = k;
+        int rows, cols;
+        shape_of(&m->cfg, k, &rows, &cols);
+        const float **slot = weight_slot(&m->layers[l], k);
+        e.W[k] = *slot;
+        e.tap[k] = TAP_OF[k];
+        e.rows[k] = rows;
+        max_rows = rows > max_rows ? rows : max_rows;
+        st = solve_linear(m, slot, rows, cols, &c->st, TAP_OF[k], c->o, ql, &e.D[k], err);
+        if (!st) c->r->n++, c->r->t_solve += ql->seconds;
+    }
+    double t1 = now();
+    if (!st && !(e.buf = malloc((size_t)c->cs->len * max_rows * sizeof(float))))
+        st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    dq_taps taps = {err_tap, &e};
+    size_t wsz = (size_t)c->cs->len * m->cfg.dim;
+    for (int w = 0; !st && w < c->cs->n; w++) { /* the quantized block feeds the next one */
+        st = dq_block_forward(c->s, l, c->X + w * wsz, c->cs->len, &taps, err);
+        if (!st) {
+            char where[48];
+            snprintf(where, sizeof where, "after block %d", l);
+            st = check_finite(c->X + w * wsz, wsz, where, w, err);
+        }
+    }
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;
+        free(e.D[k]);
+    }
+    free(e.buf);
+    c->r->t_stats += c->st.seconds;
+    c->r->t_forward += t_pass1 - c->st.seconds + (now() - t1);
+    c->st.seconds = 0;
+    return st;
+}
+
+/* The output head, on the final-normed hidden states (its own input). */
+static dq_status quantize_head(run_ctx *c, dq_error *err) {
+    dq_model *m = c->m;
+    const dq_calib_set *cs = c->cs;
+    int d = m->cfg.dim, V = m->cfg.vocab_size, nt = c->o->n_threads;
+    size_t wsz = (size_t)cs->len * d;
+    stats_reset(&c->st);
+    double t0 = now();
+    for (int w = 0; w < cs->n && c->o->q.method != DQ_METHOD_RTN; w++) {
+        dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
+        stats_tap(&c->st, TAP_HEAD, c->scratch, cs->len, d);
+    }
+    if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
+    dq_qlayer *ql = &c->r->layers[c->r->n];
+    snprintf(ql->name, sizeof ql->name, "lm_head");
+    ql->layer = m->cfg.n_layers;
+    ql->kind = -1;
+    const float *W = m->output;
+    float *D = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
+    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    dq_status st = solve_linear(m, &m->output, V, d, &c->st, TAP_HEAD, c->o, ql, &D, err);
+    if (!st) {
+        c->r->n++;
+        c->r->t_solve += ql->seconds;
+        m->cfg.tied_embeddings = false; /* the embedding stays full precision */
+        double num = 0, den = 0, t1 = now();
+        for (int w = 0; w < cs->n; w++) {
+            dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
+            num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf);
+            den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf);
+        }
+        ql->rel_err = den > 0 ? sqrt(num / den) : 0;
+        c->r->t_forward += now() - t1;
+    }
+    c->r->t_stats += c->st.seconds;
+    c->r->t_forward += now() - t0 - c->st.seconds - ql->seconds;
+    free(D);
+    free(buf);
+    return st;
+}
+
+static dq_status embed_windows(run_ctx *c, dq_error *err) {
+    const dq_calib_set *cs = c->cs;
+    int d = c->m->cfg.dim;
+    size_t total;
+    if (!dq_mul_size((size_t)cs->n * cs->len, (size_t)d * sizeof(float), &total) ||
+        !(c->X = malloc(total)) || !(c->scratch = malloc((size_t)cs->len * d * sizeof(float))))
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory for %d x %d calibration hidden states", cs->n, cs->len);
+    for (size_t i = 0; i < (size_t)cs->n * cs->len; i++) {
+        int32_t t = cs->tokens[i];
+        if (t < 0 || t >= c->m->cfg.vocab_size)
+            return dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", t);
+        memcpy(c->X + i * d, c->m->tok_embeddings + (size_t)t * d, (size_t)d * sizeof(float));
+    }
+    return DQ_OK;
+}
+
+dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
+                            dq_error *err) {
+    memset(r, 0, sizeof *r);
+    int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
+    dq_pipeline_opts opts = *o;
+    opts.n_threads = nt;
+    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.method = o->q.method, .nt = nt}};
+    double t0 = now();
+    r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 1, sizeof *r->layers);
+    c.st.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
+    dq_status st = (!r->layers || !c.st.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
+    if (!st) st = embed_windows(&c, err);
+    dq_progress *p = dq_progress_start("quantize", (size_t)nl + (o->quantize_head ? 1 : 0), o->quiet);
+    for (int l = 0; !st && l < nl; l++) {
+        st = quantize_block(&c, l, err);
+        dq_progress_update(p, (size_t)l + 1);
+    }
+    if (!st && o->quantize_head) st = quantize_head(&c, err);
+    dq_progress_finish(p);
+    r->t_total = now() - t0;
+    stats_reset(&c.st);
+    free(c.st.tiles);
+    free(c.X);
+    free(c.scratch);
+    dq_session_free(c.s);
+    if (st) dq_quant_result_free(r);
+    return st;
+}
+
+void dq_quant_result_free(dq_quant_result *r) {
+    for (int i = 0; i < r->n; i++) dq_qtensor_free(&r->layers[i].qt);
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,154 @@
+/* dashq quantize: calibrate block by block, quantize every linear layer with
+ * the chosen method, write a DASH-Q packed checkpoint. Per-layer relative
+ * output errors go to stdout; the progress bar to stderr. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calib/pipeline.h"
+#include "cli/cli.h"
+#include "formats/dashq_packed.h"
+
+typedef struct {
+    dq_common_opts c;
+    dq_pipeline_opts p;
+    const char *calib, *out;
+    long nsamples, seqlen, seed;
+} quant_opts;
+
+static bool parse_method(const char *s, dq_method *m) {
+    if (!strcmp(s, "rtn")) *m = DQ_METHOD_RTN;
+    else if (!strcmp(s, "gptq")) *m = DQ_METHOD_GPTQ;
+    else if (!strcmp(s, "dashq")) *m = DQ_METHOD_DASHQ;
+    else return false;
+    return true;
+}
+
+static bool parse_reweight(const char *s, dq_reweight *r) {
+    if (!strcmp(s, "none")) *r = DQ_REWEIGHT_NONE;
+    else if (!strcmp(s, "huber")) *r = DQ_REWEIGHT_HUBER;
+    else if (!strcmp(s, "power")) *r = DQ_REWEIGHT_POWER;
+    else return false;
+    return true;
+}
+
+static int usage_error(const char *msg, const char *arg) {
+    fprintf(stderr, "dashq: error: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    return DQ_EXIT_ERROR;
+}
+
+static int parse(int argc, char **argv, quant_opts *o) {
+    enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_SYM, O_ACT, O_DAMP, O_MSE,
+           O_ITERS, O_RW, O_RWP, O_EPS, O_HEAD, O_QUIET };
+    static const struct option longs[] = {
+        {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
+        {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
+        {"calib", required_argument, 0, O_CALIB},   {"nsamples", required_argument, 0, O_NS},
+        {"seqlen", required_argument, 0, O_SL},     {"seed", required_argument, 0, O_SEED},
+        {"sym", no_argument, 0, O_SYM},             {"act-order", no_argument, 0, O_ACT},
+        {"percdamp", required_argument, 0, O_DAMP}, {"mse", no_argument, 0, O_MSE},
+        {"iters", required_argument, 0, O_ITERS},   {"reweight", required_argument, 0, O_RW},
+        {"reweight-param", required_argument, 0, O_RWP}, {"eps", required_argument, 0, O_EPS},
+        {"quantize-head", no_argument, 0, O_HEAD},  {"quiet", no_argument, 0, O_QUIET},
+        {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    dq_method method = DQ_METHOD_DASHQ;
+    long bits = 4, group = 128, v = 0, iters = -1;
+    double d = 0;
+    dq_quant_opts tune = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 128);
+    bool sym = false, act = false, mse = false;
+    o->nsamples = 128;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:t:", longs, NULL)) != -1) {
+        switch (c) {
+        case O_TOK: o->c.tokenizer = optarg; break;
+        case O_METHOD: if (!parse_method(optarg, &method)) return usage_error("--method takes rtn, gptq or dashq", optarg); break;
+        case O_BITS: if (!dq_cli_int("--bits", optarg, 2, 8, &bits)) return DQ_EXIT_ERROR; break;
+        case O_GROUP: if (!dq_cli_int("--group", optarg, -1, 128, &group)) return DQ_EXIT_ERROR; break;
+        case O_CALIB: o->calib = optarg; break;
+        case O_NS: if (!dq_cli_int("--nsamples", optarg, 2, 1024, &o->nsamples)) return DQ_EXIT_ERROR; break;
+        case O_SL: if (!dq_cli_int("--seqlen", optarg, 8, 1 << 16, &o->seqlen)) return DQ_EXIT_ERROR; break;
+        case O_SEED: if (!dq_cli_int("--seed", optarg, 0, 0x7fffffffL, &o->seed)) return DQ_EXIT_ERROR; break;
+        case O_SYM: sym = true; break;
+        case O_ACT: act = true; break;
+        case O_MSE: mse = true; break;
+        case O_DAMP: if (!dq_cli_float("--percdamp", optarg, 0, 10, &d)) return DQ_EXIT_ERROR; tune.percdamp = (float)d; break;
+        case O_ITERS: if (!dq_cli_int("--iters", optarg, 0, 1000, &iters)) return DQ_EXIT_ERROR; break;
+        case O_RW: if (!parse_reweight(optarg, &tune.reweight)) return usage_error("--reweight takes none, huber or power", optarg); break;
+        case O_RWP: if (!dq_cli_float("--reweight-param", optarg, 0, 100, &d)) return DQ_EXIT_ERROR; tune.reweight_param = (float)d; break;
+        case O_EPS: if (!dq_cli_float("--eps", optarg, 0, 1, &d)) return DQ_EXIT_ERROR; tune.eps = (float)d; break;
+        case O_HEAD: o->p.quantize_head = true; break;
+        case O_QUIET: o->c.quiet = true; break;
+        case 'o': o->out = optarg; break;
+        case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
+        default: return DQ_EXIT_ERROR;
+        }
+    }
+    if (optind != argc - 1) return usage_error("quantize takes exactly one MODEL", NULL);
+    if (!o->out) return usage_error("quantize needs -o OUT (a folder to write)", NULL);
+    if (!o->calib && method != DQ_METHOD_RTN) return usage_error("--calib FILE is required for gptq and dashq", NULL);
+    o->c.model = argv[optind];
+    dq_quant_opts q = dq_quant_defaults(method, (int)bits, (int)group);
+    q.sym = sym, q.act_order = act, q.mse = mse;
+    q.percdamp = tune.percdamp, q.reweight = tune.reweight, q.reweight_param = tune.reweight_param, q.eps = tune.eps;
+    if (iters >= 0) q.max_iters = (int)iters;
+    o->p.q = q;
+    o->p.n_threads = o->c.threads;
+    o->p.quiet = o->c.quiet;
+    return 0;
+}
+
+static void report(const quant_opts *o, const dq_quant_result *r) {
+    printf("%-44s %8s %12s\n", "layer", "solve_s", "rel_error");
+    double sum = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (o->calib) printf("%-44s %8.3f %12.6f\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err);
+        else printf("%-44s %8.3f %12s\n", r->layers[i].name, r->layers[i].seconds, "n/a");
+        sum += r->layers[i].rel_err;
+    }
+    printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),
+           o->p.q.bits, o->p.q.group, r->n ? sum / r->n : 0, r->n);
+    printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,
+           r->t_solve, r->t_total);
+    printf("wrote %s\n", o->out);
+}
+
+static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
+    dq_error err = {0};
+    dq_calib_set cs = {0};
+    int seqlen = o->seqlen ? (int)o->seqlen : (m->cfg.seq_len < 2048 ? m->cfg.seq_len : 2048);
+    if (o->calib) {
+        if (dq_calib_load(o->calib, t, (int)o->nsamples, seqlen, (uint64_t)o->seed, &cs, &err)) return dq_cli_error(&err);
+        if (cs.overlapping)
+            fprintf(stderr, "dashq: warning: %s has %zu tokens, fewer than %ld x %d: windows overlap (drawn with replacement)\n",
+                    o->calib, cs.text_tokens, o->nsamples, seqlen);
+    } else { /* RTN needs no data: a 2-token dummy window, errors reported as n/a */
+        cs.n = 1, cs.len = 2;
+        cs.tokens = calloc(2, sizeof *cs.tokens);
+    }
+    dq_quant_result r;
+    int rc = 0;
+    if (dq_quantize_model(m, &cs, &o->p, &r, &err)) rc = dq_cli_error(&err);
+    dq_packed_info info = {dq_method_name(o->p.q.method), o->p.q.bits, o->p.q.group, o->calib ? cs.n : 0,
+                           o->calib ? cs.len : 0, (uint64_t)o->seed, o->calib, dq_tokenizer_path(t)};
+    if (!rc && dq_write_packed(o->out, m, &r, &info, &err)) rc = dq_cli_error(&err);
+    if (!rc) report(o, &r);
+    if (!rc) dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    return rc;
+}
+
+int dq_cmd_quantize(int argc, char **argv) {
+    quant_opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc;
+    dq_model *m;
+    dq_tokenizer *t;
+    if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
+    rc = run(&o, m, t);
+    dq_tokenizer_free(t);
+    dq_model_free(m);
+    return rc;
+}

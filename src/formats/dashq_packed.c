@@ -1,0 +1,353 @@
+#define _POSIX_C_SOURCE 200809L
+#include "formats/dashq_packed.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/safetensors.h"
+#include "util/error.h"
+#include "util/half.h"
+
+size_t dq_packed_words(size_t n, int bits) {
+    size_t per = (size_t)(32 / bits);
+    return (n + per - 1) / per;
+}
+
+void dq_pack_codes(const uint8_t *q, size_t n, int bits, int32_t *words) {
+    size_t per = (size_t)(32 / bits), nw = dq_packed_words(n, bits);
+    for (size_t w = 0; w < nw; w++) {
+        uint32_t v = 0;
+        for (size_t k = 0; k < per && w * per + k < n; k++) v |= (uint32_t)q[w * per + k] << (k * (size_t)bits);
+        memcpy(&words[w], &v, 4);
+    }
+}
+
+void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q) {
+    size_t per = (size_t)(32 / bits);
+    uint32_t mask = (1u << bits) - 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v;
+        memcpy(&v, &words[i / per], 4);
+        q[i] = (uint8_t)((v >> ((i % per) * (size_t)bits)) & mask);
+    }
+}
+
+/* ---- tensor list ---------------------------------------------------------- */
+
+typedef struct {
+    dq_st_out *t;
+    size_t n, cap;
+    void **owned;
+    size_t n_owned;
+    bool oom;
+} tensor_list;
+
+static void *own(tensor_list *l, size_t bytes) {
+    void **o = realloc(l->owned, (l->n_owned + 1) * sizeof *o);
+    void *p = o ? malloc(bytes ? bytes : 1) : NULL;
+    if (o) l->owned = o;
+    if (!p) {
+        l->oom = true;
+        return NULL;
+    }
+    l->owned[l->n_owned++] = p;
+    return p;
+}
+
+static void add(tensor_list *l, const char *name, const char *dtype, int64_t d0, int64_t d1, const void *data,
+                size_t nbytes) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        dq_st_out *t = realloc(l->t, cap * sizeof *t);
+        if (!t) {
+            l->oom = true;
+            return;
+        }
+        l->t = t;
+        l->cap = cap;
+    }
+    dq_st_out *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = dtype;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = data;
+    t->nbytes = nbytes;
+}
+
+/* A full-precision tensor, converted back to the source dtype (exact: the
+ * values came from it). */
+static void add_fp(tensor_list *l, const char *name, dq_dtype dt, const float *x, int64_t d0, int64_t d1) {
+    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    if (dt == DQ_DTYPE_F32) {
+        add(l, name, "F32", d0, d1, x, n * 4);
+        return;
+    }
+    uint16_t *h = own(l, n * 2);
+    if (!h) return;
+    for (size_t i = 0; i < n; i++) h[i] = dt == DQ_DTYPE_F16 ? dq_f32_to_f16(x[i]) : dq_f32_to_bf16(x[i]);
+    add(l, name, dt == DQ_DTYPE_F16 ? "F16" : "BF16", d0, d1, h, n * 2);
+}
+
+/* llama2.c's q/k rows pair RoPE dimensions (2i, 2i+1); Hugging Face's
+ * rotate-half pairs (i, i+d/2). Row h*hd + p*hd/2 + i of the HF layout is row
+ * h*hd + 2i + p of the interleaved one (the official conversion's permute). */
+static int hf_source_row(int row, int hd) {
+    int h = row / hd, r = row % hd, p = r / (hd / 2), i = r % (hd / 2);
+    return h * hd + 2 * i + p;
+}
+
+static void add_quantized(tensor_list *l, const dq_qlayer *ql, bool permute, int hd) {
+    const dq_qtensor *q = &ql->qt;
+    size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row;
+    uint8_t *codes = own(l, n);
+    uint16_t *sc = own(l, ng * 2), *ze = own(l, ng * 2);
+    int32_t *words = own(l, dq_packed_words(n, q->bits) * 4);
+    if (!codes || !sc || !ze || !words) return;
+    for (int r = 0; r < q->rows; r++) {
+        int src = permute ? hf_source_row(r, hd) : r;
+        memcpy(codes + (size_t)r * q->cols, q->q + (size_t)src * q->cols, (size_t)q->cols);
+        for (int g = 0; g < q->groups_per_row; g++) {
+            sc[(size_t)r * q->groups_per_row + g] = dq_f32_to_f16(q->scale[(size_t)src * q->groups_per_row + g]);
+            ze[(size_t)r * q->groups_per_row + g] = dq_f32_to_f16(q->zero[(size_t)src * q->groups_per_row + g]);
+        }
+    }
+    dq_pack_codes(codes, n, q->bits, words);
+    char name[160];
+    snprintf(name, sizeof name, "%s.W_q_packed", ql->name);
+    add(l, name, "I32", (int64_t)dq_packed_words(n, q->bits), 0, words, dq_packed_words(n, q->bits) * 4);
+    snprintf(name, sizeof name, "%s.scale", ql->name);
+    add(l, name, "F16", (int64_t)ng, 1, sc, ng * 2);
+    snprintf(name, sizeof name, "%s.zero", ql->name);
+    add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
+}
+
+static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_result *r) {
+    const dq_config *c = &m->cfg;
+    int d = c->dim, hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
+    bool interleaved = c->rope_style == DQ_ROPE_INTERLEAVED;
+    add_fp(l, "model.embed_tokens.weight", m->dtype, m->tok_embeddings, c->vocab_size, d);
+    for (int i = 0; i < r->n; i++) {
+        const dq_qlayer *ql = &r->layers[i];
+        if (ql->kind == DQ_LIN_Q) { /* norms and biases of block ql->layer, once */
+            const dq_layer *L = &m->layers[ql->layer];
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", ql->layer);
+            add_fp(l, name, m->dtype, L->attn_norm, d, 0);
+            snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", ql->layer);
+            add_fp(l, name, m->dtype, L->ffn_norm, d, 0);
+            const float *bias[3] = {L->bq, L->bk, L->bv};
+            const char *bn[3] = {"q_proj", "k_proj", "v_proj"};
+            for (int k = 0; k < 3 && c->qkv_bias; k++) {
+                snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", ql->layer, bn[k]);
+                add_fp(l, name, m->dtype, bias[k], k ? kvd : qd, 0);
+            }
+        }
+        add_quantized(l, ql, interleaved && (ql->kind == DQ_LIN_Q || ql->kind == DQ_LIN_K), hd);
+    }
+    add_fp(l, "model.norm.weight", m->dtype, m->final_norm, d, 0);
+    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == -1;
+    if (!c->tied_embeddings && !head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
+}
+
+/* ---- JSON side files --------------------------------------------------------- */
+
+static dq_status write_json(const char *dir, const char *file, cJSON *root, dq_error *err) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    FILE *f = text ? fopen(path, "w") : NULL;
+    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = false;
+    free(text);
+    return ok ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
+}
+
+static const char *dtype_torch(dq_dtype t) {
+    return t == DQ_DTYPE_F16 ? "float16" : t == DQ_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+static cJSON *model_config(const dq_model *m) {
+    const dq_config *c = &m->cfg;
+    cJSON *o = cJSON_CreateObject(), *arch = cJSON_AddArrayToObject(o, "architectures");
+    const char *cls = !strcmp(c->arch, "qwen2") ? "Qwen2ForCausalLM"
+                      : !strcmp(c->arch, "mistral") ? "MistralForCausalLM" : "LlamaForCausalLM";
+    cJSON_AddItemToArray(arch, cJSON_CreateString(cls));
+    cJSON_AddStringToObject(o, "model_type", c->arch);
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->seq_len);
+    cJSON_AddNumberToObject(o, "rms_norm_eps", c->norm_eps);
+    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+    if (c->rope_scaling != DQ_ROPE_SCALING_NONE) {
+        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", c->rope_scaling == DQ_ROPE_SCALING_LLAMA3 ? "llama3" : "linear");
+        cJSON_AddNumberToObject(rs, "factor", c->rope_factor);
+        if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3) {
+            cJSON_AddNumberToObject(rs, "low_freq_factor", c->rope_low_freq_factor);
+            cJSON_AddNumberToObject(rs, "high_freq_factor", c->rope_high_freq_factor);
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
+        }
+    }
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    if (c->bos_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
+    if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
+    cJSON_AddStringToObject(o, "torch_dtype", dtype_torch(m->dtype));
+    return o;
+}
+
+static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq_packed_info *info) {
+    cJSON *o = cJSON_CreateObject(), *q = cJSON_AddObjectToObject(o, "quantization");
+    cJSON_AddStringToObject(o, "format", "dashq-packed-linear");
+    cJSON_AddStringToObject(o, "model_class", "causal_lm");
+    cJSON_AddStringToObject(q, "method", info->method);
+    cJSON_AddNumberToObject(q, "bits", info->bits);
+    cJSON_AddNumberToObject(q, "group_size", info->group);
+    cJSON_AddNumberToObject(q, "nsamples", info->nsamples);
+    cJSON_AddNumberToObject(q, "seqlen", info->seqlen);
+    cJSON_AddNumberToObject(q, "seed", (double)info->seed);
+    if (info->calib_path) cJSON_AddStringToObject(q, "calibration", info->calib_path);
+    cJSON_AddStringToObject(q, "producer", "dashq " DQ_VERSION);
+    cJSON *mods = cJSON_AddObjectToObject(o, "quantized_modules");
+    for (int i = 0; i < r->n; i++) {
+        const dq_qtensor *t = &r->layers[i].qt;
+        cJSON *e = cJSON_AddObjectToObject(mods, r->layers[i].name);
+        cJSON_AddNumberToObject(e, "in_features", t->cols);
+        cJSON_AddNumberToObject(e, "out_features", t->rows);
+        cJSON_AddNumberToObject(e, "quant_in_features", t->cols);
+        cJSON_AddNumberToObject(e, "nbits", t->bits);
+        cJSON_AddNumberToObject(e, "group_size", t->group);
+        cJSON_AddNumberToObject(e, "num_groups", (double)t->rows * t->groups_per_row);
+        cJSON_AddStringToObject(e, "linear_dtype", dtype_torch(m->dtype));
+        cJSON_AddStringToObject(e, "scale_zero_dtype", "float16");
+    }
+    return o;
+}
+
+/* ---- tokenizer files ------------------------------------------------------------ */
+
+static dq_status copy_file(const char *src, const char *dir, const char *name, dq_error *err) {
+    char dst[1200];
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
+    dq_status st = (in && out) ? DQ_OK : dq_fail(err, DQ_ERR_IO, "cannot copy %s to %s", src, dst);
+    char buf[1 << 16];
+    for (size_t n; !st && (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        if (fwrite(buf, 1, n, out) != n) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", dst);
+    if (in) fclose(in);
+    if (out && fclose(out) != 0 && !st) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", dst);
+    return st;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* HF tokenizers travel with their companions; a sentencepiece vocabulary
+ * (tokenizer.bin and/or .model) gets a LlamaTokenizer config so that
+ * transformers loads it too. */
+static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err) {
+    char src_dir[512], path[1200];
+    dq_path_dir(src_dir, sizeof src_dir, tok);
+    if (ends_with(tok, ".json")) {
+        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                            "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model"};
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s", src_dir, files[i]);
+            dq_status st = dq_file_exists(path) ? copy_file(path, dir, files[i], err) : DQ_OK;
+            if (st) return st;
+        }
+        return DQ_OK;
+    }
+    dq_status st = DQ_OK;
+    size_t n = strlen(tok);
+    if (ends_with(tok, ".bin")) {
+        st = copy_file(tok, dir, "tokenizer.bin", err);
+        snprintf(path, sizeof path, "%.*s.model", (int)(n - 4), tok);
+        if (!st && dq_file_exists(path)) st = copy_file(path, dir, "tokenizer.model", err);
+    } else if (ends_with(tok, ".model")) {
+        st = copy_file(tok, dir, "tokenizer.model", err);
+    }
+    if (st) return st;
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddStringToObject(cfg, "tokenizer_class", "LlamaTokenizer");
+    cJSON_AddBoolToObject(cfg, "add_bos_token", true);
+    cJSON_AddBoolToObject(cfg, "add_eos_token", false);
+    cJSON_AddStringToObject(cfg, "bos_token", "<s>");
+    cJSON_AddStringToObject(cfg, "eos_token", "</s>");
+    cJSON_AddStringToObject(cfg, "unk_token", "<unk>");
+    return write_json(dir, "tokenizer_config.json", cfg, err);
+}
+
+/* ---- atomic folder replacement ------------------------------------------------------ */
+
+static void remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        char path[1200];
+        for (struct dirent *e; (e = readdir(d));) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static dq_status publish(const char *tmp, const char *out, dq_error *err) {
+    char marker[1200], old[1100];
+    if (dq_is_dir(out)) {
+        snprintf(marker, sizeof marker, "%s/dashq_config.json", out);
+        if (!dq_file_exists(marker))
+            return dq_fail(err, DQ_ERR_IO, "%s exists and is not a dashq checkpoint; refusing to replace it", out);
+        snprintf(old, sizeof old, "%s.old-%ld", out, (long)getpid());
+        if (rename(out, old) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot move aside: %s", out, strerror(errno));
+        if (rename(tmp, out) != 0) {
+            rename(old, out);
+            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
+        }
+        remove_flat_dir(old);
+        return DQ_OK;
+    }
+    if (dq_file_exists(out)) return dq_fail(err, DQ_ERR_IO, "%s exists and is a file", out);
+    if (rename(tmp, out) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
+    return DQ_OK;
+}
+
+dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
+                          const dq_packed_info *info, dq_error *err) {
+    char tmp[1100], path[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out_dir, (long)getpid());
+    if (mkdir(tmp, 0755) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    tensor_list l = {0};
+    build_tensors(&l, m, r);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
+                         : dq_st_write(path, l.t, l.n, err);
+    if (!st) st = write_json(tmp, "config.json", model_config(m), err);
+    if (!st) st = write_json(tmp, "dashq_config.json", quant_config(m, r, info), err);
+    if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, err);
+    if (!st) st = publish(tmp, out_dir, err);
+    if (st) remove_flat_dir(tmp);
+    for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
+    free(l.owned);
+    free(l.t);
+    return st;
+}

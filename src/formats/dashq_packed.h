@@ -1,0 +1,34 @@
+/* The DASH-Q packed checkpoint (the format of the published DASH-Q models and
+ * of their Python loader): a Hugging Face folder whose quantized linears NAME
+ * are stored as
+ *   NAME.W_q_packed  int32, codes packed LSB-first, 32/bits per word, over the
+ *                    row-major [out, in] array (3 bits: 10 per word, 2 unused)
+ *   NAME.scale       float16 [num_groups, 1]
+ *   NAME.zero        float16 [num_groups, 1]   w = (q − zero) · scale
+ * with groups = consecutive runs of group_size inputs of one row, and
+ * dashq_config.json {"format": "dashq-packed-linear", "quantized_modules":
+ * {NAME: {in_features, out_features, quant_in_features, nbits, group_size,
+ * num_groups}}}. Other tensors keep the source dtype. */
+#ifndef DQ_DASHQ_PACKED_H
+#define DQ_DASHQ_PACKED_H
+#include "calib/pipeline.h"
+#include "model/model.h"
+
+typedef struct {
+    const char *method;
+    int bits, group, nsamples, seqlen;
+    uint64_t seed;
+    const char *calib_path;
+    const char *tokenizer_path; /* copied into the folder (with its companions) */
+} dq_packed_info;
+
+/* Writes the folder atomically: everything goes into OUT.tmp-PID, which then
+ * replaces OUT (an existing OUT is only replaced if it is a dashq checkpoint). */
+dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
+                          const dq_packed_info *info, dq_error *err);
+
+/* Number of int32 words holding n codes of `bits` bits. */
+size_t dq_packed_words(size_t n, int bits);
+void dq_pack_codes(const uint8_t *q, size_t n, int bits, int32_t *words);
+void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q);
+#endif

@@ -1,0 +1,26 @@
+/* Block-level access to the forward pass for calibration: run one
+ * transformer block on a window's hidden states and observe the input of
+ * every linear layer on the way ("taps"). */
+#ifndef DQ_FORWARD_H
+#define DQ_FORWARD_H
+#include "model/model.h"
+
+typedef enum {
+    DQ_TAP_ATTN_IN,    /* normed x: input of q, k, v   (T, dim) */
+    DQ_TAP_ATTN_OUT,   /* attention output: input of o  (T, n_heads*head_dim) */
+    DQ_TAP_FFN_IN,     /* normed x: input of gate, up  (T, dim) */
+    DQ_TAP_FFN_HIDDEN, /* silu(gate)*up: input of down (T, hidden_dim) */
+    DQ_TAP_COUNT
+} dq_tap;
+
+typedef struct {
+    void (*fn)(void *ctx, dq_tap tap, const float *x, int T, int cols);
+    void *ctx;
+} dq_taps;
+
+/* x (T, dim): in = the block's input, out = its output; positions 0..T-1. */
+dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_taps *taps, dq_error *err);
+/* out (T, dim) = final RMSNorm of x: the input of the output head. */
+void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads);
+int dq_session_threads(const dq_session *s);
+#endif
