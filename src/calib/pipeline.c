@@ -108,7 +108,7 @@ static void stats_reset(stats_ctx *s) {
 /* ---- output error of the quantized layers ------------------------------- */
 
 typedef struct {
-    int n;
+    int n, nt;
     int tap[DQ_LIN_PER_BLOCK], rows[DQ_LIN_PER_BLOCK];
     const float *W[DQ_LIN_PER_BLOCK]; /* original */
     float *D[DQ_LIN_PER_BLOCK];       /* W − Ŵ */
@@ -116,10 +116,25 @@ typedef struct {
     float *buf; /* (T, max rows) */
 } err_ctx;
 
-static double sumsq_of_product(const float *x, int T, int cols, const float *W, int rows, float *buf) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, cols, 1.0f, x, cols, W, cols, 0.0f, buf, rows);
+/* Σ (x·Wᵀ)² over fixed tiles of output rows, in parallel; partial sums are
+ * added in tile order, so the result does not depend on the thread count. */
+#define ERR_TILE 128
+static double sumsq_of_product(const float *x, int T, int cols, const float *W, int rows, float *buf, int nt) {
+    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
+    double part[4096];
+    if (tiles > 4096) tiles = 4096; /* rows beyond 512k: never for real models */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int k = 0; k < tiles; k++) {
+        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
+        float *b = buf + (size_t)r0 * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, W + (size_t)r0 * cols, cols,
+                    0.0f, b, n);
+        double s = 0;
+        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
+        part[k] = s;
+    }
     double s = 0;
-    for (size_t i = 0; i < (size_t)T * rows; i++) s += (double)buf[i] * buf[i];
+    for (int k = 0; k < tiles; k++) s += part[k];
     return s;
 }
 
@@ -127,8 +142,8 @@ static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
     err_ctx *e = ctx;
     for (int k = 0; k < e->n; k++) {
         if (e->tap[k] != (int)tap) continue;
-        e->num[k] += sumsq_of_product(x, T, cols, e->D[k], e->rows[k], e->buf);
-        e->den[k] += sumsq_of_product(x, T, cols, e->W[k], e->rows[k], e->buf);
+        e->num[k] += sumsq_of_product(x, T, cols, e->D[k], e->rows[k], e->buf, e->nt);
+        e->den[k] += sumsq_of_product(x, T, cols, e->W[k], e->rows[k], e->buf, e->nt);
     }
 }
 
@@ -137,7 +152,12 @@ static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
 static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
                               const dq_pipeline_opts *o, dq_qlayer *ql, float **delta, dq_error *err) {
     const float *W = *slot;
-    dq_status st = dq_quant_check(&o->q, cols, ql->name, err);
+    dq_quant_opts q = o->q;
+    if (q.group > 0 && cols % q.group != 0) { /* as llama.cpp falls back for odd widths */
+        q.group = -1;
+        ql->per_channel_fallback = true;
+    }
+    dq_status st = dq_quant_check(&q, cols, ql->name, err);
     if (st) return st;
     double t0 = now(), inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
     float *stat = NULL;
@@ -147,13 +167,13 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         for (int i = 0; i < cols; i++)
             for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
                 stat[(size_t)i * cols + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-        st = dq_quantize_gptq(W, rows, cols, stat, &o->q, o->n_threads, &ql->qt, err);
+        st = dq_quantize_gptq(W, rows, cols, stat, &q, o->n_threads, &ql->qt, err);
     } else if (o->q.method == DQ_METHOD_DASHQ) {
         if (!(stat = malloc((size_t)cols * sizeof *stat))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
         for (int j = 0; j < cols; j++) stat[j] = (float)(s->diag[tap][j] * inv);
-        st = dq_quantize_dashq(W, rows, cols, stat, &o->q, o->n_threads, &ql->qt, err);
+        st = dq_quantize_dashq(W, rows, cols, stat, &q, o->n_threads, &ql->qt, err);
     } else {
-        st = dq_quantize_rtn(W, rows, cols, &o->q, o->n_threads, &ql->qt, err);
+        st = dq_quantize_rtn(W, rows, cols, &q, o->n_threads, &ql->qt, err);
     }
     free(stat);
     if (st) {
@@ -220,7 +240,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     stats_reset(&c->st);
     dq_status st = c->o->q.method == DQ_METHOD_RTN ? DQ_OK : collect_block_stats(c, l, err);
     double t_pass1 = now() - t0;
-    err_ctx e = {.n = DQ_LIN_PER_BLOCK};
+    err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
     for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
         dq_qlayer *ql = &c->r->layers[c->r->n];
@@ -289,8 +309,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
         double num = 0, den = 0, t1 = now();
         for (int w = 0; w < cs->n; w++) {
             dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
-            num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf);
-            den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf);
+            num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf, nt);
+            den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
         }
         ql->rel_err = den > 0 ? sqrt(num / den) : 0;
         c->r->t_forward += now() - t1;

@@ -26,6 +26,7 @@ typedef struct {
     dq_qtensor qt;
     double rel_err; /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration inputs (quantized upstream) */
     double seconds; /* solve time */
+    bool per_channel_fallback; /* the group did not divide the width: one group per row */
 } dq_qlayer;
 
 typedef struct {

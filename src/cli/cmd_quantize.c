@@ -103,9 +103,15 @@ static int parse(int argc, char **argv, quant_opts *o) {
 static void report(const quant_opts *o, const dq_quant_result *r) {
     printf("%-44s %8s %12s\n", "layer", "solve_s", "rel_error");
     double sum = 0;
+    int fallback = 0;
+    for (int i = 0; i < r->n; i++) fallback += r->layers[i].per_channel_fallback;
+    if (fallback)
+        fprintf(stderr, "dashq: warning: group %d does not divide the input width of %d layers; they use one group per row\n",
+                o->p.q.group, fallback);
     for (int i = 0; i < r->n; i++) {
-        if (o->calib) printf("%-44s %8.3f %12.6f\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err);
-        else printf("%-44s %8.3f %12s\n", r->layers[i].name, r->layers[i].seconds, "n/a");
+        const char *mark = r->layers[i].per_channel_fallback ? " (per-channel)" : "";
+        if (o->calib) printf("%-44s %8.3f %12.6f%s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
+        else printf("%-44s %8.3f %12s%s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
         sum += r->layers[i].rel_err;
     }
     printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),

@@ -10,7 +10,9 @@ wrapper around its quantize(), runs build/tests/quant_tool on the same W and
 H (fp32 parameters, as the reference keeps them), and reports the fraction of
 identical codes and parameters.
 
-Usage: /usr/bin/python3 tests/tools/gptq_reference.py GPTQ_DIR SHARED_DIR [BUILD_DIR]"""
+Usage: /usr/bin/python3 tests/tools/gptq_reference.py GPTQ_DIR SHARED_DIR [BUILD_DIR]
+       ... GPTQ_DIR SHARED_DIR --fixture   writes tests/fixtures/gptq/ (W = first 64 rows of
+       gut6l layer-5 wq, H, and the reference's codes/scales/zeros) for test_quant.c"""
 import os, subprocess, sys, tempfile, types
 import numpy as np
 import torch
@@ -82,6 +84,21 @@ def ours(W, H, bits, group, act_order, tmp):
     return q, s, z
 
 weights = llama2c_weights(os.path.join(shared, "models/gut6l/gut6l.bin"))
+if build == "--fixture":
+    fix = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "gptq")
+    os.makedirs(fix, exist_ok=True)
+    W = np.ascontiguousarray(weights["wq"][5][:64])
+    X = activations(W.shape[1], 4096, 5)
+    for bits, group, act in [(3, 64, False), (2, 32, True), (4, -1, False)]:
+        H, Q, S, Z = reference(W, X, bits, group, act)
+        tag = f"w{bits}g{group}{'_act' if act else ''}"
+        H.astype(np.float32).tofile(f"{fix}/H.f32")
+        Q.tofile(f"{fix}/{tag}.q")
+        G = group if group > 0 else W.shape[1]
+        S[:, ::G].astype(np.float32).tofile(f"{fix}/{tag}.scale")
+        Z[:, ::G].astype(np.float32).tofile(f"{fix}/{tag}.zero")
+    print("fixture written to", fix)
+    sys.exit(0)
 worst = 1.0
 with tempfile.TemporaryDirectory() as tmp:
     for name, layer in [("w1", 0), ("w2", 3), ("wq", 5)]:
