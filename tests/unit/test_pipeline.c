@@ -1,0 +1,306 @@
+/* The quantization pipeline end to end: what is written is exactly what was
+ * evaluated, the packed format decodes by its published definition, output
+ * does not depend on the thread count, and bad calibration input is refused. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "calib/pipeline.h"
+#include "formats/dashq_packed.h"
+#include "formats/safetensors.h"
+#include "testutil.h"
+#include "util/half.h"
+
+static dq_calib_set random_windows(int n, int len, int vocab, uint32_t seed) {
+    dq_calib_set cs = {.n = n, .len = len, .tokens = malloc(sizeof(int32_t) * n * len)};
+    for (int i = 0; i < n * len; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        cs.tokens[i] = (int32_t)((seed >> 8) % (uint32_t)vocab);
+    }
+    return cs;
+}
+
+static dq_calib_set book_windows(const char *model, int n, int len, uint64_t seed) {
+    dq_tokenizer *t = tu_tokenizer(tu_shared(model));
+    dq_calib_set cs;
+    dq_error err = {0};
+    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, seed, &cs, &err))
+        fail_msg("%s", err.msg);
+    dq_tokenizer_free(t);
+    return cs;
+}
+
+static dq_quant_result quantize(dq_model *m, const dq_calib_set *cs, dq_method method, int bits, int group, int nt) {
+    dq_pipeline_opts o = {.q = dq_quant_defaults(method, bits, group), .n_threads = nt, .quiet = true};
+    dq_quant_result r;
+    dq_error err = {0};
+    if (dq_quantize_model(m, cs, &o, &r, &err)) fail_msg("%s", err.msg);
+    return r;
+}
+
+static float *logits_of(const dq_model *m, const int32_t *toks, int n) {
+    dq_session *s;
+    dq_error err = {0};
+    const float *lg;
+    if (dq_session_new(m, n, n, 2, &s, &err) || dq_forward(s, toks, n, 0, true, &lg, &err)) fail_msg("%s", err.msg);
+    size_t bytes = (size_t)n * dq_model_config(m)->vocab_size * sizeof(float);
+    float *copy = malloc(bytes);
+    memcpy(copy, lg, bytes);
+    dq_session_free(s);
+    return copy;
+}
+
+static const char *write_out(const dq_model *m, const dq_quant_result *r, const char *name, const char *tok) {
+    const char *dir = tu_tmp(name);
+    dq_packed_info info = {"test", 3, 64, 0, 0, 0, NULL, tok ? tu_shared(tok) : NULL};
+    dq_error err = {0};
+    if (dq_write_packed(dir, m, r, &info, &err)) fail_msg("%s", err.msg);
+    return dir;
+}
+
+/* Loading the written folder gives the model the pipeline evaluated:
+ * bit-identical for HF input; for llama2.c input the q/k rows are written in
+ * HF order (rotate-half RoPE), which only reorders a sum. */
+static void check_roundtrip(const char *model, bool llama2c, dq_method method, const char *name) {
+    dq_model *m = tu_model(model);
+    const dq_config *c = dq_model_config(m);
+    dq_calib_set cs = random_windows(4, 32, c->vocab_size, 7);
+    dq_quant_result r = quantize(m, &cs, method, 3, 32, 2);
+    const char *dir = write_out(m, &r, name, NULL);
+    dq_model *back = tu_model(dir);
+    assert_int_equal(dq_model_config(back)->rope_style, DQ_ROPE_HALF);
+    float *a = logits_of(m, cs.tokens, 32), *b = logits_of(back, cs.tokens, 32);
+    size_t n = (size_t)32 * c->vocab_size;
+    if (!llama2c) {
+        assert_memory_equal(a, b, n * sizeof(float));
+    } else {
+        double worst = 0, scale = 0;
+        for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(a[i] - b[i])), scale = fmax(scale, fabs(a[i]));
+        if (worst > 1e-4 * scale) fail_msg("%s: written model differs by %g (scale %g)", name, worst, scale);
+    }
+    free(a), free(b);
+    dq_model_free(back);
+    dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+static void test_roundtrip(void **st) {
+    (void)st;
+    check_roundtrip(tu_fixture("qwen2-tiny"), false, DQ_METHOD_GPTQ, "rt-qwen2-gptq");
+    check_roundtrip(tu_fixture("qwen2-tiny"), false, DQ_METHOD_DASHQ, "rt-qwen2-dashq");
+    check_roundtrip(tu_fixture("llama3-tiny"), false, DQ_METHOD_RTN, "rt-llama3-rtn");
+    check_roundtrip(tu_shared("models/gut6l/gut6l.bin"), true, DQ_METHOD_DASHQ, "rt-gut6l-dashq");
+}
+
+/* Decode one module from the file by the format's definition, independently
+ * of the library's unpacker, and compare with the weights the model used. */
+static void test_packed_format(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_fixture("qwen2-tiny"));
+    dq_calib_set cs = random_windows(4, 32, 256, 3);
+    dq_quant_result r = quantize(m, &cs, DQ_METHOD_DASHQ, 3, 32, 2);
+    const char *dir = write_out(m, &r, "fmt", NULL);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/dashq_config.json", dir);
+    cJSON *cfg = cJSON_Parse(tu_read(path, NULL));
+    assert_string_equal(cJSON_GetObjectItem(cfg, "format")->valuestring, "dashq-packed-linear");
+    cJSON *meta = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "quantized_modules"), "model.layers.1.mlp.down_proj");
+    assert_non_null(meta);
+    assert_int_equal(cJSON_GetObjectItem(meta, "in_features")->valueint, 160);
+    assert_int_equal(cJSON_GetObjectItem(meta, "out_features")->valueint, 64);
+    assert_int_equal(cJSON_GetObjectItem(meta, "nbits")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(meta, "group_size")->valueint, 32);
+    assert_int_equal(cJSON_GetObjectItem(meta, "num_groups")->valueint, 64 * 160 / 32);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cfg, "quantized_modules")), 14);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    dq_st_file f;
+    dq_error err = {0};
+    assert_int_equal(dq_st_open(path, &f, &err), DQ_OK);
+    const dq_st_tensor *w = dq_st_find(&f, "model.layers.1.mlp.down_proj.W_q_packed");
+    const dq_st_tensor *sc = dq_st_find(&f, "model.layers.1.mlp.down_proj.scale");
+    const dq_st_tensor *ze = dq_st_find(&f, "model.layers.1.mlp.down_proj.zero");
+    assert_string_equal(w->dtype, "I32");
+    assert_int_equal(w->n_elems, (64 * 160 + 9) / 10); /* 10 three-bit codes per word */
+    assert_string_equal(sc->dtype, "F16");
+    assert_int_equal(sc->ndim, 2);
+    assert_int_equal(sc->shape[0], 320);
+    assert_int_equal(sc->shape[1], 1);
+    assert_null(dq_st_find(&f, "model.layers.1.mlp.down_proj.weight"));
+    assert_non_null(dq_st_find(&f, "model.layers.0.self_attn.q_proj.bias"));
+    const float *used = m->layers[1].w_down;
+    for (size_t i = 0; i < 64 * 160; i++) {
+        uint32_t word;
+        uint16_t s16, z16;
+        memcpy(&word, w->data + 4 * (i / 10), 4);
+        memcpy(&s16, sc->data + 2 * (i / 32), 2);
+        memcpy(&z16, ze->data + 2 * (i / 32), 2);
+        float q = (float)((word >> (3 * (i % 10))) & 7u);
+        float v = (q - dq_f16_to_f32(z16)) * dq_f16_to_f32(s16);
+        if (v != used[i]) fail_msg("element %zu: file decodes to %g, model used %g", i, v, used[i]);
+    }
+    dq_st_close(&f);
+    cJSON_Delete(cfg);
+    dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+static void test_thread_invariance(void **st) {
+    (void)st;
+    dq_method methods[] = {DQ_METHOD_RTN, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ};
+    for (int k = 0; k < 3; k++) {
+        dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+        dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 48, 1);
+        dq_quant_result a = quantize(m1, &cs, methods[k], 3, 64, 1), b = quantize(m2, &cs, methods[k], 3, 64, 2);
+        assert_int_equal(a.n, b.n);
+        for (int i = 0; i < a.n; i++) {
+            const dq_qtensor *x = &a.layers[i].qt, *y = &b.layers[i].qt;
+            assert_memory_equal(x->q, y->q, (size_t)x->rows * x->cols);
+            assert_memory_equal(x->scale, y->scale, sizeof(float) * x->rows * x->groups_per_row);
+            assert_memory_equal(x->zero, y->zero, sizeof(float) * x->rows * x->groups_per_row);
+            assert_true(a.layers[i].rel_err == b.layers[i].rel_err);
+        }
+        dq_quant_result_free(&a), dq_quant_result_free(&b);
+        dq_calib_free(&cs);
+        dq_model_free(m1), dq_model_free(m2);
+    }
+}
+
+static double mean_err(const dq_quant_result *r) {
+    double s = 0;
+    for (int i = 0; i < r->n; i++) s += r->layers[i].rel_err;
+    return s / r->n;
+}
+
+/* Two calibration windows are enough for DASH-Q; GPTQ's error feedback wins
+ * on the calibration data it was fitted to. */
+static void test_methods_sanity(void **st) {
+    (void)st;
+    dq_calib_set cs2 = book_windows("models/gut6l/tokenizer.bin", 2, 64, 5);
+    dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_quant_result d = quantize(m, &cs2, DQ_METHOD_DASHQ, 2, 32, 2);
+    for (int i = 0; i < d.n; i++) assert_true(isfinite(d.layers[i].rel_err) && d.layers[i].rel_err < 0.6);
+    dq_quant_result_free(&d);
+    dq_model_free(m);
+    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 8, 64, 5);
+    double err[3];
+    for (int k = 0; k < 3; k++) {
+        m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+        dq_quant_result r = quantize(m, &cs, (dq_method)k, 3, 64, 2);
+        err[k] = mean_err(&r);
+        dq_quant_result_free(&r);
+        dq_model_free(m);
+    }
+    if (!(err[DQ_METHOD_GPTQ] < err[DQ_METHOD_RTN] && err[DQ_METHOD_DASHQ] < err[DQ_METHOD_RTN]))
+        fail_msg("mean relative errors: rtn %g gptq %g dashq %g", err[0], err[1], err[2]);
+    dq_calib_free(&cs);
+    dq_calib_free(&cs2);
+}
+
+static void test_head_and_fallback(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_calib_set cs = random_windows(4, 32, 512, 9);
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 2, .quiet = true,
+                          .quantize_head = true};
+    dq_quant_result r;
+    dq_error err = {0};
+    assert_int_equal(dq_quantize_model(m, &cs, &o, &r, &err), DQ_OK);
+    assert_int_equal(r.n, 5 * 7 + 1);
+    assert_string_equal(r.layers[r.n - 1].name, "lm_head");
+    assert_true(r.layers[6].per_channel_fallback); /* down_proj: 172 inputs */
+    assert_int_equal(r.layers[6].qt.group, 172);
+    assert_false(r.layers[0].per_channel_fallback);
+    const char *dir = write_out(m, &r, "head", "models/stories260K/tok512.bin");
+    dq_model *back = tu_model(dir);
+    assert_false(dq_model_config(back)->tied_embeddings);
+    float *a = logits_of(m, cs.tokens, 32), *b = logits_of(back, cs.tokens, 32);
+    for (size_t i = 0; i < (size_t)32 * 512; i++) assert_true(fabsf(a[i] - b[i]) <= 1e-4f * (1 + fabsf(a[i])));
+    dq_tokenizer *t;
+    assert_int_equal(dq_tokenizer_for_model(dir, 512, &t, &err), DQ_OK); /* the tokenizer travelled along */
+    dq_tokenizer_free(t);
+    free(a), free(b);
+    dq_model_free(back);
+    dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+static void test_bad_calibration(void **st) {
+    (void)st;
+    dq_tokenizer *t = tu_tokenizer(tu_shared("models/gut6l/tokenizer.bin"));
+    dq_calib_set cs;
+    dq_error err = {0};
+    const char *p = tu_tmp("short.txt");
+    tu_write(p, "Only a few words here.", 22);
+    assert_int_equal(dq_calib_load(p, t, 8, 256, 0, &cs, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "shorter than one window"));
+    assert_non_null(strstr(err.msg, "short.txt"));
+    const char *j = tu_tmp("calib.jsonl");
+    const char *jl = "{\"text\": \"one document of text\"}\n{\"text\": 5}\n";
+    tu_write(j, jl, strlen(jl));
+    assert_int_equal(dq_calib_load(j, t, 2, 4, 0, &cs, &err), DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "calib.jsonl:2"));
+    const char *bad = tu_tmp("bad.txt");
+    tu_write(bad, "text \xff\xfe more", 12);
+    assert_int_equal(dq_calib_load(bad, t, 2, 2, 0, &cs, &err), DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "UTF-8"));
+    /* more samples than the text holds: drawn with replacement, flagged */
+    const char *small = tu_tmp("small.txt");
+    const char *words = "It was a dark and stormy night; the rain fell in torrents.\n<|endoftext|>\nA second document.\n";
+    tu_write(small, words, strlen(words));
+    assert_int_equal(dq_calib_load(small, t, 16, 8, 0, &cs, &err), DQ_OK);
+    assert_true(cs.overlapping);
+    assert_int_equal(cs.tokens[0] == 1 || cs.tokens[0] > 2, true);
+    dq_calib_free(&cs);
+    dq_tokenizer_free(t);
+
+    /* an existing folder that is not a dashq checkpoint is never replaced */
+    dq_model *m = tu_model(tu_fixture("qwen2-tiny"));
+    dq_calib_set rw = random_windows(2, 16, 256, 1);
+    dq_quant_result r = quantize(m, &rw, DQ_METHOD_RTN, 4, 32, 1);
+    const char *dir = tu_tmp("precious");
+    mkdir(dir, 0755);
+    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL};
+    assert_int_equal(dq_write_packed(dir, m, &r, &info, &err), DQ_ERR_IO);
+    assert_non_null(strstr(err.msg, "refusing"));
+    dq_quant_result_free(&r);
+    dq_calib_free(&rw);
+    dq_model_free(m);
+}
+
+/* Activations that overflow are reported, not quantized into garbage. */
+static void test_nonfinite_activations(void **st) {
+    (void)st;
+    size_t n;
+    char *data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
+    float big = 3e38f; /* layer 0's attention-norm gain: its q/k/v overflow */
+    for (int i = 0; i < 64; i++) memcpy(data + 28 + 4 * ((size_t)512 * 64 + i), &big, 4);
+    const char *p = tu_tmp("huge.bin");
+    tu_write(p, data, n);
+    free(data);
+    dq_model *m = tu_model(p);
+    dq_calib_set cs = random_windows(2, 16, 512, 1);
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 32), .n_threads = 1, .quiet = true};
+    dq_quant_result r;
+    dq_error err = {0};
+    dq_status s = dq_quantize_model(m, &cs, &o, &r, &err);
+    assert_int_equal(s, DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "non-finite")) fail_msg("message: %s", err.msg);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_packed_format),
+        cmocka_unit_test(test_thread_invariance), cmocka_unit_test(test_methods_sanity),
+        cmocka_unit_test(test_head_and_fallback), cmocka_unit_test(test_bad_calibration),
+        cmocka_unit_test(test_nonfinite_activations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
