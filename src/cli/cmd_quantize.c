@@ -40,7 +40,7 @@ static int usage_error(const char *msg, const char *arg) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_SYM, O_ACT, O_DAMP, O_MSE,
-           O_ITERS, O_RW, O_RWP, O_EPS, O_HEAD, O_QUIET };
+           O_ITERS, O_RW, O_RWP, O_EPS, O_STARTS, O_HEAD, O_QUIET };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -50,11 +50,12 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"percdamp", required_argument, 0, O_DAMP}, {"mse", no_argument, 0, O_MSE},
         {"iters", required_argument, 0, O_ITERS},   {"reweight", required_argument, 0, O_RW},
         {"reweight-param", required_argument, 0, O_RWP}, {"eps", required_argument, 0, O_EPS},
+        {"starts", required_argument, 0, O_STARTS},
         {"quantize-head", no_argument, 0, O_HEAD},  {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     dq_method method = DQ_METHOD_DASHQ;
-    long bits = 4, group = 128, v = 0, iters = -1;
+    long bits = 4, group = 128, v = 0, iters = -1, starts = 1;
     double d = 0;
     dq_quant_opts tune = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 128);
     bool sym = false, act = false, mse = false;
@@ -79,6 +80,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_RW: if (!parse_reweight(optarg, &tune.reweight)) return usage_error("--reweight takes none, huber or power", optarg); break;
         case O_RWP: if (!dq_cli_float("--reweight-param", optarg, 0, 100, &d)) return DQ_EXIT_ERROR; tune.reweight_param = (float)d; break;
         case O_EPS: if (!dq_cli_float("--eps", optarg, 0, 1, &d)) return DQ_EXIT_ERROR; tune.eps = (float)d; break;
+        case O_STARTS: if (!dq_cli_int("--starts", optarg, 1, 64, &starts)) return DQ_EXIT_ERROR; break;
         case O_HEAD: o->p.quantize_head = true; break;
         case O_QUIET: o->c.quiet = true; break;
         case 'o': o->out = optarg; break;
@@ -94,6 +96,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
     q.sym = sym, q.act_order = act, q.mse = mse;
     q.percdamp = tune.percdamp, q.reweight = tune.reweight, q.reweight_param = tune.reweight_param, q.eps = tune.eps;
     if (iters >= 0) q.max_iters = (int)iters;
+    q.starts = (int)starts;
     o->p.q = q;
     o->p.n_threads = o->c.threads;
     o->p.quiet = o->c.quiet;
@@ -110,8 +113,8 @@ static void report(const quant_opts *o, const dq_quant_result *r) {
                 o->p.q.group, fallback);
     for (int i = 0; i < r->n; i++) {
         const char *mark = r->layers[i].per_channel_fallback ? " (per-channel)" : "";
-        if (o->calib) printf("%-44s %8.3f %12.6f%s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
-        else printf("%-44s %8.3f %12s%s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
+        if (o->calib) printf("%-44s %8.4f %12.6f%s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
+        else printf("%-44s %8.4f %12s%s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
         sum += r->layers[i].rel_err;
     }
     printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),

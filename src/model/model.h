@@ -29,7 +29,7 @@ struct dq_model {
     const float *output;         /* (vocab, dim); == tok_embeddings when tied */
     dq_layer *layers;            /* (n_layers) */
     char path[512];
-    const char *format;          /* "llama2c", "hf", "dashq" (packed checkpoint) */
+    const char *format;          /* "llama2c", "hf", "dashq" (packed checkpoint), "gguf" */
     dq_dtype dtype;              /* storage dtype of the source's full-precision tensors */
     dq_mapped_file maps[DQ_MAX_MAPS];
     int n_maps;
@@ -52,4 +52,5 @@ dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err
 
 dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err);
 dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err);
+dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err);
 #endif

@@ -13,8 +13,7 @@ dq_status dq_model_load(const char *path, dq_model **out, dq_error *err) {
     uint8_t head[9] = {0};
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);
-    if (n >= 4 && !memcmp(head, "GGUF", 4))
-        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: GGUF input is not supported yet", path);
+    if (n >= 4 && !memcmp(head, "GGUF", 4)) return dq_load_gguf(path, out, err);
     if (n == 9 && head[8] == '{') { /* safetensors: u64 header length, then JSON */
         char dir[512];
         dq_path_dir(dir, sizeof dir, path);

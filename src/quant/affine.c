@@ -15,7 +15,7 @@ const char *dq_method_name(dq_method m) {
 dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
     return (dq_quant_opts){.method = m, .bits = bits, .group = group, .fp16_params = true,
                            .percdamp = 0.01f, .blocksize = 128, .max_iters = 20, .eps = 1e-3f,
-                           .reweight = DQ_REWEIGHT_NONE, .reweight_param = 1.0f};
+                           .reweight = DQ_REWEIGHT_NONE, .reweight_param = 1.0f, .starts = 1};
 }
 
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {

@@ -79,21 +79,30 @@ static bool regress(const solver *s, const float *w, const float *b, const uint8
     return p->scale > 0;
 }
 
-/* Solves one group; q receives its codes, returns its parameters. */
-/* Start from the group's own range (a real-valued zero need not keep 0 on the grid). */
-static dq_group_params init_params(const solver *s, const float *w, int n) {
-    if (s->o->sym) return dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
+/* Start k: the group's range spread over maxq steps (k = 0, min-max) or, for
+ * k > 0, over maxq − 1 + k/10 steps, so later starts clip the extremes — a
+ * coordinate-descent solver only finds the local minimum nearest its start. */
+static dq_group_params init_params(const solver *s, const float *w, int n, int k) {
+    if (s->o->sym && k == 0) return dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
     float lo = w[0], hi = w[0];
     for (int j = 1; j < n; j++) lo = fminf(lo, w[j]), hi = fmaxf(hi, w[j]);
+    float steps = k == 0 ? (float)s->maxq : (float)s->maxq - 1.0f + 0.1f * (float)k;
     dq_group_params p;
-    p.scale = round_param(s, hi > lo ? (hi - lo) / (float)s->maxq : fmaxf(fabsf(lo), 1e-8f));
-    p.zero = round_param(s, -lo / p.scale);
+    if (s->o->sym) {
+        p = dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
+        p.scale = round_param(s, p.scale * (float)s->maxq / steps);
+        return p;
+    }
+    float mid = 0.5f * (lo + hi);
+    p.scale = round_param(s, hi > lo ? (hi - lo) / steps : fmaxf(fabsf(lo), 1e-8f));
+    p.zero = round_param(s, k == 0 ? -lo / p.scale : 0.5f * (float)s->maxq - mid / p.scale);
     return p;
 }
 
-static dq_group_params solve_group(const solver *s, const float *w, const float *a, int n, uint8_t *q,
-                                   uint8_t *q_new, float *b) {
-    dq_group_params p = init_params(s, w, n);
+/* Alternates rounding and regression from p until the codes settle; returns
+ * the best parameters seen and their objective in *err_out. */
+static dq_group_params descend(const solver *s, const float *w, const float *a, int n, dq_group_params p,
+                               uint8_t *q, uint8_t *q_new, float *b, double *err_out) {
     for (int j = 0; j < n; j++) q[j] = (uint8_t)code(w[j], p, s->maxq);
     dq_group_params best = p;
     double best_err = objective(w, a, q, n, p);
@@ -111,6 +120,21 @@ static dq_group_params solve_group(const solver *s, const float *w, const float 
         memcpy(q, q_new, (size_t)n);
         if (e < best_err) best_err = e, best = next;
         if (!changed) break;
+    }
+    *err_out = best_err;
+    return best;
+}
+
+/* Solves one group from each start; q receives the codes of the best. */
+static dq_group_params solve_group(const solver *s, const float *w, const float *a, int n, uint8_t *q,
+                                   uint8_t *q_new, float *b) {
+    double best_err = INFINITY;
+    dq_group_params best = init_params(s, w, n, 0);
+    int starts = s->o->starts > 1 ? s->o->starts : 1;
+    for (int k = 0; k < starts; k++) {
+        double e;
+        dq_group_params p = descend(s, w, a, n, init_params(s, w, n, k), q, q_new, b, &e);
+        if (e < best_err) best_err = e, best = p;
     }
     for (int j = 0; j < n; j++) q[j] = (uint8_t)code(w[j], best, s->maxq);
     return best;

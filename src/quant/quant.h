@@ -34,6 +34,7 @@ typedef struct {
     float eps;           /* dead-channel floor: h_j + eps·mean(h) */
     dq_reweight reweight;
     float reweight_param;
+    int starts;          /* initial scales tried per group: range/(maxq − 1 + k/10), k < starts; 1 = min-max */
 } dq_quant_opts;
 
 /* Defaults per method: the reference settings. */

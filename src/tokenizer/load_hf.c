@@ -69,7 +69,7 @@ static dq_status add_merge(dq_tokenizer *t, const char *a, size_t na, const char
     return DQ_OK;
 }
 
-static dq_status merge_from_string(dq_tokenizer *t, const char *s, size_t n, int rank, dq_error *err) {
+dq_status dq_tok_merge_from_string(dq_tokenizer *t, const char *s, size_t n, int rank, dq_error *err) {
     const char *sp = memchr(s, ' ', n);
     if (!sp || sp == s || sp == s + n - 1)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: merge %d \"%.*s\" is not two pieces", t->path, rank,
@@ -85,7 +85,7 @@ static dq_status set_merges_json(dq_tokenizer *t, const cJSON *merges, dq_error 
     cJSON_ArrayForEach(m, merges) {
         dq_status st;
         if (cJSON_IsString(m)) {
-            st = merge_from_string(t, m->valuestring, strlen(m->valuestring), rank, err);
+            st = dq_tok_merge_from_string(t, m->valuestring, strlen(m->valuestring), rank, err);
         } else if (cJSON_GetArraySize(m) == 2 && cJSON_IsString(cJSON_GetArrayItem(m, 0)) &&
                    cJSON_IsString(cJSON_GetArrayItem(m, 1))) {
             const char *a = cJSON_GetArrayItem(m, 0)->valuestring, *b = cJSON_GetArrayItem(m, 1)->valuestring;
@@ -302,7 +302,7 @@ static dq_status read_merges_txt(dq_tokenizer *t, const char *path, dq_error *er
         size_t len = (size_t)(end - line);
         if (len && line[len - 1] == '\r') len--;
         if (len && !(rank == 0 && line == text && !strncmp(line, "#version", 8)))
-            st = merge_from_string(t, line, len, rank++, err);
+            st = dq_tok_merge_from_string(t, line, len, rank++, err);
         line = end + 1;
     }
     free(text);

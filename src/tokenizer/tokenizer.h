@@ -65,6 +65,8 @@ dq_status dq_tok_add_token(dq_tokenizer *t, int64_t id, const char *s, size_t n,
                            dq_error *err);
 /* Builds lookup tables once pieces, types and merges are set. */
 dq_status dq_tok_finish(dq_tokenizer *t, dq_error *err);
+/* Adds merge "a b" with the given rank (lookup tables must be built). */
+dq_status dq_tok_merge_from_string(dq_tokenizer *t, const char *s, size_t n, int rank, dq_error *err);
 /* Compiles a pre-tokenizer split regex (PCRE2, UTF + Unicode properties). */
 dq_status dq_tok_set_regex(dq_tokenizer *t, const char *pattern, dq_error *err);
 
@@ -89,4 +91,5 @@ dq_status dq_tok_load_llama2c(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_spm_model(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_error *err);
+dq_status dq_tok_load_gguf(const char *path, dq_tokenizer *t, dq_error *err);
 #endif

@@ -13,8 +13,17 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= m && !strcmp(s + n - m, suffix);
 }
 
+static bool is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    bool yes = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    if (f) fclose(f);
+    return yes;
+}
+
 static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
     snprintf(t->path, sizeof t->path, "%s", path); /* the file actually read */
+    if (is_gguf(path)) return dq_tok_load_gguf(path, t, err);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     if (!strcmp(base, "vocab.json")) return dq_tok_load_vocab_merges(path, t, err);
@@ -71,7 +80,9 @@ dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_toke
     if (dq_is_dir(model_path)) snprintf(dir, sizeof dir, "%s", model_path);
     else dq_path_dir(dir, sizeof dir, model_path);
     dq_status st;
-    if (dq_path_join(path, sizeof path, dir, "tokenizer.json") && dq_file_exists(path))
+    if (!dq_is_dir(model_path) && is_gguf(model_path)) /* the tokenizer is inside */
+        st = dq_tokenizer_load(model_path, out, err);
+    else if (dq_path_join(path, sizeof path, dir, "tokenizer.json") && dq_file_exists(path))
         st = dq_tokenizer_load(path, out, err);
     else if (find_llama2c_tokenizer(dir, vocab_size, path, sizeof path))
         st = dq_tokenizer_load(path, out, err);

@@ -2,10 +2,13 @@
  * implementations (tests/tools/gptq_reference.py):
  *   quant_tool METHOD BITS GROUP ACT_ORDER FP16 W.f32 ROWS COLS STAT.f32 OUT
  * STAT is H (cols x cols) for gptq, diag(H) (cols) for dashq, unused for rtn.
- * Writes OUT.q (uint8 codes), OUT.scale and OUT.zero (float32). */
+ * Writes OUT.q (uint8 codes), OUT.scale and OUT.zero (float32) and prints the
+ * solve time (all online cores) for bench/gptq_vs_reference.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "quant/quant.h"
 
@@ -20,7 +23,7 @@ static float *read_f32(const char *path, size_t n) {
     return x;
 }
 
-static void write(const char *prefix, const char *ext, const void *p, size_t bytes) {
+static void write_file(const char *prefix, const char *ext, const void *p, size_t bytes) {
     char path[1024];
     snprintf(path, sizeof path, "%s.%s", prefix, ext);
     FILE *f = fopen(path, "wb");
@@ -42,17 +45,22 @@ int main(int argc, char **argv) {
     float *S = m == DQ_METHOD_RTN ? NULL : read_f32(argv[9], m == DQ_METHOD_GPTQ ? (size_t)cols * cols : (size_t)cols);
     dq_qtensor q;
     dq_error err = {0};
-    dq_status st = m == DQ_METHOD_GPTQ ? dq_quantize_gptq(W, rows, cols, S, &o, 2, &q, &err)
-                   : m == DQ_METHOD_DASHQ ? dq_quantize_dashq(W, rows, cols, S, &o, 2, &q, &err)
-                                          : dq_quantize_rtn(W, rows, cols, &o, 2, &q, &err);
+    int nt = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dq_status st = m == DQ_METHOD_GPTQ ? dq_quantize_gptq(W, rows, cols, S, &o, nt, &q, &err)
+                   : m == DQ_METHOD_DASHQ ? dq_quantize_dashq(W, rows, cols, S, &o, nt, &q, &err)
+                                          : dq_quantize_rtn(W, rows, cols, &o, nt, &q, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (st) {
         fprintf(stderr, "%s\n", err.msg);
         return 2;
     }
+    printf("seconds %.4f\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     size_t ng = (size_t)rows * q.groups_per_row;
-    write(argv[10], "q", q.q, (size_t)rows * cols);
-    write(argv[10], "scale", q.scale, ng * sizeof(float));
-    write(argv[10], "zero", q.zero, ng * sizeof(float));
+    write_file(argv[10], "q", q.q, (size_t)rows * cols);
+    write_file(argv[10], "scale", q.scale, ng * sizeof(float));
+    write_file(argv[10], "zero", q.zero, ng * sizeof(float));
     dq_qtensor_free(&q);
     free(W);
     free(S);

@@ -84,6 +84,14 @@ static void test_dashq_properties(void **st) {
         assert_int_equal(dq_quantize_rtn(W, rows, cols, &o, 2, &qr, &err), DQ_OK);
         double ed = weighted_err(W, h, &qd, deq), er = weighted_err(W, h, &qr, deq);
         if (!(ed < 0.9 * er)) fail_msg("%d-bit: DASH-Q weighted error %g not below RTN %g", bits, ed, er);
+        /* more starting scales include the min-max start, so never do worse */
+        dq_quant_opts om = o;
+        om.starts = 21;
+        dq_qtensor qm;
+        assert_int_equal(dq_quantize_dashq(W, rows, cols, h, &om, 2, &qm, &err), DQ_OK);
+        double em = weighted_err(W, h, &qm, deq);
+        if (!(em <= ed * (1 + 1e-6))) fail_msg("%d-bit: 21 starts error %g above 1 start %g", bits, em, ed);
+        dq_qtensor_free(&qm);
         int maxq = (1 << bits) - 1;
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++) {

@@ -1,0 +1,180 @@
+/* A GGUF file as a dq_model: llama.cpp's architecture metadata and tensor
+ * names ("llama", and "qwen2" with its q/k/v biases). F32 tensors stay
+ * mmapped; F16/BF16 and quantized blocks are decoded to fp32 on load, so a
+ * quantized file is evaluated exactly as its bytes say. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/gguf.h"
+#include "model/model.h"
+#include "util/error.h"
+
+typedef struct {
+    dq_model *m;
+    const dq_gguf *g;
+    const char *path;
+    char arch[32];
+    dq_error *err;
+} loader;
+
+static bool arch_int(const loader *L, const char *key, int64_t *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", L->arch, key);
+    return dq_gguf_get_int(L->g, k, v);
+}
+
+static bool arch_float(const loader *L, const char *key, double *v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", L->arch, key);
+    return dq_gguf_get_float(L->g, k, v);
+}
+
+static dq_status need_int(const loader *L, const char *key, int *out) {
+    int64_t v;
+    if (!arch_int(L, key, &v))
+        return dq_fail(L->err, DQ_ERR_FORMAT, "%s: metadata %s.%s is missing", L->path, L->arch, key);
+    if (v < 0 || v > INT32_MAX)
+        return dq_fail(L->err, DQ_ERR_FORMAT, "%s: metadata %s.%s = %lld is out of range", L->path, L->arch, key,
+                       (long long)v);
+    *out = (int)v;
+    return DQ_OK;
+}
+
+static dq_status read_arch(loader *L) {
+    const char *s;
+    size_t n;
+    if (!dq_gguf_get_str(L->g, "general.architecture", &s, &n))
+        return dq_fail(L->err, DQ_ERR_FORMAT, "%s: general.architecture is missing", L->path);
+    snprintf(L->arch, sizeof L->arch, "%.*s", (int)(n < 31 ? n : 31), s);
+    if (strcmp(L->arch, "llama") && strcmp(L->arch, "qwen2"))
+        return dq_fail(L->err, DQ_ERR_UNSUPPORTED, "%s: architecture %s is not supported (llama, qwen2)", L->path,
+                       L->arch);
+    return DQ_OK;
+}
+
+static dq_status read_config(loader *L) {
+    dq_config *c = &L->m->cfg;
+    dq_status st;
+    if ((st = read_arch(L))) return st;
+    snprintf(c->arch, sizeof c->arch, "%s", L->arch);
+    if ((st = need_int(L, "embedding_length", &c->dim)) || (st = need_int(L, "feed_forward_length", &c->hidden_dim)) ||
+        (st = need_int(L, "block_count", &c->n_layers)) || (st = need_int(L, "attention.head_count", &c->n_heads)))
+        return st;
+    int64_t v;
+    c->n_kv_heads = arch_int(L, "attention.head_count_kv", &v) ? (int)v : c->n_heads;
+    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if (arch_int(L, "attention.key_length", &v)) c->head_dim = (int)v;
+    c->seq_len = arch_int(L, "context_length", &v) ? (int)v : 2048;
+    double f;
+    c->norm_eps = arch_float(L, "attention.layer_norm_rms_epsilon", &f) ? (float)f : 1e-5f;
+    c->rope_theta = arch_float(L, "rope.freq_base", &f) ? (float)f : 10000.0f;
+    /* llama.cpp rotates llama heads in interleaved pairs and qwen2 ("NEOX") in halves */
+    c->rope_style = strcmp(L->arch, "qwen2") ? DQ_ROPE_INTERLEAVED : DQ_ROPE_HALF;
+    c->qkv_bias = !strcmp(L->arch, "qwen2");
+    const char *s;
+    size_t n;
+    char k[128];
+    snprintf(k, sizeof k, "%s.rope.scaling.type", L->arch);
+    if (dq_gguf_get_str(L->g, k, &s, &n) && n == 6 && !memcmp(s, "linear", 6) && arch_float(L, "rope.scaling.factor", &f)) {
+        c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
+        c->rope_factor = (float)f;
+    }
+    if (dq_gguf_tensor_find(L->g, "rope_freqs.weight"))
+        return dq_fail(L->err, DQ_ERR_UNSUPPORTED, "%s: per-frequency RoPE factors (rope_freqs.weight) are not supported",
+                       L->path);
+    const dq_gguf_tensor *emb = dq_gguf_tensor_find(L->g, "token_embd.weight");
+    if (!emb) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor token_embd.weight is missing", L->path);
+    c->vocab_size = emb->ne[1] > INT32_MAX ? -1 : (int)emb->ne[1];
+    c->tied_embeddings = !dq_gguf_tensor_find(L->g, "output.weight");
+    c->bos_id = dq_gguf_get_int(L->g, "tokenizer.ggml.bos_token_id", &v) ? (int)v : -1;
+    c->eos_id = dq_gguf_get_int(L->g, "tokenizer.ggml.eos_token_id", &v) ? (int)v : -1;
+    return dq_config_validate(c, L->path, L->err);
+}
+
+/* The fp32 view of tensor `name`, which must have shape [ne0, ne1]. */
+static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, const float **out) {
+    const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, name);
+    if (!t) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is missing", L->path, name);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+                       L->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                       (long long)t->ne[3], (long long)ne0, (long long)ne1);
+    size_t n = (size_t)ne0 * (size_t)ne1;
+    if (t->type == DQ_GGML_F32 || t->type == DQ_GGML_F16 || t->type == DQ_GGML_BF16) {
+        dq_dtype dt = t->type == DQ_GGML_F32 ? DQ_DTYPE_F32 : t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : DQ_DTYPE_BF16;
+        return dq_model_tensor(L->m, L->path, name, t->data, dt, n, out, L->err);
+    }
+    float *buf = dq_model_alloc(L->m, n * sizeof *buf);
+    if (!buf) return dq_fail(L->err, DQ_ERR_NOMEM, "%s: tensor %s: out of memory", L->path, name);
+    dq_ggml_decode(t->type, t->data, n, buf);
+    return dq_model_tensor(L->m, L->path, name, buf, DQ_DTYPE_F32, n, out, L->err);
+}
+
+static dq_status load_layer(loader *L, int i) {
+    const dq_config *c = &L->m->cfg;
+    dq_layer *y = &L->m->layers[i];
+    int64_t d = c->dim, f = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    char n[9][64];
+    static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                         "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int k = 0; k < 9; k++) snprintf(n[k], sizeof n[k], "blk.%d.%s.weight", i, names[k]);
+    dq_status st;
+    if ((st = tensor(L, n[0], d, 1, &y->attn_norm)) || (st = tensor(L, n[1], d, qd, &y->wq)) ||
+        (st = tensor(L, n[2], d, kvd, &y->wk)) || (st = tensor(L, n[3], d, kvd, &y->wv)) ||
+        (st = tensor(L, n[4], qd, d, &y->wo)) || (st = tensor(L, n[5], d, 1, &y->ffn_norm)) ||
+        (st = tensor(L, n[6], d, f, &y->w_gate)) || (st = tensor(L, n[7], d, f, &y->w_up)) ||
+        (st = tensor(L, n[8], f, d, &y->w_down)))
+        return st;
+    if (!c->qkv_bias) return DQ_OK;
+    for (int k = 1; k <= 3; k++) snprintf(n[k], sizeof n[k], "blk.%d.%s.bias", i, names[k]);
+    if ((st = tensor(L, n[1], qd, 1, &y->bq)) || (st = tensor(L, n[2], kvd, 1, &y->bk)) ||
+        (st = tensor(L, n[3], kvd, 1, &y->bv)))
+        return st;
+    return DQ_OK;
+}
+
+static dq_status load_tensors(loader *L) {
+    dq_model *m = L->m;
+    const dq_config *c = &m->cfg;
+    dq_status st;
+    if ((st = tensor(L, "token_embd.weight", c->dim, c->vocab_size, &m->tok_embeddings)) ||
+        (st = tensor(L, "output_norm.weight", c->dim, 1, &m->final_norm)))
+        return st;
+    if (c->tied_embeddings) m->output = m->tok_embeddings;
+    else if ((st = tensor(L, "output.weight", c->dim, c->vocab_size, &m->output))) return st;
+    for (int i = 0; i < c->n_layers; i++)
+        if ((st = load_layer(L, i))) return st;
+    /* full-precision storage type, for writers that keep tensors as they came */
+    const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, "blk.0.attn_q.weight");
+    m->dtype = t && t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : t && t->type == DQ_GGML_BF16 ? DQ_DTYPE_BF16 : DQ_DTYPE_F32;
+    return DQ_OK;
+}
+
+dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err) {
+    *out = NULL;
+    dq_model *m = dq_model_new(path, "gguf");
+    if (!m) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    dq_gguf g;
+    dq_status st = dq_gguf_open(path, &g, err);
+    if (st) {
+        dq_model_free(m);
+        return st;
+    }
+    loader L = {m, &g, path, "", err};
+    st = read_config(&L);
+    if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
+        st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    if (!st) st = load_tensors(&L);
+    /* the model keeps the mapping (its F32 tensors point into it) */
+    m->maps[m->n_maps++] = g.f;
+    g.f.data = NULL;
+    g.f.size = 0;
+    dq_gguf_close(&g);
+    if (st) {
+        dq_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DQ_OK;
+}

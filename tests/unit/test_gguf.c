@@ -1,0 +1,235 @@
+/* GGUF and ggml blocks against llama.cpp: block decoders and the Q8_0 encoder
+ * against ggml's own output (tests/tools/make_ggml_fixture.c), a GGUF written
+ * by llama.cpp (stories260K, F16) loaded as a model and as a tokenizer, and
+ * hostile edits of that file. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/ggml_types.h"
+#include "formats/gguf.h"
+#include "testutil.h"
+#include "util/half.h"
+
+#define N (4 * 512)
+
+static const char *fixture_path(const char *name, const char *ext) {
+    static char rel[128];
+    snprintf(rel, sizeof rel, "ggml/%s.%s", name, ext);
+    return tu_fixture(rel);
+}
+
+static void test_decoders_match_ggml(void **st) {
+    (void)st;
+    static const char *const names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K",
+                                        "q3_K", "q4_K", "q5_K", "q6_K", "f16",  "bf16"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char upper[8];
+        for (size_t k = 0; k <= strlen(names[i]); k++) upper[k] = (char)(names[i][k] >= 'a' && names[i][k] <= 'z' ? names[i][k] - 32 : names[i][k]);
+        int type = dq_ggml_type_by_name(upper);
+        assert_true(type >= 0);
+        size_t nb, nf;
+        char *blocks = tu_read(fixture_path(names[i], "bin"), &nb);
+        float *want = (float *)tu_read(fixture_path(names[i], "f32"), &nf);
+        assert_int_equal(nb, dq_ggml_row_bytes((dq_ggml_type)type, 512) * 4);
+        assert_int_equal(nf, N * sizeof(float));
+        float *got = malloc(N * sizeof *got);
+        dq_ggml_decode((dq_ggml_type)type, blocks, N, got);
+        for (int j = 0; j < N; j++)
+            if (got[j] != want[j]) fail_msg("%s element %d: %.9g, ggml %.9g", upper, j, got[j], want[j]);
+        free(got), free(want), free(blocks);
+    }
+}
+
+static void test_q8_0_encoder_matches_ggml(void **st) {
+    (void)st;
+    float *x = (float *)tu_read(fixture_path("input", "f32"), NULL);
+    size_t nb;
+    char *want = tu_read(fixture_path("q8_0", "bin"), &nb);
+    char *got = malloc(nb);
+    dq_ggml_quantize_q8_0(x, N, got);
+    assert_memory_equal(got, want, nb);
+    free(x), free(want), free(got);
+}
+
+/* Codes and parameters recovered from ggml's blocks re-encode to the same bytes. */
+static void test_legacy_encoder_layout(void **st) {
+    (void)st;
+    static const char *const names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0"};
+    static const dq_ggml_type types[] = {DQ_GGML_Q4_0, DQ_GGML_Q4_1, DQ_GGML_Q5_0, DQ_GGML_Q5_1, DQ_GGML_Q8_0};
+    static const int zero[] = {8, 0, 16, 0, 128};
+    for (int i = 0; i < 5; i++) {
+        size_t nb;
+        uint8_t *blocks = (uint8_t *)tu_read(fixture_path(names[i], "bin"), &nb);
+        float *y = (float *)tu_read(fixture_path(names[i], "f32"), NULL);
+        int bytes = dq_ggml_info(types[i])->bytes;
+        bool has_min = types[i] == DQ_GGML_Q4_1 || types[i] == DQ_GGML_Q5_1;
+        float d[N / 32], m[N / 32];
+        uint8_t q[N];
+        for (int b = 0; b < N / 32; b++) {
+            uint16_t h;
+            memcpy(&h, blocks + (size_t)b * bytes, 2);
+            d[b] = dq_f16_to_f32(h);
+            memcpy(&h, blocks + (size_t)b * bytes + 2, 2);
+            m[b] = has_min ? dq_f16_to_f32(h) : 0;
+            for (int j = 0; j < 32; j++) {
+                float v = d[b] != 0 ? (y[b * 32 + j] - m[b]) / d[b] : 0;
+                q[b * 32 + j] = (uint8_t)(lrintf(v) + zero[i]);
+            }
+        }
+        uint8_t *got = malloc(nb);
+        dq_ggml_encode_legacy(types[i], q, d, m, N, got);
+        if (memcmp(got, blocks, nb)) fail_msg("%s: re-encoded blocks differ", names[i]);
+        free(got), free(blocks), free(y);
+    }
+}
+
+static const char *GGUF = "gguf/stories260K-f16.gguf";
+
+/* llama.cpp's F16 conversion of stories260K: same config, logits equal to
+ * the fp32 checkpoint's up to fp16 rounding, same tokens from its tokenizer. */
+static void test_llamacpp_file_as_model(void **st) {
+    (void)st;
+    dq_model *g = tu_model(tu_fixture(GGUF)), *b = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    const dq_config *cg = dq_model_config(g), *cb = dq_model_config(b);
+    assert_int_equal(cg->dim, cb->dim);
+    assert_int_equal(cg->hidden_dim, cb->hidden_dim);
+    assert_int_equal(cg->n_layers, cb->n_layers);
+    assert_int_equal(cg->n_heads, cb->n_heads);
+    assert_int_equal(cg->n_kv_heads, cb->n_kv_heads);
+    assert_int_equal(cg->vocab_size, cb->vocab_size);
+    int32_t toks[64];
+    for (int i = 0; i < 64; i++) toks[i] = (int32_t)((i * 37 + 1) % cb->vocab_size);
+    toks[0] = 1;
+    dq_session *sg, *sb;
+    dq_error err = {0};
+    const float *lg, *lb;
+    if (dq_session_new(g, 64, 64, 2, &sg, &err) || dq_forward(sg, toks, 64, 0, true, &lg, &err) ||
+        dq_session_new(b, 64, 64, 2, &sb, &err) || dq_forward(sb, toks, 64, 0, true, &lb, &err))
+        fail_msg("%s", err.msg);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)64 * cb->vocab_size; i++)
+        worst = fmax(worst, fabs(lg[i] - lb[i])), scale = fmax(scale, fabs(lb[i]));
+    if (worst > 1e-2 * scale) fail_msg("GGUF logits differ by %g (scale %g)", worst, scale);
+    dq_session_free(sg), dq_session_free(sb);
+    dq_model_free(g), dq_model_free(b);
+
+    dq_tokenizer *tg = tu_tokenizer(tu_fixture(GGUF)), *tb = tu_tokenizer(tu_shared("models/stories260K/tok512.bin"));
+    static const char *const texts[] = {"Once upon a time, there was a little girl named Lily.",
+                                        "tabs\tand\n\nnewlines", "ünïcödé and emoji 🙂 and <s> text", ""};
+    /* (runs of spaces differ on purpose: tok512.model asks sentencepiece to
+     * collapse them, and llama.cpp, whose file this is, never does) */
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t *a, *c;
+        size_t na, nc;
+        assert_int_equal(dq_tokenize(tg, texts[i], strlen(texts[i]), true, false, &a, &na, &err), DQ_OK);
+        assert_int_equal(dq_tokenize(tb, texts[i], strlen(texts[i]), true, false, &c, &nc, &err), DQ_OK);
+        assert_int_equal(na, nc);
+        assert_memory_equal(a, c, na * sizeof *a);
+        free(a), free(c);
+    }
+    dq_tokenizer_free(tg), dq_tokenizer_free(tb);
+}
+
+/* ---- hostile edits ---------------------------------------------------------- */
+
+static dq_status load_edit(const char *data, size_t len, dq_error *err) {
+    const char *path = tu_tmp("edit.gguf");
+    tu_write(path, data, len);
+    dq_model *m = NULL;
+    dq_status st = dq_model_load(path, &m, err);
+    dq_model_free(m);
+    if (st) assert_non_null(strstr(err->msg, "edit.gguf"));
+    return st;
+}
+
+static void expect_error(const char *data, size_t len, const char *want, const char *what) {
+    dq_error err = {0};
+    dq_status st = load_edit(data, len, &err);
+    if (st == DQ_OK) fail_msg("%s: loaded without error", what);
+    if (want && !strstr(err.msg, want)) fail_msg("%s: message \"%s\" lacks \"%s\"", what, err.msg, want);
+}
+
+static void test_truncated(void **st) {
+    (void)st;
+    size_t len;
+    char *data = tu_read(tu_fixture(GGUF), &len);
+    for (size_t keep = 0; keep < len; keep += keep < 16384 ? 97 : 40961) expect_error(data, keep, NULL, "truncated");
+    expect_error(data, len - 1, "past the end", "last byte missing");
+    free(data);
+}
+
+/* Offsets of the fields of tensor `name`'s info record. */
+static char *tensor_info(char *data, size_t len, const char *name) {
+    char *p = memmem(data, len, name, strlen(name));
+    assert_non_null(p);
+    return p + strlen(name); /* n_dims, ne[n_dims], type, offset follow */
+}
+
+static void test_lying_headers(void **st) {
+    (void)st;
+    size_t len;
+    char *orig = tu_read(tu_fixture(GGUF), &len), *d = malloc(len);
+    uint64_t big = (uint64_t)1 << 40;
+    memcpy(d, orig, len), memcpy(d, "GGUG", 4);
+    expect_error(d, len, NULL, "magic"); /* then it is not GGUF: the llama2.c loader refuses it */
+    memcpy(d, orig, len), memcpy(d + 8, &big, 8);
+    expect_error(d, len, "more than the file holds", "tensor count");
+    memcpy(d, orig, len), memcpy(d + 16, &big, 8);
+    expect_error(d, len, "more than the file holds", "kv count");
+    memcpy(d, orig, len), memcpy(d + 24, &big, 8); /* first key's length */
+    expect_error(d, len, "truncated", "key length");
+    char *ti = tensor_info(memcpy(d, orig, len), len, "token_embd.weight");
+    uint32_t ndims;
+    memcpy(&ndims, ti, 4);
+    assert_int_equal(ndims, 2);
+    memcpy(ti + 4 + 8, &big, 8); /* ne[1] */
+    expect_error(d, len, NULL, "huge dimension");
+    int64_t neg = -5;
+    memcpy(ti + 4, &neg, 8);
+    expect_error(d, len, "absurd shape", "negative dimension");
+    uint32_t type = 77;
+    memcpy(d, orig, len), memcpy(ti + 4 + 16, &type, 4);
+    expect_error(d, len, "ggml type 77", "unknown type");
+    uint64_t off;
+    memcpy(d, orig, len), memcpy(&off, ti + 4 + 16 + 4, 8), off += 4, memcpy(ti + 4 + 16 + 4, &off, 8);
+    expect_error(d, len, "not aligned", "misaligned offset");
+    off = big, memcpy(ti + 4 + 16 + 4, &off, 8);
+    expect_error(d, len, "past the end", "offset past the end");
+    const char *key = "general.architecture";
+    char *arch = memmem(memcpy(d, orig, len), len, key, strlen(key));
+    assert_non_null(arch);
+    memcpy(arch + strlen(key) + 4 + 8, "gpt99", 5); /* after the type and the string length */
+    expect_error(d, len, "architecture gpt99 is not supported", "unknown architecture");
+    free(d), free(orig);
+}
+
+/* NaN in a weight: named with its tensor. */
+static void test_nan_weight(void **st) {
+    (void)st;
+    size_t len;
+    char *d = tu_read(tu_fixture(GGUF), &len);
+    dq_gguf g;
+    dq_error err = {0};
+    assert_int_equal(dq_gguf_open(tu_fixture(GGUF), &g, &err), DQ_OK);
+    const dq_gguf_tensor *t = dq_gguf_tensor_find(&g, "blk.2.ffn_up.weight");
+    assert_non_null(t);
+    size_t at = (size_t)(t->data - g.f.data) + 10;
+    dq_gguf_close(&g);
+    uint16_t nan16 = 0x7e00;
+    memcpy(d + at, &nan16, 2);
+    expect_error(d, len, "blk.2.ffn_up.weight", "NaN weight");
+    free(d);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decoders_match_ggml),   cmocka_unit_test(test_q8_0_encoder_matches_ggml),
+        cmocka_unit_test(test_legacy_encoder_layout), cmocka_unit_test(test_llamacpp_file_as_model),
+        cmocka_unit_test(test_truncated),             cmocka_unit_test(test_lying_headers),
+        cmocka_unit_test(test_nan_weight),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
