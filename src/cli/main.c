@@ -16,11 +16,13 @@ static void usage(FILE *f) {
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
             "                 [--sym] [--act-order] [--percdamp P] [--mse] [--iters N]\n"
             "                 [--reweight none|huber|power] [--reweight-param X] [--eps E] [--quantize-head]\n"
+            "  convert  MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0]   (GGUF for llama.cpp)\n"
             "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
             "  info     MODEL\n"
             "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
             "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"
-            "MODEL is a llama2.c .bin checkpoint or a Hugging Face folder; the format is\n"
+            "MODEL is a llama2.c .bin checkpoint, a Hugging Face folder (also a DASH-Q packed\n"
+            "checkpoint) or a GGUF file; the format is\n"
             "detected from its contents.\n",
             DQ_VERSION);
 }
@@ -41,6 +43,7 @@ int main(int argc, char **argv) {
         {"info", dq_cmd_info},
         {"bench", dq_cmd_bench},
         {"quantize", dq_cmd_quantize},
+        {"convert", dq_cmd_convert},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);

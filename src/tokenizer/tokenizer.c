@@ -105,6 +105,10 @@ dq_status dq_tok_set_regex(dq_tokenizer *t, const char *pattern, dq_error *err) 
                        (size_t)off, (const char *)msg);
     }
     pcre2_jit_compile(t->split_re, PCRE2_JIT_COMPLETE); /* optional speed-up */
+    /* llama.cpp's name for it (tokenizer.ggml.pre), for GGUF export */
+    t->pre_name = !strcmp(pattern, DQ_REGEX_LLAMA3) ? "llama-bpe"
+                  : !strcmp(pattern, DQ_REGEX_QWEN2) ? "qwen2"
+                  : !strcmp(pattern, DQ_REGEX_GPT2)  ? "gpt-2" : NULL;
     return DQ_OK;
 }
 

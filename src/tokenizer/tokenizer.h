@@ -48,6 +48,7 @@ struct dq_tokenizer {
     dq_prepend prepend; /* dummy prefix */
     const char *space;  /* what a space becomes: "▁" (metaspace) or " " */
     pcre2_code *split_re;
+    const char *pre_name; /* llama.cpp's name for split_re, NULL if unknown */
     dq_added_token *added;
     size_t n_added;
     int32_t bos, eos, unk;

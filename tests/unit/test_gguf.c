@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "formats/ggml_types.h"
+#include "export/gguf_export.h"
 #include "formats/gguf.h"
 #include "testutil.h"
 #include "util/half.h"
@@ -133,6 +134,57 @@ static void test_llamacpp_file_as_model(void **st) {
     dq_tokenizer_free(tg), dq_tokenizer_free(tb);
 }
 
+/* Largest |a−b| over n logits of 32 tokens, relative to the largest |b|. */
+static double logits_gap(dq_model *a, dq_model *b) {
+    int V = dq_model_config(b)->vocab_size;
+    int32_t toks[32];
+    for (int i = 0; i < 32; i++) toks[i] = (int32_t)((i * 131 + 1) % V);
+    toks[0] = 1;
+    dq_session *sa, *sb;
+    dq_error err = {0};
+    const float *la, *lb;
+    if (dq_session_new(a, 32, 32, 2, &sa, &err) || dq_forward(sa, toks, 32, 0, true, &la, &err) ||
+        dq_session_new(b, 32, 32, 2, &sb, &err) || dq_forward(sb, toks, 32, 0, true, &lb, &err))
+        fail_msg("%s", err.msg);
+    double worst = 0, scale = 1e-9;
+    for (size_t i = 0; i < (size_t)32 * V; i++) worst = fmax(worst, fabs(la[i] - lb[i])), scale = fmax(scale, fabs(lb[i]));
+    dq_session_free(sa), dq_session_free(sb);
+    return worst / scale;
+}
+
+/* Written and read back: F32 gives the same logits, from llama2.c and from
+ * Hugging Face (whose q/k rows the writer permutes to llama.cpp's order), and
+ * the written tokenizer gives the same tokens. */
+static void roundtrip(const char *src, const char *tok, dq_ggml_type type, double tol) {
+    dq_model *m = tu_model(src);
+    dq_tokenizer *t = tu_tokenizer(tok);
+    dq_gguf_export_opts o = {.type = type, .name = "test"};
+    dq_error err = {0};
+    const char *out = tu_tmp("roundtrip.gguf");
+    if (dq_export_gguf(out, m, t, &o, &err)) fail_msg("%s", err.msg);
+    dq_model *g = tu_model(out);
+    double gap = logits_gap(g, m);
+    if (gap > tol) fail_msg("%s as %s: logits differ by %g relative", src, dq_ggml_info(type)->name, gap);
+    dq_tokenizer *tg = tu_tokenizer(out);
+    const char *text = "The Time Traveller (for so it will be convenient to speak of him) was expounding.\n\"Yes,\" 42 ünï 🙂";
+    int32_t *a, *b;
+    size_t na, nb;
+    assert_int_equal(dq_tokenize(tg, text, strlen(text), true, false, &a, &na, &err), DQ_OK);
+    assert_int_equal(dq_tokenize(t, text, strlen(text), true, false, &b, &nb, &err), DQ_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    free(a), free(b);
+    dq_tokenizer_free(tg), dq_tokenizer_free(t);
+    dq_model_free(g), dq_model_free(m);
+}
+
+static void test_write_read_roundtrip(void **st) {
+    (void)st;
+    roundtrip(tu_shared("models/stories260K/stories260K.bin"), tu_shared("models/stories260K/tok512.bin"), DQ_GGML_F32, 0);
+    roundtrip(tu_shared("models/gut6l-hf"), tu_shared("models/gut6l-hf"), DQ_GGML_F32, 1e-5);
+    roundtrip(tu_shared("models/gut6l/gut6l.bin"), tu_shared("models/gut6l/tokenizer.bin"), DQ_GGML_Q8_0, 3e-2);
+}
+
 /* ---- hostile edits ---------------------------------------------------------- */
 
 static dq_status load_edit(const char *data, size_t len, dq_error *err) {
@@ -229,7 +281,7 @@ int main(void) {
         cmocka_unit_test(test_decoders_match_ggml),   cmocka_unit_test(test_q8_0_encoder_matches_ggml),
         cmocka_unit_test(test_legacy_encoder_layout), cmocka_unit_test(test_llamacpp_file_as_model),
         cmocka_unit_test(test_truncated),             cmocka_unit_test(test_lying_headers),
-        cmocka_unit_test(test_nan_weight),
+        cmocka_unit_test(test_nan_weight),            cmocka_unit_test(test_write_read_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,53 @@
+/* dashq convert: any model we read, written as a GGUF file for llama.cpp. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "export/gguf_export.h"
+
+static int usage_error(const char *msg) {
+    fprintf(stderr, "dashq: error: %s\nusage: dashq convert MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0] [--tokenizer F]\n",
+            msg);
+    return DQ_EXIT_ERROR;
+}
+
+int dq_cmd_convert(int argc, char **argv) {
+    enum { O_TOK = 256, O_TYPE, O_QUIET };
+    static const struct option longs[] = {{"tokenizer", required_argument, 0, O_TOK},
+                                          {"type", required_argument, 0, O_TYPE},
+                                          {"quiet", no_argument, 0, O_QUIET},
+                                          {0, 0, 0, 0}};
+    dq_common_opts c = {0};
+    const char *out = NULL, *type_name = "F32";
+    long threads;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "o:t:", longs, NULL)) != -1) {
+        switch (opt) {
+        case O_TOK: c.tokenizer = optarg; break;
+        case O_TYPE: type_name = optarg; break;
+        case O_QUIET: c.quiet = true; break;
+        case 'o': out = optarg; break;
+        case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &threads)) return DQ_EXIT_ERROR; break;
+        default: return DQ_EXIT_ERROR;
+        }
+    }
+    if (optind != argc - 1) return usage_error("convert takes exactly one MODEL");
+    if (!out) return usage_error("convert needs -o OUT.gguf");
+    int type = dq_ggml_type_by_name(type_name);
+    if (type != DQ_GGML_F32 && type != DQ_GGML_F16 && type != DQ_GGML_BF16 && type != DQ_GGML_Q8_0)
+        return usage_error("--type takes F32, F16, BF16 or Q8_0 (low-bit types: dashq quantize --format gguf)");
+    c.model = argv[optind];
+    dq_model *m;
+    dq_tokenizer *t;
+    if (dq_cli_load(&c, &m, &t)) return DQ_EXIT_ERROR;
+    dq_gguf_export_opts o = {.type = (dq_ggml_type)type, .name = NULL};
+    dq_error err = {0};
+    dq_status st = dq_export_gguf(out, m, t, &o, &err);
+    dq_tokenizer_free(t);
+    dq_model_free(m);
+    if (st) return dq_cli_error(&err);
+    printf("wrote %s (%s)\n", out, type_name);
+    return 0;
+}

@@ -1,0 +1,286 @@
+#include "export/gguf_export.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/gguf.h"
+#include "util/error.h"
+#include "util/half.h"
+
+/* llama_ftype for general.file_type (display only in llama.cpp) */
+static uint32_t file_type(dq_ggml_type t) {
+    switch (t) {
+    case DQ_GGML_F16: return 1;
+    case DQ_GGML_Q8_0: return 7;
+    case DQ_GGML_BF16: return 32;
+    default: return 0;
+    }
+}
+
+/* ---- metadata ------------------------------------------------------------------ */
+
+static void set_arch(dq_gguf_writer *w, const char *arch, const char *key, uint32_t v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    dq_gguf_set_u32(w, k, v);
+}
+
+static void set_arch_f32(dq_gguf_writer *w, const char *arch, const char *key, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    dq_gguf_set_f32(w, k, v);
+}
+
+static void write_hparams(dq_gguf_writer *w, const dq_model *m, const dq_gguf_export_opts *o, const char *arch) {
+    const dq_config *c = &m->cfg;
+    dq_gguf_set_str(w, "general.architecture", arch);
+    dq_gguf_set_str(w, "general.name", o->name ? o->name : "dashq");
+    dq_gguf_set_u32(w, "general.file_type", file_type(o->type));
+    dq_gguf_set_u32(w, "general.quantization_version", 2);
+    set_arch(w, arch, "context_length", (uint32_t)c->seq_len);
+    set_arch(w, arch, "embedding_length", (uint32_t)c->dim);
+    set_arch(w, arch, "block_count", (uint32_t)c->n_layers);
+    set_arch(w, arch, "feed_forward_length", (uint32_t)c->hidden_dim);
+    set_arch(w, arch, "attention.head_count", (uint32_t)c->n_heads);
+    set_arch(w, arch, "attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    set_arch(w, arch, "rope.dimension_count", (uint32_t)c->head_dim);
+    if (c->head_dim * c->n_heads != c->dim) {
+        set_arch(w, arch, "attention.key_length", (uint32_t)c->head_dim);
+        set_arch(w, arch, "attention.value_length", (uint32_t)c->head_dim);
+    }
+    set_arch(w, arch, "vocab_size", (uint32_t)c->vocab_size);
+    set_arch_f32(w, arch, "rope.freq_base", c->rope_theta);
+    set_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        dq_gguf_set_str(w, k, "linear");
+        set_arch_f32(w, arch, "rope.scaling.factor", c->rope_factor);
+    }
+}
+
+/* ---- tokenizer ------------------------------------------------------------------- */
+
+static uint8_t gguf_token_type(const dq_tokenizer *t, int i) {
+    uint8_t ty = t->types[i];
+    return ty >= 1 && ty <= 6 ? ty : DQ_PIECE_NORMAL;
+}
+
+/* HF BPE merges ranked, from the pair map (rank order). */
+static int32_t *merges_by_rank(const dq_tokenizer *t, size_t *n) {
+    const dq_pair_map *pm = &t->merges;
+    int32_t *pairs = malloc((pm->count ? pm->count : 1) * 2 * sizeof *pairs);
+    if (!pairs) return NULL;
+    for (size_t i = 0; i < pm->count; i++) pairs[2 * i] = -1;
+    *n = pm->count;
+    for (size_t s = 0; s < pm->cap; s++) {
+        const dq_pair_slot *sl = &pm->slots[s];
+        if (!sl->key || sl->rank < 0 || (size_t)sl->rank >= pm->count) continue;
+        pairs[2 * sl->rank] = (int32_t)(sl->key >> 32) - 1;
+        pairs[2 * sl->rank + 1] = (int32_t)(sl->key & 0xffffffffu) - 1;
+    }
+    return pairs;
+}
+
+/* Sentencepiece-style vocabularies stored as ranked merges (tokenizer.json)
+ * become llama.cpp "llama" scores: a merged piece scores −(rank of the first
+ * merge producing it), so the highest score is the earliest merge. */
+static void scores_from_merges(const dq_tokenizer *t, const int32_t *pairs, size_t n, float *scores) {
+    for (int i = 0; i < t->n_vocab; i++) scores[i] = -1e9f;
+    char buf[1024];
+    for (size_t r = n; r-- > 0;) {
+        int32_t a = pairs[2 * r], b = pairs[2 * r + 1];
+        if (a < 0 || b < 0 || t->piece_len[a] + t->piece_len[b] > sizeof buf) continue;
+        memcpy(buf, t->pieces[a], t->piece_len[a]);
+        memcpy(buf + t->piece_len[a], t->pieces[b], t->piece_len[b]);
+        int32_t id = dq_str_map_get(&t->lookup, buf, t->piece_len[a] + t->piece_len[b]);
+        if (id >= 0) scores[id] = -(float)r;
+    }
+}
+
+static dq_status write_merges(dq_gguf_writer *w, const dq_tokenizer *t, const int32_t *pairs, size_t n,
+                              dq_error *err) {
+    const char **s = malloc((n ? n : 1) * sizeof *s);
+    uint32_t *len = malloc((n ? n : 1) * sizeof *len);
+    char *buf = NULL;
+    size_t total = 0, k = 0;
+    for (size_t r = 0; r < n; r++)
+        if (pairs[2 * r] >= 0) total += t->piece_len[pairs[2 * r]] + t->piece_len[pairs[2 * r + 1]] + 1;
+    buf = malloc(total ? total : 1);
+    if (!s || !len || !buf) {
+        free(s), free(len), free(buf);
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory writing merges");
+    }
+    char *p = buf;
+    for (size_t r = 0; r < n; r++) {
+        int32_t a = pairs[2 * r], b = pairs[2 * r + 1];
+        if (a < 0) continue;
+        s[k] = p;
+        memcpy(p, t->pieces[a], t->piece_len[a]), p += t->piece_len[a];
+        *p++ = ' ';
+        memcpy(p, t->pieces[b], t->piece_len[b]), p += t->piece_len[b];
+        len[k] = (uint32_t)(p - s[k]);
+        k++;
+    }
+    dq_gguf_set_str_array(w, "tokenizer.ggml.merges", s, len, k);
+    free(s), free(len), free(buf);
+    return DQ_OK;
+}
+
+/* llama2.c's tokenizer.bin spells the sentencepiece space "▁" as " "; GGUF
+ * "llama" vocabularies spell it "▁". Returns a malloc'ed copy (or NULL). */
+static char *metaspace(const char *s, uint32_t n, uint32_t *out_len) {
+    char *o = malloc(3 * (size_t)n + 1), *p = o;
+    if (!o) return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        if (s[i] == ' ') memcpy(p, "\xe2\x96\x81", 3), p += 3;
+        else *p++ = s[i];
+    }
+    *out_len = (uint32_t)(p - o);
+    return o;
+}
+
+static dq_status write_tokenizer(dq_gguf_writer *w, const dq_tokenizer *t, int n_vocab, dq_error *err) {
+    if (t->n_vocab > n_vocab)
+        return dq_fail(err, DQ_ERR_ARG, "%s: tokenizer has %d tokens, the model %d", t->path, t->n_vocab, n_vocab);
+    if (t->byte_level && !t->pre_name)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: its pre-tokenizer regex has no llama.cpp name; cannot write GGUF",
+                       t->path);
+    bool spm = !t->byte_level;
+    const char **s = calloc((size_t)n_vocab, sizeof *s);
+    uint32_t *len = calloc((size_t)n_vocab, sizeof *len);
+    int32_t *types = calloc((size_t)n_vocab, sizeof *types);
+    float *scores = calloc((size_t)n_vocab, sizeof *scores);
+    char(*pad)[24] = calloc((size_t)(n_vocab - t->n_vocab) + 1, sizeof *pad);
+    size_t n_merges = 0;
+    int32_t *pairs = t->mode == DQ_MERGE_BY_RANK ? merges_by_rank(t, &n_merges) : NULL;
+    dq_status st = DQ_OK;
+    if (!s || !len || !types || !scores || !pad || (t->mode == DQ_MERGE_BY_RANK && !pairs)) {
+        st = dq_fail(err, DQ_ERR_NOMEM, "out of memory writing the tokenizer");
+        goto done;
+    }
+    for (int i = 0; i < n_vocab; i++) {
+        bool real = i < t->n_vocab;
+        if (!real) snprintf(pad[i - t->n_vocab], sizeof pad[0], "[PAD%d]", i); /* as llama.cpp's converter pads */
+        s[i] = real ? t->pieces[i] : pad[i - t->n_vocab];
+        len[i] = real ? t->piece_len[i] : (uint32_t)strlen(s[i]);
+        types[i] = real ? gguf_token_type(t, i) : DQ_PIECE_UNUSED;
+        if (real && t->mode == DQ_MERGE_BY_SCORE) scores[i] = t->scores[i];
+    }
+    if (spm && pairs) scores_from_merges(t, pairs, n_merges, scores);
+    char **respelled = NULL;
+    if (spm && t->space && !strcmp(t->space, " ")) {
+        respelled = calloc((size_t)t->n_vocab, sizeof *respelled);
+        for (int i = 0; respelled && i < t->n_vocab; i++)
+            if (types[i] != DQ_PIECE_BYTE && memchr(t->pieces[i], ' ', t->piece_len[i]))
+                s[i] = respelled[i] = metaspace(t->pieces[i], t->piece_len[i], &len[i]);
+    }
+    dq_gguf_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
+    if (!spm) dq_gguf_set_str(w, "tokenizer.ggml.pre", t->pre_name);
+    dq_gguf_set_str_array(w, "tokenizer.ggml.tokens", s, len, (size_t)n_vocab);
+    if (spm) dq_gguf_set_array(w, "tokenizer.ggml.scores", DQ_GGUF_F32, scores, (size_t)n_vocab);
+    dq_gguf_set_array(w, "tokenizer.ggml.token_type", DQ_GGUF_I32, types, (size_t)n_vocab);
+    if (!spm) st = write_merges(w, t, pairs, n_merges, err);
+    if (t->bos >= 0) dq_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
+    if (t->eos >= 0) dq_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
+    if (t->unk >= 0) dq_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk);
+    dq_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
+    if (spm) dq_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", t->prepend != DQ_PREPEND_NONE);
+    for (int i = 0; respelled && i < t->n_vocab; i++) free(respelled[i]);
+    free(respelled);
+done:
+    free(s), free(len), free(types), free(scores), free(pad), free(pairs);
+    return st;
+}
+
+/* ---- tensors ------------------------------------------------------------------- */
+
+/* llama.cpp rotates llama heads in interleaved pairs: Hugging Face rows
+ * (rotate-half order) go back to Meta order, the inverse of the permutation
+ * Meta's weights went through on their way to HF. */
+static int hf_row_for_meta_row(int row, int hd) {
+    int h = row / hd, r = row % hd, i = r / 2, p = r % 2;
+    return h * hd + p * (hd / 2) + i;
+}
+
+static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
+                       int permute_hd) {
+    if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block) type = DQ_GGML_F16; /* llama.cpp's fallback */
+    size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
+    uint8_t *out = malloc(bytes ? bytes : 1);
+    float *tmp = type == DQ_GGML_Q8_0 || permute_hd ? malloc(n * sizeof *tmp) : NULL;
+    if (out && (tmp || !(type == DQ_GGML_Q8_0 || permute_hd))) {
+        const float *src = x;
+        if (permute_hd) {
+            for (int r = 0; r < rows; r++)
+                memcpy(tmp + (size_t)r * cols, x + (size_t)hf_row_for_meta_row(r, permute_hd) * cols, (size_t)cols * 4);
+            src = tmp;
+        }
+        if (type == DQ_GGML_F32) memcpy(out, src, n * 4);
+        for (size_t i = 0; type == DQ_GGML_F16 && i < n; i++) {
+            uint16_t h = dq_f32_to_f16(src[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        for (size_t i = 0; type == DQ_GGML_BF16 && i < n; i++) {
+            uint16_t h = dq_f32_to_bf16(src[i]);
+            memcpy(out + 2 * i, &h, 2);
+        }
+        if (type == DQ_GGML_Q8_0) dq_ggml_quantize_q8_0(src, n, out);
+    } else {
+        free(out);
+        out = NULL;
+    }
+    free(tmp);
+    int64_t ne[2] = {cols, rows};
+    dq_gguf_add_tensor(w, name, type, rows > 1 ? 2 : 1, ne, out, bytes);
+}
+
+static void add_layer(dq_gguf_writer *w, const dq_model *m, int i, dq_ggml_type type, bool permute) {
+    const dq_config *c = &m->cfg;
+    const dq_layer *L = &m->layers[i];
+    int d = c->dim, f = c->hidden_dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+    add_weight(w, NAME("attn_norm.weight"), L->attn_norm, 1, d, DQ_GGML_F32, 0);
+    add_weight(w, NAME("attn_q.weight"), L->wq, qd, d, type, permute ? hd : 0);
+    add_weight(w, NAME("attn_k.weight"), L->wk, kvd, d, type, permute ? hd : 0);
+    add_weight(w, NAME("attn_v.weight"), L->wv, kvd, d, type, 0);
+    if (c->qkv_bias) {
+        add_weight(w, NAME("attn_q.bias"), L->bq, 1, qd, DQ_GGML_F32, 0);
+        add_weight(w, NAME("attn_k.bias"), L->bk, 1, kvd, DQ_GGML_F32, 0);
+        add_weight(w, NAME("attn_v.bias"), L->bv, 1, kvd, DQ_GGML_F32, 0);
+    }
+    add_weight(w, NAME("attn_output.weight"), L->wo, d, qd, type, 0);
+    add_weight(w, NAME("ffn_norm.weight"), L->ffn_norm, 1, d, DQ_GGML_F32, 0);
+    add_weight(w, NAME("ffn_gate.weight"), L->w_gate, f, d, type, 0);
+    add_weight(w, NAME("ffn_up.weight"), L->w_up, f, d, type, 0);
+    add_weight(w, NAME("ffn_down.weight"), L->w_down, d, f, type, 0);
+#undef NAME
+}
+
+dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
+                         dq_error *err) {
+    const dq_config *c = &m->cfg;
+    if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: Llama-3 RoPE scaling cannot be written to GGUF yet", m->path);
+    /* qwen2 keeps rotate-half heads (llama.cpp's NEOX rope); llama needs Meta order */
+    const char *arch = c->qkv_bias ? "qwen2" : "llama";
+    bool permute = !c->qkv_bias && c->rope_style == DQ_ROPE_HALF;
+    if (c->qkv_bias && c->rope_style != DQ_ROPE_HALF)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: q/k/v biases with interleaved RoPE have no GGUF architecture", m->path);
+    dq_gguf_writer *w = dq_gguf_writer_new();
+    if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    write_hparams(w, m, o, arch);
+    dq_status st = write_tokenizer(w, t, c->vocab_size, err);
+    if (!st) {
+        add_weight(w, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0);
+        for (int i = 0; i < c->n_layers; i++) add_layer(w, m, i, o->type, permute);
+        add_weight(w, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
+        if (!c->tied_embeddings) add_weight(w, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0);
+        st = dq_gguf_write(w, path, err);
+    }
+    dq_gguf_writer_free(w);
+    return st;
+}
