@@ -200,7 +200,7 @@ static dq_status parse(dq_gguf *g, dq_error *err) {
     if (!st) st = read_alignment(g, g->f.path, err);
     for (; g->n_tensors < n_tensors && !st; g->n_tensors++)
         st = read_tensor_info(&c, &g->tensors[g->n_tensors], &offsets[g->n_tensors]);
-    size_t data_start = (c.off + g->alignment - 1) / g->alignment * g->alignment;
+    size_t data_start = st ? 0 : (c.off + g->alignment - 1) / g->alignment * g->alignment;
     if (!st && data_start > g->f.size && n_tensors)
         st = dq_fail(err, DQ_ERR_FORMAT, "%s: truncated GGUF (no tensor data)", g->f.path);
     if (!st) st = place_tensors(g, offsets, data_start, err);

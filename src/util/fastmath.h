@@ -1,13 +1,14 @@
 /* exp for the hot loops (softmax, SiLU): branch-free, no calls, so the
  * compiler vectorises it. exp(x) = 2^n * e^r with r = x - n*ln2 in
  * [-ln2/2, ln2/2] and a degree-6 polynomial for e^r (relative error < 2e-7,
- * tested against libm). Inputs below -87.3 flush to 0; above 88.7 give +inf. */
+ * tested against libm). Inputs below -87.3 flush to 0; above 88.7 give +inf; NaN stays NaN. */
 #ifndef DQ_FASTMATH_H
 #define DQ_FASTMATH_H
 #include <stdint.h>
 #include <string.h>
 
-static inline float dq_expf(float x) {
+static inline float dq_expf(float x0) {
+    float x = x0 != x0 ? 0.0f : x0; /* NaN: computed on 0, returned as NaN below */
     x = x < -87.33f ? -87.33f : x;
     x = x > 88.72f ? 88.72f : x;
     /* round to nearest by adding 1.5*2^23: vectorises, unlike roundf */
@@ -21,9 +22,9 @@ static inline float dq_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, 4);
-    return p * scale;
+    return x0 != x0 ? x0 : p * scale;
 }
 #endif

@@ -106,7 +106,9 @@ static void test_packed_format(void **st) {
     const char *dir = write_out(m, &r, "fmt", NULL);
     char path[1100];
     snprintf(path, sizeof path, "%s/dashq_config.json", dir);
-    cJSON *cfg = cJSON_Parse(tu_read(path, NULL));
+    char *cfg_text = tu_read(path, NULL);
+    cJSON *cfg = cJSON_Parse(cfg_text);
+    free(cfg_text);
     assert_string_equal(cJSON_GetObjectItem(cfg, "format")->valuestring, "dashq-packed-linear");
     cJSON *meta = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "quantized_modules"), "model.layers.1.mlp.down_proj");
     assert_non_null(meta);
