@@ -4,6 +4,7 @@
  * STAT is H (cols x cols) for gptq, diag(H) (cols) for dashq, unused for rtn.
  * Writes OUT.q (uint8 codes), OUT.scale and OUT.zero (float32) and prints the
  * solve time (all online cores) for bench/gptq_vs_reference.py. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
