@@ -7,8 +7,7 @@
 #include "export/gguf_export.h"
 
 static int usage_error(const char *msg) {
-    fprintf(stderr, "dashq: error: %s\nusage: dashq convert MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0] [--tokenizer F]\n",
-            msg);
+    fprintf(stderr, "dashq: error: %s (usage: dashq convert MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0])\n", msg);
     return DQ_EXIT_ERROR;
 }
 

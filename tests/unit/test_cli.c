@@ -76,6 +76,9 @@ static void test_errors(void **st) {
         {"generate MODEL -n -5", "-n expects"},
         {"generate MODEL --temp abc", "--temp expects"},
         {"eval MODEL", "--ppl"},
+        {"convert MODEL -o /tmp/x.gguf --type Q3_K", "--type takes"},
+        {"convert MODEL", "-o OUT.gguf"},
+        {"convert MODEL -o /no/such/dir/x.gguf", "/no/such/dir/x.gguf"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024];
@@ -104,11 +107,28 @@ static void test_tokenize(void **st) {
     free(out);
 }
 
+/* convert writes a GGUF that generate reads back to the same greedy text. */
+static void test_convert(void **st) {
+    (void)st;
+    char args[2048], *out, *ref;
+    const char *gguf = tu_tmp("s260k.gguf"), *model = tu_shared("models/stories260K/stories260K.bin");
+    snprintf(args, sizeof args, "convert %s -o %s --type F32", model, gguf);
+    assert_int_equal(dashq(args, &out), 0);
+    assert_non_null(strstr(out, "wrote"));
+    free(out);
+    snprintf(args, sizeof args, "generate %s -n 100 --temp 0 --quiet", gguf);
+    assert_int_equal(dashq(args, &out), 0);
+    snprintf(args, sizeof args, "generate %s -n 100 --temp 0 --quiet", model);
+    assert_int_equal(dashq(args, &ref), 0);
+    assert_string_equal(out, ref);
+    free(out), free(ref);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_greedy), cmocka_unit_test(test_generate_sampling),
         cmocka_unit_test(test_eval_output),     cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_tokenize),
+        cmocka_unit_test(test_tokenize),        cmocka_unit_test(test_convert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
