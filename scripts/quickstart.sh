@@ -13,3 +13,15 @@ echo "== perplexity of gut6l on a held-out book (The Time Machine), 256-token wi
 build/dashq eval "$SHARED/models/gut6l/gut6l.bin" --ppl "$SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" --ctx 256
 echo "== greedy continuation"
 build/dashq generate "$SHARED/models/gut6l/gut6l.bin" --prompt "The Time Traveller" -n 48
+echo
+OUT=${TMPDIR:-/tmp}/dashq-quickstart
+mkdir -p "$OUT"
+BOOK="$SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt"
+echo "== the main job: quantize gut6l to 3 bits with DASH-Q (32 calibration windows)"
+build/dashq eval "$SHARED/models/gut6l/gut6l.bin" --ppl "$BOOK" --ctx 256 --save-logits "$OUT/fp32.kld" --quiet >/dev/null
+build/dashq quantize "$SHARED/models/gut6l/gut6l.bin" --method dashq --bits 3 --group 128 \
+  --calib "$SHARED/data/gutenberg/calib/gutenberg_calib.txt" --nsamples 32 --seqlen 256 -o "$OUT/gut6l-w3" | tail -3
+echo "== KL divergence of the written 3-bit checkpoint to the fp32 model"
+build/dashq eval "$OUT/gut6l-w3" --kld "$OUT/fp32.kld" --quiet
+echo "== the same model as a GGUF file for llama.cpp (Q8_0)"
+build/dashq convert "$SHARED/models/gut6l/gut6l.bin" -o "$OUT/gut6l-q8_0.gguf" --type Q8_0
