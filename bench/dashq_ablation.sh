@@ -9,18 +9,12 @@
 #   bench/dashq_ablation.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${DASHQ_SHARED:-../shared}
+. bench/models.sh
 OUT=${OUT:-results/dashq_ablation.csv}
 WORK=${WORK:-$(mktemp -d)}
 cmake --build build -j"$(nproc)" >/dev/null
 [ -f "$OUT" ] || echo "model,variant,bits,group,nsamples,seqlen,seed,ppl,kld,same_top,quant_seconds" >"$OUT"
 
-spec() {
-  case $1 in
-    gut6l) echo "$SHARED/models/gut6l/gut6l.bin $SHARED/data/gutenberg/calib/gutenberg_calib.txt $SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" ;;
-    stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt $SHARED/data/tinystories/tinystories_valid_sample.txt" ;;
-  esac
-}
 variant_args() {
   case $1 in
     gptq) echo "--method gptq" ;;
@@ -35,7 +29,7 @@ variant_args() {
 run_cell() {  # model variant bits group nsamples seqlen seed
   grep -q "^$1,$2,$3,$4,$5,$6,$7," "$OUT" && return 0
   local model calib text
-  read -r model calib text <<<"$(spec "$1")"
+  read -r model calib text <<<"$(model_spec "$1")"
   local base="$WORK/$1.kld" out="$WORK/cell"
   [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx 256 --save-logits "$base" --quiet >/dev/null
   local t0 t1 json

@@ -6,20 +6,13 @@
 #   bench/quant_speed.sh [MODEL...]     (default: gut6l stories260K)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${DASHQ_SHARED:-../shared}
+. bench/models.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cmake --build build -j"$(nproc)" >/dev/null
-spec() {
-  case $1 in
-    gut6l) echo "$SHARED/models/gut6l/gut6l.bin $SHARED/data/gutenberg/calib/gutenberg_calib.txt" ;;
-    stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt" ;;
-    *) echo "unknown model $1" >&2; exit 2 ;;
-  esac
-}
 models=("$@"); [ ${#models[@]} -eq 0 ] && models=(gut6l stories260K)
 for name in "${models[@]}"; do
-  read -r model calib <<<"$(spec "$name")"
+  read -r model calib _ <<<"$(model_spec "$name")"
   for method in gptq dashq; do
     build/dashq quantize "$model" --method $method --bits 4 --group 128 --calib "$calib" --nsamples 128 \
       --seqlen 256 --seed 0 -o "$WORK/out" --quiet >"$WORK/$name.$method.txt" 2>/dev/null

@@ -8,25 +8,18 @@
 #   bench/quant_sweep.sh [MODEL...]       (default: gut6l stories260K)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${DASHQ_SHARED:-../shared}
+. bench/models.sh
 OUT=${OUT:-results/quant_sweep.csv}
 WORK=${WORK:-$(mktemp -d)}
 cmake --build build -j"$(nproc)" >/dev/null
 mkdir -p "$(dirname "$OUT")"
 [ -f "$OUT" ] || echo "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds" >"$OUT"
 
-spec() {  # model -> path calib eval
-  case $1 in
-    gut6l) echo "$SHARED/models/gut6l/gut6l.bin $SHARED/data/gutenberg/calib/gutenberg_calib.txt $SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" ;;
-    stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt $SHARED/data/tinystories/tinystories_valid_sample.txt" ;;
-    *) echo "unknown model $1" >&2; exit 2 ;;
-  esac
-}
 done_cell() { grep -q "^$1,$2,$3,$4,$5,$6," "$OUT"; }
 
 for name in "${@:-gut6l stories260K}"; do
   for name1 in $name; do
-  read -r model calib text <<<"$(spec "$name1")"
+  read -r model calib text <<<"$(model_spec "$name1")"
   base="$WORK/$name1.kld"
   [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx 256 --save-logits "$base" --quiet >/dev/null
   for cfg in 4:128 3:128 3:64 2:32; do

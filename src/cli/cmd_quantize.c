@@ -144,7 +144,7 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
                            o->calib ? cs.len : 0, (uint64_t)o->seed, o->calib, dq_tokenizer_path(t)};
     if (!rc && dq_write_packed(o->out, m, &r, &info, &err)) rc = dq_cli_error(&err);
     if (!rc) report(o, &r);
-    if (!rc) dq_quant_result_free(&r);
+    dq_quant_result_free(&r); /* always valid after dq_quantize_model, also when writing failed */
     dq_calib_free(&cs);
     return rc;
 }

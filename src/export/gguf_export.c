@@ -197,14 +197,6 @@ done:
 
 /* ---- tensors ------------------------------------------------------------------- */
 
-/* llama.cpp rotates llama heads in interleaved pairs: Hugging Face rows
- * (rotate-half order) go back to Meta order, the inverse of the permutation
- * Meta's weights went through on their way to HF. */
-static int hf_row_for_meta_row(int row, int hd) {
-    int h = row / hd, r = row % hd, i = r / 2, p = r % 2;
-    return h * hd + p * (hd / 2) + i;
-}
-
 static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd) {
     if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block) type = DQ_GGML_F16; /* llama.cpp's fallback */
@@ -215,7 +207,7 @@ static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int 
         const float *src = x;
         if (permute_hd) {
             for (int r = 0; r < rows; r++)
-                memcpy(tmp + (size_t)r * cols, x + (size_t)hf_row_for_meta_row(r, permute_hd) * cols, (size_t)cols * 4);
+                memcpy(tmp + (size_t)r * cols, x + (size_t)dq_half_row_of_interleaved_row(r, permute_hd) * cols, (size_t)cols * 4);
             src = tmp;
         }
         if (type == DQ_GGML_F32) memcpy(out, src, n * 4);
@@ -244,6 +236,7 @@ static void add_layer(dq_gguf_writer *w, const dq_model *m, int i, dq_ggml_type 
     char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
     add_weight(w, NAME("attn_norm.weight"), L->attn_norm, 1, d, DQ_GGML_F32, 0);
+    /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
     add_weight(w, NAME("attn_q.weight"), L->wq, qd, d, type, permute ? hd : 0);
     add_weight(w, NAME("attn_k.weight"), L->wk, kvd, d, type, permute ? hd : 0);
     add_weight(w, NAME("attn_v.weight"), L->wv, kvd, d, type, 0);

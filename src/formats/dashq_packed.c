@@ -97,14 +97,6 @@ static void add_fp(tensor_list *l, const char *name, dq_dtype dt, const float *x
     add(l, name, dt == DQ_DTYPE_F16 ? "F16" : "BF16", d0, d1, h, n * 2);
 }
 
-/* llama2.c's q/k rows pair RoPE dimensions (2i, 2i+1); Hugging Face's
- * rotate-half pairs (i, i+d/2). Row h*hd + p*hd/2 + i of the HF layout is row
- * h*hd + 2i + p of the interleaved one (the official conversion's permute). */
-static int hf_source_row(int row, int hd) {
-    int h = row / hd, r = row % hd, p = r / (hd / 2), i = r % (hd / 2);
-    return h * hd + 2 * i + p;
-}
-
 static void add_quantized(tensor_list *l, const dq_qlayer *ql, bool permute, int hd) {
     const dq_qtensor *q = &ql->qt;
     size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row;
@@ -113,7 +105,7 @@ static void add_quantized(tensor_list *l, const dq_qlayer *ql, bool permute, int
     int32_t *words = own(l, dq_packed_words(n, q->bits) * 4);
     if (!codes || !sc || !ze || !words) return;
     for (int r = 0; r < q->rows; r++) {
-        int src = permute ? hf_source_row(r, hd) : r;
+        int src = permute ? dq_interleaved_row_of_half_row(r, hd) : r; /* HF order from llama2.c's */
         memcpy(codes + (size_t)r * q->cols, q->q + (size_t)src * q->cols, (size_t)q->cols);
         for (int g = 0; g < q->groups_per_row; g++) {
             sc[(size_t)r * q->groups_per_row + g] = dq_f32_to_f16(q->scale[(size_t)src * q->groups_per_row + g]);

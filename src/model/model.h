@@ -37,6 +37,19 @@ struct dq_model {
     size_t n_owned, cap_owned;
 };
 
+/* q/k row orders of the two RoPE layouts within a head of hd rows:
+ * interleaved (Meta, llama2.c, GGUF) pairs rows (2i, 2i+1); rotate-half
+ * (Hugging Face) pairs (i, i+hd/2). Row h*hd + p*hd/2 + i of the half layout
+ * is row h*hd + 2i + p of the interleaved one; the two maps are inverses. */
+static inline int dq_interleaved_row_of_half_row(int row, int hd) {
+    int h = row / hd, r = row % hd, p = r / (hd / 2), i = r % (hd / 2);
+    return h * hd + 2 * i + p;
+}
+static inline int dq_half_row_of_interleaved_row(int row, int hd) {
+    int h = row / hd, r = row % hd, i = r / 2, p = r % 2;
+    return h * hd + p * (hd / 2) + i;
+}
+
 dq_model *dq_model_new(const char *path, const char *format);
 /* Allocates a buffer owned by the model (freed in dq_model_free). */
 void *dq_model_alloc(dq_model *m, size_t bytes);

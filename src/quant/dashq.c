@@ -83,17 +83,16 @@ static bool regress(const solver *s, const float *w, const float *b, const uint8
  * k > 0, over maxq − 1 + k/10 steps, so later starts clip the extremes — a
  * coordinate-descent solver only finds the local minimum nearest its start. */
 static dq_group_params init_params(const solver *s, const float *w, int n, int k) {
-    if (s->o->sym && k == 0) return dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
-    float lo = w[0], hi = w[0];
-    for (int j = 1; j < n; j++) lo = fminf(lo, w[j]), hi = fmaxf(hi, w[j]);
     float steps = k == 0 ? (float)s->maxq : (float)s->maxq - 1.0f + 0.1f * (float)k;
-    dq_group_params p;
     if (s->o->sym) {
-        p = dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
-        p.scale = round_param(s, p.scale * (float)s->maxq / steps);
+        dq_group_params p = dq_minmax_params(w, n, s->maxq, true, s->o->fp16_params);
+        if (k) p.scale = round_param(s, p.scale * (float)s->maxq / steps);
         return p;
     }
+    float lo = w[0], hi = w[0];
+    for (int j = 1; j < n; j++) lo = fminf(lo, w[j]), hi = fmaxf(hi, w[j]);
     float mid = 0.5f * (lo + hi);
+    dq_group_params p;
     p.scale = round_param(s, hi > lo ? (hi - lo) / steps : fmaxf(fabsf(lo), 1e-8f));
     p.zero = round_param(s, k == 0 ? -lo / p.scale : 0.5f * (float)s->maxq - mid / p.scale);
     return p;
@@ -128,13 +127,13 @@ static dq_group_params descend(const solver *s, const float *w, const float *a, 
 /* Solves one group from each start; q receives the codes of the best. */
 static dq_group_params solve_group(const solver *s, const float *w, const float *a, int n, uint8_t *q,
                                    uint8_t *q_new, float *b) {
-    double best_err = INFINITY;
-    dq_group_params best = init_params(s, w, n, 0);
+    double best_err = 0;
+    dq_group_params best = {0};
     int starts = s->o->starts > 1 ? s->o->starts : 1;
     for (int k = 0; k < starts; k++) {
         double e;
         dq_group_params p = descend(s, w, a, n, init_params(s, w, n, k), q, q_new, b, &e);
-        if (e < best_err) best_err = e, best = p;
+        if (k == 0 || e < best_err) best_err = e, best = p;
     }
     for (int j = 0; j < n; j++) q[j] = (uint8_t)code(w[j], best, s->maxq);
     return best;

@@ -1,0 +1,10 @@
+# Sourced by the quantization benchmarks: the bundled models with their
+# calibration and held-out texts. model_spec NAME prints "MODEL CALIB EVAL".
+SHARED=${DASHQ_SHARED:-../shared}
+model_spec() {
+  case $1 in
+    gut6l) echo "$SHARED/models/gut6l/gut6l.bin $SHARED/data/gutenberg/calib/gutenberg_calib.txt $SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" ;;
+    stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt $SHARED/data/tinystories/tinystories_valid_sample.txt" ;;
+    *) echo "unknown model $1" >&2; exit 2 ;;
+  esac
+}
