@@ -11,6 +11,7 @@
 
 #include "model/forward.h"
 #include "util/error.h"
+#include "util/half.h"
 
 #define GRAM_TILE 64
 #define N_TAPS (DQ_TAP_COUNT + 1) /* the four block inputs, and the head's input */
@@ -31,13 +32,6 @@ static double now(void) {
 static const float **weight_slot(dq_layer *L, int kind) {
     const float **slots[DQ_LIN_PER_BLOCK] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
     return slots[kind];
-}
-
-static void shape_of(const dq_config *c, int kind, int *rows, int *cols) {
-    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    int r[DQ_LIN_PER_BLOCK] = {qd, kvd, kvd, d, f, f, d}, k[DQ_LIN_PER_BLOCK] = {d, d, d, qd, d, d, f};
-    *rows = r[kind];
-    *cols = k[kind];
 }
 
 /* ---- statistics: H = Σ x xᵀ (GPTQ) or its diagonal (DASH-Q), in double ---- */
@@ -149,17 +143,58 @@ static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
 
 /* ---- one linear layer ------------------------------------------------------ */
 
-static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
-                              const dq_pipeline_opts *o, dq_qlayer *ql, float **delta, dq_error *err) {
+/* Ŵ into the model (model-owned memory) and W − Ŵ into *delta; Ŵ comes from
+ * the codes, or — for a layer the plan keeps in F16 — from rounding W. */
+static dq_status install(dq_model *m, const float **slot, int rows, int cols, const dq_qlayer *ql, float **delta,
+                         dq_error *err) {
     const float *W = *slot;
-    dq_quant_opts q = o->q;
-    if (q.group > 0 && cols % q.group != 0) { /* as llama.cpp falls back for odd widths */
-        q.group = -1;
+    size_t n = (size_t)rows * cols;
+    float *Wq = dq_model_alloc(m, n * sizeof *Wq), *D = malloc(n * sizeof *D);
+    if (!Wq || !D) {
+        free(D);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+    }
+    if (ql->qt.q) dq_qtensor_dequantize(&ql->qt, Wq);
+    else
+        for (size_t i = 0; i < n; i++) Wq[i] = dq_f16_to_f32(dq_f32_to_f16(W[i]));
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(Wq[i])) {
+            free(D);
+            return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
+        }
+        D[i] = W[i] - Wq[i];
+    }
+    *slot = Wq;
+    *delta = D;
+    return DQ_OK;
+}
+
+/* The method's options for one layer: the plan's grid, or plain groups
+ * (per channel where the group does not divide the width, as llama.cpp
+ * falls back for odd widths). Returns false for a layer kept in F16. */
+static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer *ql, dq_quant_opts *q) {
+    *q = o->q;
+    ql->ggml_type = type;
+    if (type >= 0) {
+        q->grid = dq_grid_of((dq_ggml_type)type);
+        return q->grid != NULL;
+    }
+    if (q->group > 0 && cols % q->group != 0) {
+        q->group = -1;
         ql->per_channel_fallback = true;
     }
+    return true;
+}
+
+static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
+                              const dq_pipeline_opts *o, int type, dq_qlayer *ql, float **delta, dq_error *err) {
+    const float *W = *slot;
+    dq_quant_opts q;
+    double t0 = now();
+    if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, err);
     dq_status st = dq_quant_check(&q, cols, ql->name, err);
     if (st) return st;
-    double t0 = now(), inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
+    double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
     float *stat = NULL;
     if (o->q.method == DQ_METHOD_GPTQ) {
         size_t nn = (size_t)cols * cols;
@@ -181,24 +216,9 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         snprintf(msg, sizeof msg, "%s", err->msg);
         return dq_fail(err, st, "%s: %s", ql->name, msg);
     }
-    size_t n = (size_t)rows * cols;
-    float *Wq = dq_model_alloc(m, n * sizeof *Wq), *D = malloc(n * sizeof *D);
-    if (!Wq || !D) {
-        free(D);
-        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
-    }
-    dq_qtensor_dequantize(&ql->qt, Wq);
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(Wq[i])) {
-            free(D);
-            return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
-        }
-        D[i] = W[i] - Wq[i];
-    }
-    *slot = Wq;
-    *delta = D;
+    st = install(m, slot, rows, cols, ql, delta, err);
     ql->seconds = now() - t0;
-    return DQ_OK;
+    return st;
 }
 
 /* ---- the block loop --------------------------------------------------------- */
@@ -248,13 +268,14 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         ql->layer = l;
         ql->kind = k;
         int rows, cols;
-        shape_of(&m->cfg, k, &rows, &cols);
+        dq_linear_shape(&m->cfg, k, &rows, &cols);
         const float **slot = weight_slot(&m->layers[l], k);
         e.W[k] = *slot;
         e.tap[k] = TAP_OF[k];
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
-        st = solve_linear(m, slot, rows, cols, &c->st, TAP_OF[k], c->o, ql, &e.D[k], err);
+        int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
+        st = solve_linear(m, slot, rows, cols, &c->st, TAP_OF[k], c->o, type, ql, &e.D[k], err);
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
     double t1 = now();
@@ -297,15 +318,17 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_qlayer *ql = &c->r->layers[c->r->n];
     snprintf(ql->name, sizeof ql->name, "lm_head");
     ql->layer = m->cfg.n_layers;
-    ql->kind = -1;
+    ql->kind = DQ_KIND_HEAD;
     const float *W = m->output;
     float *D = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    dq_status st = solve_linear(m, &m->output, V, d, &c->st, TAP_HEAD, c->o, ql, &D, err);
+    int type = c->o->plan ? (int)c->o->plan->head : -1;
+    dq_status st = solve_linear(m, &m->output, V, d, &c->st, TAP_HEAD, c->o, type, ql, &D, err);
     if (!st) {
         c->r->n++;
         c->r->t_solve += ql->seconds;
-        m->cfg.tied_embeddings = false; /* the embedding stays full precision */
+        if (c->o->plan && m->cfg.tied_embeddings) m->tok_embeddings = m->output; /* one tensor in the file */
+        else m->cfg.tied_embeddings = false; /* the embedding stays full precision */
         double num = 0, den = 0, t1 = now();
         for (int w = 0; w < cs->n; w++) {
             dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
@@ -319,6 +342,30 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     c->r->t_forward += now() - t0 - c->st.seconds - ql->seconds;
     free(D);
     free(buf);
+    return st;
+}
+
+/* An untied embedding under a plan: no calibration statistic exists for a
+ * lookup table (llama.cpp has none either), so each block gets the plain
+ * least-squares fit on the grid. Done first: calibration then sees it. */
+static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
+    dq_model *m = c->m;
+    dq_qlayer *ql = &c->r->layers[c->r->n];
+    snprintf(ql->name, sizeof ql->name, "model.embed_tokens");
+    ql->layer = -1;
+    ql->kind = DQ_KIND_EMBED;
+    ql->ggml_type = (int)c->o->plan->embed;
+    float *D = NULL;
+    double t0 = now();
+    dq_quant_opts q = c->o->q;
+    q.grid = dq_grid_of(c->o->plan->embed);
+    dq_status st = q.grid ? dq_quantize_grid(m->tok_embeddings, m->cfg.vocab_size, m->cfg.dim, NULL, true, &q,
+                                             c->o->n_threads, &ql->qt, err)
+                          : DQ_OK;
+    if (!st) st = install(m, &m->tok_embeddings, m->cfg.vocab_size, m->cfg.dim, ql, &D, err);
+    free(D);
+    ql->seconds = now() - t0;
+    if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     return st;
 }
 
@@ -346,17 +393,19 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     opts.n_threads = nt;
     run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.method = o->q.method, .nt = nt}};
     double t0 = now();
-    r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 1, sizeof *r->layers);
+    r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 2, sizeof *r->layers);
+    bool head = o->quantize_head || o->plan;
     c.st.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
     dq_status st = (!r->layers || !c.st.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
-    dq_progress *p = dq_progress_start("quantize", (size_t)nl + (o->quantize_head ? 1 : 0), o->quiet);
+    dq_progress *p = dq_progress_start("quantize", (size_t)nl + (head ? 1 : 0), o->quiet);
     for (int l = 0; !st && l < nl; l++) {
         st = quantize_block(&c, l, err);
         dq_progress_update(p, (size_t)l + 1);
     }
-    if (!st && o->quantize_head) st = quantize_head(&c, err);
+    if (!st && head) st = quantize_head(&c, err);
     dq_progress_finish(p);
     r->t_total = now() - t0;
     stats_reset(&c.st);

@@ -9,21 +9,26 @@
 #define DQ_PIPELINE_H
 #include "calib/calib_data.h"
 #include "model/model.h"
+#include "quant/presets.h"
 #include "quant/quant.h"
-
-enum { DQ_LIN_Q, DQ_LIN_K, DQ_LIN_V, DQ_LIN_O, DQ_LIN_GATE, DQ_LIN_UP, DQ_LIN_DOWN, DQ_LIN_PER_BLOCK };
 
 typedef struct {
     dq_quant_opts q;
     int n_threads;
     bool quiet;
     bool quantize_head; /* the output head too (untying it from the embedding) */
+    /* GGUF target: every tensor's llama.cpp type (the head and embedding
+     * included; a tied embedding is the head). NULL: q's plain groups. */
+    const dq_type_plan *plan;
 } dq_pipeline_opts;
+
+enum { DQ_KIND_HEAD = -1, DQ_KIND_EMBED = -2 };
 
 typedef struct {
     char name[96];  /* Hugging Face module name, e.g. model.layers.3.self_attn.q_proj */
-    int layer, kind; /* block index and DQ_LIN_*, or kind -1 for the head */
-    dq_qtensor qt;
+    int layer, kind; /* block index and DQ_LIN_*, or DQ_KIND_HEAD / DQ_KIND_EMBED */
+    dq_qtensor qt;   /* empty when the plan keeps the layer in F16 */
+    int ggml_type;   /* with a plan: the layer's type; else -1 */
     double rel_err; /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration inputs (quantized upstream) */
     double seconds; /* solve time */
     bool per_channel_fallback; /* the group did not divide the width: one group per row */

@@ -1,6 +1,7 @@
 /* dashq quantize: calibrate block by block, quantize every linear layer with
- * the chosen method, write a DASH-Q packed checkpoint. Per-layer relative
- * output errors go to stdout; the progress bar to stderr. */
+ * the chosen method, write a DASH-Q packed checkpoint or (--format gguf) a
+ * GGUF file in llama.cpp's block types. Per-layer relative output errors go
+ * to stdout; the progress bar to stderr. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,13 +9,17 @@
 
 #include "calib/pipeline.h"
 #include "cli/cli.h"
+#include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
+#include <sys/stat.h>
 
 typedef struct {
     dq_common_opts c;
     dq_pipeline_opts p;
     const char *calib, *out;
     long nsamples, seqlen, seed;
+    bool gguf, pure;
+    const char *type; /* llama.cpp type name, with --format gguf */
 } quant_opts;
 
 static bool parse_method(const char *s, dq_method *m) {
@@ -40,7 +45,7 @@ static int usage_error(const char *msg, const char *arg) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_SYM, O_ACT, O_DAMP, O_MSE,
-           O_ITERS, O_RW, O_RWP, O_EPS, O_STARTS, O_HEAD, O_QUIET };
+           O_ITERS, O_RW, O_RWP, O_EPS, O_STARTS, O_HEAD, O_QUIET, O_FORMAT, O_TYPE, O_PURE };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -52,6 +57,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"reweight-param", required_argument, 0, O_RWP}, {"eps", required_argument, 0, O_EPS},
         {"starts", required_argument, 0, O_STARTS},
         {"quantize-head", no_argument, 0, O_HEAD},  {"quiet", no_argument, 0, O_QUIET},
+        {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
+        {"pure", no_argument, 0, O_PURE},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     dq_method method = DQ_METHOD_DASHQ;
@@ -83,6 +90,12 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_STARTS: if (!dq_cli_int("--starts", optarg, 1, 64, &starts)) return DQ_EXIT_ERROR; break;
         case O_HEAD: o->p.quantize_head = true; break;
         case O_QUIET: o->c.quiet = true; break;
+        case O_FORMAT:
+            if (strcmp(optarg, "gguf") && strcmp(optarg, "packed")) return usage_error("--format takes packed or gguf", optarg);
+            o->gguf = !strcmp(optarg, "gguf");
+            break;
+        case O_TYPE: o->type = optarg; break;
+        case O_PURE: o->pure = true; break;
         case 'o': o->out = optarg; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         default: return DQ_EXIT_ERROR;
@@ -91,6 +104,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
     if (optind != argc - 1) return usage_error("quantize takes exactly one MODEL", NULL);
     if (!o->out) return usage_error("quantize needs -o OUT (a folder to write)", NULL);
     if (!o->calib && method != DQ_METHOD_RTN) return usage_error("--calib FILE is required for gptq and dashq", NULL);
+    if (o->gguf && !o->type) return usage_error("--format gguf needs --type (one of these)", dq_type_plan_names());
+    if (!o->gguf && (o->type || o->pure)) return usage_error("--type and --pure go with --format gguf", NULL);
     o->c.model = argv[optind];
     dq_quant_opts q = dq_quant_defaults(method, (int)bits, (int)group);
     q.sym = sym, q.act_order = act, q.mse = mse;
@@ -103,8 +118,13 @@ static int parse(int argc, char **argv, quant_opts *o) {
     return 0;
 }
 
+static const char *type_of(const dq_qlayer *l) {
+    const dq_ggml_type_info *i = l->ggml_type >= 0 ? dq_ggml_info((uint32_t)l->ggml_type) : NULL;
+    return i ? i->name : "";
+}
+
 static void report(const quant_opts *o, const dq_quant_result *r) {
-    printf("%-44s %8s %12s\n", "layer", "solve_s", "rel_error");
+    printf("%-44s %8s %12s %s\n", "layer", "solve_s", "rel_error", o->gguf ? "type" : "");
     double sum = 0;
     int fallback = 0;
     for (int i = 0; i < r->n; i++) fallback += r->layers[i].per_channel_fallback;
@@ -112,16 +132,34 @@ static void report(const quant_opts *o, const dq_quant_result *r) {
         fprintf(stderr, "dashq: warning: group %d does not divide the input width of %d layers; they use one group per row\n",
                 o->p.q.group, fallback);
     for (int i = 0; i < r->n; i++) {
-        const char *mark = r->layers[i].per_channel_fallback ? " (per-channel)" : "";
-        if (o->calib) printf("%-44s %8.4f %12.6f%s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
-        else printf("%-44s %8.4f %12s%s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
+        const char *mark = r->layers[i].per_channel_fallback ? " (per-channel)" : type_of(&r->layers[i]);
+        if (o->calib && r->layers[i].kind != DQ_KIND_EMBED)
+            printf("%-44s %8.4f %12.6f %s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
+        else printf("%-44s %8.4f %12s %s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
         sum += r->layers[i].rel_err;
     }
-    printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),
-           o->p.q.bits, o->p.q.group, r->n ? sum / r->n : 0, r->n);
+    if (o->gguf)
+        printf("method %s, GGUF %s%s: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),
+               o->type, o->pure ? " (pure)" : "", r->n ? sum / r->n : 0, r->n);
+    else
+        printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", dq_method_name(o->p.q.method),
+               o->p.q.bits, o->p.q.group, r->n ? sum / r->n : 0, r->n);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,
            r->t_solve, r->t_total);
-    printf("wrote %s\n", o->out);
+    struct stat sb;
+    if (o->gguf && !stat(o->out, &sb)) printf("wrote %s (%.2f MiB)\n", o->out, (double)sb.st_size / (1 << 20));
+    else printf("wrote %s\n", o->out);
+}
+
+static dq_status write_output(const quant_opts *o, dq_model *m, const dq_tokenizer *t, const dq_quant_result *r,
+                              const dq_calib_set *cs, dq_error *err) {
+    if (o->gguf) {
+        dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = r, .file_type = o->p.plan->file_type};
+        return dq_export_gguf(o->out, m, t, &g, err);
+    }
+    dq_packed_info info = {dq_method_name(o->p.q.method), o->p.q.bits, o->p.q.group, o->calib ? cs->n : 0,
+                           o->calib ? cs->len : 0, (uint64_t)o->seed, o->calib, dq_tokenizer_path(t)};
+    return dq_write_packed(o->out, m, r, &info, err);
 }
 
 static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
@@ -138,13 +176,22 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
         cs.tokens = calloc(2, sizeof *cs.tokens);
     }
     dq_quant_result r;
+    dq_type_plan plan = {0};
     int rc = 0;
-    if (dq_quantize_model(m, &cs, &o->p, &r, &err)) rc = dq_cli_error(&err);
-    dq_packed_info info = {dq_method_name(o->p.q.method), o->p.q.bits, o->p.q.group, o->calib ? cs.n : 0,
-                           o->calib ? cs.len : 0, (uint64_t)o->seed, o->calib, dq_tokenizer_path(t)};
-    if (!rc && dq_write_packed(o->out, m, &r, &info, &err)) rc = dq_cli_error(&err);
+    if (o->gguf) {
+        if (dq_type_plan_make(o->type, o->pure, o->p.q.method != DQ_METHOD_RTN, &m->cfg, &plan, &err))
+            rc = dq_cli_error(&err);
+        else if (plan.n_fallback && !o->c.quiet)
+            fprintf(stderr, "dashq: note: %d tensors use llama.cpp's fallback type: their width is not a multiple of %s's block\n",
+                    plan.n_fallback, o->type);
+        o->p.plan = &plan;
+    }
+    memset(&r, 0, sizeof r);
+    if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) rc = dq_cli_error(&err);
+    if (!rc && write_output(o, m, t, &r, &cs, &err)) rc = dq_cli_error(&err);
     if (!rc) report(o, &r);
     dq_quant_result_free(&r); /* always valid after dq_quantize_model, also when writing failed */
+    dq_type_plan_free(&plan);
     dq_calib_free(&cs);
     return rc;
 }

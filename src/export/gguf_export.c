@@ -37,7 +37,7 @@ static void write_hparams(dq_gguf_writer *w, const dq_model *m, const dq_gguf_ex
     const dq_config *c = &m->cfg;
     dq_gguf_set_str(w, "general.architecture", arch);
     dq_gguf_set_str(w, "general.name", o->name ? o->name : "dashq");
-    dq_gguf_set_u32(w, "general.file_type", file_type(o->type));
+    dq_gguf_set_u32(w, "general.file_type", o->file_type ? o->file_type : file_type(o->type));
     dq_gguf_set_u32(w, "general.quantization_version", 2);
     set_arch(w, arch, "context_length", (uint32_t)c->seq_len);
     set_arch(w, arch, "embedding_length", (uint32_t)c->dim);
@@ -229,28 +229,68 @@ static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int 
     dq_gguf_add_tensor(w, name, type, rows > 1 ? 2 : 1, ne, out, bytes);
 }
 
-static void add_layer(dq_gguf_writer *w, const dq_model *m, int i, dq_ggml_type type, bool permute) {
+/* A quantized layer's blocks, rows reordered like add_weight's. */
+static void add_blocks(dq_gguf_writer *w, const char *name, const dq_qtensor *t, int permute_hd) {
+    dq_ggml_type type = t->grid->type;
+    size_t rb = dq_ggml_row_bytes(type, (size_t)t->cols), bytes = rb * (size_t)t->rows;
+    uint8_t *out = malloc(bytes ? bytes : 1);
+    for (int r = 0; out && r < t->rows; r++)
+        dq_qtensor_encode_row(t, permute_hd ? dq_half_row_of_interleaved_row(r, permute_hd) : r, out + (size_t)r * rb);
+    int64_t ne[2] = {t->cols, t->rows};
+    dq_gguf_add_tensor(w, name, type, 2, ne, out, bytes);
+}
+
+typedef struct {
+    const dq_qlayer **lin; /* (n_layers, DQ_LIN_PER_BLOCK) */
+    const dq_qlayer *head, *embed;
+} quant_index;
+
+static void put_matrix(dq_gguf_writer *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
+                       int permute_hd, const dq_qlayer *ql) {
+    if (ql && ql->qt.grid) add_blocks(w, name, &ql->qt, permute_hd);
+    else add_weight(w, name, x, rows, cols, ql && ql->ggml_type >= 0 ? (dq_ggml_type)ql->ggml_type : type, permute_hd);
+}
+
+static void add_layer(dq_gguf_writer *w, const dq_model *m, int i, dq_ggml_type type, bool permute,
+                      const quant_index *qi) {
     const dq_config *c = &m->cfg;
     const dq_layer *L = &m->layers[i];
     int d = c->dim, f = c->hidden_dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    const dq_qlayer *const *ql = qi->lin ? qi->lin + (size_t)i * DQ_LIN_PER_BLOCK : NULL;
+#define QL(k) (ql ? ql[k] : NULL)
     char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
     add_weight(w, NAME("attn_norm.weight"), L->attn_norm, 1, d, DQ_GGML_F32, 0);
     /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
-    add_weight(w, NAME("attn_q.weight"), L->wq, qd, d, type, permute ? hd : 0);
-    add_weight(w, NAME("attn_k.weight"), L->wk, kvd, d, type, permute ? hd : 0);
-    add_weight(w, NAME("attn_v.weight"), L->wv, kvd, d, type, 0);
+    put_matrix(w, NAME("attn_q.weight"), L->wq, qd, d, type, permute ? hd : 0, QL(DQ_LIN_Q));
+    put_matrix(w, NAME("attn_k.weight"), L->wk, kvd, d, type, permute ? hd : 0, QL(DQ_LIN_K));
+    put_matrix(w, NAME("attn_v.weight"), L->wv, kvd, d, type, 0, QL(DQ_LIN_V));
     if (c->qkv_bias) {
         add_weight(w, NAME("attn_q.bias"), L->bq, 1, qd, DQ_GGML_F32, 0);
         add_weight(w, NAME("attn_k.bias"), L->bk, 1, kvd, DQ_GGML_F32, 0);
         add_weight(w, NAME("attn_v.bias"), L->bv, 1, kvd, DQ_GGML_F32, 0);
     }
-    add_weight(w, NAME("attn_output.weight"), L->wo, d, qd, type, 0);
+    put_matrix(w, NAME("attn_output.weight"), L->wo, d, qd, type, 0, QL(DQ_LIN_O));
     add_weight(w, NAME("ffn_norm.weight"), L->ffn_norm, 1, d, DQ_GGML_F32, 0);
-    add_weight(w, NAME("ffn_gate.weight"), L->w_gate, f, d, type, 0);
-    add_weight(w, NAME("ffn_up.weight"), L->w_up, f, d, type, 0);
-    add_weight(w, NAME("ffn_down.weight"), L->w_down, d, f, type, 0);
+    put_matrix(w, NAME("ffn_gate.weight"), L->w_gate, f, d, type, 0, QL(DQ_LIN_GATE));
+    put_matrix(w, NAME("ffn_up.weight"), L->w_up, f, d, type, 0, QL(DQ_LIN_UP));
+    put_matrix(w, NAME("ffn_down.weight"), L->w_down, d, f, type, 0, QL(DQ_LIN_DOWN));
 #undef NAME
+#undef QL
+}
+
+static bool index_quant(const dq_quant_result *r, int n_layers, quant_index *qi) {
+    memset(qi, 0, sizeof *qi);
+    if (!r) return true;
+    if (!(qi->lin = calloc((size_t)n_layers * DQ_LIN_PER_BLOCK, sizeof *qi->lin))) return false;
+    for (int i = 0; i < r->n; i++) {
+        const dq_qlayer *ql = &r->layers[i];
+        if (ql->kind == DQ_KIND_HEAD) qi->head = ql;
+        else if (ql->kind == DQ_KIND_EMBED) qi->embed = ql;
+        else if (ql->layer >= 0 && ql->layer < n_layers && ql->kind >= 0 && ql->kind < DQ_LIN_PER_BLOCK)
+            qi->lin[(size_t)ql->layer * DQ_LIN_PER_BLOCK + ql->kind] = ql;
+    }
+    return true;
 }
 
 dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
@@ -267,12 +307,18 @@ dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer
     if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     write_hparams(w, m, o, arch);
     dq_status st = write_tokenizer(w, t, c->vocab_size, err);
+    quant_index qi;
+    if (!st && !index_quant(o->quant, c->n_layers, &qi)) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     if (!st) {
-        add_weight(w, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0);
-        for (int i = 0; i < c->n_layers; i++) add_layer(w, m, i, o->type, permute);
+        /* a tied embedding is the head: its quantized form, when there is one */
+        const dq_qlayer *embed = c->tied_embeddings && qi.head ? qi.head : qi.embed;
+        put_matrix(w, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0, embed);
+        for (int i = 0; i < c->n_layers; i++) add_layer(w, m, i, o->type, permute, &qi);
         add_weight(w, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
-        if (!c->tied_embeddings) add_weight(w, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0);
+        if (!c->tied_embeddings)
+            put_matrix(w, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0, qi.head);
         st = dq_gguf_write(w, path, err);
+        free(qi.lin);
     }
     dq_gguf_writer_free(w);
     return st;

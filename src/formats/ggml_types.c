@@ -14,8 +14,10 @@ static const dq_ggml_type_info INFO[] = {
     [DQ_GGML_Q8_0] = {"Q8_0", 32, 34},   [DQ_GGML_Q2_K] = {"Q2_K", 256, 84},
     [DQ_GGML_Q3_K] = {"Q3_K", 256, 110}, [DQ_GGML_Q4_K] = {"Q4_K", 256, 144},
     [DQ_GGML_Q5_K] = {"Q5_K", 256, 176}, [DQ_GGML_Q6_K] = {"Q6_K", 256, 210},
-    [DQ_GGML_BF16] = {"BF16", 1, 2},
+    [DQ_GGML_IQ4_NL] = {"IQ4_NL", 32, 18}, [DQ_GGML_BF16] = {"BF16", 1, 2},
 };
+
+const int8_t dq_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 const dq_ggml_type_info *dq_ggml_info(uint32_t type) {
     if (type >= sizeof INFO / sizeof INFO[0] || !INFO[type].name) return NULL;
@@ -72,6 +74,14 @@ static void decode_q5(const uint8_t *b, float *y, bool has_min) {
 static void decode_q8_0(const uint8_t *b, float *y) {
     float d = h2f(b);
     for (int j = 0; j < 32; j++) y[j] = (int8_t)b[2 + j] * d;
+}
+
+static void decode_iq4_nl(const uint8_t *b, float *y) {
+    float d = h2f(b);
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)dq_iq4nl_values[b[2 + j] & 0xF];
+        y[j + 16] = d * (float)dq_iq4nl_values[b[2 + j] >> 4];
+    }
 }
 
 /* ---- K-quants: 256-element super-blocks ---------------------------------- */
@@ -179,6 +189,7 @@ void dq_ggml_decode(dq_ggml_type t, const void *src, size_t n, float *dst) {
         case DQ_GGML_Q4_K: decode_q45_k(b, dst, false); break;
         case DQ_GGML_Q5_K: decode_q45_k(b, dst, true); break;
         case DQ_GGML_Q6_K: decode_q6_k(b, dst); break;
+        case DQ_GGML_IQ4_NL: decode_iq4_nl(b, dst); break;
         }
     }
 }
@@ -188,23 +199,9 @@ void dq_ggml_decode(dq_ggml_type t, const void *src, size_t n, float *dst) {
 void dq_ggml_encode_legacy(dq_ggml_type t, const uint8_t *q, const float *d, const float *m, size_t n,
                            void *dst) {
     uint8_t *b = dst;
-    const dq_ggml_type_info *info = dq_ggml_info(t);
-    for (size_t k = 0; k < n / 32; k++, q += 32, b += info->bytes) {
-        bool has_min = t == DQ_GGML_Q4_1 || t == DQ_GGML_Q5_1;
-        put_f16(b, d[k]);
-        if (has_min) put_f16(b + 2, m[k]);
-        uint8_t *p = b + (has_min ? 4 : 2);
-        if (t == DQ_GGML_Q8_0) {
-            for (int j = 0; j < 32; j++) p[j] = (uint8_t)(int8_t)(q[j] - 128);
-            continue;
-        }
-        if (t == DQ_GGML_Q5_0 || t == DQ_GGML_Q5_1) {
-            uint32_t qh = 0;
-            for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4 & 1) << j;
-            memcpy(p, &qh, 4);
-            p += 4;
-        }
-        for (int j = 0; j < 16; j++) p[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+    for (size_t k = 0; k < n / 32; k++) {
+        dq_ggml_block p = {.d = d[k], .dmin = m ? m[k] : 0};
+        dq_ggml_encode(t, q + 32 * k, &p, 32, b + k * (size_t)dq_ggml_info(t)->bytes);
     }
 }
 
@@ -216,5 +213,105 @@ void dq_ggml_quantize_q8_0(const float *x, size_t n, void *dst) {
         float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
         put_f16(b, d);
         for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    }
+}
+
+/* ---- general encoder: the inverse of each decoder above ------------------- */
+
+static void put_nibbles(uint8_t *qs, const uint8_t *q) { /* element j low, j + 16 high */
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+}
+
+/* Q2_K/Q3_K low two bits: element 128h + 32k + l at qs[32h + l], bits 2k. */
+static void put_2bit(uint8_t *qs, const uint8_t *q) {
+    memset(qs, 0, 64);
+    for (int e = 0; e < 256; e++) qs[32 * (e / 128) + e % 32] |= (uint8_t)((q[e] & 3) << (2 * (e % 128 / 32)));
+}
+
+static void encode_q2_k(const uint8_t *q, const dq_ggml_block *p, uint8_t *b) {
+    for (int s = 0; s < 16; s++) b[s] = (uint8_t)((p->sc[s] & 0xF) | (p->m[s] & 0xF) << 4);
+    put_2bit(b + 16, q);
+    put_f16(b + 80, p->d);
+    put_f16(b + 82, p->dmin);
+}
+
+static void encode_q3_k(const uint8_t *q, const dq_ggml_block *p, uint8_t *b) {
+    memset(b, 0, 32);
+    for (int e = 0; e < 256; e++) b[e % 32] |= (uint8_t)((q[e] >> 2 & 1) << (e / 32));
+    put_2bit(b + 32, q);
+    uint8_t *sc = b + 96;
+    memset(sc, 0, 12);
+    for (int s = 0; s < 16; s++) {
+        int c = p->sc[s] + 32;
+        sc[s % 8] |= (uint8_t)((c & 0xF) << (s < 8 ? 0 : 4));
+        sc[8 + s % 4] |= (uint8_t)((c >> 4 & 3) << (2 * (s / 4)));
+    }
+    put_f16(b + 108, p->d);
+}
+
+static void put_scale_min_k4(uint8_t *q, const dq_ggml_block *p) {
+    for (int j = 0; j < 4; j++) {
+        q[j] = (uint8_t)((p->sc[j] & 63) | (p->sc[j + 4] >> 4) << 6);
+        q[j + 4] = (uint8_t)((p->m[j] & 63) | (p->m[j + 4] >> 4) << 6);
+        q[j + 8] = (uint8_t)((p->sc[j + 4] & 0xF) | (p->m[j + 4] & 0xF) << 4);
+    }
+}
+
+static void encode_q45_k(const uint8_t *q, const dq_ggml_block *p, uint8_t *b, bool five) {
+    put_f16(b, p->d);
+    put_f16(b + 2, p->dmin);
+    put_scale_min_k4(b + 4, p);
+    uint8_t *qh = b + 16, *ql = b + (five ? 48 : 16);
+    if (five) memset(qh, 0, 32);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+            ql[32 * c + l] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+            if (five) qh[l] |= (uint8_t)((lo >> 4 & 1) << (2 * c) | (hi >> 4 & 1) << (2 * c + 1));
+        }
+}
+
+static void encode_q6_k(const uint8_t *q, const dq_ggml_block *p, uint8_t *b) {
+    uint8_t *ql = b, *qh = b + 128;
+    memset(b, 0, 192);
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, k = e % 128 / 32, l = e % 32;
+        ql[64 * h + l + (k & 1) * 32] |= (uint8_t)((q[e] & 0xF) << (k >= 2 ? 4 : 0));
+        qh[32 * h + l] |= (uint8_t)((q[e] >> 4 & 3) << (2 * k));
+    }
+    for (int s = 0; s < 16; s++) b[192 + s] = (uint8_t)(int8_t)p->sc[s];
+    put_f16(b + 208, p->d);
+}
+
+static void encode_legacy_block(dq_ggml_type t, const uint8_t *q, const dq_ggml_block *p, uint8_t *b) {
+    bool has_min = t == DQ_GGML_Q4_1 || t == DQ_GGML_Q5_1;
+    put_f16(b, p->d);
+    if (has_min) put_f16(b + 2, p->dmin);
+    uint8_t *o = b + (has_min ? 4 : 2);
+    if (t == DQ_GGML_Q8_0) {
+        for (int j = 0; j < 32; j++) o[j] = (uint8_t)(int8_t)(q[j] - 128);
+        return;
+    }
+    if (t == DQ_GGML_Q5_0 || t == DQ_GGML_Q5_1) {
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4 & 1) << j;
+        memcpy(o, &qh, 4);
+        o += 4;
+    }
+    put_nibbles(o, q);
+}
+
+void dq_ggml_encode(dq_ggml_type t, const uint8_t *q, const dq_ggml_block *p, size_t n, void *dst) {
+    const dq_ggml_type_info *info = dq_ggml_info(t);
+    uint8_t *b = dst;
+    for (size_t k = 0; k < n / (size_t)info->block; k++, q += info->block, b += info->bytes, p++) {
+        switch (t) {
+        case DQ_GGML_Q2_K: encode_q2_k(q, p, b); break;
+        case DQ_GGML_Q3_K: encode_q3_k(q, p, b); break;
+        case DQ_GGML_Q4_K: encode_q45_k(q, p, b, false); break;
+        case DQ_GGML_Q5_K: encode_q45_k(q, p, b, true); break;
+        case DQ_GGML_Q6_K: encode_q6_k(q, p, b); break;
+        default: encode_legacy_block(t, q, p, b); /* Q4_0 .. Q8_0, IQ4_NL (Q4_0's nibble layout) */
+        }
     }
 }

@@ -19,6 +19,12 @@ dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
 }
 
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {
+    if (o->grid) {
+        if (cols % o->grid->block)
+            return dq_fail(err, DQ_ERR_ARG, "%s: %d input features are not a multiple of %s's block of %d", layer,
+                           cols, dq_ggml_info(o->grid->type)->name, o->grid->block);
+        return DQ_OK;
+    }
     if (o->bits < 2 || o->bits > 8)
         return dq_fail(err, DQ_ERR_ARG, "%s: bits must be 2..8, got %d", layer, o->bits);
     if (o->group != -1 && (o->group < 16 || o->group > 128 || (o->group & (o->group - 1))))
@@ -50,7 +56,37 @@ dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bit
     return DQ_OK;
 }
 
+dq_status dq_qtensor_alloc_grid(dq_qtensor *t, int rows, int cols, const dq_grid *g, dq_error *err) {
+    dq_status st = dq_qtensor_alloc(t, rows, cols, g->sub, dq_grid_bits(g), err);
+    if (st) return st;
+    t->grid = g;
+    if (!(t->blocks = calloc((size_t)rows * (size_t)(cols / g->block), sizeof *t->blocks))) {
+        dq_qtensor_free(t);
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory for a %d x %d quantized tensor", rows, cols);
+    }
+    return DQ_OK;
+}
+
+void dq_qtensor_fill_steps(dq_qtensor *t) {
+    const dq_grid *g = t->grid;
+    int bpr = t->cols / g->block, spb = g->block / g->sub;
+    for (int r = 0; r < t->rows; r++)
+        for (int b = 0; b < bpr; b++)
+            for (int s = 0; s < spb; s++) {
+                dq_grid_step st = dq_grid_step_of(g, &t->blocks[(size_t)r * bpr + b], s);
+                size_t gi = (size_t)r * t->groups_per_row + (size_t)b * spb + s;
+                t->scale[gi] = st.scale;
+                t->zero[gi] = st.scale != 0 ? -st.offset / st.scale : 0;
+            }
+}
+
+void dq_qtensor_encode_row(const dq_qtensor *t, int r, void *dst) {
+    size_t bpr = (size_t)(t->cols / t->grid->block);
+    dq_ggml_encode(t->grid->type, t->q + (size_t)r * t->cols, t->blocks + (size_t)r * bpr, (size_t)t->cols, dst);
+}
+
 void dq_qtensor_free(dq_qtensor *t) {
+    free(t->blocks);
     free(t->q);
     free(t->scale);
     free(t->zero);
@@ -58,6 +94,18 @@ void dq_qtensor_free(dq_qtensor *t) {
 }
 
 void dq_qtensor_dequantize(const dq_qtensor *t, float *out) {
+    if (t->grid) {
+        size_t bytes = dq_ggml_row_bytes(t->grid->type, (size_t)t->cols);
+        uint8_t *row = malloc(bytes);
+        for (int r = 0; row && r < t->rows; r++) {
+            dq_qtensor_encode_row(t, r, row);
+            dq_ggml_decode(t->grid->type, row, (size_t)t->cols, out + (size_t)r * t->cols);
+        }
+        if (row) {
+            free(row);
+            return;
+        }
+    }
     for (int r = 0; r < t->rows; r++)
         for (int g = 0; g < t->groups_per_row; g++) {
             size_t gi = (size_t)r * t->groups_per_row + g, base = (size_t)r * t->cols + (size_t)g * t->group;
@@ -110,8 +158,28 @@ dq_group_params dq_find_params(const dq_quant_opts *o, const float *w, int n) {
                   : dq_minmax_params(w, n, maxq, o->sym, o->fp16_params);
 }
 
+/* Every block of W fitted on the grid independently, under importance a
+ * (per input feature, NULL = uniform): RTN (refine off) and DASH-Q. */
+dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, bool refine, const dq_quant_opts *o,
+                           int n_threads, dq_qtensor *out, dq_error *err) {
+    const dq_grid *g = o->grid;
+    dq_status st = dq_qtensor_alloc_grid(out, rows, cols, g, err);
+    if (st) return st;
+    int bpr = cols / g->block;
+#pragma omp parallel for num_threads(n_threads > 0 ? n_threads : 1) schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < bpr; b++) {
+            size_t off = (size_t)r * cols + (size_t)b * g->block;
+            dq_grid_fit(g, W + off, a ? a + (size_t)b * g->block : NULL, refine, o->starts, &out->blocks[(size_t)r * bpr + b],
+                        out->q + off);
+        }
+    dq_qtensor_fill_steps(out);
+    return DQ_OK;
+}
+
 dq_status dq_quantize_rtn(const float *W, int rows, int cols, const dq_quant_opts *o, int n_threads,
                           dq_qtensor *out, dq_error *err) {
+    if (o->grid) return dq_quantize_grid(W, rows, cols, NULL, false, o, n_threads, out, err);
     dq_status st = dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
     if (st) return st;
     int maxq = (1 << o->bits) - 1, G = out->group, gpr = out->groups_per_row;

@@ -141,11 +141,11 @@ static dq_group_params solve_group(const solver *s, const float *w, const float 
 
 dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, const dq_quant_opts *o,
                             int n_threads, dq_qtensor *out, dq_error *err) {
-    dq_status st = dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
+    dq_status st = o->grid ? DQ_OK : dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
     if (st) return st;
     float *a = malloc((size_t)cols * sizeof *a);
     if (!a) {
-        dq_qtensor_free(out);
+        if (!o->grid) dq_qtensor_free(out);
         return dq_fail(err, DQ_ERR_NOMEM, "DASH-Q: out of memory");
     }
     double mean = 0;
@@ -153,6 +153,11 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
     mean /= cols;
     if (!(mean > 0)) mean = 1.0; /* an all-dead layer: fall back to plain least squares */
     for (int j = 0; j < cols; j++) a[j] = (float)(h[j] + o->eps * mean);
+    if (o->grid) { /* the same weighted objective, on the format's constrained grid */
+        st = dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out, err);
+        free(a);
+        return st;
+    }
     solver s = {o, (1 << o->bits) - 1};
     int G = out->group, gpr = out->groups_per_row;
     bool oom = false;

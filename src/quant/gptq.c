@@ -22,7 +22,24 @@ typedef struct {
     const float *Hinv;       /* (cols, cols) upper Cholesky factor of H^-1, permuted if act-order */
     const int *perm;         /* act-order: permuted position -> original column; else NULL */
     dq_group_params *params; /* (rows, gpr): fixed up front (per-channel, static) or found in the sweep */
+    /* grid mode: blocks fitted on the format's grid under diag(H), at each
+     * block's first column (or up front with act-order) */
+    const dq_grid *grid;
+    const float *hdiag;      /* (cols) undamped diag(H), original column order */
+    dq_ggml_block *blocks;   /* (rows, cols / grid->block) */
+    dq_grid_step *steps;     /* (rows, gpr) effective step of each sub-block */
 } gptq_ctx;
+
+/* Fits block b of row r on the grid from the row's current weights w
+ * (original column order) and records its sub-block steps. */
+static void fit_grid_block(const gptq_ctx *c, const float *w, int r, int b) {
+    const dq_grid *g = c->grid;
+    uint8_t q[256];
+    dq_ggml_block *p = &c->blocks[(size_t)r * (c->cols / g->block) + b];
+    dq_grid_fit(g, w, c->hdiag + (size_t)b * g->block, true, c->o->starts, p, q);
+    for (int s = 0; s < g->block / g->sub; s++)
+        c->steps[(size_t)r * c->gpr + (size_t)b * (g->block / g->sub) + s] = dq_grid_step_of(g, p, s);
+}
 
 /* H^-1's upper Cholesky factor, in place; H is damped first. */
 static dq_status inverse_factor(float *H, int n, float percdamp, dq_error *err) {
@@ -48,7 +65,7 @@ static dq_status inverse_factor(float *H, int n, float percdamp, dq_error *err) 
  * updated in place as the "global" W); Q: their codes (permuted order). */
 static void sweep_rows(const gptq_ctx *c, float *W, int nr, int r0, uint8_t *Q, float *W1, float *Err1) {
     int cols = c->cols, bs = c->o->blocksize, G = c->G;
-    bool dynamic = !c->perm && G != cols;
+    bool dynamic = !c->perm && (c->grid || G != cols);
     for (int i1 = 0; i1 < cols; i1 += bs) {
         int i2 = i1 + bs < cols ? i1 + bs : cols, count = i2 - i1;
         for (int r = 0; r < nr; r++)
@@ -58,12 +75,21 @@ static void sweep_rows(const gptq_ctx *c, float *W, int nr, int r0, uint8_t *Q, 
             float d = c->Hinv[(size_t)col * cols + col];
             const float *hrow = c->Hinv + (size_t)col * cols + i1;
             for (int r = 0; r < nr; r++) {
-                dq_group_params *p = &c->params[(size_t)(r0 + r) * c->gpr + g];
-                if (dynamic && col % G == 0) *p = dq_find_params(c->o, W + (size_t)r * cols + col, G);
-                float *w1 = W1 + (size_t)r * bs;
-                int q = dq_quant_code(w1[i], *p, c->maxq);
+                float *w1 = W1 + (size_t)r * bs, wq;
+                int q;
+                if (c->grid) {
+                    if (dynamic && col % c->grid->block == 0) fit_grid_block(c, W + (size_t)r * cols + col, r0 + r, col / c->grid->block);
+                    dq_grid_step st = c->steps[(size_t)(r0 + r) * c->gpr + g];
+                    q = dq_grid_code(c->grid, st, w1[i]);
+                    wq = dq_grid_value(c->grid, st, q);
+                } else {
+                    dq_group_params *p = &c->params[(size_t)(r0 + r) * c->gpr + g];
+                    if (dynamic && col % G == 0) *p = dq_find_params(c->o, W + (size_t)r * cols + col, G);
+                    q = dq_quant_code(w1[i], *p, c->maxq);
+                    wq = dq_dequant(q, *p);
+                }
                 Q[(size_t)r * cols + col] = (uint8_t)q;
-                float e = (w1[i] - dq_dequant(q, *p)) / d;
+                float e = (w1[i] - wq) / d;
                 for (int k = i; k < count; k++) w1[k] -= e * hrow[k];
                 Err1[(size_t)r * bs + i] = e;
             }
@@ -124,36 +150,54 @@ static dq_status run(gptq_ctx *c, float *Wp, int rows, int n_threads, dq_qtensor
     }
     for (int r = 0; r < rows; r++) /* codes back to the original column order */
         for (int i = 0; i < cols; i++) out->q[(size_t)r * cols + (c->perm ? c->perm[i] : i)] = Qp[(size_t)r * cols + i];
-    for (size_t g = 0; g < (size_t)rows * c->gpr; g++) out->scale[g] = c->params[g].scale, out->zero[g] = c->params[g].zero;
+    if (c->grid) {
+        memcpy(out->blocks, c->blocks, (size_t)rows * (size_t)(cols / c->grid->block) * sizeof *out->blocks);
+        dq_qtensor_fill_steps(out);
+    } else {
+        for (size_t g = 0; g < (size_t)rows * c->gpr; g++) out->scale[g] = c->params[g].scale, out->zero[g] = c->params[g].zero;
+    }
     free(Qp);
     return DQ_OK;
 }
 
 dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H_in, const dq_quant_opts *o,
                            int n_threads, dq_qtensor *out, dq_error *err) {
-    dq_status st = dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
+    dq_status st = o->grid ? dq_qtensor_alloc_grid(out, rows, cols, o->grid, err)
+                           : dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
     if (st) return st;
-    gptq_ctx c = {.o = o, .cols = cols, .G = out->group, .gpr = out->groups_per_row, .maxq = (1 << o->bits) - 1};
+    gptq_ctx c = {.o = o, .cols = cols, .G = out->group, .gpr = out->groups_per_row, .maxq = (1 << out->bits) - 1,
+                  .grid = o->grid};
     size_t nn = (size_t)cols * cols, nw = (size_t)rows * cols;
     float *H = malloc(nn * sizeof *H), *Hp = o->act_order ? malloc(nn * sizeof *Hp) : NULL;
     float *Wc = malloc(nw * sizeof *Wc), *Wp = o->act_order ? malloc(nw * sizeof *Wp) : NULL;
+    float *hdiag = o->grid ? malloc((size_t)cols * sizeof *hdiag) : NULL;
     c.params = malloc((size_t)rows * c.gpr * sizeof *c.params);
+    if (o->grid) {
+        c.blocks = calloc((size_t)rows * (size_t)(cols / o->grid->block), sizeof *c.blocks);
+        c.steps = malloc((size_t)rows * c.gpr * sizeof *c.steps);
+    }
+    c.hdiag = hdiag;
     int *perm = NULL;
-    if (!H || !Wc || !c.params || (o->act_order && (!Hp || !Wp))) {
+    if (!H || !Wc || !c.params || (o->act_order && (!Hp || !Wp)) || (o->grid && (!hdiag || !c.blocks || !c.steps))) {
         st = dq_fail(err, DQ_ERR_NOMEM, "GPTQ: out of memory for a %d-column Hessian", cols);
         goto done;
     }
     memcpy(H, H_in, nn * sizeof *H);
     memcpy(Wc, W, nw * sizeof *Wc);
-    if (c.G == cols) /* per channel: the reference finds these before zeroing dead columns */
+    if (c.G == cols && !o->grid) /* per channel: the reference finds these before zeroing dead columns */
         for (int r = 0; r < rows; r++) c.params[r] = dq_find_params(o, Wc + (size_t)r * cols, cols);
     for (int j = 0; j < cols; j++)
         if (H[(size_t)j * cols + j] == 0.0f) {
             H[(size_t)j * cols + j] = 1.0f;
             for (int r = 0; r < rows; r++) Wc[(size_t)r * cols + j] = 0.0f;
         }
+    for (int j = 0; hdiag && j < cols; j++) hdiag[j] = H[(size_t)j * cols + j];
+    if (o->act_order && o->grid) /* static blocks on the unpermuted, un-updated W */
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < cols / o->grid->block; b++)
+                fit_grid_block(&c, Wc + (size_t)r * cols + (size_t)b * o->grid->block, r, b);
     if (o->act_order) {
-        if (c.G != cols) /* static groups on the unpermuted, un-updated W */
+        if (c.G != cols && !o->grid) /* static groups on the unpermuted, un-updated W */
             for (int r = 0; r < rows; r++)
                 for (int g = 0; g < c.gpr; g++)
                     c.params[(size_t)r * c.gpr + g] = dq_find_params(o, Wc + (size_t)r * cols + (size_t)g * c.G, c.G);
@@ -170,7 +214,7 @@ dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H_in
     c.Hinv = H;
     st = run(&c, o->act_order ? Wp : Wc, rows, n_threads, out, err);
 done:
-    free(H), free(Hp), free(Wc), free(Wp), free(c.params), free(perm);
+    free(H), free(Hp), free(Wc), free(Wp), free(c.params), free(perm), free(hdiag), free(c.blocks), free(c.steps);
     if (st) dq_qtensor_free(out);
     return st;
 }

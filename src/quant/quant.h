@@ -7,6 +7,7 @@
 #ifndef DQ_QUANT_H
 #define DQ_QUANT_H
 #include "dashq.h"
+#include "quant/grid.h"
 
 typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ } dq_method;
 
@@ -35,6 +36,9 @@ typedef struct {
     dq_reweight reweight;
     float reweight_param;
     int starts;          /* initial scales tried per group: range/(maxq − 1 + k/10), k < starts; 1 = min-max */
+    /* A llama.cpp block type to fit instead of free (scale, zero) groups:
+     * bits, group and sym then come from the grid. NULL: plain groups. */
+    const dq_grid *grid;
 } dq_quant_opts;
 
 /* Defaults per method: the reference settings. */
@@ -48,11 +52,22 @@ typedef struct {
     float *scale;          /* (rows, groups_per_row) */
     float *zero;           /* (rows, groups_per_row) */
     int bits;
+    /* Grid tensors: the block parameters as stored (rows x cols/grid->block);
+     * scale/zero then hold each sub-block's effective step for reports. */
+    const dq_grid *grid;
+    dq_ggml_block *blocks;
 } dq_qtensor;
 
 dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err);
+/* A tensor on a block grid: group = the grid's sub-block. */
+dq_status dq_qtensor_alloc_grid(dq_qtensor *t, int rows, int cols, const dq_grid *g, dq_error *err);
+/* Grid tensors: scale/zero of every sub-block from the stored blocks. */
+void dq_qtensor_fill_steps(dq_qtensor *t);
+/* Grid tensors: row r encoded as the llama.cpp blocks (dq_ggml_row_bytes). */
+void dq_qtensor_encode_row(const dq_qtensor *t, int r, void *dst);
 void dq_qtensor_free(dq_qtensor *t);
-/* Ŵ = scale · (q − zero) into out (rows, cols). */
+/* Ŵ = scale · (q − zero) into out (rows, cols); for grid tensors, what
+ * llama.cpp decodes from the encoded blocks, bit for bit. */
 void dq_qtensor_dequantize(const dq_qtensor *t, float *out);
 
 /* Checks bits and group against a layer's input width. */
@@ -70,6 +85,11 @@ dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H, c
  * alternating exact rounding and closed-form (scale, offset). */
 dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, const dq_quant_opts *o,
                             int n_threads, dq_qtensor *out, dq_error *err);
+
+/* Each block fitted on o->grid on its own (dq_grid_fit), under importance a
+ * per input feature (NULL: uniform); refine off is RTN. */
+dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, bool refine, const dq_quant_opts *o,
+                           int n_threads, dq_qtensor *out, dq_error *err);
 
 /* ---- group primitives shared by the methods ---------------------------- */
 
