@@ -315,3 +315,35 @@ void dq_ggml_encode(dq_ggml_type t, const uint8_t *q, const dq_ggml_block *p, si
         }
     }
 }
+
+void dq_ggml_block_params(dq_ggml_type t, const void *block, dq_ggml_block *p) {
+    const uint8_t *b = block;
+    memset(p, 0, sizeof *p);
+    switch (t) {
+    case DQ_GGML_Q2_K:
+        for (int s = 0; s < 16; s++) p->sc[s] = b[s] & 0xF, p->m[s] = b[s] >> 4;
+        p->d = h2f(b + 80), p->dmin = h2f(b + 82);
+        break;
+    case DQ_GGML_Q3_K: {
+        int8_t sc[16];
+        q3_k_scales(b + 96, sc);
+        for (int s = 0; s < 16; s++) p->sc[s] = sc[s];
+        p->d = h2f(b + 108);
+        break;
+    }
+    case DQ_GGML_Q4_K: case DQ_GGML_Q5_K:
+        p->d = h2f(b), p->dmin = h2f(b + 2);
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            scale_min_k4(j, b + 4, &sc, &m);
+            p->sc[j] = (int16_t)sc, p->m[j] = (uint8_t)m;
+        }
+        break;
+    case DQ_GGML_Q6_K:
+        for (int s = 0; s < 16; s++) p->sc[s] = (int8_t)b[192 + s];
+        p->d = h2f(b + 208);
+        break;
+    case DQ_GGML_Q4_1: case DQ_GGML_Q5_1: p->dmin = h2f(b + 2); /* fall through */
+    default: p->d = h2f(b);
+    }
+}

@@ -49,6 +49,9 @@ typedef struct {
  * dq_ggml_block per block, for every quantized type above. */
 void dq_ggml_encode(dq_ggml_type t, const uint8_t *q, const dq_ggml_block *p, size_t n, void *dst);
 
+/* The parameters stored in one encoded block of type t (codes aside). */
+void dq_ggml_block_params(dq_ggml_type t, const void *block, dq_ggml_block *p);
+
 /* Legacy 32-element blocks from unsigned codes q ∈ [0, 2^bits) chosen by a
  * quantizer:
  *   Q4_0/Q5_0/Q8_0: x = d·(q − zero), zero 8 / 16 / 128 (Q8_0 stores q − 128)

@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     write_file(argv[1], "input", "f32", x, sizeof x);
     enum ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q8_0,
                               GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
-                              GGML_TYPE_F16, GGML_TYPE_BF16};
+                              GGML_TYPE_IQ4_NL, GGML_TYPE_F16, GGML_TYPE_BF16};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         size_t bytes = ggml_row_size(types[t], COLS) * ROWS;
         void *q = malloc(bytes);

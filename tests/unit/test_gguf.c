@@ -25,9 +25,9 @@ static const char *fixture_path(const char *name, const char *ext) {
 static void test_decoders_match_ggml(void **st) {
     (void)st;
     static const char *const names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K",
-                                        "q3_K", "q4_K", "q5_K", "q6_K", "f16",  "bf16"};
+                                        "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "f16", "bf16"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char upper[8];
+        char upper[16];
         for (size_t k = 0; k <= strlen(names[i]); k++) upper[k] = (char)(names[i][k] >= 'a' && names[i][k] <= 'z' ? names[i][k] - 32 : names[i][k]);
         int type = dq_ggml_type_by_name(upper);
         assert_true(type >= 0);
