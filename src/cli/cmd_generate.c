@@ -1,5 +1,6 @@
 /* dashq generate: the prompt is processed as one batch, then tokens are
- * sampled one at a time from the KV cache; only text goes to stdout. */
+ * sampled one at a time from the KV cache; only text (or, with --ids, the
+ * generated token ids) goes to stdout. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -67,6 +68,7 @@ typedef struct {
     long n;
     double temp, top_p;
     long seed;
+    bool ids; /* print token ids, not text */
 } gen_opts;
 
 static int parse(int argc, char **argv, gen_opts *o) {
@@ -74,7 +76,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         {"tokenizer", required_argument, 0, 'k'}, {"prompt", required_argument, 0, 'p'},
         {"temp", required_argument, 0, 'T'},      {"top-p", required_argument, 0, 'P'},
         {"seed", required_argument, 0, 's'},      {"quiet", no_argument, 0, 'q'},
-        {"threads", required_argument, 0, 't'},   {0, 0, 0, 0}};
+        {"threads", required_argument, 0, 't'},   {"ids", no_argument, 0, 'i'},
+        {0, 0, 0, 0}};
     *o = (gen_opts){.prompt = "", .n = 256, .temp = 0.0, .top_p = 0.9, .seed = 42};
     long v;
     int c;
@@ -84,6 +87,7 @@ static int parse(int argc, char **argv, gen_opts *o) {
         case 'k': o->c.tokenizer = optarg; break;
         case 'p': o->prompt = optarg; break;
         case 'q': o->c.quiet = true; break;
+        case 'i': o->ids = true; break;
         case 'n': if (!dq_cli_int("-n", optarg, 0, 1 << 20, &o->n)) return DQ_EXIT_ERROR; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         case 'T': if (!dq_cli_float("--temp", optarg, 0, 100, &o->temp)) return DQ_EXIT_ERROR; break;
@@ -131,14 +135,15 @@ static int run(const gen_opts *o, const dq_model *m, const dq_tokenizer *t) {
     uint64_t rng = (uint64_t)o->seed * 0x9E3779B97F4A7C15ull + 1;
     const float *logits;
     int rc = 0;
-    for (size_t i = 1; i < n_prompt; i++) print_piece(t, ids[i - 1], ids[i], piece, cap);
-    if (ids[0] != dq_tokenizer_bos(t)) print_piece(t, -1, ids[0], piece, cap);
+    for (size_t i = 1; !o->ids && i < n_prompt; i++) print_piece(t, ids[i - 1], ids[i], piece, cap);
+    if (!o->ids && ids[0] != dq_tokenizer_bos(t)) print_piece(t, -1, ids[0], piece, cap);
     if (!probs || !piece || dq_forward(s, ids, (int)n_prompt, 0, false, &logits, &err)) rc = dq_cli_error(&err);
     int prev = ids[n_prompt - 1], pos = (int)n_prompt;
     for (long k = 0; rc == 0 && k < o->n && pos <= n_ctx; k++) {
         int next = sample(logits, cfg->vocab_size, (float)o->temp, (float)o->top_p, probs, &rng);
         if (next == dq_tokenizer_eos(t) || next == dq_tokenizer_bos(t)) break;
-        if (next < dq_tokenizer_vocab_size(t)) print_piece(t, prev, next, piece, cap);
+        if (o->ids) printf("%s%d", k ? " " : "", next);
+        else if (next < dq_tokenizer_vocab_size(t)) print_piece(t, prev, next, piece, cap);
         prev = next;
         if (pos == n_ctx || k + 1 == o->n) break;
         int32_t tok = next;
