@@ -19,12 +19,18 @@ trap 'rm -rf "$WORK"' EXIT
 N=24
 fail=0
 
-PROMPT="The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite matter to us. His grey eyes shone and twinkled, and"
+# Exact checks: a prompt whose greedy path has no near-ties (llama.cpp
+# multiplies Q8_0 weights with 8-bit-quantized activations, so a top-2 logit
+# gap of ~0.01 may flip; the long prompt has one at its 4th token).
+# Sanity checks: a longer prompt, on which the small model stays fluent.
+SHORT="The Time Traveller"
+LONG="The Time Traveller (for so it will be convenient to speak of him) was expounding a recondite matter to us. His grey eyes shone and twinkled, and"
 
 check() { # FILE EXACT(1/0) LABEL
-  local ids ours theirs
-  ids=$("$DQ" tokenize "$1" --text "$PROMPT")
-  ours=$("$DQ" generate "$1" -p "$PROMPT" -n $N --ids --quiet -t 2)
+  local ids ours theirs prompt=$LONG
+  [ "$2" = 1 ] && prompt=$SHORT
+  ids=$("$DQ" tokenize "$1" --text "$prompt")
+  ours=$("$DQ" generate "$1" -p "$prompt" -n $N --ids --quiet -t 2)
   theirs=$(node "$HERE/greedy.mjs" "$1" $N $ids)
   python3 - "$3" "$2" "$ours" "$theirs" <<'PY' || fail=1
 import json, sys
