@@ -23,5 +23,10 @@ build/dashq quantize "$SHARED/models/gut6l/gut6l.bin" --method dashq --bits 3 --
   --calib "$SHARED/data/gutenberg/calib/gutenberg_calib.txt" --nsamples 32 --seqlen 256 -o "$OUT/gut6l-w3" | tail -3
 echo "== KL divergence of the written 3-bit checkpoint to the fp32 model"
 build/dashq eval "$OUT/gut6l-w3" --kld "$OUT/fp32.kld" --quiet
-echo "== the same model as a GGUF file for llama.cpp (Q8_0)"
+echo "== a low-bit GGUF for llama.cpp: GPTQ on llama.cpp's Q4_K_M mixture (128 calibration windows)"
+build/dashq quantize "$SHARED/models/gut6l/gut6l.bin" --method gptq --format gguf --type Q4_K_M \
+  --calib "$SHARED/data/gutenberg/calib/gutenberg_calib.txt" --nsamples 128 --seqlen 256 -o "$OUT/gut6l-Q4_K_M.gguf" | tail -2
+echo "== its KL divergence to the fp32 model (llama.cpp's own imatrix Q4_K_M: 0.00107)"
+build/dashq eval "$OUT/gut6l-Q4_K_M.gguf" --ppl "$BOOK" --ctx 256 --llamacpp-compatible --kld "$OUT/fp32.kld" --quiet
+echo "== the full-precision model as a GGUF file for llama.cpp (Q8_0)"
 build/dashq convert "$SHARED/models/gut6l/gut6l.bin" -o "$OUT/gut6l-q8_0.gguf" --type Q8_0
