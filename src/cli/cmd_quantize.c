@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "calib/pipeline.h"
 #include "cli/cli.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
-#include <sys/stat.h>
 
 typedef struct {
     dq_common_opts c;

@@ -94,17 +94,15 @@ void dq_qtensor_free(dq_qtensor *t) {
 }
 
 void dq_qtensor_dequantize(const dq_qtensor *t, float *out) {
-    if (t->grid) {
-        size_t bytes = dq_ggml_row_bytes(t->grid->type, (size_t)t->cols);
-        uint8_t *row = malloc(bytes);
-        for (int r = 0; row && r < t->rows; r++) {
-            dq_qtensor_encode_row(t, r, row);
-            dq_ggml_decode(t->grid->type, row, (size_t)t->cols, out + (size_t)r * t->cols);
+    if (t->grid) { /* block by block through the file's bytes: blocks and codes are both row-major */
+        const dq_grid *g = t->grid;
+        uint8_t bytes[256]; /* the largest block, Q6_K, is 210 bytes */
+        size_t n_blocks = (size_t)t->rows * (size_t)(t->cols / g->block);
+        for (size_t b = 0; b < n_blocks; b++) {
+            dq_ggml_encode(g->type, t->q + b * (size_t)g->block, &t->blocks[b], (size_t)g->block, bytes);
+            dq_ggml_decode(g->type, bytes, (size_t)g->block, out + b * (size_t)g->block);
         }
-        if (row) {
-            free(row);
-            return;
-        }
+        return;
     }
     for (int r = 0; r < t->rows; r++)
         for (int g = 0; g < t->groups_per_row; g++) {

@@ -21,7 +21,7 @@ typedef struct {
     int cols, G, gpr, maxq;
     const float *Hinv;       /* (cols, cols) upper Cholesky factor of H^-1, permuted if act-order */
     const int *perm;         /* act-order: permuted position -> original column; else NULL */
-    dq_group_params *params; /* (rows, gpr): fixed up front (per-channel, static) or found in the sweep */
+    dq_group_params *params; /* plain groups (rows, gpr): fixed up front (per-channel, static) or found in the sweep */
     /* grid mode: blocks fitted on the format's grid under diag(H), at each
      * block's first column (or up front with act-order) */
     const dq_grid *grid;
@@ -171,14 +171,14 @@ dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H_in
     float *H = malloc(nn * sizeof *H), *Hp = o->act_order ? malloc(nn * sizeof *Hp) : NULL;
     float *Wc = malloc(nw * sizeof *Wc), *Wp = o->act_order ? malloc(nw * sizeof *Wp) : NULL;
     float *hdiag = o->grid ? malloc((size_t)cols * sizeof *hdiag) : NULL;
-    c.params = malloc((size_t)rows * c.gpr * sizeof *c.params);
-    if (o->grid) {
+    if (!o->grid) c.params = malloc((size_t)rows * c.gpr * sizeof *c.params);
+    else {
         c.blocks = calloc((size_t)rows * (size_t)(cols / o->grid->block), sizeof *c.blocks);
         c.steps = malloc((size_t)rows * c.gpr * sizeof *c.steps);
     }
     c.hdiag = hdiag;
     int *perm = NULL;
-    if (!H || !Wc || !c.params || (o->act_order && (!Hp || !Wp)) || (o->grid && (!hdiag || !c.blocks || !c.steps))) {
+    if (!H || !Wc || (o->act_order && (!Hp || !Wp)) || (o->grid ? !hdiag || !c.blocks || !c.steps : !c.params)) {
         st = dq_fail(err, DQ_ERR_NOMEM, "GPTQ: out of memory for a %d-column Hessian", cols);
         goto done;
     }

@@ -83,10 +83,9 @@ typedef struct {
 
 static double sub_objective(const dq_grid *g, const float *w, const float *a, int n, sub_fit f, uint8_t *q) {
     double e = 0;
-    dq_grid_step st = {f.A, f.B};
+    dq_grid_step st = {f.A, affine(g) ? f.B : g->values ? 0.0f : -(float)g->zero * f.A};
     for (int j = 0; j < n; j++) {
-        q[j] = (uint8_t)(affine(g) || g->values ? dq_grid_code(g, st, w[j])
-                                                : dq_grid_code(g, (dq_grid_step){f.A, -(float)g->zero * f.A}, w[j]));
+        q[j] = (uint8_t)dq_grid_code(g, st, w[j]);
         double r = w[j] - ((double)f.A * level(g, q[j]) + f.B);
         e += weight(a, j) * r * r;
     }
