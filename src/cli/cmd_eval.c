@@ -1,5 +1,7 @@
+#define _POSIX_C_SOURCE 200809L
 /* dashq eval: perplexity over a text file, optionally the KL divergence to a
- * base model's saved distributions. The last stdout line is "perplexity: X". */
+ * base model's saved distributions (last stdout line "perplexity: X"), and/or
+ * zero-shot tasks scored the lm-evaluation-harness way. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,22 +9,28 @@
 
 #include "cli/cli.h"
 #include "eval/perplexity.h"
+#include "eval/zeroshot.h"
 #include "util/mapped_file.h"
 
 typedef struct {
     dq_common_opts c;
     const char *ppl_file;
     dq_ppl_opts p;
+    const char *tasks, *data_dir;
+    long limit;
+    bool no_bos;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
-    enum { O_TOK = 256, O_PPL, O_CTX, O_LLAMACPP, O_SAVE, O_KLD, O_CHUNKS, O_JSON, O_QUIET };
+    enum { O_TOK = 256, O_PPL, O_CTX, O_LLAMACPP, O_SAVE, O_KLD, O_CHUNKS, O_JSON, O_QUIET, O_TASKS, O_LIMIT, O_DATA, O_NOBOS };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"ppl", required_argument, 0, O_PPL},
         {"ctx", required_argument, 0, O_CTX},       {"llamacpp-compatible", no_argument, 0, O_LLAMACPP},
         {"save-logits", required_argument, 0, O_SAVE}, {"kld", required_argument, 0, O_KLD},
         {"chunks", required_argument, 0, O_CHUNKS}, {"json", no_argument, 0, O_JSON},
         {"quiet", no_argument, 0, O_QUIET},         {"threads", required_argument, 0, 't'},
+        {"tasks", required_argument, 0, O_TASKS},   {"limit", required_argument, 0, O_LIMIT},
+        {"data-dir", required_argument, 0, O_DATA}, {"no-bos", no_argument, 0, O_NOBOS},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     long v = 0;
@@ -42,6 +50,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_JSON: o->c.json = true; break;
         case O_QUIET: o->c.quiet = true; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
+        case O_TASKS: o->tasks = optarg; break;
+        case O_LIMIT: if (!dq_cli_int("--limit", optarg, 1, 1L << 40, &o->limit)) return DQ_EXIT_ERROR; break;
+        case O_DATA: o->data_dir = optarg; break;
+        case O_NOBOS: o->no_bos = true; break;
         default: return DQ_EXIT_ERROR;
         }
     }
@@ -50,8 +62,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
         return DQ_EXIT_ERROR;
     }
     o->c.model = argv[optind];
-    if (!o->ppl_file && !o->p.kld_base) {
-        fprintf(stderr, "dashq: error: eval needs --ppl FILE (or --kld BASE)\n");
+    if (!o->ppl_file && !o->p.kld_base && !o->tasks) {
+        fprintf(stderr, "dashq: error: eval needs --ppl FILE, --kld BASE or --tasks LIST\n");
         return DQ_EXIT_ERROR;
     }
     if (o->p.save_logits && o->p.kld_base) {
@@ -103,6 +115,88 @@ static void report(const eval_opts *o, const dq_ppl_result *r) {
     printf("perplexity: %.4f +/- %.4f\n", r->ppl, r->ppl_err);
 }
 
+/* ---- zero-shot tasks ---------------------------------------------------------- */
+
+static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_skipped) {
+    const char *name = dq_task_name(r->id);
+    bool above = r->acc - r->chance > 2 * r->acc_err;
+    if (o->c.json) {
+        printf("{\"task\": \"%s\", \"n\": %zu, \"skipped\": %zu, \"acc\": %.6f, \"acc_stderr\": %.6f", name, r->n,
+               r->n_skipped + load_skipped, r->acc, r->acc_err);
+        if (r->has_acc_norm) printf(", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", r->acc_norm, r->acc_norm_err);
+        if (r->has_ppl) printf(", \"perplexity\": %.6f, \"perplexity_stderr\": %.6f", r->ppl, r->ppl_err);
+        else printf(", \"chance\": %.6f", r->chance);
+        printf("}\n");
+        return;
+    }
+    printf("%-14s n %5zu  acc %.4f +/- %.4f", name, r->n, r->acc, r->acc_err);
+    if (r->has_acc_norm) printf("  acc_norm %.4f +/- %.4f", r->acc_norm, r->acc_norm_err);
+    if (r->has_ppl) printf("  perplexity %.2f +/- %.2f", r->ppl, r->ppl_err);
+    else printf("  chance %.4f%s", r->chance, above ? "" : "  (not above chance)");
+    if (r->n_skipped + load_skipped) printf("  skipped %zu", r->n_skipped + load_skipped);
+    printf("\n");
+}
+
+/* One task: load, report bad lines, score. Returns false if it could not run. */
+static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const char *dir) {
+    dq_task_set set;
+    dq_error err = {0};
+    if (dq_task_load(id, dir, (size_t)o->limit, &set, &err)) {
+        fprintf(stderr, "dashq: error: %s: %s (task skipped)\n", dq_task_name(id), err.msg);
+        return false;
+    }
+    for (size_t i = 0; i < set.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", set.warnings[i]);
+    if (set.n_skipped > set.n_warnings)
+        fprintf(stderr, "dashq: warning: %s: %zu more malformed items skipped\n", set.path, set.n_skipped - set.n_warnings);
+    dq_task_result r;
+    bool ok = !dq_task_eval(sc, &set, o->c.quiet, &r, &err);
+    if (!ok) fprintf(stderr, "dashq: error: %s: %s (task stopped)\n", dq_task_name(id), err.msg);
+    else if (r.n_skipped) fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", dq_task_name(id), r.n_skipped, r.first_skip);
+    if (ok) print_task(o, &r, set.n_skipped);
+    dq_task_set_free(&set);
+    return ok;
+}
+
+/* Runs every task named in the comma-separated list; unknown names and
+ * unreadable files are reported and skipped, the others still run. */
+static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
+    const char *dir = o->data_dir ? o->data_dir : getenv("DASHQ_DATA") ? getenv("DASHQ_DATA") : "../shared/data";
+    dq_scorer sc;
+    dq_error err = {0};
+    if (dq_scorer_init(&sc, m, t, !o->no_bos && dq_tokenizer_adds_bos(t), o->c.threads, &err)) return dq_cli_error(&err);
+    char list[1024], skipped[1024] = "";
+    snprintf(list, sizeof list, "%s", o->tasks);
+    int n_bad = 0;
+    for (char *save, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        dq_task_id id;
+        bool known = dq_task_lookup(name, &id);
+        if (!known) fprintf(stderr, "dashq: error: unknown task '%s' (known: piqa, arc_easy, arc_challenge, hellaswag, "
+                                    "winogrande, boolq, lambada)\n", name);
+        if (!known || !run_task(o, &sc, id, dir)) {
+            n_bad++;
+            size_t used = strlen(skipped);
+            snprintf(skipped + used, sizeof skipped - used, "%s%s", used ? ", " : "", name);
+        }
+    }
+    dq_scorer_free(&sc);
+    if (n_bad) fprintf(stderr, "dashq: %d task(s) skipped: %s\n", n_bad, skipped);
+    return n_bad ? DQ_EXIT_ERROR : 0;
+}
+
+static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = o->p.kld_base ? 0 : tokenize_file(o->ppl_file, t, &ids, &n);
+    if (!rc && o->p.ctx == 0) o->p.ctx = dq_model_config(m)->seq_len < 2048 ? dq_model_config(m)->seq_len : 2048;
+    dq_ppl_result r;
+    dq_error err = {0};
+    if (!rc && dq_eval_perplexity(m, ids, n, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err))
+        rc = dq_cli_error(&err);
+    if (!rc) report(o, &r);
+    free(ids);
+    return rc;
+}
+
 int dq_cmd_eval(int argc, char **argv) {
     eval_opts o;
     int rc = parse(argc, argv, &o);
@@ -110,16 +204,8 @@ int dq_cmd_eval(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (!o.p.kld_base) rc = tokenize_file(o.ppl_file, t, &ids, &n);
-    if (!rc && o.p.ctx == 0) o.p.ctx = dq_model_config(m)->seq_len < 2048 ? dq_model_config(m)->seq_len : 2048;
-    dq_ppl_result r;
-    dq_error err = {0};
-    if (!rc && dq_eval_perplexity(m, ids, n, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o.p, &r, &err))
-        rc = dq_cli_error(&err);
-    if (!rc) report(&o, &r);
-    free(ids);
+    if (o.ppl_file || o.p.kld_base) rc = run_perplexity(&o, m, t);
+    if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);
     return rc;
