@@ -62,7 +62,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     dq_method method = DQ_METHOD_DASHQ;
-    long bits = 4, group = 128, v = 0, iters = -1, starts = 1;
+    long bits = 4, group = 128, v = 0, iters = -1, starts = 0;
     double d = 0;
     dq_quant_opts tune = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 128);
     bool sym = false, act = false, mse = false;
