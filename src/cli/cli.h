@@ -28,4 +28,5 @@ int dq_cmd_info(int argc, char **argv);
 int dq_cmd_bench(int argc, char **argv);
 int dq_cmd_quantize(int argc, char **argv);
 int dq_cmd_convert(int argc, char **argv);
+int dq_cmd_report(int argc, char **argv);
 #endif

@@ -12,10 +12,14 @@ static void usage(FILE *f) {
             "  generate MODEL [--tokenizer F] [--prompt TEXT] [-n N] [--temp T] [--top-p P] [--seed S]\n"
             "  eval     MODEL [--tokenizer F] --ppl FILE [--ctx N] [--llamacpp-compatible]\n"
             "                 [--save-logits F | --kld F] [--chunks N] [--json]\n"
+            "                 [--tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada]\n"
+            "                 [--limit N] [--data-dir DIR] [--no-bos]   (zero-shot, lm-eval-harness scoring)\n"
             "  quantize MODEL [--tokenizer F] --method rtn|gptq|dashq --bits B --group G\n"
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
-            "                 [--sym] [--act-order] [--percdamp P] [--mse] [--iters N]\n"
+            "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]]\n"
+            "                 [--sym] [--act-order] [--percdamp P] [--mse] [--iters N] [--starts K]\n"
             "                 [--reweight none|huber|power] [--reweight-param X] [--eps E] [--quantize-head]\n"
+            "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"
             "  convert  MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0]   (GGUF for llama.cpp)\n"
             "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
             "  info     MODEL\n"
@@ -44,6 +48,7 @@ int main(int argc, char **argv) {
         {"bench", dq_cmd_bench},
         {"quantize", dq_cmd_quantize},
         {"convert", dq_cmd_convert},
+        {"report", dq_cmd_report},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);

@@ -1,0 +1,78 @@
+/* dashq report RESULTS -o DIR: the sweep's CSV as a markdown report with
+ * plots (SVG, rendered by gnuplot from the scripts written beside them). */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "eval/report.h"
+
+/* Runs gnuplot SCRIPT inside dir; returns its exit status (127: not found). */
+static int gnuplot(const char *dir, const char *script) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        if (chdir(dir) == 0) execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int render(const char *dir, char **scripts) {
+    int rc = 0;
+    for (char **s = scripts; *s && !rc; s++) {
+        int st = gnuplot(dir, *s);
+        if (st == 127) {
+            fprintf(stderr, "dashq: error: gnuplot not found (Debian: apt install gnuplot-nox); "
+                            "the report and its scripts are in %s\n", dir);
+            rc = DQ_EXIT_ERROR;
+        } else if (st) {
+            fprintf(stderr, "dashq: error: %s/%s: gnuplot failed (status %d)\n", dir, *s, st);
+            rc = DQ_EXIT_ERROR;
+        }
+    }
+    return rc;
+}
+
+int dq_cmd_report(int argc, char **argv) {
+    static const struct option longs[] = {{"no-plots", no_argument, 0, 'n'}, {"output", required_argument, 0, 'o'}, {0, 0, 0, 0}};
+    const char *dir = NULL;
+    bool plots = true;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", longs, NULL)) != -1) {
+        if (c == 'o') dir = optarg;
+        else if (c == 'n') plots = false;
+        else return DQ_EXIT_ERROR;
+    }
+    if (optind != argc - 1 || !dir) {
+        fprintf(stderr, "dashq: error: usage: dashq report RESULTS.csv -o DIR [--no-plots]\n");
+        return DQ_EXIT_ERROR;
+    }
+    if (mkdir(dir, 0777) && errno != EEXIST) {
+        fprintf(stderr, "dashq: error: %s: cannot create: %s\n", dir, strerror(errno));
+        return DQ_EXIT_ERROR;
+    }
+    dq_results r;
+    dq_error err = {0};
+    if (dq_results_load(argv[optind], &r, &err)) return dq_cli_error(&err);
+    for (size_t i = 0; i < r.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", r.warnings[i]);
+    if (r.n_skipped > r.n_warnings) fprintf(stderr, "dashq: warning: %zu more bad rows skipped\n", r.n_skipped - r.n_warnings);
+    char **scripts;
+    int rc = dq_report_write(&r, argv[optind], dir, &scripts, &err) ? dq_cli_error(&err) : 0;
+    if (!rc && plots) rc = render(dir, scripts);
+    if (!rc) printf("%s/report.md: %zu rows, %zu skipped\n", dir, r.n, r.n_skipped);
+    for (char **s = scripts; s && *s; s++) free(*s);
+    free(scripts);
+    dq_results_free(&r);
+    return rc;
+}
