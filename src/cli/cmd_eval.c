@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 #include "eval/perplexity.h"
@@ -117,7 +118,7 @@ static void report(const eval_opts *o, const dq_ppl_result *r) {
 
 /* ---- zero-shot tasks ---------------------------------------------------------- */
 
-static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_skipped) {
+static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_skipped, double seconds) {
     const char *name = dq_task_name(r->id);
     bool above = r->acc - r->chance > 2 * r->acc_err;
     if (o->c.json) {
@@ -126,7 +127,7 @@ static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_
         if (r->has_acc_norm) printf(", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", r->acc_norm, r->acc_norm_err);
         if (r->has_ppl) printf(", \"perplexity\": %.6f, \"perplexity_stderr\": %.6f", r->ppl, r->ppl_err);
         else printf(", \"chance\": %.6f", r->chance);
-        printf("}\n");
+        printf(", \"tokens\": %zu, \"seconds\": %.3f}\n", r->n_forwarded, seconds);
         return;
     }
     printf("%-14s n %5zu  acc %.4f +/- %.4f", name, r->n, r->acc, r->acc_err);
@@ -134,7 +135,7 @@ static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_
     if (r->has_ppl) printf("  perplexity %.2f +/- %.2f", r->ppl, r->ppl_err);
     else printf("  chance %.4f%s", r->chance, above ? "" : "  (not above chance)");
     if (r->n_skipped + load_skipped) printf("  skipped %zu", r->n_skipped + load_skipped);
-    printf("\n");
+    printf("  [%zu tokens, %.1f s, %.0f tok/s]\n", r->n_forwarded, seconds, seconds > 0 ? r->n_forwarded / seconds : 0);
 }
 
 /* One task: load, report bad lines, score. Returns false if it could not run. */
@@ -149,10 +150,13 @@ static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const cha
     if (set.n_skipped > set.n_warnings)
         fprintf(stderr, "dashq: warning: %s: %zu more malformed items skipped\n", set.path, set.n_skipped - set.n_warnings);
     dq_task_result r;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     bool ok = !dq_task_eval(sc, &set, o->c.quiet, &r, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!ok) fprintf(stderr, "dashq: error: %s: %s (task stopped)\n", dq_task_name(id), err.msg);
     else if (r.n_skipped) fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", dq_task_name(id), r.n_skipped, r.first_skip);
-    if (ok) print_task(o, &r, set.n_skipped);
+    if (ok) print_task(o, &r, set.n_skipped, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     dq_task_set_free(&set);
     return ok;
 }

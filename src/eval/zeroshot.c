@@ -105,6 +105,7 @@ static dq_status run(dq_scorer *sc, const int32_t *x, int from, int to, dq_choic
             scores->greedy &= score_row(logits + (size_t)i * sc->n_vocab, sc->n_vocab, x[p + i + 1], &scores->loglik);
         memcpy(sc->cached + p, x + p, (size_t)n * sizeof *x);
         sc->n_cached = p + n;
+        sc->n_forwarded += (size_t)n;
     }
     return DQ_OK;
 }
@@ -195,6 +196,7 @@ dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_tas
     r->id = set->id;
     tally t = {0};
     dq_choice_score s[16];
+    size_t forwarded0 = sc->n_forwarded;
     dq_progress *p = dq_progress_start(dq_task_name(set->id), set->n_items, quiet);
     for (size_t i = 0; i < set->n_items; i++) {
         const dq_task_item *it = &set->items[i];
@@ -210,5 +212,6 @@ dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_tas
     }
     dq_progress_finish(p);
     summarize(&t, set->id, r);
+    r->n_forwarded = sc->n_forwarded - forwarded0;
     return DQ_OK;
 }

@@ -18,6 +18,7 @@ typedef struct {
     int32_t *cached;  /* tokens the KV cache holds at positions 0..n_cached */
     int n_cached;
     int32_t *buf;     /* scratch: the request's token sequence */
+    size_t n_forwarded; /* tokens run through the model so far */
 } dq_scorer;
 
 typedef struct {
@@ -37,6 +38,7 @@ typedef struct {
     bool has_ppl;             /* LAMBADA: exp(−mean log-likelihood per item) */
     double ppl, ppl_err;
     double chance;            /* expected acc of a uniform guess */
+    size_t n_forwarded;       /* tokens the model ran for this task */
 } dq_task_result;
 
 /* add_bos: prefix contexts with the tokenizer's BOS (the model's training

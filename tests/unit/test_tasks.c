@@ -290,6 +290,31 @@ static void test_long_context_truncates_left(void **st) {
     assert_non_null(strstr(err.msg, "continuation"));
 }
 
+
+static void test_cli_reports_and_continues(void **st) {
+    (void)st;
+    char dir[1024], cmd[4096], path[1200], *out;
+    snprintf(dir, sizeof dir, "%s/cli-data", tu_tmpdir());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/llm-foundry-icl", dir);
+    assert_int_equal(tu_run(cmd, NULL), 0);
+    const char *text = "{\"query\": \"Question: Where?\", \"choices\": [\"home\", \"park\"], \"gold\": 0}\n"
+                       "{\"query\": \"Question: Who?\", \"choices\": [\"Tom\", \"\"], \"gold\": 0}\n";
+    snprintf(path, sizeof path, "%s/llm-foundry-icl/arc_easy.jsonl", dir);
+    tu_write(path, text, strlen(text));
+    snprintf(cmd, sizeof cmd, "%s eval %s --tasks arc_easy,nosuch,piqa --data-dir %s --quiet 2>%s", DQ_CLI,
+             tu_shared("models/stories260K/stories260K.bin"), dir, tu_tmp("tasks_err.txt"));
+    assert_int_equal(tu_run(cmd, &out), 2); /* something was skipped: not a clean run */
+    assert_non_null(strstr(out, "arc_easy       n     1"));
+    assert_non_null(strstr(out, "skipped 1"));
+    char *err = tu_read(tu_tmp("tasks_err.txt"), NULL);
+    assert_non_null(strstr(err, "arc_easy.jsonl:2: choices[1] is empty (item skipped)"));
+    assert_non_null(strstr(err, "unknown task 'nosuch'"));
+    assert_non_null(strstr(err, "piqa.jsonl: cannot open"));
+    assert_non_null(strstr(err, "2 task(s) skipped: nosuch, piqa"));
+    free(err);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_piqa_and_arc_prompts),
@@ -301,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_load_skips_bad_lines),
         cmocka_unit_test(test_hellaswag_file_from_bz2),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_cli_reports_and_continues),
         cmocka_unit_test_setup_teardown(test_encode_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loglik_matches_plain_forward, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_context_truncates_left, setup, teardown),

@@ -1,0 +1,12 @@
+set terminal svg size 720,480 dynamic font 'sans,12'
+set output 'gut6l_kld_vs_bpw.svg'
+set title 'gut6l: KLD vs bits per weight (largest calibration set)'
+set xlabel 'bits per weight'
+set ylabel 'KL divergence to the full model'
+set grid
+set key top right
+set offsets graph 0.03, graph 0.03
+set logscale y
+plot 'gut6l_kld_vs_bpw.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'dashq', \
+     'gut6l_kld_vs_bpw.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'gptq', \
+     'gut6l_kld_vs_bpw.dat' index 2 with yerrorlines pt 7 ps 0.6 title 'rtn'

@@ -1,0 +1,11 @@
+set terminal svg size 720,480 dynamic font 'sans,12'
+set output 'stories260K_ppl_vs_bpw.svg'
+set title 'stories260K: perplexity vs bits per weight (largest calibration set)'
+set xlabel 'bits per weight'
+set ylabel 'perplexity'
+set grid
+set key top right
+set offsets graph 0.03, graph 0.03
+plot 'stories260K_ppl_vs_bpw.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'dashq', \
+     'stories260K_ppl_vs_bpw.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'gptq', \
+     'stories260K_ppl_vs_bpw.dat' index 2 with yerrorlines pt 7 ps 0.6 title 'rtn'
