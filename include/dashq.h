@@ -120,6 +120,13 @@ void dq_session_free(dq_session *s);
  * pointer is owned by the session and valid until the next call. */
 dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
                      const float **logits, dq_error *err);
+/* Runs n_branches continuations of the cached prefix [0, pos) as one batch:
+ * tokens holds them back to back (lens[b] tokens each); every branch starts
+ * at position pos and attends to the prefix and its own tokens only (the
+ * choices of a multiple-choice question). Returns every row's logits. The
+ * branches fill cache slots pos.., so afterwards only [0, pos) is a prefix. */
+dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *lens, int n_branches, int pos,
+                              const float **logits, dq_error *err);
 
 /* ---- progress --------------------------------------------------------- */
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/fastmath.h"
 
 #define MAX_BATCH 512
 
@@ -81,15 +82,16 @@ dq_status dq_scorer_encode(const dq_scorer *sc, const char *context, const char 
 
 /* ---- scoring ---------------------------------------------------------------- */
 
-/* Adds log p(target) of one logits row; returns whether target is the argmax. */
+/* Adds log p(target) of one logits row; returns whether target is the argmax
+ * (the first maximum, as numpy.argmax). */
 static bool score_row(const float *logits, int nv, int target, double *ll) {
-    float mx = logits[0];
+    float mx = logits[0], sum = 0.0f;
     int imax = 0;
     for (int i = 1; i < nv; i++)
         if (logits[i] > mx) mx = logits[i], imax = i;
-    double sum = 0;
-    for (int i = 0; i < nv; i++) sum += exp((double)logits[i] - mx);
-    *ll += (double)logits[target] - mx - log(sum);
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < nv; i++) sum += dq_expf(logits[i] - mx);
+    *ll += (double)logits[target] - mx - log((double)sum);
     return imax == target;
 }
 
@@ -137,6 +139,74 @@ dq_status dq_score_request(dq_scorer *sc, const char *context, const char *conti
     return run(sc, sc->buf, first, len - 1, out, err);
 }
 
+/* All choices of an item in one batch of branches off their common token
+ * prefix: choice i's sequence is S_i = ctx_i + cont_i; the cache holds
+ * S[0, p) (p = the common prefix, at most every context but its last
+ * token), branch i is S_i[p, len − 1), and its rows from len(ctx_i) − 1 − p
+ * on predict the continuation. Multiple-choice contexts are shared whole;
+ * WinoGrande's options share the sentence up to the blank. Returns
+ * DQ_ERR_UNSUPPORTED (nothing scored) when the batch does not fit. */
+static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice_score *out, dq_error *err) {
+    int32_t *seq[16] = {0};
+    size_t nc[16], len[16];
+    int n = it->n_choices, lens[16], total = 0;
+    dq_status st = DQ_OK;
+    for (int i = 0; i < n && !st; i++) {
+        int32_t *c, *k;
+        size_t nk;
+        if ((st = dq_scorer_encode(sc, it->choices[i].context, it->choices[i].continuation, &c, &nc[i], &k, &nk, err))) break;
+        len[i] = nc[i] + nk;
+        seq[i] = nk && len[i] <= (size_t)sc->n_ctx ? realloc(c, len[i] * sizeof *c) : NULL;
+        if (seq[i]) memcpy(seq[i] + nc[i], k, nk * sizeof *k);
+        else free(c), st = DQ_ERR_UNSUPPORTED; /* empty, or needs truncation: one by one */
+        free(k);
+    }
+    size_t p = st ? 0 : nc[0] - 1;
+    for (int i = 0; !st && i < n; i++) {
+        if (nc[i] - 1 < p) p = nc[i] - 1;
+        size_t same = 0;
+        while (same < p && seq[i][same] == seq[0][same]) same++;
+        p = same;
+    }
+    for (int i = 0; !st && i < n; i++) lens[i] = (int)(len[i] - 1 - p), total += lens[i];
+    if (!st && (total > sc->n_batch || (int)p + total > sc->n_ctx)) st = DQ_ERR_UNSUPPORTED;
+    if (!st) { /* the prefix, reusing what the cache holds */
+        int same = 0;
+        while (same < sc->n_cached && same < (int)p && sc->cached[same] == seq[0][same]) same++;
+        sc->n_cached = same;
+        if (same < (int)p) st = run(sc, seq[0], same, (int)p, NULL, err);
+    }
+    if (!st) {
+        for (int i = 0, t = 0; i < n; t += lens[i++]) memcpy(sc->buf + t, seq[i] + p, (size_t)lens[i] * sizeof *sc->buf);
+        const float *logits;
+        st = dq_forward_branches(sc->session, sc->buf, lens, n, (int)p, &logits, err);
+        sc->n_cached = (int)p; /* the branches overwrote the slots after the prefix */
+        sc->n_forwarded += (size_t)total;
+        for (int i = 0, t = 0; !st && i < n; t += lens[i++]) {
+            int first = (int)(nc[i] - 1 - p);
+            out[i] = (dq_choice_score){0, true, lens[i] - first};
+            for (int k = first; k < lens[i]; k++)
+                out[i].greedy &= score_row(logits + (size_t)(t + k) * sc->n_vocab, sc->n_vocab, seq[i][p + k + 1], &out[i].loglik);
+        }
+    }
+    for (int i = 0; i < n; i++) free(seq[i]);
+    return st;
+}
+
+dq_status dq_score_choices(dq_scorer *sc, const dq_task_item *it, dq_choice_score *out, dq_error *err) {
+    if (it->n_choices < 1 || it->n_choices > 16) return dq_fail(err, DQ_ERR_ARG, "%d choices (1..16)", it->n_choices);
+    dq_error e = {0};
+    dq_status st = it->n_choices > 1 ? score_branches(sc, it, out, &e) : DQ_ERR_UNSUPPORTED;
+    if (st != DQ_ERR_UNSUPPORTED) {
+        if (st) *err = e;
+        return st;
+    }
+    st = DQ_OK; /* one by one */
+    for (int i = 0; i < it->n_choices && !st; i++)
+        st = dq_score_request(sc, it->choices[i].context, it->choices[i].continuation, &out[i], err);
+    return st;
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 void dq_mc_predict(const dq_choice_score *s, const dq_task_item *it, int *pred, int *pred_norm) {
@@ -160,10 +230,8 @@ typedef struct {
 } tally;
 
 static dq_status score_item(dq_scorer *sc, const dq_task_item *it, dq_choice_score *s, tally *t, dq_error *err) {
-    for (int i = 0; i < it->n_choices; i++) {
-        dq_status st = dq_score_request(sc, it->choices[i].context, it->choices[i].continuation, &s[i], err);
-        if (st) return st;
-    }
+    dq_status st = dq_score_choices(sc, it, s, err);
+    if (st) return st;
     if (it->n_choices == 1) { /* LAMBADA: greedy match and likelihood of the last word */
         t->acc += s[0].greedy;
         t->ll += s[0].loglik, t->ll2 += s[0].loglik * s[0].loglik;

@@ -52,6 +52,9 @@ dq_status dq_scorer_encode(const dq_scorer *sc, const char *context, const char 
                            size_t *n_ctx, int32_t **cont, size_t *n_cont, dq_error *err);
 dq_status dq_score_request(dq_scorer *sc, const char *context, const char *continuation, dq_choice_score *out,
                            dq_error *err);
+/* Every choice of an item; choices sharing one context run as one batch of
+ * branches (dq_forward_branches) when they fit, else one by one. */
+dq_status dq_score_choices(dq_scorer *sc, const dq_task_item *it, dq_choice_score *out, dq_error *err);
 
 /* One multiple-choice item: argmax of log-likelihoods (acc) and of
  * log-likelihood per byte of the choice (acc_norm); first index wins ties. */

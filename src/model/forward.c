@@ -32,6 +32,11 @@ struct dq_session {
     float *rope_cos;   /* (n_ctx, head_dim/2) */
     float *rope_sin;   /* (n_ctx, head_dim/2) */
     float *logits;     /* (n_batch, vocab) */
+    /* Layout of the current batch: row t sits in cache slot pos+t at RoPE
+     * position row_pos[t] and sees slots [0, prefix) and [row_start[t], pos+t].
+     * A plain sequence has prefix = row_start = pos; branches share a prefix. */
+    int *row_pos, *row_start;
+    int prefix;
 };
 
 /* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling. */
@@ -98,6 +103,8 @@ dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_thread
     s->rope_cos = xcalloc((size_t)n_ctx * c->head_dim / 2, sizeof(float), &ok);
     s->rope_sin = xcalloc((size_t)n_ctx * c->head_dim / 2, sizeof(float), &ok);
     s->logits = xcalloc(B * c->vocab_size, sizeof(float), &ok);
+    s->row_pos = xcalloc(B, sizeof(int), &ok);
+    s->row_start = xcalloc(B, sizeof(int), &ok);
     if (!ok) {
         dq_session_free(s);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: cannot allocate activations for context %d", m->path,
@@ -113,6 +120,8 @@ void dq_session_free(dq_session *s) {
     float *bufs[] = {s->x,         s->xb,        s->q,        s->att,      s->hb,      s->hb2,
                      s->scores,    s->key_cache, s->val_cache, s->rope_cos, s->rope_sin, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(s->row_pos);
+    free(s->row_start);
     free(s);
 }
 
@@ -155,13 +164,13 @@ static void rmsnorm_rows(float *out, const float *x, const float *w, int T, int 
     }
 }
 
-/* Rotates T rows of n_heads heads; row t sits at position pos+t. */
-static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads, int pos) {
+/* Rotates T rows of n_heads heads; row t sits at position row_pos[t]. */
+static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads) {
     const dq_config *c = &s->m->cfg;
     int hd = c->head_dim, half = hd / 2;
     for (int t = 0; t < T; t++) {
-        const float *cs = s->rope_cos + (size_t)(pos + t) * half;
-        const float *sn = s->rope_sin + (size_t)(pos + t) * half;
+        const float *cs = s->rope_cos + (size_t)s->row_pos[t] * half;
+        const float *sn = s->rope_sin + (size_t)s->row_pos[t] * half;
         for (int h = 0; h < n_heads; h++) {
             float *r = v + (size_t)t * ld + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
@@ -176,16 +185,24 @@ static void rope_rows(const dq_session *s, float *v, int T, int ld, int n_heads,
     }
 }
 
-/* Causal softmax numerators of one tile's scores: row i sees keys
- * 0..first_pos+i, later keys get 0. Returns nothing normalised: inv_sum[i]
- * receives 1/Σ so the (smaller) PV product is scaled instead. */
-static void masked_softmax(float *sc, int ld, int rows, int n_keys, int first_pos, float *inv_sum) {
+/* Causal softmax numerators of one tile's scores: row i (slot first+i) sees
+ * keys [0, prefix) and [start[i], first+i]; the others get 0. Returns nothing
+ * normalised: inv_sum[i] receives 1/Σ so the (smaller) PV product is scaled. */
+static void masked_softmax(float *sc, int ld, int rows, int n_keys, int first, int prefix, const int *start,
+                           float *inv_sum) {
     for (int i = 0; i < rows; i++) {
         float *r = sc + (size_t)i * ld, mx = -INFINITY, sum = 0.0f;
-        int visible = first_pos + i + 1;
-        for (int j = 0; j < visible; j++) mx = r[j] > mx ? r[j] : mx;
+        int lo = start[i], visible = first + i + 1;
+        for (int j = prefix; j < lo; j++) r[j] = 0.0f; /* other branches */
+        for (int j = 0; j < prefix; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = lo; j < visible; j++) mx = r[j] > mx ? r[j] : mx;
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < visible; j++) {
+        for (int j = 0; j < prefix; j++) {
+            r[j] = dq_expf(r[j] - mx);
+            sum += r[j];
+        }
+#pragma omp simd reduction(+ : sum)
+        for (int j = lo; j < visible; j++) {
             r[j] = dq_expf(r[j] - mx);
             sum += r[j];
         }
@@ -217,7 +234,7 @@ static void attention(dq_session *s, int layer, int T, int pos) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_keys, hd, scale, q, qd, kc + koff,
                     kvd, 0.0f, sc, s->n_ctx);
         float inv_sum[DQ_TILE_TOKENS];
-        masked_softmax(sc, s->n_ctx, rows, n_keys, pos + t0, inv_sum);
+        masked_softmax(sc, s->n_ctx, rows, n_keys, pos + t0, s->prefix, s->row_start + t0, inv_sum);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n_keys, 1.0f, sc, s->n_ctx,
                     vc + koff, kvd, 0.0f, o, qd);
         for (int i = 0; i < rows; i++)
@@ -250,8 +267,8 @@ static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
     add_bias(s->q, T, qd, qd, w->bq);
     add_bias(kc, T, kvd, kvd, w->bk);
     add_bias(vc, T, kvd, kvd, w->bv);
-    rope_rows(s, s->q, T, qd, c->n_heads, pos);
-    rope_rows(s, kc, T, kvd, c->n_kv_heads, pos);
+    rope_rows(s, s->q, T, qd, c->n_heads);
+    rope_rows(s, kc, T, kvd, c->n_kv_heads);
     attention(s, l, T, pos);
     tap(taps, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
@@ -265,29 +282,66 @@ static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
     linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
 }
 
-dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
-                     const float **logits, dq_error *err) {
+/* A plain sequence: row t at slot and position pos+t, seeing everything before. */
+static void sequence_layout(dq_session *s, int n, int pos) {
+    s->prefix = pos;
+    for (int t = 0; t < n; t++) s->row_pos[t] = pos + t, s->row_start[t] = pos;
+}
+
+static dq_status check_tokens(const dq_session *s, const int32_t *tokens, int n, int slots_from, dq_error *err) {
     const dq_config *c = &s->m->cfg;
     if (n <= 0 || n > s->n_batch)
         return dq_fail(err, DQ_ERR_ARG, "forward: %d tokens, batch holds 1..%d", n, s->n_batch);
-    if (pos < 0 || pos + n > s->n_ctx)
-        return dq_fail(err, DQ_ERR_ARG, "forward: positions %d..%d exceed the context of %d", pos,
-                       pos + n - 1, s->n_ctx);
+    if (slots_from < 0 || slots_from + n > s->n_ctx)
+        return dq_fail(err, DQ_ERR_ARG, "forward: positions %d..%d exceed the context of %d", slots_from,
+                       slots_from + n - 1, s->n_ctx);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[t],
                            c->vocab_size);
+    return DQ_OK;
+}
+
+/* Embeds, runs every block with the session's layout, and computes the
+ * logits of rows [first, n). */
+static void run_batch(dq_session *s, const int32_t *tokens, int n, int pos, int first) {
+    const dq_config *c = &s->m->cfg;
     openblas_set_num_threads(1); /* we thread across BLAS calls, not inside them */
     for (int t = 0; t < n; t++)
         memcpy(s->x + (size_t)t * c->dim, s->m->tok_embeddings + (size_t)tokens[t] * c->dim,
                (size_t)c->dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) block(s, l, n, pos, NULL);
-
-    int first = all_logits ? 0 : n - 1, rows = n - first;
+    int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
-    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f,
-           s->n_threads);
+    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
+}
+
+dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
+                     const float **logits, dq_error *err) {
+    dq_status st = check_tokens(s, tokens, n, pos, err);
+    if (st) return st;
+    sequence_layout(s, n, pos);
+    run_batch(s, tokens, n, pos, all_logits ? 0 : n - 1);
+    *logits = s->logits;
+    return DQ_OK;
+}
+
+dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *lens, int n_branches, int pos,
+                              const float **logits, dq_error *err) {
+    int n = 0;
+    for (int b = 0; b < n_branches; b++) {
+        if (lens[b] <= 0 || lens[b] > s->n_batch) return dq_fail(err, DQ_ERR_ARG, "forward: branch %d has %d tokens", b, lens[b]);
+        n += lens[b];
+    }
+    dq_status st = n_branches > 0 && n <= s->n_batch ? check_tokens(s, tokens, n, pos, err)
+                                                     : dq_fail(err, DQ_ERR_ARG, "forward: %d branches, %d tokens (batch %d)",
+                                                               n_branches, n, s->n_batch);
+    if (st) return st;
+    s->prefix = pos;
+    for (int b = 0, t = 0; b < n_branches; b++)
+        for (int k = 0, start = pos + t; k < lens[b]; k++, t++) s->row_pos[t] = pos + k, s->row_start[t] = start;
+    run_batch(s, tokens, n, pos, 0);
     *logits = s->logits;
     return DQ_OK;
 }
@@ -298,6 +352,7 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
         return dq_fail(err, DQ_ERR_ARG, "block forward: %d tokens (batch %d), layer %d", T, s->n_batch, layer);
     openblas_set_num_threads(1);
     memcpy(s->x, x, (size_t)T * c->dim * sizeof(float));
+    sequence_layout(s, T, 0);
     block(s, layer, T, 0, taps);
     memcpy(x, s->x, (size_t)T * c->dim * sizeof(float));
     return DQ_OK;

@@ -276,6 +276,39 @@ static void test_loglik_matches_plain_forward(void **st) {
     assert_true(s[0].loglik > s[1].loglik - 100); /* sane magnitude */
 }
 
+
+static void test_branches_equal_one_by_one(void **st) {
+    fixture *f = *st;
+    dq_task_item it = parse(DQ_TASK_ARC_EASY, "{\"query\": \"Question: Where did Lily go to play with her ball?\", "
+                                              "\"choices\": [\"the park\", \"to the big tree near her house\", \"home\"], \"gold\": 0}");
+    dq_choice_score batch[3], one[3];
+    dq_error err = {0};
+    assert_int_equal(dq_score_choices(&f->sc, &it, batch, &err), DQ_OK); /* one batch of three branches */
+    size_t forwarded = f->sc.n_forwarded;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(dq_score_request(&f->sc, it.choices[i].context, it.choices[i].continuation, &one[i], &err), DQ_OK);
+        assert_near(batch[i].loglik, one[i].loglik, 1e-3);
+        assert_int_equal(batch[i].greedy, one[i].greedy);
+        assert_int_equal(batch[i].n_tokens, one[i].n_tokens);
+        bool greedy;
+        assert_near(batch[i].loglik, reference_loglik(f, it.choices[i].context, it.choices[i].continuation, &greedy), 1e-3);
+    }
+    assert_true(forwarded > 0);
+    assert_int_equal(dq_score_choices(&f->sc, &it, one, &err), DQ_OK); /* again, from a cache holding choice 3 */
+    for (int i = 0; i < 3; i++) assert_near(batch[i].loglik, one[i].loglik, 1e-4);
+    dq_task_item_free(&it);
+    /* WinoGrande: the options share the sentence up to the blank, then branch */
+    it = parse(DQ_TASK_WINOGRANDE, "{\"context_options\": [\"Tom gave the ball to Sue because Tom\", "
+                                   "\"Tom gave the ball to Sue because Sue\"], \"continuation\": \"wanted to play.\", \"gold\": 1}");
+    assert_int_equal(dq_score_choices(&f->sc, &it, batch, &err), DQ_OK);
+    for (int i = 0; i < 2; i++) {
+        bool greedy;
+        assert_near(batch[i].loglik, reference_loglik(f, it.choices[i].context, it.choices[i].continuation, &greedy), 1e-3);
+        assert_int_equal(batch[i].greedy, greedy);
+    }
+    dq_task_item_free(&it);
+}
+
 static void test_long_context_truncates_left(void **st) {
     fixture *f = *st;
     char ctx[8192] = "";
@@ -329,6 +362,7 @@ int main(void) {
         cmocka_unit_test(test_cli_reports_and_continues),
         cmocka_unit_test_setup_teardown(test_encode_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loglik_matches_plain_forward, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_branches_equal_one_by_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_context_truncates_left, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
