@@ -18,9 +18,16 @@ double dq_bits_per_weight(int bits, int group) { return bits + (group > 0 ? 32.0
 
 /* ---- CSV ---------------------------------------------------------------------- */
 
+/* Splits a CSV line in place at every comma (empty fields kept, no quoting:
+ * the sweep writes none). */
 static int split(char *line, char **fields, int max) {
     int n = 0;
-    for (char *save, *f = strtok_r(line, ",", &save); f && n < max; f = strtok_r(NULL, ",", &save)) fields[n++] = f;
+    for (char *f = line; n < max;) {
+        char *comma = strchr(f, ',');
+        fields[n++] = f;
+        if (!comma) break;
+        *comma = 0, f = comma + 1;
+    }
     return n;
 }
 
@@ -94,9 +101,12 @@ static dq_status parse_lines(const char *path, char *text, dq_results *out, dq_e
     int col[C_COUNT];
     long lineno = 0;
     size_t cap = 0;
-    for (char *save, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         lineno++;
         line[strcspn(line, "\r")] = 0;
+        if (!line[0] && lineno > 1) continue; /* blank line (or the end after the last newline) */
         if (lineno == 1) {
             dq_status st = header(path, line, col, err);
             if (st) return st;
@@ -105,7 +115,7 @@ static dq_status parse_lines(const char *path, char *text, dq_results *out, dq_e
         char *f[64];
         int nf = split(line, f, 64);
         dq_result_row r;
-        const char *bad = nf ? parse_row(f, nf, col, &r) : "empty row";
+        const char *bad = parse_row(f, nf, col, &r);
         if (bad) { warn(out, path, lineno, bad); continue; }
         if (out->n == cap) {
             dq_result_row *grown = realloc(out->rows, (cap = cap ? 2 * cap : 64) * sizeof *grown);
@@ -114,7 +124,6 @@ static dq_status parse_lines(const char *path, char *text, dq_results *out, dq_e
         }
         out->rows[out->n++] = r;
     }
-    if (lineno == 0) return dq_fail(err, DQ_ERR_FORMAT, "%s: empty file", path);
     return DQ_OK;
 }
 
@@ -124,7 +133,7 @@ dq_status dq_results_load(const char *path, dq_results *out, dq_error *err) {
     size_t len;
     dq_status st = dq_read_file(path, (size_t)1 << 30, &text, &len, err);
     if (st) return st;
-    st = parse_lines(path, text, out, err);
+    st = len ? parse_lines(path, text, out, err) : dq_fail(err, DQ_ERR_FORMAT, "%s: empty file", path);
     free(text);
     if (st) dq_results_free(out);
     return st;

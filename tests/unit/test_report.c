@@ -20,7 +20,8 @@ static const char *CSV =
     "m1,gptq,x,128,8,0,8.9,0.0030,0.9,1\n"
     "m1,gptq,4,128,8,0,-1,0.0030,0.9,1\n"
     "m1,gp\"tq,4,128,8,0,8,0.0030,0.9,1\n"
-    "m1,gptq,4\n";
+    "m1,gptq,4\n"
+    "m1,,4,128,8,0,8,0.0030,0.9,1\n";
 
 static char *write_csv(const char *text) {
     static char path[1024];
@@ -35,11 +36,12 @@ static void test_load_and_skip(void **st) {
     dq_error err = {0};
     assert_int_equal(dq_results_load(write_csv(CSV), &r, &err), DQ_OK);
     assert_int_equal(r.n, 7);
-    assert_int_equal(r.n_skipped, 4);
+    assert_int_equal(r.n_skipped, 5);
     assert_non_null(strstr(r.warnings[0], "sweep.csv:9: bits"));
     assert_non_null(strstr(r.warnings[1], "sweep.csv:10: ppl"));
     assert_non_null(strstr(r.warnings[2], "sweep.csv:11: bad method"));
     assert_non_null(strstr(r.warnings[3], "sweep.csv:12: too few fields"));
+    assert_non_null(strstr(r.warnings[4], "sweep.csv:13: bad method")); /* an empty field is not skipped over */
     dq_results_free(&r);
     assert_int_equal(dq_results_load(write_csv("model,method,bits\nm,rtn,4\n"), &r, &err), DQ_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "no \"group\" column"));
