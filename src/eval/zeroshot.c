@@ -148,8 +148,8 @@ dq_status dq_score_request(dq_scorer *sc, const char *context, const char *conti
  * DQ_ERR_UNSUPPORTED (nothing scored) when the batch does not fit. */
 static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice_score *out, dq_error *err) {
     int32_t *seq[16] = {0};
-    size_t nc[16], len[16];
-    int n = it->n_choices, lens[16], total = 0;
+    size_t nc[16] = {0}, len[16] = {0};
+    int n = it->n_choices, lens[16] = {0}, total = 0;
     dq_status st = DQ_OK;
     for (int i = 0; i < n && !st; i++) {
         int32_t *c, *k;
