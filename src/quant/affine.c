@@ -156,21 +156,10 @@ dq_group_params dq_find_params(const dq_quant_opts *o, const float *w, int n) {
                   : dq_minmax_params(w, n, maxq, o->sym, o->fp16_params);
 }
 
-/* Per-weight importance of one row for DASH-Q on a grid: the curvature
- * a_j times sqrt(σ² + w_j²), σ² the row's mean square. diag(H) alone drops
- * the cross terms that make a layer's large weights matter more than their
- * share of the squared error (measured: KLD at Q2_K 0.0151 without the factor,
- * 0.0106 with it; llama.cpp weighs its imatrix the same way). */
-static void row_importance(const float *w, const float *a, int cols, float *out) {
-    double s2 = 0;
-    for (int j = 0; j < cols; j++) s2 += (double)w[j] * w[j];
-    s2 /= cols;
-    for (int j = 0; j < cols; j++) out[j] = a[j] * (float)sqrt(s2 + (double)w[j] * w[j]);
-}
-
 /* Every block of W fitted on the grid independently: RTN (a NULL, refine
  * off), uniform least squares (a NULL, refine on) or DASH-Q (a = diag(H) +
- * damping per input feature, weighted per weight by row_importance). */
+ * damping per input feature, weighted per weight by dq_grid_importance over
+ * the row). */
 dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, bool refine, const dq_quant_opts *o,
                            int n_threads, dq_qtensor *out, dq_error *err) {
     const dq_grid *g = o->grid;
@@ -189,7 +178,7 @@ dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, b
         for (int r = 0; r < rows; r++) {
             if (oom) continue;
             const float *w = W + (size_t)r * cols;
-            if (a) row_importance(w, a, cols, imp);
+            if (a) dq_grid_importance(w, a, cols, imp);
             for (int b = 0; b < bpr; b++)
                 dq_grid_fit(g, w + (size_t)b * g->block, a ? imp + (size_t)b * g->block : NULL, refine, starts,
                             &out->blocks[(size_t)r * bpr + b], out->q + (size_t)r * cols + (size_t)b * g->block);

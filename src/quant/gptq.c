@@ -31,12 +31,15 @@ typedef struct {
 } gptq_ctx;
 
 /* Fits block b of row r on the grid from the row's current weights w
- * (original column order) and records its sub-block steps. */
+ * (original column order) under diag(H)·sqrt(σ²_block + w²) and records its
+ * sub-block steps. */
 static void fit_grid_block(const gptq_ctx *c, const float *w, int r, int b) {
     const dq_grid *g = c->grid;
     uint8_t q[256];
+    float imp[256];
     dq_ggml_block *p = &c->blocks[(size_t)r * (c->cols / g->block) + b];
-    dq_grid_fit(g, w, c->hdiag + (size_t)b * g->block, true, c->o->starts, p, q);
+    dq_grid_importance(w, c->hdiag + (size_t)b * g->block, g->block, imp);
+    dq_grid_fit(g, w, imp, true, c->o->starts > 0 ? c->o->starts : DQ_GRID_STARTS, p, q);
     for (int s = 0; s < g->block / g->sub; s++)
         c->steps[(size_t)r * c->gpr + (size_t)b * (g->block / g->sub) + s] = dq_grid_step_of(g, p, s);
 }

@@ -255,3 +255,10 @@ double dq_grid_fit(const dq_grid *g, const float *w, const float *a, bool refine
     }
     return best;
 }
+
+void dq_grid_importance(const float *w, const float *h, int n, float *out) {
+    double ms = 0;
+    for (int j = 0; j < n; j++) ms += (double)w[j] * w[j];
+    ms /= n;
+    for (int j = 0; j < n; j++) out[j] = h[j] * (float)sqrt(ms + (double)w[j] * w[j]);
+}

@@ -53,4 +53,15 @@ int dq_grid_code(const dq_grid *g, dq_grid_step st, float w);
  * Returns the objective. */
 double dq_grid_fit(const dq_grid *g, const float *w, const float *a, bool refine, int starts, dq_ggml_block *p,
                    uint8_t *q);
+
+/* Per-weight importance for a curvature-weighted grid fit: out_j = h_j ·
+ * sqrt(σ² + w_j²), σ² the mean square of w[0, n). diag(H) alone drops the
+ * cross terms that make large weights matter more than their share of the
+ * squared error; llama.cpp weighs its imatrix the same way. Measured on
+ * gut6l (KLD, DASH-Q / GPTQ at Q2_K): 0.0151 → 0.0131 / 0.0072 → 0.0061. */
+void dq_grid_importance(const float *w, const float *h, int n, float *out);
+
+/* Starting ranges per sub-block for the calibrated fits (DASH-Q, GPTQ):
+ * descent from one start misses the better minima of 2-3-bit sub-blocks. */
+#define DQ_GRID_STARTS 16
 #endif

@@ -36,7 +36,7 @@ typedef struct {
     dq_reweight reweight;
     float reweight_param;
     int starts;          /* initial scales tried per group: range/(maxq − 1 + k/10), k < starts; 1 = min-max,
-                            0 = the method's default (DQ_GRID_STARTS for DASH-Q on a grid, else 1) */
+                            0 = the method's default (DQ_GRID_STARTS for DASH-Q and GPTQ on a grid, else 1) */
     /* A llama.cpp block type to fit instead of free (scale, zero) groups:
      * bits, group and sym then come from the grid. NULL: plain groups. */
     const dq_grid *grid;
@@ -89,10 +89,6 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
 
 /* Each block fitted on o->grid on its own (dq_grid_fit), under importance a
  * per input feature (NULL: uniform); refine off is RTN. */
-/* Starts per sub-block for DASH-Q on llama.cpp grids: coordinate descent
- * from one start misses the better minima of 2-3-bit sub-blocks. */
-#define DQ_GRID_STARTS 16
-
 dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, bool refine, const dq_quant_opts *o,
                            int n_threads, dq_qtensor *out, dq_error *err);
 

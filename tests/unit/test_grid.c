@@ -118,6 +118,17 @@ static dq_config gut6l_config(void) {
                        .vocab_size = 4096, .tied_embeddings = true};
 }
 
+/* h_j · sqrt(σ² + w_j²) with σ² the mean square: w = (3, 4), h = (1, 2)
+ * gives σ² = 12.5, so (sqrt(21.5), 2·sqrt(28.5)). */
+static void test_importance(void **st) {
+    (void)st;
+    const float w[2] = {3, 4}, h[2] = {1, 2};
+    float out[2];
+    dq_grid_importance(w, h, 2, out);
+    assert_true(fabsf(out[0] - sqrtf(21.5f)) < 1e-5f);
+    assert_true(fabsf(out[1] - 2 * sqrtf(28.5f)) < 1e-5f);
+}
+
 static void test_presets(void **st) {
     (void)st;
     dq_config c = gut6l_config();
@@ -225,6 +236,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_matches_ggml), cmocka_unit_test(test_fit),
         cmocka_unit_test(test_presets),              cmocka_unit_test(test_gguf_roundtrip),
+        cmocka_unit_test(test_importance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
