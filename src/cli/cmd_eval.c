@@ -120,20 +120,21 @@ static void report(const eval_opts *o, const dq_ppl_result *r) {
 
 static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_skipped, double seconds) {
     const char *name = dq_task_name(r->id);
-    bool above = r->acc - r->chance > 2 * r->acc_err;
+    double baseline = r->chance > r->majority ? r->chance : r->majority; /* the better blind guess */
+    bool above = r->acc - baseline > 2 * r->acc_err;
     if (o->c.json) {
         printf("{\"task\": \"%s\", \"n\": %zu, \"skipped\": %zu, \"acc\": %.6f, \"acc_stderr\": %.6f", name, r->n,
                r->n_skipped + load_skipped, r->acc, r->acc_err);
         if (r->has_acc_norm) printf(", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", r->acc_norm, r->acc_norm_err);
         if (r->has_ppl) printf(", \"perplexity\": %.6f, \"perplexity_stderr\": %.6f", r->ppl, r->ppl_err);
-        else printf(", \"chance\": %.6f", r->chance);
+        else printf(", \"chance\": %.6f, \"majority\": %.6f", r->chance, r->majority);
         printf(", \"tokens\": %zu, \"seconds\": %.3f}\n", r->n_forwarded, seconds);
         return;
     }
     printf("%-14s n %5zu  acc %.4f +/- %.4f", name, r->n, r->acc, r->acc_err);
     if (r->has_acc_norm) printf("  acc_norm %.4f +/- %.4f", r->acc_norm, r->acc_norm_err);
     if (r->has_ppl) printf("  perplexity %.2f +/- %.2f", r->ppl, r->ppl_err);
-    else printf("  chance %.4f%s", r->chance, above ? "" : "  (not above chance)");
+    else printf("  chance %.4f majority %.4f%s", r->chance, r->majority, above ? "" : "  (not above chance)");
     if (r->n_skipped + load_skipped) printf("  skipped %zu", r->n_skipped + load_skipped);
     printf("  [%zu tokens, %.1f s, %.0f tok/s]\n", r->n_forwarded, seconds, seconds > 0 ? r->n_forwarded / seconds : 0);
 }

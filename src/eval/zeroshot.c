@@ -227,6 +227,7 @@ void dq_mean_stderr(size_t hits, size_t n, double *mean, double *err) {
 typedef struct {
     size_t n, acc, acc_norm;
     double ll, ll2, chance; /* LAMBADA: sums of per-item log-likelihood; sum of 1/choices */
+    size_t gold_at[16];     /* items whose right answer is choice i */
 } tally;
 
 static dq_status score_item(dq_scorer *sc, const dq_task_item *it, dq_choice_score *s, tally *t, dq_error *err) {
@@ -240,6 +241,7 @@ static dq_status score_item(dq_scorer *sc, const dq_task_item *it, dq_choice_sco
         dq_mc_predict(s, it, &pred, &pred_norm);
         t->acc += pred == it->gold, t->acc_norm += pred_norm == it->gold;
         t->chance += 1.0 / it->n_choices;
+        t->gold_at[it->gold]++;
     }
     t->n++;
     return DQ_OK;
@@ -251,6 +253,9 @@ static void summarize(const tally *t, dq_task_id id, dq_task_result *r) {
     r->has_acc_norm = dq_task_has_acc_norm(id);
     if (r->has_acc_norm) dq_mean_stderr(t->acc_norm, t->n, &r->acc_norm, &r->acc_norm_err);
     r->chance = t->n ? t->chance / (double)t->n : 0;
+    size_t most = 0;
+    for (int i = 0; i < 16; i++) most = t->gold_at[i] > most ? t->gold_at[i] : most;
+    r->majority = t->n ? (double)most / (double)t->n : 0;
     if (id == DQ_TASK_LAMBADA && t->n) { /* delta method: se(ppl) = ppl · se(mean ll) */
         double mean = t->ll / (double)t->n, var = t->n > 1 ? (t->ll2 - t->n * mean * mean) / (double)(t->n - 1) : 0;
         r->has_ppl = true;

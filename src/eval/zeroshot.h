@@ -38,6 +38,7 @@ typedef struct {
     bool has_ppl;             /* LAMBADA: exp(−mean log-likelihood per item) */
     double ppl, ppl_err;
     double chance;            /* expected acc of a uniform guess */
+    double majority;          /* acc of always answering the most frequent choice index (BoolQ: "yes") */
     size_t n_forwarded;       /* tokens the model ran for this task */
 } dq_task_result;
 
