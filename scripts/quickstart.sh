@@ -30,3 +30,5 @@ echo "== its KL divergence to the fp32 model (llama.cpp's own imatrix Q4_K_M: 0.
 build/dashq eval "$OUT/gut6l-Q4_K_M.gguf" --ppl "$BOOK" --ctx 256 --llamacpp-compatible --kld "$OUT/fp32.kld" --quiet
 echo "== the full-precision model as a GGUF file for llama.cpp (Q8_0)"
 build/dashq convert "$SHARED/models/gut6l/gut6l.bin" -o "$OUT/gut6l-q8_0.gguf" --type Q8_0
+echo "== zero-shot accuracy of the Q4_K_M file, scored as lm-evaluation-harness does (first 300 items; gut6l is at chance)"
+build/dashq eval "$OUT/gut6l-Q4_K_M.gguf" --tasks hellaswag,arc_easy,piqa --limit 300 --data-dir "$SHARED/data" --quiet
