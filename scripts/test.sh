@@ -2,7 +2,7 @@
 # The whole test suite: a release build, then the same tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer (less the llama.cpp run, which
 # only repeats release work slower), then the GGUF reader's fuzzer for a
-# minute. Needs ../shared (or DASHQ_SHARED).
+# minute and the task/CSV parsers' for 30 s. Needs ../shared (or DASHQ_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -20,4 +20,6 @@ echo "== ASan + UBSan build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run build-sanitize "-E llamacpp" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDQ_SANITIZE=ON
 echo "== libFuzzer: GGUF reader, 60 s"
-tests/fuzz/run.sh 60
+tests/fuzz/run.sh 60 gguf
+echo "== libFuzzer: task lines and sweep CSVs, 30 s"
+tests/fuzz/run.sh 30 tasks
