@@ -293,11 +293,24 @@ static bool index_quant(const dq_quant_result *r, int n_layers, quant_index *qi)
     return true;
 }
 
+/* Llama-3 context scaling as llama.cpp stores it: one divisor per RoPE pair
+ * (rope_freqs.weight). *out stays NULL when the model has none. */
+static dq_status rope_freqs(const dq_model *m, const char *path, float **out, dq_error *err) {
+    const dq_config *c = &m->cfg;
+    *out = NULL;
+    if (!m->rope_freq_factors && c->rope_scaling != DQ_ROPE_SCALING_LLAMA3) return DQ_OK;
+    float *f = malloc((size_t)(c->head_dim / 2) * sizeof *f);
+    if (!f) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    for (int i = 0; i < c->head_dim / 2; i++)
+        f[i] = m->rope_freq_factors ? m->rope_freq_factors[i]
+                                    : (float)dq_rope_freq_divisor(c, 1.0 / pow((double)c->rope_theta, 2.0 * i / c->head_dim));
+    *out = f;
+    return DQ_OK;
+}
+
 dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
                          dq_error *err) {
     const dq_config *c = &m->cfg;
-    if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3)
-        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: Llama-3 RoPE scaling cannot be written to GGUF yet", m->path);
     /* qwen2 keeps rotate-half heads (llama.cpp's NEOX rope); llama needs Meta order */
     const char *arch = c->qkv_bias ? "qwen2" : "llama";
     bool permute = !c->qkv_bias && c->rope_style == DQ_ROPE_HALF;
@@ -317,7 +330,11 @@ dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer
         add_weight(w, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
         if (!c->tied_embeddings)
             put_matrix(w, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0, qi.head);
-        st = dq_gguf_write(w, path, err);
+        float *freqs;
+        st = rope_freqs(m, path, &freqs, err);
+        if (freqs) add_weight(w, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);
+        if (!st) st = dq_gguf_write(w, path, err);
+        free(freqs);
         free(qi.lin);
     }
     dq_gguf_writer_free(w);

@@ -80,9 +80,6 @@ static dq_status read_config(loader *L) {
         c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
         c->rope_factor = (float)f;
     }
-    if (dq_gguf_tensor_find(L->g, "rope_freqs.weight"))
-        return dq_fail(L->err, DQ_ERR_UNSUPPORTED, "%s: per-frequency RoPE factors (rope_freqs.weight) are not supported",
-                       L->path);
     const dq_gguf_tensor *emb = dq_gguf_tensor_find(L->g, "token_embd.weight");
     if (!emb) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor token_embd.weight is missing", L->path);
     c->vocab_size = emb->ne[1] > INT32_MAX ? -1 : (int)emb->ne[1];
@@ -145,6 +142,14 @@ static dq_status load_tensors(loader *L) {
     else if ((st = tensor(L, "output.weight", c->dim, c->vocab_size, &m->output))) return st;
     for (int i = 0; i < c->n_layers; i++)
         if ((st = load_layer(L, i))) return st;
+    /* Llama-3 context scaling, stored as one divisor per RoPE pair */
+    if (dq_gguf_tensor_find(L->g, "rope_freqs.weight") &&
+        (st = tensor(L, "rope_freqs.weight", c->head_dim / 2, 1, &m->rope_freq_factors)))
+        return st;
+    for (int i = 0; m->rope_freq_factors && i < c->head_dim / 2; i++)
+        if (!(m->rope_freq_factors[i] > 0))
+            return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor rope_freqs.weight: factor %d is %g (must be > 0)", L->path,
+                           i, m->rope_freq_factors[i]);
     /* full-precision storage type, for writers that keep tensors as they came */
     const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, "blk.0.attn_q.weight");
     m->dtype = t && t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : t && t->type == DQ_GGML_BF16 ? DQ_DTYPE_BF16 : DQ_DTYPE_F32;

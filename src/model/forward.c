@@ -39,19 +39,13 @@ struct dq_session {
     int prefix;
 };
 
-/* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling. */
-static double rope_inv_freq(const dq_config *c, int i) {
+/* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling
+ * (or the per-pair divisors a GGUF file carries). */
+static double rope_inv_freq(const dq_model *m, int i) {
+    const dq_config *c = &m->cfg;
     double f = 1.0 / pow((double)c->rope_theta, (2.0 * i) / (double)c->head_dim);
-    if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) return f / c->rope_factor;
-    if (c->rope_scaling != DQ_ROPE_SCALING_LLAMA3) return f;
-    double low_wavelen = c->rope_orig_ctx / c->rope_low_freq_factor;
-    double high_wavelen = c->rope_orig_ctx / c->rope_high_freq_factor;
-    double wavelen = 2.0 * 3.14159265358979323846 / f;
-    if (wavelen < high_wavelen) return f;
-    if (wavelen > low_wavelen) return f / c->rope_factor;
-    double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq_factor) /
-                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
-    return (1.0 - smooth) * f / c->rope_factor + smooth * f;
+    if (m->rope_freq_factors) return f / m->rope_freq_factors[i];
+    return f / dq_rope_freq_divisor(c, f);
 }
 
 static void rope_tables(dq_session *s) {
@@ -59,7 +53,7 @@ static void rope_tables(dq_session *s) {
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
         /* fp32 angle, as the reference implementations compute it */
-        float inv = (float)rope_inv_freq(c, i);
+        float inv = (float)rope_inv_freq(s->m, i);
         for (int p = 0; p < s->n_ctx; p++) {
             float a = (float)p * inv;
             s->rope_cos[(size_t)p * half + i] = cosf(a);

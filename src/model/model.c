@@ -131,3 +131,16 @@ dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err
         return dq_fail(err, DQ_ERR_FORMAT, "%s: bad rope_theta %g", file, (double)c->rope_theta);
     return DQ_OK;
 }
+
+double dq_rope_freq_divisor(const dq_config *c, double f) {
+    if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) return c->rope_factor;
+    if (c->rope_scaling != DQ_ROPE_SCALING_LLAMA3) return 1.0;
+    double low_wavelen = c->rope_orig_ctx / c->rope_low_freq_factor;
+    double high_wavelen = c->rope_orig_ctx / c->rope_high_freq_factor;
+    double wavelen = 2.0 * 3.14159265358979323846 / f;
+    if (wavelen < high_wavelen) return 1.0;
+    if (wavelen > low_wavelen) return c->rope_factor;
+    double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq_factor) /
+                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return 1.0 / ((1.0 - smooth) / c->rope_factor + smooth);
+}

@@ -28,6 +28,9 @@ struct dq_model {
     const float *final_norm;     /* (dim) */
     const float *output;         /* (vocab, dim); == tok_embeddings when tied */
     dq_layer *layers;            /* (n_layers) */
+    /* (head_dim/2) divisors of each RoPE pair's frequency, as GGUF stores
+     * Llama-3 scaling (rope_freqs.weight); NULL: from cfg's rope_scaling. */
+    const float *rope_freq_factors;
     char path[512];
     const char *format;          /* "llama2c", "hf", "dashq" (packed checkpoint), "gguf" */
     dq_dtype dtype;              /* storage dtype of the source's full-precision tensors */
@@ -73,6 +76,9 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
 
 /* Checks the config for sizes that are inconsistent or would overflow. */
 dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err);
+/* What cfg's context scaling divides a RoPE frequency f by: 1, the linear
+ * factor, or Llama-3's smooth blend (llama.cpp's rope_freqs.weight values). */
+double dq_rope_freq_divisor(const dq_config *c, double f);
 
 dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err);
 dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err);

@@ -11,6 +11,7 @@
 #include "formats/ggml_types.h"
 #include "export/gguf_export.h"
 #include "formats/gguf.h"
+#include "model/model.h"
 #include "testutil.h"
 #include "util/half.h"
 
@@ -167,6 +168,39 @@ static void roundtrip(const char *src, const char *tok, dq_ggml_type type, doubl
     dq_model_free(g), dq_model_free(m);
 }
 
+/* Llama-3 context scaling goes out as llama.cpp's rope_freqs.weight (one
+ * divisor per RoPE pair, by convert_hf_to_gguf.py's formula) and comes back
+ * as the same rotation: stories260K with Llama-3 scaling switched on (head
+ * dim 8: one pair blended, three divided by the factor, checked below)
+ * gives the same logits after the round trip, and differs from unscaled. */
+static void test_llama3_rope_freqs_roundtrip(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_model *plain = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_tokenizer *t = tu_tokenizer(tu_shared("models/stories260K/tok512.bin"));
+    m->cfg.rope_scaling = DQ_ROPE_SCALING_LLAMA3;
+    m->cfg.rope_factor = 8, m->cfg.rope_low_freq_factor = 1, m->cfg.rope_high_freq_factor = 4, m->cfg.rope_orig_ctx = 16;
+    const double pi = 3.14159265358979323846, smooth = (16 / (2 * pi) - 1) / 3; /* pair 0: f = 1, wavelength 2π between 4 and 16 */
+    assert_true(fabs(dq_rope_freq_divisor(&m->cfg, 1.0) - 1 / ((1 - smooth) / 8 + smooth)) < 1e-12);
+    assert_true(dq_rope_freq_divisor(&m->cfg, 0.1) == 8); /* wavelength 63 > 16 */
+    dq_gguf_export_opts o = {.type = DQ_GGML_F32, .name = "test"};
+    dq_error err = {0};
+    const char *out = tu_tmp("llama3-rope.gguf");
+    if (dq_export_gguf(out, m, t, &o, &err)) fail_msg("%s", err.msg);
+    dq_gguf g;
+    assert_int_equal(dq_gguf_open(out, &g, &err), DQ_OK);
+    const dq_gguf_tensor *f = dq_gguf_tensor_find(&g, "rope_freqs.weight");
+    assert_non_null(f);
+    assert_int_equal(f->ne[0], dq_model_config(m)->head_dim / 2);
+    dq_gguf_close(&g);
+    dq_model *back = tu_model(out);
+    double gap = logits_gap(back, m);
+    if (gap > 1e-5) fail_msg("logits differ by %g relative after the round trip", gap);
+    assert_true(logits_gap(plain, m) > 1e-3); /* the scaling does change the model */
+    dq_model_free(back), dq_model_free(plain), dq_model_free(m);
+    dq_tokenizer_free(t);
+}
+
 static void test_write_read_roundtrip(void **st) {
     (void)st;
     roundtrip(tu_shared("models/stories260K/stories260K.bin"), tu_shared("models/stories260K/tok512.bin"), DQ_GGML_F32, 0);
@@ -271,6 +305,7 @@ int main(void) {
         cmocka_unit_test(test_legacy_encoder_layout), cmocka_unit_test(test_llamacpp_file_as_model),
         cmocka_unit_test(test_truncated),             cmocka_unit_test(test_lying_headers),
         cmocka_unit_test(test_nan_weight),            cmocka_unit_test(test_write_read_roundtrip),
+        cmocka_unit_test(test_llama3_rope_freqs_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
