@@ -203,7 +203,9 @@ int dq_cmd_quantize(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    rc = run(&o, m, t);
+    dq_error err = {0};
+    if (!o.gguf && dq_packed_check(m, &err)) rc = dq_cli_error(&err); /* before minutes of work */
+    if (!rc) rc = run(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);
     return rc;

@@ -323,8 +323,19 @@ static dq_status publish(const char *tmp, const char *out, dq_error *err) {
     return DQ_OK;
 }
 
+dq_status dq_packed_check(const dq_model *m, dq_error *err) {
+    if (m->rope_freq_factors)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                       "%s: its RoPE scaling is stored as per-pair factors (rope_freqs.weight), which a packed "
+                       "checkpoint's config.json cannot hold; quantize to --format gguf, or from the Hugging Face folder",
+                       m->path);
+    return DQ_OK;
+}
+
 dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err) {
+    dq_status st0 = dq_packed_check(m, err);
+    if (st0) return st0;
     char tmp[1100], path[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out_dir, (long)getpid());
     if (mkdir(tmp, 0755) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));

@@ -24,6 +24,10 @@ typedef struct {
 
 /* Writes the folder atomically: everything goes into OUT.tmp-PID, which then
  * replaces OUT (an existing OUT is only replaced if it is a dashq checkpoint). */
+/* Whether a model's config can be written as a packed checkpoint's
+ * config.json: per-pair RoPE divisors from a GGUF file (rope_freqs.weight)
+ * have no Hugging Face form. */
+dq_status dq_packed_check(const dq_model *m, dq_error *err);
 dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err);
 

@@ -10,6 +10,7 @@
 
 #include "formats/ggml_types.h"
 #include "export/gguf_export.h"
+#include "formats/dashq_packed.h"
 #include "formats/gguf.h"
 #include "model/model.h"
 #include "testutil.h"
@@ -197,6 +198,9 @@ static void test_llama3_rope_freqs_roundtrip(void **st) {
     double gap = logits_gap(back, m);
     if (gap > 1e-5) fail_msg("logits differ by %g relative after the round trip", gap);
     assert_true(logits_gap(plain, m) > 1e-3); /* the scaling does change the model */
+    assert_int_equal(dq_packed_check(back, &err), DQ_ERR_UNSUPPORTED); /* no config.json form */
+    assert_non_null(strstr(err.msg, "rope_freqs.weight"));
+    assert_int_equal(dq_packed_check(m, &err), DQ_OK);
     dq_model_free(back), dq_model_free(plain), dq_model_free(m);
     dq_tokenizer_free(t);
 }
