@@ -10,6 +10,7 @@
 
 #include <bzlib.h>
 #include <cJSON.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,9 +141,10 @@ static dq_status string_array(const cJSON *o, const char *key, int *n, dq_error 
 static dq_status gold_index(const cJSON *o, int n, int *gold, dq_error *err) {
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "gold");
     if (!cJSON_IsNumber(g)) return dq_fail(err, DQ_ERR_FORMAT, "field \"gold\" is missing or not a number");
-    if (g->valuedouble != (double)(int)g->valuedouble || g->valueint < 0 || g->valueint >= n)
-        return dq_fail(err, DQ_ERR_FORMAT, "gold %g is not a choice index (0..%d)", g->valuedouble, n - 1);
-    *gold = g->valueint;
+    double v = g->valuedouble; /* compared as a double: casting a huge one to int is undefined */
+    if (!(v >= 0 && v < n) || v != floor(v))
+        return dq_fail(err, DQ_ERR_FORMAT, "gold %g is not a choice index (0..%d)", v, n - 1);
+    *gold = (int)v;
     return DQ_OK;
 }
 

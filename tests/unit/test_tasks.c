@@ -107,6 +107,8 @@ static void test_malformed_lines(void **st) {
     expect_bad(DQ_TASK_PIQA, "{\"query\": \"Q\", \"choices\": [\"a\", \"\"], \"gold\": 0}", "choices[1] is empty");
     expect_bad(DQ_TASK_PIQA, "{\"query\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 2}", "gold 2");
     expect_bad(DQ_TASK_PIQA, "{\"query\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 0.5}", "gold 0.5");
+    expect_bad(DQ_TASK_PIQA, "{\"query\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": 1e300}", "gold 1e+300"); /* found by fuzzing */
+    expect_bad(DQ_TASK_PIQA, "{\"query\": \"Q\", \"choices\": [\"a\", \"b\"], \"gold\": -1}", "gold -1");
     expect_bad(DQ_TASK_ARC_EASY, "{\"query\": \"Q\", \"choices\": [], \"gold\": 0}", "0 entries");
     expect_bad(DQ_TASK_ARC_EASY, "{\"query\": \"Q\", \"choices\": [1, 2], \"gold\": 0}", "not a string");
     expect_bad(DQ_TASK_BOOLQ, "{\"query\": \"Q\", \"choices\": [\"yes\", \"no\"], \"gold\": 0}", "[\"no\", \"yes\"]");
