@@ -18,11 +18,6 @@
 
 #define N (4 * 512)
 
-static const char *fixture_path(const char *name, const char *ext) {
-    static char rel[128];
-    snprintf(rel, sizeof rel, "ggml/%s.%s", name, ext);
-    return tu_fixture(rel);
-}
 
 static void test_decoders_match_ggml(void **st) {
     (void)st;
@@ -34,8 +29,8 @@ static void test_decoders_match_ggml(void **st) {
         int type = dq_ggml_type_by_name(upper);
         assert_true(type >= 0);
         size_t nb, nf;
-        char *blocks = tu_read(fixture_path(names[i], "bin"), &nb);
-        float *want = (float *)tu_read(fixture_path(names[i], "f32"), &nf);
+        char *blocks = tu_read(tu_ggml_fixture(names[i], "bin"), &nb);
+        float *want = (float *)tu_read(tu_ggml_fixture(names[i], "f32"), &nf);
         assert_int_equal(nb, dq_ggml_row_bytes((dq_ggml_type)type, 512) * 4);
         assert_int_equal(nf, N * sizeof(float));
         float *got = malloc(N * sizeof *got);
@@ -48,9 +43,9 @@ static void test_decoders_match_ggml(void **st) {
 
 static void test_q8_0_encoder_matches_ggml(void **st) {
     (void)st;
-    float *x = (float *)tu_read(fixture_path("input", "f32"), NULL);
+    float *x = (float *)tu_read(tu_ggml_fixture("input", "f32"), NULL);
     size_t nb;
-    char *want = tu_read(fixture_path("q8_0", "bin"), &nb);
+    char *want = tu_read(tu_ggml_fixture("q8_0", "bin"), &nb);
     char *got = malloc(nb);
     dq_ggml_quantize_q8_0(x, N, got);
     assert_memory_equal(got, want, nb);
@@ -65,8 +60,8 @@ static void test_legacy_encoder_layout(void **st) {
     static const int zero[] = {8, 0, 16, 0, 128};
     for (int i = 0; i < 5; i++) {
         size_t nb;
-        uint8_t *blocks = (uint8_t *)tu_read(fixture_path(names[i], "bin"), &nb);
-        float *y = (float *)tu_read(fixture_path(names[i], "f32"), NULL);
+        uint8_t *blocks = (uint8_t *)tu_read(tu_ggml_fixture(names[i], "bin"), &nb);
+        float *y = (float *)tu_read(tu_ggml_fixture(names[i], "f32"), NULL);
         int bytes = dq_ggml_info(types[i])->bytes;
         bool has_min = types[i] == DQ_GGML_Q4_1 || types[i] == DQ_GGML_Q5_1;
         float d[N / 32], m[N / 32];

@@ -21,15 +21,6 @@ static const dq_ggml_type QUANT_TYPES[] = {DQ_GGML_Q4_0, DQ_GGML_Q4_1, DQ_GGML_Q
                                            DQ_GGML_Q4_K, DQ_GGML_Q5_K, DQ_GGML_Q6_K};
 #define N_TYPES (sizeof QUANT_TYPES / sizeof QUANT_TYPES[0])
 
-static const char *fixture(const char *type, const char *ext) {
-    static char rel[64];
-    char lower[16];
-    size_t i = 0;
-    for (; type[i] && i < sizeof lower - 1; i++) lower[i] = (char)(type[i] >= 'A' && type[i] <= 'Z' && strcmp(type + i, "K") ? type[i] + 32 : type[i]);
-    lower[i] = 0;
-    snprintf(rel, sizeof rel, "ggml/%s.%s", lower, ext);
-    return tu_fixture(rel);
-}
 
 /* ggml's blocks → (parameters, codes) → our encoder → the same bytes. */
 static void test_encoder_matches_ggml(void **st) {
@@ -39,8 +30,8 @@ static void test_encoder_matches_ggml(void **st) {
         const dq_ggml_type_info *info = dq_ggml_info(t);
         const dq_grid *g = dq_grid_of(t);
         size_t nb;
-        uint8_t *blocks = (uint8_t *)tu_read(fixture(info->name, "bin"), &nb);
-        float *y = (float *)tu_read(fixture(info->name, "f32"), NULL);
+        uint8_t *blocks = (uint8_t *)tu_read(tu_ggml_fixture(info->name, "bin"), &nb);
+        float *y = (float *)tu_read(tu_ggml_fixture(info->name, "f32"), NULL);
         size_t n_blocks = N / (size_t)info->block;
         dq_ggml_block *p = malloc(n_blocks * sizeof *p);
         uint8_t *q = malloc(N), *got = malloc(nb);

@@ -29,6 +29,17 @@ const char *tu_fixture(const char *rel) {
     return p;
 }
 
+const char *tu_ggml_fixture(const char *name, const char *ext) {
+    char rel[128];
+    size_t i = 0;
+    for (; name[i] && i < 64; i++) /* ggml's spelling: "q4_K", "iq4_nl" */
+        rel[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' && strcmp(name + i, "K") ? name[i] + 32 : name[i]);
+    rel[i] = 0;
+    char path[160];
+    snprintf(path, sizeof path, "ggml/%s.%s", rel, ext);
+    return tu_fixture(path);
+}
+
 const char *tu_tmpdir(void) {
     static char dir[256];
     if (!dir[0]) {

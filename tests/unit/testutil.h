@@ -13,6 +13,9 @@
 const char *tu_shared(const char *rel);
 /* Path under tests/fixtures. */
 const char *tu_fixture(const char *rel);
+/* tests/fixtures/ggml/NAME.EXT: ggml's own blocks (.bin) and decodings (.f32);
+ * NAME is a type name in any case, spelt as ggml does ("Q4_K" → "q4_K"). */
+const char *tu_ggml_fixture(const char *name, const char *ext);
 /* A fresh temporary directory for this process (removed by the OS tmp cleaner). */
 const char *tu_tmpdir(void);
 /* tmpdir + "/" + name */
