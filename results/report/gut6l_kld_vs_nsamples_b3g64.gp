@@ -1,4 +1,4 @@
-set terminal svg size 720,480 dynamic font 'sans,12'
+set terminal svg size 720,480 dynamic noenhanced font 'sans,12'
 set output 'gut6l_kld_vs_nsamples_b3g64.svg'
 set title 'gut6l: 3-bit, group 64: quality vs calibration samples (mean +/- sd over seeds)'
 set xlabel 'calibration samples'

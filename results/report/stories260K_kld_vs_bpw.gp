@@ -1,4 +1,4 @@
-set terminal svg size 720,480 dynamic font 'sans,12'
+set terminal svg size 720,480 dynamic noenhanced font 'sans,12'
 set output 'stories260K_kld_vs_bpw.svg'
 set title 'stories260K: KLD vs bits per weight (largest calibration set)'
 set xlabel 'bits per weight'

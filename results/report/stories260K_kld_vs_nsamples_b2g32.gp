@@ -1,4 +1,4 @@
-set terminal svg size 720,480 dynamic font 'sans,12'
+set terminal svg size 720,480 dynamic noenhanced font 'sans,12'
 set output 'stories260K_kld_vs_nsamples_b2g32.svg'
 set title 'stories260K: 2-bit, group 32: quality vs calibration samples (mean +/- sd over seeds)'
 set xlabel 'calibration samples'

@@ -263,7 +263,7 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
     snprintf(file, sizeof file, "%s.gp", name);
     FILE *g = open_out(w, file);
     if (!g) return DQ_ERR_IO;
-    fprintf(g, "set terminal svg size 720,480 dynamic font 'sans,12'\nset output '%s.svg'\nset title '%s'\n"
+    fprintf(g, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nset output '%s.svg'\nset title '%s'\n"
                "set xlabel 'bits per weight'\nset ylabel '%s'\nset grid\nset key top right\nset offsets graph 0.03, graph 0.03\n%splot %s\n",
             name, title, kld ? "KL divergence to the full model" : "perplexity", kld ? "set logscale y\n" : "", plot);
     if ((st = close_out(w, g, file))) return st;
@@ -310,7 +310,7 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
     snprintf(file, sizeof file, "%s.gp", name);
     FILE *g = open_out(w, file);
     if (!g) return DQ_ERR_IO;
-    fprintf(g, "set terminal svg size 720,480 dynamic font 'sans,12'\nset output '%s.svg'\n"
+    fprintf(g, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nset output '%s.svg'\n"
                "set title '%s: %d-bit, group %d: quality vs calibration samples (mean +/- sd over seeds)'\n"
                "set xlabel 'calibration samples'\nset ylabel '%s'\nset logscale x 2\nset grid\nset key top right\nplot %s\n",
             name, c[0].model, bits, group, kld ? "KL divergence to the full model" : "perplexity", plot);
