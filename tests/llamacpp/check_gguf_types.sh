@@ -2,8 +2,8 @@
 # CTest: llama.cpp itself (node-llama-cpp's prebuilt binaries, installed by
 # scripts/deps.sh into tests/llamacpp/node_modules) loads every GGUF type
 # dashq writes. Q8_0 and F16: llama.cpp's greedy continuation equals ours token
-# for token. Low-bit types: it runs, and its continuation is sane text whose
-# first token is ours.
+# for token (also a Llama-3-RoPE-scaled model's F16 file). Low-bit types: it
+# runs, and its continuation is sane text whose first token is ours.
 #   check_gguf_types.sh DASHQ_BIN SHARED_DIR
 set -euo pipefail
 DQ=$1
@@ -57,6 +57,20 @@ for spec in dashq:Q4_0 dashq:Q4_1 gptq:Q5_0 gptq:Q5_1 dashq:Q8_0 gptq:Q2_K dashq
     -o "$WORK/q.gguf" --quiet -t 2 >/dev/null
   check "$WORK/q.gguf" 0 "gut6l $method $type"
 done
+# Llama-3 RoPE scaling (rope_freqs.weight): gut6l-hf with a llama3 rope_scaling
+# block (factor 8 over an original context of 64, so it changes the model)
+L3=$WORK/gut6l-llama3
+mkdir "$L3"
+for f in "$SHARED"/models/gut6l-hf/*; do [ "$(basename "$f")" = config.json ] || ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$L3/"; done
+python3 - "$SHARED/models/gut6l-hf/config.json" "$L3/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 64}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+"$DQ" convert "$L3" -o "$WORK/l3.gguf" --type F16 >/dev/null
+check "$WORK/l3.gguf" 1 "gut6l-hf llama3-rope F16"
 # stories260K: widths 64 and 172 take llama.cpp's fallbacks (IQ4_NL, Q8_0, F16)
 S=$SHARED/models/stories260K/stories260K.bin
 "$DQ" quantize "$S" --tokenizer "$SHARED/models/stories260K/tok512.bin" --method rtn --format gguf --type Q2_K \
