@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/lines.h"
 #include "util/mapped_file.h"
 
 enum { C_MODEL, C_METHOD, C_BITS, C_GROUP, C_NSAMPLES, C_PPL, C_SEED, C_KLD, C_COUNT };
@@ -87,26 +88,13 @@ static dq_status header(const char *path, char *line, int *col, dq_error *err) {
     return DQ_OK;
 }
 
-static void warn(dq_results *r, const char *path, long line, const char *msg) {
-    r->n_skipped++;
-    if (r->n_warnings >= DQ_REPORT_MAX_WARNINGS) return;
-    char buf[1200], **grown = realloc(r->warnings, (r->n_warnings + 1) * sizeof *grown);
-    if (!grown) return;
-    r->warnings = grown;
-    snprintf(buf, sizeof buf, "%.1000s:%ld: %s (row skipped)", path, line, msg);
-    if ((r->warnings[r->n_warnings] = strdup(buf))) r->n_warnings++;
-}
-
-static dq_status parse_lines(const char *path, char *text, dq_results *out, dq_error *err) {
+static dq_status parse_lines(const char *path, char *text, size_t len, dq_results *out, dq_error *err) {
     int col[C_COUNT];
     long lineno = 0;
     size_t cap = 0;
-    for (char *line = text, *next; line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
+    for (char *cur = text, *line; (line = dq_next_line(&cur, text + len));) {
         lineno++;
-        line[strcspn(line, "\r")] = 0;
-        if (!line[0] && lineno > 1) continue; /* blank line (or the end after the last newline) */
+        if (!line[0] && lineno > 1) continue; /* blank line */
         if (lineno == 1) {
             dq_status st = header(path, line, col, err);
             if (st) return st;
@@ -116,7 +104,11 @@ static dq_status parse_lines(const char *path, char *text, dq_results *out, dq_e
         int nf = split(line, f, 64);
         dq_result_row r;
         const char *bad = parse_row(f, nf, col, &r);
-        if (bad) { warn(out, path, lineno, bad); continue; }
+        if (bad) {
+            out->n_skipped++;
+            dq_note_skip(&out->warnings, &out->n_warnings, DQ_REPORT_MAX_WARNINGS, path, lineno, bad, "row");
+            continue;
+        }
         if (out->n == cap) {
             dq_result_row *grown = realloc(out->rows, (cap = cap ? 2 * cap : 64) * sizeof *grown);
             if (!grown) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
@@ -133,7 +125,7 @@ dq_status dq_results_load(const char *path, dq_results *out, dq_error *err) {
     size_t len;
     dq_status st = dq_read_file(path, (size_t)1 << 30, &text, &len, err);
     if (st) return st;
-    st = len ? parse_lines(path, text, out, err) : dq_fail(err, DQ_ERR_FORMAT, "%s: empty file", path);
+    st = len ? parse_lines(path, text, len, out, err) : dq_fail(err, DQ_ERR_FORMAT, "%s: empty file", path);
     free(text);
     if (st) dq_results_free(out);
     return st;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/lines.h"
 #include "util/mapped_file.h"
 
 #define MAX_TASK_FILE ((size_t)1 << 30)
@@ -295,17 +296,6 @@ static dq_status read_task_file(const char *path, char **data, size_t *size, dq_
     return dq_fail(err, DQ_ERR_IO, "%s: cannot open the task file (nor %s.bz2); --data-dir names the folder holding llm-foundry-icl/ and hellaswag/", path, path);
 }
 
-static void warn(dq_task_set *s, long line, const char *msg) {
-    s->n_skipped++;
-    if (s->n_warnings >= DQ_TASK_MAX_WARNINGS) return;
-    char buf[2048];
-    snprintf(buf, sizeof buf, "%s:%ld: %s (item skipped)", s->path, line, msg);
-    char **grown = realloc(s->warnings, (s->n_warnings + 1) * sizeof *grown);
-    if (!grown) return;
-    s->warnings = grown;
-    if ((s->warnings[s->n_warnings] = strdup(buf))) s->n_warnings++;
-}
-
 static bool push_item(dq_task_set *s, size_t *cap, dq_task_item *it) {
     if (s->n_items == *cap) {
         size_t c = *cap ? *cap * 2 : 256;
@@ -317,23 +307,12 @@ static bool push_item(dq_task_set *s, size_t *cap, dq_task_item *it) {
     return true;
 }
 
-/* Splits text into lines in place ('\n', a trailing '\r' dropped). */
-static char *next_line(char **cursor, char *end) {
-    if (*cursor >= end) return NULL;
-    char *line = *cursor, *nl = memchr(line, '\n', (size_t)(end - line));
-    char *stop = nl ? nl : end;
-    *cursor = nl ? nl + 1 : end;
-    if (stop > line && stop[-1] == '\r') stop--;
-    *stop = 0;
-    return line;
-}
-
 static dq_status load_lines(dq_task_set *s, char *text, size_t len, size_t limit, dq_error *err) {
     size_t cap = 0;
     char *cur = text, *end = text + len, *line;
     long lineno = 0;
     bool hs = s->id == DQ_TASK_HELLASWAG;
-    while ((!limit || s->n_items < limit) && (line = next_line(&cur, end))) {
+    while ((!limit || s->n_items < limit) && (line = dq_next_line(&cur, end))) {
         long first = ++lineno;
         dq_task_item it;
         dq_error e = {0};
@@ -341,7 +320,7 @@ static dq_status load_lines(dq_task_set *s, char *text, size_t len, size_t limit
         if (hs) {
             const char *six[6] = {line};
             int got = 1;
-            while (got < 6 && (six[got] = next_line(&cur, end))) got++, lineno++;
+            while (got < 6 && (six[got] = dq_next_line(&cur, end))) got++, lineno++;
             st = got < 6 ? dq_fail(&e, DQ_ERR_FORMAT, "truncated item: %d of 6 lines", got)
                          : dq_task_parse_hellaswag(six, &it, &e);
         } else {
@@ -349,7 +328,11 @@ static dq_status load_lines(dq_task_set *s, char *text, size_t len, size_t limit
             st = dq_task_parse_json(s->id, line, strlen(line), &it, &e);
         }
         if (st == DQ_ERR_NOMEM) return dq_fail(err, st, "%s:%ld: %s", s->path, first, e.msg);
-        if (st) { warn(s, first, e.msg); continue; }
+        if (st) {
+            s->n_skipped++;
+            dq_note_skip(&s->warnings, &s->n_warnings, DQ_TASK_MAX_WARNINGS, s->path, first, e.msg, "item");
+            continue;
+        }
         it.line = first;
         if (!push_item(s, &cap, &it)) {
             dq_task_item_free(&it);

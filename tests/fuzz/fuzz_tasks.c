@@ -12,13 +12,12 @@
 
 #include "eval/report.h"
 #include "eval/tasks.h"
+#include "util/lines.h"
 
-static void parse_lines(dq_task_id id, char *text) {
+static void parse_lines(dq_task_id id, char *text, size_t len) {
     const char *lines[6];
     int n = 0;
-    for (char *line = text, *next; line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
+    for (char *cur = text, *line; (line = dq_next_line(&cur, text + len));) {
         dq_task_item it;
         dq_error err = {0};
         if (id != DQ_TASK_HELLASWAG) {
@@ -51,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!text) abort();
     memcpy(text, data + 1, size - 1);
     text[size - 1] = 0;
-    parse_lines((dq_task_id)(data[0] % DQ_TASK_COUNT), text);
+    parse_lines((dq_task_id)(data[0] % DQ_TASK_COUNT), text, size - 1);
     free(text);
     load_csv(data + 1, size - 1);
     return 0;
