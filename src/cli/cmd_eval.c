@@ -175,8 +175,11 @@ static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *
     for (char *save, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         dq_task_id id;
         bool known = dq_task_lookup(name, &id);
-        if (!known) fprintf(stderr, "dashq: error: unknown task '%s' (known: piqa, arc_easy, arc_challenge, hellaswag, "
-                                    "winogrande, boolq, lambada)\n", name);
+        if (!known) {
+            fprintf(stderr, "dashq: error: unknown task '%s' (known:", name);
+            for (int i = 0; i < DQ_TASK_COUNT; i++) fprintf(stderr, "%s %s", i ? "," : "", dq_task_name((dq_task_id)i));
+            fprintf(stderr, ")\n");
+        }
         if (!known || !run_task(o, &sc, id, dir)) {
             n_bad++;
             size_t used = strlen(skipped);

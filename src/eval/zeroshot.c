@@ -112,6 +112,14 @@ static dq_status run(dq_scorer *sc, const int32_t *x, int from, int to, dq_choic
     return DQ_OK;
 }
 
+/* Makes the cache hold x[0, upto), running only what it does not already hold. */
+static dq_status fill_prefix(dq_scorer *sc, const int32_t *x, int upto, dq_error *err) {
+    int same = 0;
+    while (same < sc->n_cached && same < upto && sc->cached[same] == x[same]) same++;
+    sc->n_cached = same;
+    return same < upto ? run(sc, x, same, upto, NULL, err) : DQ_OK;
+}
+
 dq_status dq_score_request(dq_scorer *sc, const char *context, const char *continuation, dq_choice_score *out,
                            dq_error *err) {
     int32_t *ctx, *cont;
@@ -131,11 +139,8 @@ dq_status dq_score_request(dq_scorer *sc, const char *context, const char *conti
     }
     free(ctx), free(cont);
     int first = len - (int)nk - 1; /* the row that predicts the first continuation token */
-    int same = 0;
-    while (same < sc->n_cached && same < first && sc->cached[same] == sc->buf[same]) same++;
     *out = (dq_choice_score){0, true, (int)nk};
-    sc->n_cached = same;
-    if (same < first && (st = run(sc, sc->buf, same, first, NULL, err))) return st;
+    if ((st = fill_prefix(sc, sc->buf, first, err))) return st;
     return run(sc, sc->buf, first, len - 1, out, err);
 }
 
@@ -170,12 +175,7 @@ static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice
     }
     for (int i = 0; !st && i < n; i++) lens[i] = (int)(len[i] - 1 - p), total += lens[i];
     if (!st && (total > sc->n_batch || (int)p + total > sc->n_ctx)) st = DQ_ERR_UNSUPPORTED;
-    if (!st) { /* the prefix, reusing what the cache holds */
-        int same = 0;
-        while (same < sc->n_cached && same < (int)p && sc->cached[same] == seq[0][same]) same++;
-        sc->n_cached = same;
-        if (same < (int)p) st = run(sc, seq[0], same, (int)p, NULL, err);
-    }
+    if (!st) st = fill_prefix(sc, seq[0], (int)p, err);
     if (!st) {
         for (int i = 0, t = 0; i < n; t += lens[i++]) memcpy(sc->buf + t, seq[i] + p, (size_t)lens[i] * sizeof *sc->buf);
         const float *logits;
