@@ -165,7 +165,7 @@ dq_status dq_quantize_grid(const float *W, int rows, int cols, const float *a, b
     const dq_grid *g = o->grid;
     dq_status st = dq_qtensor_alloc_grid(out, rows, cols, g, err);
     if (st) return st;
-    int bpr = cols / g->block, starts = o->starts > 0 ? o->starts : a ? DQ_GRID_STARTS : 1;
+    int bpr = cols / g->block, starts = dq_grid_starts(o, a != NULL);
     bool oom = false;
 #pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
     {

@@ -141,20 +141,16 @@ static dq_group_params solve_group(const solver *s, const float *w, const float 
 
 dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, const dq_quant_opts *o,
                             int n_threads, dq_qtensor *out, dq_error *err) {
-    dq_status st = o->grid ? DQ_OK : dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
-    if (st) return st;
     float *a = malloc((size_t)cols * sizeof *a);
-    if (!a) {
-        if (!o->grid) dq_qtensor_free(out);
-        return dq_fail(err, DQ_ERR_NOMEM, "DASH-Q: out of memory");
-    }
+    if (!a) return dq_fail(err, DQ_ERR_NOMEM, "DASH-Q: out of memory");
     double mean = 0;
     for (int j = 0; j < cols; j++) mean += h[j];
     mean /= cols;
     if (!(mean > 0)) mean = 1.0; /* an all-dead layer: fall back to plain least squares */
     for (int j = 0; j < cols; j++) a[j] = (float)(h[j] + o->eps * mean);
-    if (o->grid) { /* the same weighted objective, on the format's constrained grid */
-        st = dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out, err);
+    dq_status st = o->grid ? dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out, err) /* same objective, on the format's grid */
+                           : dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
+    if (st || o->grid) {
         free(a);
         return st;
     }

@@ -39,7 +39,7 @@ static void fit_grid_block(const gptq_ctx *c, const float *w, int r, int b) {
     float imp[256];
     dq_ggml_block *p = &c->blocks[(size_t)r * (c->cols / g->block) + b];
     dq_grid_importance(w, c->hdiag + (size_t)b * g->block, g->block, imp);
-    dq_grid_fit(g, w, imp, true, c->o->starts > 0 ? c->o->starts : DQ_GRID_STARTS, p, q);
+    dq_grid_fit(g, w, imp, true, dq_grid_starts(c->o, true), p, q);
     for (int s = 0; s < g->block / g->sub; s++)
         c->steps[(size_t)r * c->gpr + (size_t)b * (g->block / g->sub) + s] = dq_grid_step_of(g, p, s);
 }

@@ -42,6 +42,12 @@ typedef struct {
     const dq_grid *grid;
 } dq_quant_opts;
 
+/* Starts per sub-block of a grid fit: o->starts, else DQ_GRID_STARTS for the
+ * calibrated fits (DASH-Q, GPTQ) and one for RTN / uncalibrated fits. */
+static inline int dq_grid_starts(const dq_quant_opts *o, bool calibrated) {
+    return o->starts > 0 ? o->starts : calibrated ? DQ_GRID_STARTS : 1;
+}
+
 /* Defaults per method: the reference settings. */
 dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group);
 const char *dq_method_name(dq_method m);
