@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 . bench/models.sh
 OUT=${OUT:-results/dashq_ablation.csv}
 WORK=${WORK:-$(mktemp -d)}
-cmake --build build -j"$(nproc)" >/dev/null
-[ -f "$OUT" ] || echo "model,variant,bits,group,nsamples,seqlen,seed,ppl,kld,same_top,quant_seconds" >"$OUT"
+build_dashq
+start_results "model,variant,bits,group,nsamples,seqlen,seed,ppl,kld,same_top,quant_seconds"
 
 variant_args() {
   case $1 in

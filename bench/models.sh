@@ -1,5 +1,6 @@
-# Sourced by the quantization benchmarks: the bundled models with their
-# calibration and held-out texts. model_spec NAME prints "MODEL CALIB EVAL".
+# Sourced by the benchmarks: the bundled models with their calibration and
+# held-out texts (model_spec NAME prints "MODEL CALIB EVAL"), and the setup
+# they share.
 SHARED=${DASHQ_SHARED:-../shared}
 model_spec() {
   case $1 in
@@ -7,4 +8,11 @@ model_spec() {
     stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt $SHARED/data/tinystories/tinystories_valid_sample.txt" ;;
     *) echo "unknown model $1" >&2; exit 2 ;;
   esac
+}
+# Builds dashq (the benchmarks measure the working tree).
+build_dashq() { cmake --build build -j"$(nproc)" >/dev/null; }
+# Makes sure the results file $OUT exists; a new CSV starts with header $1.
+start_results() {
+  mkdir -p "$(dirname "$OUT")"
+  [ -f "$OUT" ] || if [ -n "${1:-}" ]; then echo "$1" >"$OUT"; else : >"$OUT"; fi
 }

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . bench/models.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cmake --build build -j"$(nproc)" >/dev/null
+build_dashq
 models=("$@"); [ ${#models[@]} -eq 0 ] && models=(gut6l stories260K)
 for name in "${models[@]}"; do
   read -r model calib _ <<<"$(model_spec "$name")"

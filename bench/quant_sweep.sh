@@ -11,9 +11,8 @@ cd "$(dirname "$0")/.."
 . bench/models.sh
 OUT=${OUT:-results/quant_sweep.csv}
 WORK=${WORK:-$(mktemp -d)}
-cmake --build build -j"$(nproc)" >/dev/null
-mkdir -p "$(dirname "$OUT")"
-[ -f "$OUT" ] || echo "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds" >"$OUT"
+build_dashq
+start_results "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds"
 
 done_cell() { grep -q "^$1,$2,$3,$4,$5,$6," "$OUT"; }
 

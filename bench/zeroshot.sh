@@ -12,9 +12,8 @@ cd "$(dirname "$0")/.."
 . bench/models.sh
 OUT=${OUT:-results/zeroshot.jsonl}
 TASKS=piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada
-cmake --build build -j"$(nproc)" >/dev/null
-mkdir -p "$(dirname "$OUT")"
-touch "$OUT"
+build_dashq
+start_results
 pp128() { # prompt-processing tokens/s of a 128-token prompt
   build/dashq bench "$1" -p 128 -n 1 -r 5 --json | python3 -c 'import json,sys
 for l in sys.stdin:
