@@ -145,7 +145,7 @@ static char *metaspace(const char *s, uint32_t n, uint32_t *out_len) {
 static dq_status write_tokenizer(dq_gguf_writer *w, const dq_tokenizer *t, int n_vocab, dq_error *err) {
     if (t->n_vocab > n_vocab)
         return dq_fail(err, DQ_ERR_ARG, "%s: tokenizer has %d tokens, the model %d", t->path, t->n_vocab, n_vocab);
-    if (t->byte_level && !t->pre_name)
+    if (t->byte_level && !dq_tok_pre_name(t))
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: its pre-tokenizer regex has no llama.cpp name; cannot write GGUF",
                        t->path);
     bool spm = !t->byte_level;
@@ -178,7 +178,7 @@ static dq_status write_tokenizer(dq_gguf_writer *w, const dq_tokenizer *t, int n
                 s[i] = respelled[i] = metaspace(t->pieces[i], t->piece_len[i], &len[i]);
     }
     dq_gguf_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
-    if (!spm) dq_gguf_set_str(w, "tokenizer.ggml.pre", t->pre_name);
+    if (!spm) dq_gguf_set_str(w, "tokenizer.ggml.pre", dq_tok_pre_name(t));
     dq_gguf_set_str_array(w, "tokenizer.ggml.tokens", s, len, (size_t)n_vocab);
     if (spm) dq_gguf_set_array(w, "tokenizer.ggml.scores", DQ_GGUF_F32, scores, (size_t)n_vocab);
     dq_gguf_set_array(w, "tokenizer.ggml.token_type", DQ_GGUF_I32, types, (size_t)n_vocab);

@@ -68,31 +68,35 @@ static dq_status encode_word(const dq_tokenizer *t, const char *w, size_t n, sbu
     return dq_bpe_word(t, tmp->p, tmp->n, out, err);
 }
 
-static dq_status split_words(const dq_tokenizer *t, const char *s, size_t n, dq_id_buf *out,
+/* Pre-tokenises s with split regex k and every later one (each splits the
+ * words of the one before; unmatched gaps are words too, HF's "Isolated"),
+ * then byte-pair merges each final word. */
+static dq_status split_words(const dq_tokenizer *t, int k, const char *s, size_t n, sbuf *tmp, dq_id_buf *out,
                              dq_error *err) {
-    sbuf tmp = {0};
-    dq_status st = DQ_OK;
-    if (!t->split_re) {
-        st = encode_word(t, s, n, &tmp, out, err);
-        free(tmp.p);
-        return st;
-    }
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->split_re, NULL);
+    if (k >= t->n_split || k >= DQ_MAX_SPLITS) return encode_word(t, s, n, tmp, out, err);
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->split_re[k], NULL);
     if (!md) return dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
+    dq_status st = DQ_OK;
     size_t pos = 0, done = 0;
     while (st == DQ_OK && pos < n) {
-        int rc = pcre2_match(t->split_re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        int rc = pcre2_match(t->split_re[k], (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
         if (rc < 0) break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t a = ov[0], b = ov[1];
-        if (a > done) st = encode_word(t, s + done, a - done, &tmp, out, err); /* unmatched gap */
-        if (st == DQ_OK && b > a) st = encode_word(t, s + a, b - a, &tmp, out, err);
+        if (a > done) st = split_words(t, k + 1, s + done, a - done, tmp, out, err); /* unmatched gap */
+        if (st == DQ_OK && b > a) st = split_words(t, k + 1, s + a, b - a, tmp, out, err);
         done = b > a ? b : a;
         pos = b > a ? b : a + 1;
         while (pos < n && ((uint8_t)s[pos] & 0xc0) == 0x80) pos++; /* stay on a char boundary */
     }
-    if (st == DQ_OK && done < n) st = encode_word(t, s + done, n - done, &tmp, out, err);
+    if (st == DQ_OK && done < n) st = split_words(t, k + 1, s + done, n - done, tmp, out, err);
     pcre2_match_data_free(md);
+    return st;
+}
+
+static dq_status pretokenize(const dq_tokenizer *t, const char *s, size_t n, dq_id_buf *out, dq_error *err) {
+    sbuf tmp = {0};
+    dq_status st = split_words(t, 0, s, n, &tmp, out, err);
     free(tmp.p);
     return st;
 }
@@ -110,13 +114,13 @@ static dq_status encode_segment(const dq_tokenizer *t, const char *s, size_t n, 
     }
     dq_status st;
     if (t->byte_level) {
-        st = split_words(t, s, n, out, err);
+        st = pretokenize(t, s, n, out, err);
     } else {
         sbuf norm = {0};
         if (!spm_normalize(t, s, n, first, &norm))
             st = dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
         else
-            st = split_words(t, norm.p ? norm.p : "", norm.n, out, err);
+            st = pretokenize(t, norm.p ? norm.p : "", norm.n, out, err);
         free(norm.p);
     }
     free(nfc);

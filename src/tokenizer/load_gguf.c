@@ -65,20 +65,12 @@ static dq_status setup_spm(ctx *c) {
     return dq_tok_finish(t, c->err);
 }
 
-/* llama.cpp's names for the pre-tokenizer regexes we know. */
+/* The pre-tokenizer named by tokenizer.ggml.pre ("default": GPT-2's). */
 static dq_status set_pre(ctx *c) {
     const char *s = "default";
     size_t n = 7;
     dq_gguf_get_str(c->g, "tokenizer.ggml.pre", &s, &n);
-    if ((n == 9 && !memcmp(s, "llama-bpe", 9)) || (n == 6 && !memcmp(s, "llama3", 6))) {
-        c->t->ignore_merges = true;
-        return dq_tok_set_regex(c->t, DQ_REGEX_LLAMA3, c->err);
-    }
-    if (n == 5 && !memcmp(s, "qwen2", 5)) return dq_tok_set_regex(c->t, DQ_REGEX_QWEN2, c->err);
-    if ((n == 7 && !memcmp(s, "default", 7)) || (n == 5 && !memcmp(s, "gpt-2", 5)) || (n == 4 && !memcmp(s, "gpt2", 4)))
-        return dq_tok_set_regex(c->t, DQ_REGEX_GPT2, c->err);
-    return dq_fail(c->err, DQ_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%.*s\" is not supported (llama-bpe, qwen2, gpt-2)",
-                   c->t->path, (int)n, s);
+    return dq_tok_set_pre_type(c->t, s, n, c->err);
 }
 
 static dq_status setup_bpe(ctx *c) {

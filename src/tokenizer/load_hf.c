@@ -161,7 +161,7 @@ static dq_status apply_pretokenizer(dq_tokenizer *t, const cJSON *p, dq_error *e
         t->byte_level = true;
         if (json_bool(p, "add_prefix_space", false))
             return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: ByteLevel add_prefix_space is not supported", t->path);
-        if (json_bool(p, "use_regex", true) && !t->split_re) return dq_tok_set_regex(t, DQ_REGEX_GPT2, err);
+        if (json_bool(p, "use_regex", true)) return dq_tok_add_regex(t, DQ_REGEX_GPT2, err);
         return DQ_OK;
     }
     if (!strcmp(type, "Split")) {
@@ -169,8 +169,10 @@ static dq_status apply_pretokenizer(dq_tokenizer *t, const cJSON *p, dq_error *e
         const char *behavior = json_str(p, "behavior");
         if (!re || !behavior || strcmp(behavior, "Isolated") || json_bool(p, "invert", false))
             return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: only Isolated regex Split is supported", t->path);
-        return dq_tok_set_regex(t, re, err);
+        return dq_tok_add_regex(t, re, err);
     }
+    if (!strcmp(type, "Digits")) /* SmolLM: every digit a word of its own */
+        return dq_tok_add_regex(t, json_bool(p, "individual_digits", false) ? DQ_REGEX_DIGIT : "\\p{N}+", err);
     if (!strcmp(type, "Metaspace")) {
         const char *scheme = json_str(p, "prepend_scheme");
         t->space = "\xe2\x96\x81";
@@ -346,7 +348,7 @@ dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_e
     t->mode = DQ_MERGE_BY_RANK;
     t->byte_level = true;
     t->nfc = qwen;
-    if (!st) st = dq_tok_set_regex(t, qwen ? DQ_REGEX_QWEN2 : DQ_REGEX_GPT2, err);
+    if (!st) st = dq_tok_add_regex(t, qwen ? DQ_REGEX_QWEN2 : DQ_REGEX_GPT2, err);
     if (!st) st = dq_tok_finish(t, err);
     if (!st && !(dq_path_join(path, sizeof path, dir, "merges.txt") && dq_file_exists(path)))
         st = dq_fail(err, DQ_ERR_IO, "%s: no merges.txt beside it", vocab_path);

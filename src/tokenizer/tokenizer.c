@@ -14,6 +14,7 @@ const char *const DQ_REGEX_GPT2 =
 const char *const DQ_REGEX_LLAMA3 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char *const DQ_REGEX_DIGIT = "\\p{N}";
 const char *const DQ_REGEX_QWEN2 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -93,23 +94,71 @@ dq_status dq_tok_finish(dq_tokenizer *t, dq_error *err) {
     return DQ_OK;
 }
 
-dq_status dq_tok_set_regex(dq_tokenizer *t, const char *pattern, dq_error *err) {
+dq_status dq_tok_add_regex(dq_tokenizer *t, const char *pattern, dq_error *err) {
+    if (t->n_split == DQ_MAX_SPLITS)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: more than %d pre-tokenizer splits", t->path, DQ_MAX_SPLITS);
     int code;
     PCRE2_SIZE off;
-    t->split_re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-                                &code, &off, NULL);
-    if (!t->split_re) {
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code, &off,
+                                   NULL);
+    if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: pre-tokenizer regex at offset %zu: %s", t->path,
                        (size_t)off, (const char *)msg);
     }
-    pcre2_jit_compile(t->split_re, PCRE2_JIT_COMPLETE); /* optional speed-up */
-    /* llama.cpp's name for it (tokenizer.ggml.pre), for GGUF export */
-    t->pre_name = !strcmp(pattern, DQ_REGEX_LLAMA3) ? "llama-bpe"
-                  : !strcmp(pattern, DQ_REGEX_QWEN2) ? "qwen2"
-                  : !strcmp(pattern, DQ_REGEX_GPT2)  ? "gpt-2" : NULL;
+    size_t len = strlen(pattern) + 1;
+    char *src = malloc(len);
+    if (src) memcpy(src, pattern, len);
+    if (!src) {
+        pcre2_code_free(re);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", t->path);
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
+    t->split_re[t->n_split] = re;
+    t->split_src[t->n_split++] = src;
     return DQ_OK;
+}
+
+/* llama.cpp's pre-tokenizer types (tokenizer.ggml.pre) that we implement:
+ * the regexes its llama_vocab applies in turn (llama-vocab.cpp, regex_exprs),
+ * written as the HF tokenizer.json of the same models splits (GPT-2's regex
+ * with its final \s+ alternative, as HF's ByteLevel has it). The first name
+ * of a sequence is the one GGUF export writes. */
+static const struct {
+    const char *name;
+    const char *const *regex[DQ_MAX_SPLITS];
+    bool ignore_merges; /* Llama-3: a word found whole in the vocabulary is one token */
+} PRE_TYPES[] = {
+    {"llama-bpe", {&DQ_REGEX_LLAMA3}, true},
+    {"llama3", {&DQ_REGEX_LLAMA3}, true},
+    {"qwen2", {&DQ_REGEX_QWEN2}, false},
+    {"smollm", {&DQ_REGEX_DIGIT, &DQ_REGEX_GPT2}, false}, /* SmolLM/SmolLM2: digits one by one */
+    {"gpt-2", {&DQ_REGEX_GPT2}, false},
+    {"default", {&DQ_REGEX_GPT2}, false},
+    {"gpt2", {&DQ_REGEX_GPT2}, false},
+};
+
+dq_status dq_tok_set_pre_type(dq_tokenizer *t, const char *name, size_t len, dq_error *err) {
+    for (size_t i = 0; i < sizeof PRE_TYPES / sizeof *PRE_TYPES; i++) {
+        if (strlen(PRE_TYPES[i].name) != len || memcmp(PRE_TYPES[i].name, name, len)) continue;
+        dq_status st = DQ_OK;
+        for (int k = 0; k < DQ_MAX_SPLITS && PRE_TYPES[i].regex[k] && !st; k++)
+            st = dq_tok_add_regex(t, *PRE_TYPES[i].regex[k], err);
+        t->ignore_merges = PRE_TYPES[i].ignore_merges;
+        return st;
+    }
+    return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%.*s\" is not supported (llama-bpe, qwen2, smollm, gpt-2)",
+                   t->path, (int)len, name);
+}
+
+const char *dq_tok_pre_name(const dq_tokenizer *t) {
+    for (size_t i = 0; i < sizeof PRE_TYPES / sizeof *PRE_TYPES; i++) {
+        int k = 0;
+        while (k < t->n_split && PRE_TYPES[i].regex[k] && !strcmp(t->split_src[k], *PRE_TYPES[i].regex[k])) k++;
+        if (k == t->n_split && (k == DQ_MAX_SPLITS || !PRE_TYPES[i].regex[k]) && k > 0) return PRE_TYPES[i].name;
+    }
+    return NULL;
 }
 
 struct dq_chunk {
@@ -176,7 +225,10 @@ void dq_tokenizer_free(dq_tokenizer *t) {
     free(t->added);
     dq_str_map_free(&t->lookup);
     dq_pair_map_free(&t->merges);
-    if (t->split_re) pcre2_code_free(t->split_re);
+    for (int k = 0; k < t->n_split; k++) {
+        pcre2_code_free(t->split_re[k]);
+        free(t->split_src[k]);
+    }
     free(t);
 }
 

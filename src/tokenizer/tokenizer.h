@@ -20,6 +20,9 @@ typedef enum {
 
 typedef enum { DQ_PREPEND_NONE, DQ_PREPEND_FIRST, DQ_PREPEND_ALWAYS } dq_prepend;
 
+/* HF's Sequence pre-tokenizers and llama.cpp's regex_exprs chain at most this many splits. */
+#define DQ_MAX_SPLITS 4
+
 typedef struct {
     const char *text; /* points into piece storage */
     uint32_t len;
@@ -47,8 +50,9 @@ struct dq_tokenizer {
     bool collapse_ws;   /* sentencepiece remove_extra_whitespaces */
     dq_prepend prepend; /* dummy prefix */
     const char *space;  /* what a space becomes: "▁" (metaspace) or " " */
-    pcre2_code *split_re;
-    const char *pre_name; /* llama.cpp's name for split_re, NULL if unknown */
+    pcre2_code *split_re[DQ_MAX_SPLITS]; /* applied in turn: each splits the words of the one before */
+    char *split_src[DQ_MAX_SPLITS];      /* their patterns, to name the sequence for GGUF export */
+    int n_split;
     dq_added_token *added;
     size_t n_added;
     int32_t bos, eos, unk;
@@ -68,12 +72,20 @@ dq_status dq_tok_add_token(dq_tokenizer *t, int64_t id, const char *s, size_t n,
 dq_status dq_tok_finish(dq_tokenizer *t, dq_error *err);
 /* Adds merge "a b" with the given rank (lookup tables must be built). */
 dq_status dq_tok_merge_from_string(dq_tokenizer *t, const char *s, size_t n, int rank, dq_error *err);
-/* Compiles a pre-tokenizer split regex (PCRE2, UTF + Unicode properties). */
-dq_status dq_tok_set_regex(dq_tokenizer *t, const char *pattern, dq_error *err);
+/* Appends a pre-tokenizer split regex (PCRE2, UTF + Unicode properties):
+ * every word the earlier splits produced is split again by it, as HF's
+ * Sequence and llama.cpp's regex_exprs do. */
+dq_status dq_tok_add_regex(dq_tokenizer *t, const char *pattern, dq_error *err);
+/* Sets the split regexes of llama.cpp's pre-tokenizer type NAME
+ * (tokenizer.ggml.pre); DQ_ERR_UNSUPPORTED naming the known ones otherwise. */
+dq_status dq_tok_set_pre_type(dq_tokenizer *t, const char *name, size_t len, dq_error *err);
+/* llama.cpp's name for the tokenizer's split sequence, NULL if none matches. */
+const char *dq_tok_pre_name(const dq_tokenizer *t);
 
 extern const char *const DQ_REGEX_GPT2;
 extern const char *const DQ_REGEX_LLAMA3;
 extern const char *const DQ_REGEX_QWEN2;
+extern const char *const DQ_REGEX_DIGIT; /* HF Digits(individual_digits=true) */
 
 /* GPT-2 byte <-> unicode character mapping. */
 int dq_byte_to_unicode(uint8_t b, char out[4]); /* returns UTF-8 length */
