@@ -23,6 +23,26 @@ const char *tu_shared(const char *rel) {
     return p;
 }
 
+/* The file name scripts/models.sh gives each model in its cache folder. */
+static const struct { const char *name, *file; } REAL_MODELS[] = {
+    {"smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+};
+
+const char *tu_real_model(const char *name) {
+    const char *file = NULL;
+    for (size_t i = 0; i < sizeof REAL_MODELS / sizeof *REAL_MODELS; i++)
+        if (!strcmp(REAL_MODELS[i].name, name)) file = REAL_MODELS[i].file;
+    if (!file) fail_msg("unknown real model %s", name);
+    const char *cache = getenv("DASHQ_MODELS"), *home = getenv("HOME");
+    char *p = next_slot();
+    if (cache && *cache) snprintf(p, 1024, "%s/%s/%s", cache, name, file);
+    else snprintf(p, 1024, "%s/.cache/dashq/models/%s/%s", home ? home : "", name, file);
+    if (access(p, R_OK) == 0) return p;
+    if (getenv("DASHQ_REQUIRE_MODELS")) fail_msg("%s is not cached at %s (run scripts/models.sh)", name, p);
+    print_message("%s is not cached (run scripts/models.sh); skipping\n", name);
+    return NULL;
+}
+
 const char *tu_fixture(const char *rel) {
     char *p = next_slot();
     snprintf(p, 1024, "%s/%s", DQ_FIXTURES, rel);

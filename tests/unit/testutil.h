@@ -11,6 +11,13 @@
 
 /* Path under the shared models/data folder ($DASHQ_SHARED or ../shared). */
 const char *tu_shared(const char *rel);
+/* Path of a real model fetched by scripts/models.sh (NAME as it names them,
+ * e.g. "smollm2-135m"), under $DASHQ_MODELS or ~/.cache/dashq/models; NULL
+ * when it is not cached: the caller skips (cmocka skip()). With
+ * DASHQ_REQUIRE_MODELS set a missing model fails the test instead. */
+const char *tu_real_model(const char *name);
+#define TU_SMOLLM2 "smollm2-135m"
+
 /* Path under tests/fixtures. */
 const char *tu_fixture(const char *rel);
 /* tests/fixtures/ggml/NAME.EXT: ggml's own blocks (.bin) and decodings (.f32);
