@@ -10,8 +10,10 @@
 #   LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin bench/gguf_vs_llamacpp.sh [MODEL] [TYPES...]
 #
 # MODEL is a name from bench/models.sh (default gut6l). NSAMPLES (default
-# 128) windows of 256 tokens calibrate both us and llama-imatrix. Rows go to
-# results/gguf_vs_llamacpp.csv (OUT=...); a finished cell is not rerun.
+# 128) windows of CTX (default 256) tokens calibrate both us and
+# llama-imatrix; evaluation uses CTX-token windows too, the first CHUNKS of
+# them (default: all). Rows go to results/gguf_vs_llamacpp.csv (OUT=...); a
+# finished cell is not rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -20,6 +22,10 @@ NAME=${1:-gut6l}
 shift || true
 TYPES=${*:-Q2_K Q3_K_S Q3_K_M Q4_0 Q4_1 Q4_K_M}
 NS=${NSAMPLES:-128}
+CTX=${CTX:-256}
+CHUNKS=${CHUNKS:-}
+ev_chunks=() ll_chunks=()
+[ -n "$CHUNKS" ] && ev_chunks=(--chunks "$CHUNKS") && ll_chunks=(--chunks "$CHUNKS")
 OUT=${OUT:-results/gguf_vs_llamacpp.csv}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -28,14 +34,14 @@ start_results "model,type,quantizer,bytes,bpw,ppl,kld,same_top,llama_ppl,ppl_gap
 
 build/dashq convert "$model" -o "$WORK/f32.gguf" --type F32 >/dev/null
 params=$(build/dashq info "$model" | awk '/^params:/ {print $2}')
-build/dashq eval "$WORK/f32.gguf" --ppl "$text" --ctx 256 --llamacpp-compatible --save-logits "$WORK/base.kld" --quiet >/dev/null
-"$B/llama-imatrix" -m "$WORK/f32.gguf" -f "$calib" -o "$WORK/imatrix.dat" -c 256 -b 256 --chunks "$NS" -t 2 --no-ppl \
+build/dashq eval "$WORK/f32.gguf" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --llamacpp-compatible --save-logits "$WORK/base.kld" --quiet >/dev/null
+"$B/llama-imatrix" -m "$WORK/f32.gguf" -f "$calib" -o "$WORK/imatrix.dat" -c "$CTX" -b "$CTX" --chunks "$NS" -t 2 --no-ppl \
   >"$WORK/imatrix.log" 2>&1 || { cat "$WORK/imatrix.log"; exit 1; }
 
 row() { # TYPE QUANTIZER FILE
   local json lppl
-  json=$(build/dashq eval "$3" --ppl "$text" --ctx 256 --llamacpp-compatible --kld "$WORK/base.kld" --json --quiet | head -1)
-  lppl=$("$B/llama-perplexity" -m "$3" -f "$text" -c 256 -b 256 -t 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+  json=$(build/dashq eval "$3" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --llamacpp-compatible --kld "$WORK/base.kld" --json --quiet | head -1)
+  lppl=$("$B/llama-perplexity" -m "$3" -f "$text" -c "$CTX" -b "$CTX" "${ll_chunks[@]}" -t 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
   python3 - "$json" "$NAME,$1,$2" "$(stat -c %s "$3")" "$params" "${lppl:-nan}" >>"$OUT" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); size, params, lppl = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -56,7 +62,7 @@ for type in $TYPES; do
   fi
   for method in rtn gptq dashq; do
     done_cell "$type" "dashq-$method" && continue
-    build/dashq quantize "$model" --method $method --calib "$calib" --nsamples "$NS" --seqlen 256 \
+    build/dashq quantize "$model" --method $method --calib "$calib" --nsamples "$NS" --seqlen "$CTX" \
       --format gguf --type "$type" -o "$WORK/q.gguf" --quiet >/dev/null
     row "$type" "dashq-$method" "$WORK/q.gguf"
   done

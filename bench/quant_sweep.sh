@@ -1,45 +1,81 @@
 #!/usr/bin/env bash
-# Quality sweep: methods x bit widths x group sizes x calibration sizes x seeds
-# on the bundled models, scored by KL divergence to the full-precision model
-# (llama.cpp protocol: 256-token windows, second half scored) and perplexity
-# on held-out text. Appends to results/quant_sweep.csv and skips finished
-# cells, so it can be interrupted and resumed.
+# Quality sweep: methods x bit widths x group sizes x calibration sizes x seeds,
+# scored by KL divergence to the full-precision model (llama.cpp protocol:
+# CTX-token windows, second half scored), top-1 agreement and perplexity on
+# held-out text. Appends to OUT (default results/quant_sweep.csv) and skips
+# finished cells, so it can be interrupted and resumed.
 #
 #   bench/quant_sweep.sh [MODEL...]       (default: gut6l stories260K)
+#
+# Knobs (environment), defaults in brackets:
+#   CONFIGS  bits:group pairs         ["4:128 3:128 3:64 2:32"]
+#   SAMPLES  calibration window counts ["2 8 32 128"]; 3 seeds below 32
+#   METHODS  ["rtn gptq dashq"]
+#   CTX      window length, calibration and evaluation [256]
+#   CHUNKS   evaluate only the first CHUNKS windows [all]
+#   TASKS    zero-shot tasks for the full-precision model and for every cell
+#            with the largest sample count, seed 0 [none]; LIMIT items each
+#            [100], rows to ${OUT%.csv}_zeroshot.jsonl
+# A new CSV also records each quantization's peak RSS (quant_peak_mb).
+#
+#   OUT=results/smollm2_sweep.csv CTX=512 CHUNKS=40 CONFIGS="4:128 3:128 3:64 2:64 2:32" \
+#     TASKS=piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada LIMIT=100 \
+#     bench/quant_sweep.sh smollm2-135m
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
 OUT=${OUT:-results/quant_sweep.csv}
 WORK=${WORK:-$(mktemp -d)}
+CONFIGS=${CONFIGS:-4:128 3:128 3:64 2:32}
+SAMPLES=${SAMPLES:-2 8 32 128}
+METHODS=${METHODS:-rtn gptq dashq}
+CTX=${CTX:-256}
+LIMIT=${LIMIT:-100}
+ZS=${OUT%.csv}_zeroshot.jsonl
+ev_chunks=()
+[ -n "${CHUNKS:-}" ] && ev_chunks=(--chunks "$CHUNKS")
 build_dashq
-start_results "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds"
+start_results "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds,quant_peak_mb"
+with_rss=0
+head -1 "$OUT" | grep -q quant_peak_mb && with_rss=1 # older files lack the column
+max_ns=$(tr ' ' '\n' <<<"$SAMPLES" | sort -n | tail -1)
 
 done_cell() { grep -q "^$1,$2,$3,$4,$5,$6," "$OUT"; }
+# zeroshot MODEL_FILE LABEL: appends one JSON line per task, tagged with LABEL
+zeroshot() {
+  [ -n "${TASKS:-}" ] || return 0
+  grep -q "\"cell\": \"$2\"" "$ZS" 2>/dev/null && return 0
+  build/dashq eval "$1" --tasks "$TASKS" --limit "$LIMIT" --data-dir "$SHARED/data" --json --quiet |
+    sed "s/^{/{\"cell\": \"$2\", /" >>"$ZS" || true
+}
 
 for name in "${@:-gut6l stories260K}"; do
   for name1 in $name; do
   read -r model calib text <<<"$(model_spec "$name1")"
-  base="$WORK/$name1.kld"
-  [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx 256 --save-logits "$base" --quiet >/dev/null
-  for cfg in 4:128 3:128 3:64 2:32; do
+  base="$WORK/$name1-$CTX-${CHUNKS:-all}.kld"
+  [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --save-logits "$base" --quiet >/dev/null
+  zeroshot "$model" "$name1,fp"
+  for cfg in $CONFIGS; do
     IFS=: read -r bits group <<<"$cfg"
-    for method in rtn gptq dashq; do
-      for ns in 2 8 32 128; do
+    for method in $METHODS; do
+      for ns in $SAMPLES; do
         seeds="0 1 2"; [ "$ns" -ge 32 ] && seeds=0
-        [ $method = rtn ] && { [ "$ns" = 128 ] || continue; seeds=0; }  # RTN ignores the data
+        [ $method = rtn ] && { [ "$ns" = "$max_ns" ] || continue; seeds=0; }  # RTN ignores the data
         for seed in $seeds; do
           done_cell "$name1" $method "$bits" "$group" "$ns" "$seed" && continue
           out="$WORK/$name1-$method-$bits-$group-$ns-$seed"
           t0=$(date +%s.%N)
-          build/dashq quantize "$model" --method $method --bits "$bits" --group "$group" --calib "$calib" \
-            --nsamples "$ns" --seqlen 256 --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
+          /usr/bin/time -f %M -o "$WORK/rss" build/dashq quantize "$model" --method $method --bits "$bits" \
+            --group "$group" --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
           t1=$(date +%s.%N)
-          json=$(build/dashq eval "$out" --kld "$base" --json --quiet | head -1)
-          python3 - "$json" "$name1,$method,$bits,$group,$ns,$seed" "$(echo "$t1 - $t0" | bc)" >>"$OUT" <<'PY'
+          json=$(build/dashq eval "$out" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --kld "$base" --json --quiet | head -1)
+          rss=""; [ $with_rss = 1 ] && rss=",$(( $(tail -1 "$WORK/rss") / 1024 ))"
+          python3 - "$json" "$name1,$method,$bits,$group,$ns,$seed" "$(echo "$t1 - $t0" | bc)" "$rss" >>"$OUT" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-print(f"{sys.argv[2]},{r['perplexity']:.4f},{r['kld']:.6f},{r['same_top']:.5f},{float(sys.argv[3]):.2f}")
+print(f"{sys.argv[2]},{r['perplexity']:.4f},{r['kld']:.6f},{r['same_top']:.5f},{float(sys.argv[3]):.2f}{sys.argv[4]}")
 PY
+          [ "$ns" = "$max_ns" ] && [ "$seed" = 0 ] && zeroshot "$out" "$name1,$method,$bits,$group,$ns"
           rm -rf "$out"
         done
       done
