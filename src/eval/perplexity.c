@@ -129,6 +129,14 @@ static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *
     size_t rl = record_len(nv);
     if (io->base && fread(recs, sizeof *recs, rl * n, io->base) != rl * n)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated at window %d", o->kld_base, w);
+    for (int i = 0; io->base && i < n; i++) { /* each record: float scale, float min, then nv uint16 */
+        float scale, min_lp;
+        memcpy(&scale, recs + rl * i, 4);
+        memcpy(&min_lp, recs + rl * i + 2, 4);
+        if (!isfinite(scale) || !isfinite(min_lp) || scale < 0)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: window %d, position %d: log-probability scale %g / minimum %g is "
+                           "not a finite distribution", o->kld_base, w, first + i, scale, min_lp);
+    }
     const int32_t *tok = io->tokens + (size_t)w * ctx;
 #pragma omp parallel for num_threads(o->n_threads > 0 ? o->n_threads : 1) schedule(static)
     for (int i = 0; i < n; i++) {

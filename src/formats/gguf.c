@@ -165,6 +165,53 @@ static dq_status read_alignment(dq_gguf *g, const char *path, dq_error *err) {
     return DQ_OK;
 }
 
+/* Sort orders for the checks below, over arrays of pointers. */
+static int by_offset(const void *a, const void *b) {
+    const dq_gguf_tensor *x = *(const dq_gguf_tensor *const *)a, *y = *(const dq_gguf_tensor *const *)b;
+    return (x->data > y->data) - (x->data < y->data);
+}
+static int by_name(const void *a, const void *b) {
+    return strcmp((*(const dq_gguf_tensor *const *)a)->name, (*(const dq_gguf_tensor *const *)b)->name);
+}
+static int by_key(const void *a, const void *b) {
+    const dq_gguf_kv *x = *(const dq_gguf_kv *const *)a, *y = *(const dq_gguf_kv *const *)b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+/* A tensor name or metadata key given twice, or two tensors sharing bytes,
+ * would make what we read depend on which copy we happen to pick; llama.cpp
+ * refuses all three (gguf.cpp: duplicate key/tensor, offsets not contiguous).
+ * Sorted neighbours, so n log n for models with thousands of tensors. */
+static dq_status check_unique(const dq_gguf *g, dq_error *err) {
+    size_t n = g->n_tensors > g->n_kv ? g->n_tensors : g->n_kv;
+    const void **p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", g->f.path);
+    dq_status st = DQ_OK;
+    for (size_t i = 0; i < g->n_kv; i++) p[i] = &g->kv[i];
+    qsort(p, g->n_kv, sizeof *p, by_key);
+    for (size_t i = 1; i < g->n_kv && !st; i++)
+        if (!by_key(&p[i - 1], &p[i]))
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: metadata key %.*s appears twice", g->f.path,
+                         (int)((const dq_gguf_kv *)p[i])->key_len, ((const dq_gguf_kv *)p[i])->key);
+    for (size_t i = 0; i < g->n_tensors; i++) p[i] = &g->tensors[i];
+    if (!st) qsort(p, g->n_tensors, sizeof *p, by_name);
+    for (size_t i = 1; i < g->n_tensors && !st; i++)
+        if (!by_name(&p[i - 1], &p[i]))
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s appears twice", g->f.path,
+                         ((const dq_gguf_tensor *)p[i])->name);
+    if (!st) qsort(p, g->n_tensors, sizeof *p, by_offset);
+    for (size_t i = 1; i < g->n_tensors && !st; i++) {
+        const dq_gguf_tensor *a = p[i - 1], *b = p[i];
+        if (a->data + a->nbytes > b->data)
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: tensors %s and %s share data bytes (overlapping offsets)", g->f.path,
+                         a->name, b->name);
+    }
+    free(p);
+    return st;
+}
+
 static dq_status place_tensors(dq_gguf *g, const uint64_t *offsets, size_t data_start, dq_error *err) {
     const char *path = g->f.path;
     for (size_t i = 0; i < g->n_tensors; i++) {
@@ -177,11 +224,8 @@ static dq_status place_tensors(dq_gguf *g, const uint64_t *offsets, size_t data_
             return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s: data [%llu, +%zu) lies past the end of the file", path,
                            t->name, (unsigned long long)offsets[i], t->nbytes);
         t->data = g->f.data + data_start + offsets[i];
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[j].name, t->name))
-                return dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s appears twice", path, t->name);
     }
-    return DQ_OK;
+    return check_unique(g, err);
 }
 
 static dq_status parse(dq_gguf *g, dq_error *err) {

@@ -16,6 +16,7 @@ typedef struct {
     const char *path;
     char arch[32];
     dq_error *err;
+    bool *used; /* per tensor of the file: read by the model */
 } loader;
 
 static bool arch_int(const loader *L, const char *key, int64_t *v) {
@@ -93,6 +94,7 @@ static dq_status read_config(loader *L) {
 static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, const float **out) {
     const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, name);
     if (!t) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is missing", L->path, name);
+    L->used[t - L->g->tensors] = true;
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
                        L->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
@@ -150,6 +152,13 @@ static dq_status load_tensors(loader *L) {
         if (!(m->rope_freq_factors[i] > 0))
             return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor rope_freqs.weight: factor %d is %g (must be > 0)", L->path,
                            i, m->rope_freq_factors[i]);
+    /* a tensor the model has no place for (a block beyond block_count, a
+     * misspelt name) means the file is not the model we would run; llama.cpp
+     * refuses it too ("wrong number of tensors") */
+    for (size_t i = 0; i < L->g->n_tensors; i++)
+        if (!L->used[i])
+            return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is not part of a %d-block %s model (block_count, names)",
+                           L->path, L->g->tensors[i].name, c->n_layers, L->arch);
     /* full-precision storage type, for writers that keep tensors as they came */
     const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, "blk.0.attn_q.weight");
     m->dtype = t && t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : t && t->type == DQ_GGML_BF16 ? DQ_DTYPE_BF16 : DQ_DTYPE_F32;
@@ -166,11 +175,12 @@ dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err) {
         dq_model_free(m);
         return st;
     }
-    loader L = {m, &g, path, "", err};
-    st = read_config(&L);
+    loader L = {m, &g, path, "", err, calloc(g.n_tensors ? g.n_tensors : 1, sizeof(bool))};
+    st = L.used ? read_config(&L) : dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     if (!st) st = load_tensors(&L);
+    free(L.used);
     /* the model keeps the mapping (its F32 tensors point into it) */
     m->maps[m->n_maps++] = g.f;
     g.f.data = NULL;

@@ -73,12 +73,23 @@ static int cmp_offset(const void *a, const void *b) {
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
-static dq_status check_overlap(dq_st_file *f, dq_error *err) {
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(((const dq_st_tensor *)a)->name, ((const dq_st_tensor *)b)->name);
+}
+
+/* A name given twice in the JSON header (cJSON keeps both) would make the
+ * tensor we read depend on lookup order; overlapping data would alias two
+ * tensors. Both are refused. */
+static dq_status check_unique(dq_st_file *f, dq_error *err) {
     dq_st_tensor *sorted = malloc(f->n_tensors * sizeof *sorted + 1);
     if (!sorted) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     memcpy(sorted, f->tensors, f->n_tensors * sizeof *sorted);
-    qsort(sorted, f->n_tensors, sizeof *sorted, cmp_offset);
+    qsort(sorted, f->n_tensors, sizeof *sorted, cmp_name);
     dq_status st = DQ_OK;
+    for (size_t i = 1; i < f->n_tensors && !st; i++)
+        if (!strcmp(sorted[i - 1].name, sorted[i].name))
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: tensor %s appears twice in the header", f->map.path, sorted[i].name);
+    qsort(sorted, f->n_tensors, sizeof *sorted, cmp_offset);
     for (size_t i = 1; i < f->n_tensors && !st; i++)
         if (sorted[i - 1].data + sorted[i - 1].nbytes > sorted[i].data)
             st = dq_fail(err, DQ_ERR_FORMAT, "%s: tensors %s and %s overlap", f->map.path,
@@ -100,7 +111,7 @@ static dq_status parse_header(dq_st_file *f, const cJSON *root, size_t data_size
         dq_status st = parse_tensor(f, e, data_size, t, err);
         if (st) return st;
     }
-    return check_overlap(f, err);
+    return check_unique(f, err);
 }
 
 dq_status dq_st_open(const char *path, dq_st_file *f, dq_error *err) {

@@ -19,11 +19,23 @@ static const dq_gguf_kv *array(const ctx *c, const char *key, uint32_t type, uin
     return kv && kv->type == DQ_GGUF_ARRAY && kv->arr_type == type && (n == 0 || kv->arr_n == n) ? kv : NULL;
 }
 
+/* An optional per-token array that is present must be complete: one of the
+ * wrong type or length would otherwise be dropped in silence and change how
+ * text is split (scores) or which pieces are special (types). */
+static dq_status per_token(const ctx *c, const char *key, uint32_t type, uint64_t n, const dq_gguf_kv **out) {
+    const dq_gguf_kv *kv = dq_gguf_find(c->g, key);
+    *out = array(c, key, type, n);
+    if (kv && !*out)
+        return dq_fail(c->err, DQ_ERR_FORMAT, "%s: %s is not an array of %llu %s values, one per token", c->t->path,
+                       key, (unsigned long long)n, type == DQ_GGUF_F32 ? "f32" : "i32");
+    return DQ_OK;
+}
+
 static dq_status set_pieces(ctx *c, const dq_gguf_kv *tokens) {
-    const dq_gguf_kv *scores = array(c, "tokenizer.ggml.scores", DQ_GGUF_F32, tokens->arr_n);
-    const dq_gguf_kv *types = array(c, "tokenizer.ggml.token_type", DQ_GGUF_I32, tokens->arr_n);
+    const dq_gguf_kv *scores = NULL, *types = NULL;
+    dq_status st = per_token(c, "tokenizer.ggml.scores", DQ_GGUF_F32, tokens->arr_n, &scores);
+    if (!st) st = per_token(c, "tokenizer.ggml.token_type", DQ_GGUF_I32, tokens->arr_n, &types);
     const uint8_t *it = tokens->val;
-    dq_status st = DQ_OK;
     for (uint64_t i = 0; i < tokens->arr_n && !st; i++) {
         const char *s;
         size_t n;
@@ -41,10 +53,24 @@ static dq_status set_pieces(ctx *c, const dq_gguf_kv *tokens) {
     return st;
 }
 
-static int32_t id_key(const ctx *c, const char *key, int32_t dflt) {
+/* A special-token id; one outside the vocabulary is an error (llama.cpp
+ * refuses it too), not a token we quietly go without. */
+static dq_status id_key(const ctx *c, const char *key, int32_t dflt, int32_t *out) {
     int64_t v;
-    if (!dq_gguf_get_int(c->g, key, &v)) return dflt;
-    return v >= 0 && v < c->t->n_vocab ? (int32_t)v : -1;
+    *out = dflt;
+    if (!dq_gguf_get_int(c->g, key, &v)) return DQ_OK;
+    if (v < 0 || v >= c->t->n_vocab)
+        return dq_fail(c->err, DQ_ERR_FORMAT, "%s: %s is %lld, outside the vocabulary of %d tokens", c->t->path, key,
+                       (long long)v, c->t->n_vocab);
+    *out = (int32_t)v;
+    return DQ_OK;
+}
+
+static dq_status special_ids(const ctx *c, int32_t bos, int32_t eos, int32_t unk) {
+    dq_status st = id_key(c, "tokenizer.ggml.bos_token_id", bos, &c->t->bos);
+    if (!st) st = id_key(c, "tokenizer.ggml.eos_token_id", eos, &c->t->eos);
+    if (!st) st = id_key(c, "tokenizer.ggml.unknown_token_id", unk, &c->t->unk);
+    return st;
 }
 
 static bool bool_key(const ctx *c, const char *key, bool dflt) {
@@ -59,10 +85,8 @@ static dq_status setup_spm(ctx *c) {
     t->space = "\xe2\x96\x81"; /* "▁" */
     t->prepend = bool_key(c, "tokenizer.ggml.add_space_prefix", true) ? DQ_PREPEND_FIRST : DQ_PREPEND_NONE;
     t->add_bos = bool_key(c, "tokenizer.ggml.add_bos_token", true);
-    t->bos = id_key(c, "tokenizer.ggml.bos_token_id", 1);
-    t->eos = id_key(c, "tokenizer.ggml.eos_token_id", 2);
-    t->unk = id_key(c, "tokenizer.ggml.unknown_token_id", 0);
-    return dq_tok_finish(t, c->err);
+    dq_status st = special_ids(c, 1, 2, 0);
+    return st ? st : dq_tok_finish(t, c->err);
 }
 
 /* The pre-tokenizer named by tokenizer.ggml.pre ("default": GPT-2's). */
@@ -80,9 +104,7 @@ static dq_status setup_bpe(ctx *c) {
     dq_status st = set_pre(c);
     if (st) return st;
     t->add_bos = bool_key(c, "tokenizer.ggml.add_bos_token", false);
-    t->bos = id_key(c, "tokenizer.ggml.bos_token_id", -1);
-    t->eos = id_key(c, "tokenizer.ggml.eos_token_id", -1);
-    t->unk = id_key(c, "tokenizer.ggml.unknown_token_id", -1);
+    if ((st = special_ids(c, -1, -1, -1))) return st;
     if (t->add_bos && t->bos < 0) t->add_bos = false;
     if ((st = dq_tok_finish(t, c->err))) return st;
     const dq_gguf_kv *merges = array(c, "tokenizer.ggml.merges", DQ_GGUF_STRING, 0);

@@ -280,6 +280,71 @@ static void test_lying_headers(void **st) {
     free(d), free(orig);
 }
 
+/* Files whose meaning depends on which copy we pick: refused, as llama.cpp does. */
+static void test_ambiguous_files(void **st) {
+    (void)st;
+    size_t len;
+    char *orig = tu_read(tu_fixture(GGUF), &len), *d = malloc(len);
+    const char *eos = "tokenizer.ggml.eos_token_id";
+    char *k = memmem(memcpy(d, orig, len), len, eos, strlen(eos));
+    assert_non_null(k);
+    memcpy(k + 15, "bos", 3);
+    expect_error(d, len, "tokenizer.ggml.bos_token_id appears twice", "duplicated key");
+    char *ti = tensor_info(memcpy(d, orig, len), len, "blk.0.attn_k.weight");
+    memcpy(ti - 8, "q", 1); /* "attn_k.weight" -> "attn_q.weight" */
+    expect_error(d, len, "blk.0.attn_q.weight appears twice", "duplicated tensor");
+    char *tq = tensor_info(memcpy(d, orig, len), len, "blk.0.attn_q.weight");
+    ti = tensor_info(d, len, "blk.0.attn_k.weight");
+    memcpy(ti + 4 + 16 + 4, tq + 4 + 16 + 4, 8); /* both 2-D: same offset field position */
+    expect_error(d, len, "share data bytes", "overlapping tensors");
+    const char *bc = "llama.block_count";
+    char *b = memmem(memcpy(d, orig, len), len, bc, strlen(bc));
+    assert_non_null(b);
+    uint32_t blocks;
+    memcpy(&blocks, b + strlen(bc) + 4, 4);
+    blocks--;
+    memcpy(b + strlen(bc) + 4, &blocks, 4);
+    char want[64];
+    snprintf(want, sizeof want, "tensor blk.%u.", blocks);
+    expect_error(d, len, want, "more blocks than block_count");
+    free(d), free(orig);
+}
+
+static void expect_tok_error(const char *data, size_t len, const char *want, const char *what) {
+    const char *path = tu_tmp("edit-tok.gguf");
+    tu_write(path, data, len);
+    dq_tokenizer *t = NULL;
+    dq_error err = {0};
+    if (dq_tokenizer_load(path, &t, &err) == DQ_OK) {
+        dq_tokenizer_free(t);
+        fail_msg("%s: loaded without error", what);
+    }
+    if (!strstr(err.msg, want) || !strstr(err.msg, "edit-tok.gguf"))
+        fail_msg("%s: message \"%s\" lacks \"%s\" or the file", what, err.msg, want);
+}
+
+/* Tokenizer metadata that we used to drop in silence. */
+static void test_tokenizer_lies(void **st) {
+    (void)st;
+    size_t len;
+    char *orig = tu_read(tu_fixture(GGUF), &len), *d = malloc(len);
+    const char *bos = "tokenizer.ggml.bos_token_id";
+    char *k = memmem(memcpy(d, orig, len), len, bos, strlen(bos));
+    assert_non_null(k);
+    uint32_t type, huge = 1u << 30;
+    memcpy(&type, k + strlen(bos), 4);
+    assert_int_equal(type, 4); /* u32 */
+    memcpy(k + strlen(bos) + 4, &huge, 4);
+    expect_tok_error(d, len, "tokenizer.ggml.bos_token_id is 1073741824, outside the vocabulary", "BOS out of range");
+    const char *sc = "tokenizer.ggml.scores";
+    k = memmem(memcpy(d, orig, len), len, sc, strlen(sc));
+    assert_non_null(k);
+    uint32_t i32 = 5; /* array type f32 -> i32 */
+    memcpy(k + strlen(sc) + 4, &i32, 4);
+    expect_tok_error(d, len, "tokenizer.ggml.scores is not an array of", "scores of the wrong type");
+    free(d), free(orig);
+}
+
 /* NaN in a weight: named with its tensor. */
 static void test_nan_weight(void **st) {
     (void)st;
@@ -304,6 +369,7 @@ int main(void) {
         cmocka_unit_test(test_legacy_encoder_layout), cmocka_unit_test(test_llamacpp_file_as_model),
         cmocka_unit_test(test_truncated),             cmocka_unit_test(test_lying_headers),
         cmocka_unit_test(test_nan_weight),            cmocka_unit_test(test_write_read_roundtrip),
+        cmocka_unit_test(test_ambiguous_files),       cmocka_unit_test(test_tokenizer_lies),
         cmocka_unit_test(test_llama3_rope_freqs_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

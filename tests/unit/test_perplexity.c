@@ -205,6 +205,13 @@ static void test_bad_logits_file(void **st) {
     assert_non_null(strstr(err.msg, "truncated"));
     tu_write(cut, "_nothing_", 9);
     assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
+    /* a non-finite record (first scale, after the 20-byte header and 3 x 64 token ids) */
+    float nan = NAN;
+    memcpy(data + 20 + 3 * 64 * 4, &nan, 4);
+    tu_write(cut, data, len);
+    assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "cut.logits: window 0, position 32"));
+    assert_non_null(strstr(err.msg, "not a finite distribution"));
     dq_model *other = tu_model(tu_shared("models/stories260K/stories260K.bin"));
     o.kld_base = path;
     assert_int_equal(dq_eval_perplexity(other, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);

@@ -54,7 +54,26 @@ static void test_hand_built(void **st) {
     dq_st_close(&f);
 }
 
+/* A name given twice: refused, naming it (cJSON would keep both, we took the first). */
+static void test_duplicate_name(void **st) {
+    (void)st;
+    const char *hdr = "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
+                      "\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}";
+    size_t hl = strlen(hdr);
+    unsigned char buf[256] = {0};
+    uint64_t h = hl;
+    memcpy(buf, &h, 8);
+    memcpy(buf + 8, hdr, hl);
+    const char *p = tu_tmp("dup.safetensors");
+    tu_write(p, buf, 16 + hl);
+    dq_st_file f;
+    dq_error err = {0};
+    assert_int_not_equal(dq_st_open(p, &f, &err), DQ_OK);
+    assert_non_null(strstr(err.msg, "dup.safetensors: tensor a appears twice"));
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_real_file), cmocka_unit_test(test_hand_built)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_real_file), cmocka_unit_test(test_hand_built),
+                                       cmocka_unit_test(test_duplicate_name)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
