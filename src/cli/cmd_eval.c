@@ -11,7 +11,9 @@
 #include "cli/cli.h"
 #include "eval/perplexity.h"
 #include "eval/zeroshot.h"
+#include "util/files.h"
 #include "util/mapped_file.h"
+#include "model/model.h"
 
 typedef struct {
     dq_common_opts c;
@@ -212,7 +214,10 @@ int dq_cmd_eval(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    if (o.ppl_file || o.p.kld_base) rc = run_perplexity(&o, m, t);
+    const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.ppl_file};
+    dq_error err = {0};
+    if (o.p.save_logits && dq_check_output(o.p.save_logits, DQ_OUT_LOGITS, inputs, 4, &err)) rc = dq_cli_error(&err);
+    if (!rc && (o.ppl_file || o.p.kld_base)) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);
