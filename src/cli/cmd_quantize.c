@@ -169,6 +169,9 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
     dq_error err = {0};
     dq_calib_set cs = {0};
     int seqlen = o->seqlen ? (int)o->seqlen : (m->cfg.seq_len < 2048 ? m->cfg.seq_len : 2048);
+    if (seqlen > m->cfg.seq_len)
+        fprintf(stderr, "dashq: warning: --seqlen %d is beyond %s's training context of %d tokens: calibration "
+                "activations past it are extrapolated\n", seqlen, o->c.model, m->cfg.seq_len);
     if (o->calib) {
         if (dq_calib_load(o->calib, t, (int)o->nsamples, seqlen, (uint64_t)o->seed, &cs, &err)) return dq_cli_error(&err);
         if (cs.overlapping)
@@ -190,7 +193,10 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
         o->p.plan = &plan;
     }
     memset(&r, 0, sizeof r);
-    if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) rc = dq_cli_error(&err);
+    if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) { /* numeric failures name a tensor; say which model */
+        if (err.code == DQ_ERR_NUMERIC) fprintf(stderr, "dashq: error: %s: %s\n", o->c.model, err.msg), rc = DQ_EXIT_ERROR;
+        else rc = dq_cli_error(&err);
+    }
     if (!rc && write_output(o, m, t, &r, &cs, &err)) rc = dq_cli_error(&err);
     if (!rc) report(o, &r);
     dq_quant_result_free(&r); /* always valid after dq_quantize_model, also when writing failed */

@@ -214,8 +214,8 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
     if (!st && !o->kld_base) {
         size_t need = (llamacpp ? 2 : 1) * (size_t)io.ctx;
         if (n_tokens < need)
-            st = dq_fail(err, DQ_ERR_ARG, "the text has %zu tokens; a context of %d needs at least %zu",
-                         n_tokens, io.ctx, need);
+            st = dq_fail(err, DQ_ERR_ARG, "%s%sthe text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
+                         o->text_path ? o->text_path : "", o->text_path ? ": " : "", n_tokens, io.ctx, need);
         io.n_windows = (int)(n_tokens / (size_t)io.ctx);
     }
     if (!st && o->max_windows > 0 && io.n_windows > o->max_windows) io.n_windows = o->max_windows;

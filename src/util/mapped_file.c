@@ -74,6 +74,21 @@ dq_status dq_read_file(const char *path, size_t max_size, char **data, size_t *s
     return DQ_OK;
 }
 
+dq_status dq_read_text(const char *path, size_t max_size, char **data, size_t *size, dq_error *err) {
+    size_t n = 0;
+    dq_status st = dq_read_file(path, max_size, data, &n, err);
+    if (st) return st;
+    const char *nul = memchr(*data, 0, n);
+    if (nul) {
+        st = dq_fail(err, DQ_ERR_FORMAT, "%s: NUL byte at offset %zu: not a text file", path, (size_t)(nul - *data));
+        free(*data);
+        *data = NULL;
+        return st;
+    }
+    if (size) *size = n;
+    return DQ_OK;
+}
+
 bool dq_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);

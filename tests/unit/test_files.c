@@ -588,6 +588,73 @@ static void test_atomic_replace(void **st) {
     free(n_left);
 }
 
+/* ---- the other "accepted without a word" cases of #13 ---------------------------------------- */
+
+static void test_text_checks(void **st) {
+    (void)st;
+    const char *m = model_copy(), *text = T("text.txt");
+    /* a NUL byte: refused, naming the file and the offset */
+    const char *nul = T("nul.txt");
+    tu_write(nul, "Hello\0world, and a longer text that follows.\n", 46);
+    const char *a1[] = {"eval", m, "--ppl", nul, "--ctx", "8", NULL};
+    expect_refusal(a1, "nul.txt", "NUL byte at offset 5");
+    const char *a2[] = {"quantize", m, "--method", "gptq", "--calib", nul, "--seqlen", "8", "-o", T("nul-ckpt"), "--quiet", NULL};
+    expect_refusal(a2, "nul.txt", "offset 5");
+    const char *a3[] = {"tokenize", T("tokenizer.bin"), "--file", nul, NULL};
+    expect_refusal(a3, "nul.txt", "offset 5");
+    /* a text too short for one window: the message names it */
+    const char *tiny = T("tiny.txt");
+    tu_write(tiny, "Too short.\n", 11);
+    const char *a4[] = {"eval", m, "--ppl", tiny, "--ctx", "64", NULL};
+    expect_refusal(a4, "tiny.txt", "needs at least");
+    /* --ctx beyond the model's training context (256): a warning, not silence */
+    const char *a5[] = {"eval", m, "--ppl", text, "--ctx", "300", "--chunks", "1", "--quiet", NULL};
+    assert_int_equal(dq(a5), 0);
+    char *e = last_stderr();
+    if (!strstr(e, "warning: --ctx 300 is beyond") || !strstr(e, "256")) fail_msg("stderr: %s", e);
+    free(e);
+    /* --bits means nothing to --format gguf (the type names the bits): refused, not ignored */
+    const char *a6[] = {"quantize", m, "--method", "rtn", "--bits", "3", "--format", "gguf", "--type", "Q4_K_M",
+                        "-o", T("bits.gguf"), NULL};
+    expect_refusal(a6, "--bits", "--type");
+    assert_false(exists(T("bits.gguf")));
+}
+
+static void test_task_file_all_malformed(void **st) {
+    (void)st;
+    const char *m = model_copy();
+    const char *dir = T("tasks");
+    char sub[PATH_MAX], file[PATH_MAX + 16];
+    snprintf(sub, sizeof sub, "%s/llm-foundry-icl", dir);
+    snprintf(file, sizeof file, "%s/piqa.jsonl", sub);
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    const char *bad = "not json\n{\"query\": 1}\n{\"choices\": []}\n";
+    tu_write(file, bad, strlen(bad));
+    const char *a[] = {"eval", m, "--tasks", "piqa", "--data-dir", dir, NULL};
+    int rc = dq(a);
+    char *e = last_stderr();
+    if (rc != 2 || !strstr(e, "piqa.jsonl") || !strstr(e, "no well-formed item")) fail_msg("status %d, stderr: %s", rc, e);
+    free(e);
+}
+
+/* A weight so large that activations overflow: the message names the model file. */
+static void test_nonfinite_names_file(void **st) {
+    (void)st;
+    size_t n;
+    char *data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
+    float big = 3e38f; /* layer 0's attention-norm gain: its q/k/v overflow */
+    for (int i = 0; i < 64; i++) memcpy(data + 28 + 4 * ((size_t)512 * 64 + i), &big, 4);
+    const char *p = T("huge.bin");
+    tu_write(p, data, n);
+    free(data);
+    model_copy();
+    const char *a[] = {"quantize", p, "--tokenizer", tu_shared("models/stories260K/tok512.bin"), "--method", "dashq",
+                       "--calib", T("text.txt"), "--nsamples", "2", "--seqlen", "16", "--group", "32", "-o", T("huge-ckpt"),
+                       "--quiet", NULL};
+    expect_refusal(a, "huge.bin", "non-finite");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_output_is_input), cmocka_unit_test(test_output_not_replaceable),
@@ -595,6 +662,14 @@ int main(void) {
         cmocka_unit_test(test_fifo_inputs),     cmocka_unit_test(test_tmp_table),
         cmocka_unit_test(test_kill9_save_logits), cmocka_unit_test(test_sigint_save_logits),
         cmocka_unit_test(test_sigint_quantize), cmocka_unit_test(test_atomic_replace),
+        cmocka_unit_test(test_text_checks),     cmocka_unit_test(test_task_file_all_malformed),
+        cmocka_unit_test(test_nonfinite_names_file),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (!failed) { /* model copies and checkpoints: some 200 MB; kept when a test failed, to look at */
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_tmpdir());
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tu_tmpdir());
+    }
+    return failed;
 }
