@@ -166,7 +166,9 @@ dq_status dq_check_output(const char *out, dq_out_kind kind, const char *const *
     for (size_t i = 0; i < n_inputs; i++) {
         struct stat is;
         if (!inputs[i] || stat(inputs[i], &is) != 0) continue;
-        bool hit = r->dir ? S_ISDIR(os.st_mode) && dir_holds_input(out, inputs[i]) : file_is_input(&os, inputs[i], &is);
+        /* a replaced folder must not hold an input; a folder written into (DQ_OUT_DIR) may, its files are checked one by one */
+        bool hit = kind == DQ_OUT_PACKED_DIR ? S_ISDIR(os.st_mode) && dir_holds_input(out, inputs[i])
+                   : r->dir ? same_file(&os, &is) : file_is_input(&os, inputs[i], &is);
         const char *how = same_file(&os, &is) ? "is the input" : r->dir ? "holds the input" : "is a file of the input folder";
         if (hit)
             return dq_fail(err, DQ_ERR_ARG, "%s: the output %s %s; writing would destroy it: choose another name", p, how,

@@ -36,7 +36,8 @@ typedef enum {
     DQ_OUT_LOGITS,     /* a file; may replace an existing saved-logits file (magic _logits_) */
     DQ_OUT_FILE,       /* a file inside an output folder; may replace a regular file */
     DQ_OUT_PACKED_DIR, /* a folder; may replace a dashq checkpoint (holds dashq_config.json) */
-    DQ_OUT_DIR,        /* a folder written into; may already exist as a folder */
+    DQ_OUT_DIR,        /* a folder written into (not replaced); may already exist as a folder, also one
+                        * holding an input: check each file written into it as DQ_OUT_FILE */
 } dq_out_kind;
 
 /* Whether OUT may be written given the inputs being read (NULL entries are

@@ -188,6 +188,25 @@ static void test_output_is_input(void **st) {
     const char *r1[] = {"report", csv, "-o", csv, NULL};
     expect_refusal(r1, "results.csv", NULL);
     assert_true(hcsv == hash_file(csv));
+    /* a report folder may hold its CSV; the report files written into it may not be the CSV */
+    const char *rdir = T("report");
+    char rcsv[PATH_MAX], md[PATH_MAX];
+    mkdir(rdir, 0755);
+    snprintf(rcsv, sizeof rcsv, "%s/sweep.csv", rdir);
+    snprintf(md, sizeof md, "%s/report.md", rdir);
+    const char *rows = "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds\n"
+                       "m1,rtn,4,128,128,0,10.0,0.0100,0.9,1\n";
+    tu_write(rcsv, rows, strlen(rows));
+    const char *r2[] = {"report", rcsv, "-o", rdir, "--no-plots", NULL};
+    assert_int_equal(dq(r2), 0);
+    assert_true(exists(md));
+    unlink(rcsv);
+    assert_int_equal(rename(md, rcsv), 0); /* now the CSV is named... */
+    tu_write(md, rows, strlen(rows));      /* ...and report.md is the input */
+    uint64_t hmd = hash_file(md);
+    const char *r3[] = {"report", md, "-o", rdir, "--no-plots", NULL};
+    expect_refusal(r3, "report.md", "is the input");
+    assert_true(hmd == hash_file(md));
     unlink(hard), unlink(sym);
 }
 
