@@ -672,6 +672,19 @@ static void test_nonfinite_names_file(void **st) {
                        "--calib", T("text.txt"), "--nsamples", "2", "--seqlen", "16", "--group", "32", "-o", T("huge-ckpt"),
                        "--quiet", NULL};
     expect_refusal(a, "huge.bin", "non-finite");
+    /* weights of ±3e38 in layer 0's wq: finite, but their quantized values are not. Under
+     * LeakSanitizer the exit status would be 23 had the layer's codes leaked (they did). */
+    data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
+    for (int i = 0; i < 200; i++) {
+        float v = i % 2 ? 3e38f : -3e38f;
+        memcpy(data + 28 + 4 * ((size_t)512 * 64 + 5 * 64 + i), &v, 4);
+    }
+    const char *p2 = T("huge-wq.bin");
+    tu_write(p2, data, n);
+    free(data);
+    const char *b[] = {"quantize", p2, "--tokenizer", tu_shared("models/stories260K/tok512.bin"), "--method", "rtn",
+                       "--group", "32", "-o", T("huge-wq-ckpt"), "--quiet", NULL};
+    expect_refusal(b, "huge-wq.bin", "q_proj: quantized weight 0 is not finite");
 }
 
 int main(void) {
