@@ -336,12 +336,15 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
     return DQ_OK;
 }
 
-dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
+dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err) {
     dq_status st0 = dq_packed_check(m, err);
     if (st0) return st0;
     char tmp[PATH_MAX], path[PATH_MAX];
-    dq_status st = dq_check_output(out_dir, DQ_OUT_PACKED_DIR, NULL, 0, err);
+    char out_dir[PATH_MAX]; /* without trailing slashes: "out/" + ".tmp-PID" would be inside it */
+    dq_status st = dq_path_fmt(out_dir, sizeof out_dir, err, "%s", out_arg);
+    for (size_t n = strlen(out_dir); !st && n > 1 && out_dir[n - 1] == '/'; n--) out_dir[n - 1] = 0;
+    if (!st) st = dq_check_output(out_dir, DQ_OUT_PACKED_DIR, NULL, 0, err);
     if (!st) st = dq_path_fmt(tmp, sizeof tmp, err, "%s.tmp-%ld", out_dir, (long)getpid());
     if (!st) st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp);
     if (st) return st;

@@ -599,6 +599,16 @@ static void test_atomic_replace(void **st) {
         assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         assert_int_equal(missing, 0);
     }
+    char slash[PATH_MAX]; /* "ckpt/" names the same folder (its temporary was once made inside it) */
+    snprintf(slash, sizeof slash, "%s/", ck);
+    const char *a2[] = {"quantize", m, "--method", "rtn", "-o", slash, "--quiet", "-t", "1", NULL};
+    assert_int_equal(dq(a2), 0);
+    char hidden[PATH_MAX + 32];
+    snprintf(hidden, sizeof hidden, "ls -A '%s' | grep -c '^\\.'", ck);
+    char *n_hidden;
+    tu_run(hidden, &n_hidden);
+    assert_int_equal(atoi(n_hidden), 0);
+    free(n_hidden);
     char cmd[PATH_MAX + 32]; /* no .old-PID or .tmp-PID left beside it */
     snprintf(cmd, sizeof cmd, "ls -d '%s'.* 2>/dev/null | wc -l", ck);
     char *n_left;
