@@ -103,7 +103,7 @@ dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len,
         return dq_fail(err, DQ_ERR_ARG, "calibration: %d samples of %d tokens is out of range", n, len);
     char *text;
     size_t size;
-    dq_status rc = dq_read_file(path, (size_t)1 << 33, &text, &size, err);
+    dq_status rc = dq_read_text(path, (size_t)1 << 33, &text, &size, err);
     if (rc) return rc;
     stream st = {0};
     size_t lead = strspn(text, " \t\r\n");

@@ -217,6 +217,7 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         return dq_fail(err, st, "%s: %s", ql->name, msg);
     }
     st = install(m, slot, rows, cols, ql, delta, err);
+    if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
     ql->seconds = now() - t0;
     return st;
 }
@@ -363,6 +364,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
                                              c->o->n_threads, &ql->qt, err)
                           : DQ_OK;
     if (!st) st = install(m, &m->tok_embeddings, m->cfg.vocab_size, m->cfg.dim, ql, &D, err);
+    if (st) dq_qtensor_free(&ql->qt);
     free(D);
     ql->seconds = now() - t0;
     if (!st) c->r->n++, c->r->t_solve += ql->seconds;

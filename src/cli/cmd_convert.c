@@ -5,6 +5,7 @@
 
 #include "cli/cli.h"
 #include "export/gguf_export.h"
+#include "util/files.h"
 
 static int usage_error(const char *msg) {
     fprintf(stderr, "dashq: error: %s (usage: dashq convert MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0])\n", msg);
@@ -43,7 +44,9 @@ int dq_cmd_convert(int argc, char **argv) {
     if (dq_cli_load(&c, &m, &t)) return DQ_EXIT_ERROR;
     dq_gguf_export_opts o = {.type = (dq_ggml_type)type, .name = NULL};
     dq_error err = {0};
-    dq_status st = dq_export_gguf(out, m, t, &o, &err);
+    const char *inputs[] = {c.model, m->path, dq_tokenizer_path(t)};
+    dq_status st = dq_check_output(out, DQ_OUT_GGUF, inputs, 3, &err);
+    if (!st) st = dq_export_gguf(out, m, t, &o, &err);
     dq_tokenizer_free(t);
     dq_model_free(m);
     if (st) return dq_cli_error(&err);

@@ -11,7 +11,9 @@
 #include "cli/cli.h"
 #include "eval/perplexity.h"
 #include "eval/zeroshot.h"
+#include "util/files.h"
 #include "util/mapped_file.h"
+#include "model/model.h"
 
 typedef struct {
     dq_common_opts c;
@@ -73,6 +75,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
     }
     o->p.n_threads = o->c.threads;
     o->p.quiet = o->c.quiet;
+    o->p.text_path = o->ppl_file;
     return 0;
 }
 
@@ -80,7 +83,7 @@ static int tokenize_file(const char *path, const dq_tokenizer *t, int32_t **ids,
     dq_error err = {0};
     char *text;
     size_t len;
-    if (dq_read_file(path, (size_t)1 << 32, &text, &len, &err)) return dq_cli_error(&err);
+    if (dq_read_text(path, (size_t)1 << 32, &text, &len, &err)) return dq_cli_error(&err);
     if (len == 0) {
         free(text);
         fprintf(stderr, "dashq: error: %s: the text file is empty\n", path);
@@ -150,12 +153,21 @@ static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const cha
     for (size_t i = 0; i < set.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", set.warnings[i]);
     if (set.n_skipped > set.n_warnings)
         fprintf(stderr, "dashq: warning: %s: %zu more malformed items skipped\n", set.path, set.n_skipped - set.n_warnings);
+    if (set.n_items == 0) { /* an accuracy over nothing is not 0.0000 */
+        fprintf(stderr, "dashq: error: %s: no well-formed item (%zu malformed) (task skipped)\n", set.path, set.n_skipped);
+        dq_task_set_free(&set);
+        return false;
+    }
     dq_task_result r;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool ok = !dq_task_eval(sc, &set, o->c.quiet, &r, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!ok) fprintf(stderr, "dashq: error: %s: %s (task stopped)\n", dq_task_name(id), err.msg);
+    if (ok && r.n == 0) { /* every item failed to score */
+        fprintf(stderr, "dashq: error: %s: no item could be scored, first: %s (task skipped)\n", set.path, r.first_skip);
+        ok = false;
+    }
     else if (r.n_skipped) fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", dq_task_name(id), r.n_skipped, r.first_skip);
     if (ok) print_task(o, &r, set.n_skipped, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     dq_task_set_free(&set);
@@ -195,7 +207,11 @@ static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = o->p.kld_base ? 0 : tokenize_file(o->ppl_file, t, &ids, &n);
-    if (!rc && o->p.ctx == 0) o->p.ctx = dq_model_config(m)->seq_len < 2048 ? dq_model_config(m)->seq_len : 2048;
+    int trained = dq_model_config(m)->seq_len;
+    if (!rc && o->p.ctx == 0) o->p.ctx = trained < 2048 ? trained : 2048;
+    else if (!rc && o->p.ctx > trained)
+        fprintf(stderr, "dashq: warning: --ctx %d is beyond %s's training context of %d tokens: positions past it are extrapolated\n",
+                o->p.ctx, o->c.model, trained);
     dq_ppl_result r;
     dq_error err = {0};
     if (!rc && dq_eval_perplexity(m, ids, n, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err))
@@ -212,7 +228,10 @@ int dq_cmd_eval(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    if (o.ppl_file || o.p.kld_base) rc = run_perplexity(&o, m, t);
+    const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.ppl_file};
+    dq_error err = {0};
+    if (o.p.save_logits && dq_check_output(o.p.save_logits, DQ_OUT_LOGITS, inputs, 4, &err)) rc = dq_cli_error(&err);
+    if (!rc && (o.ppl_file || o.p.kld_base)) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);

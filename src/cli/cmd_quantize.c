@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
+#include "util/files.h"
 
 typedef struct {
     dq_common_opts c;
@@ -65,7 +66,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
     long bits = 4, group = 128, v = 0, iters = -1, starts = 0;
     double d = 0;
     dq_quant_opts tune = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 128);
-    bool sym = false, act = false, mse = false;
+    bool sym = false, act = false, mse = false, bits_given = false;
     o->nsamples = 128;
     int c;
     optind = 1;
@@ -73,7 +74,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         switch (c) {
         case O_TOK: o->c.tokenizer = optarg; break;
         case O_METHOD: if (!parse_method(optarg, &method)) return usage_error("--method takes rtn, gptq or dashq", optarg); break;
-        case O_BITS: if (!dq_cli_int("--bits", optarg, 2, 8, &bits)) return DQ_EXIT_ERROR; break;
+        case O_BITS: if (!dq_cli_int("--bits", optarg, 2, 8, &bits)) return DQ_EXIT_ERROR; bits_given = true; break;
         case O_GROUP: if (!dq_cli_int("--group", optarg, -1, 128, &group)) return DQ_EXIT_ERROR; break;
         case O_CALIB: o->calib = optarg; break;
         case O_NS: if (!dq_cli_int("--nsamples", optarg, 2, 1024, &o->nsamples)) return DQ_EXIT_ERROR; break;
@@ -105,6 +106,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
     if (!o->out) return usage_error("quantize needs -o OUT (a folder to write)", NULL);
     if (!o->calib && method != DQ_METHOD_RTN) return usage_error("--calib FILE is required for gptq and dashq", NULL);
     if (o->gguf && !o->type) return usage_error("--format gguf needs --type (one of these)", dq_type_plan_names());
+    if (o->gguf && bits_given)
+        return usage_error("--bits does not apply to --format gguf: the --type names the bits (e.g. Q3_K_M, Q4_K_M)", NULL);
     if (!o->gguf && (o->type || o->pure)) return usage_error("--type and --pure go with --format gguf", NULL);
     o->c.model = argv[optind];
     dq_quant_opts q = dq_quant_defaults(method, (int)bits, (int)group);
@@ -166,6 +169,9 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
     dq_error err = {0};
     dq_calib_set cs = {0};
     int seqlen = o->seqlen ? (int)o->seqlen : (m->cfg.seq_len < 2048 ? m->cfg.seq_len : 2048);
+    if (seqlen > m->cfg.seq_len)
+        fprintf(stderr, "dashq: warning: --seqlen %d is beyond %s's training context of %d tokens: calibration "
+                "activations past it are extrapolated\n", seqlen, o->c.model, m->cfg.seq_len);
     if (o->calib) {
         if (dq_calib_load(o->calib, t, (int)o->nsamples, seqlen, (uint64_t)o->seed, &cs, &err)) return dq_cli_error(&err);
         if (cs.overlapping)
@@ -187,7 +193,10 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
         o->p.plan = &plan;
     }
     memset(&r, 0, sizeof r);
-    if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) rc = dq_cli_error(&err);
+    if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) { /* numeric failures name a tensor; say which model */
+        if (err.code == DQ_ERR_NUMERIC) fprintf(stderr, "dashq: error: %s: %s\n", o->c.model, err.msg), rc = DQ_EXIT_ERROR;
+        else rc = dq_cli_error(&err);
+    }
     if (!rc && write_output(o, m, t, &r, &cs, &err)) rc = dq_cli_error(&err);
     if (!rc) report(o, &r);
     dq_quant_result_free(&r); /* always valid after dq_quantize_model, also when writing failed */
@@ -204,7 +213,10 @@ int dq_cmd_quantize(int argc, char **argv) {
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
     dq_error err = {0};
-    if (!o.gguf && dq_packed_check(m, &err)) rc = dq_cli_error(&err); /* before minutes of work */
+    /* before minutes of work: the output must not destroy an input or an unrelated file */
+    const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.calib};
+    if (dq_check_output(o.out, o.gguf ? DQ_OUT_GGUF : DQ_OUT_PACKED_DIR, inputs, 4, &err)) rc = dq_cli_error(&err);
+    if (!rc && !o.gguf && dq_packed_check(m, &err)) rc = dq_cli_error(&err);
     if (!rc) rc = run(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);

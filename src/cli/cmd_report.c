@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "eval/report.h"
+#include "util/files.h"
 
 /* Runs gnuplot SCRIPT inside dir; returns its exit status (127: not found). */
 static int gnuplot(const char *dir, const char *script) {
@@ -58,12 +59,14 @@ int dq_cmd_report(int argc, char **argv) {
         fprintf(stderr, "dashq: error: usage: dashq report RESULTS.csv -o DIR [--no-plots]\n");
         return DQ_EXIT_ERROR;
     }
+    dq_error err = {0};
+    const char *csv = argv[optind];
+    if (dq_check_output(dir, DQ_OUT_DIR, &csv, 1, &err)) return dq_cli_error(&err);
     if (mkdir(dir, 0777) && errno != EEXIST) {
         fprintf(stderr, "dashq: error: %s: cannot create: %s\n", dir, strerror(errno));
         return DQ_EXIT_ERROR;
     }
     dq_results r;
-    dq_error err = {0};
     if (dq_results_load(argv[optind], &r, &err)) return dq_cli_error(&err);
     for (size_t i = 0; i < r.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", r.warnings[i]);
     if (r.n_skipped > r.n_warnings) fprintf(stderr, "dashq: warning: %zu more bad rows skipped\n", r.n_skipped - r.n_warnings);

@@ -34,7 +34,7 @@ int dq_cmd_tokenize(int argc, char **argv) {
     if (dq_tokenizer_load(argv[optind], &t, &err)) return dq_cli_error(&err);
     char *buf = NULL;
     size_t len = text ? strlen(text) : 0;
-    if (file && dq_read_file(file, (size_t)1 << 32, &buf, &len, &err)) {
+    if (file && dq_read_text(file, (size_t)1 << 32, &buf, &len, &err)) {
         dq_tokenizer_free(t);
         return dq_cli_error(&err);
     }

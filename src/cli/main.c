@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/tmpfiles.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
         {"convert", dq_cmd_convert},
         {"report", dq_cmd_report},
     };
+    dq_tmp_install_handlers(); /* SIGINT/SIGTERM remove the temporaries of an interrupted write */
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);
     fprintf(stderr, "dashq: error: unknown command '%s' (try dashq --help)\n", argv[1]);

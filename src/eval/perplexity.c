@@ -7,6 +7,7 @@
 
 #include "model/model.h"
 #include "util/error.h"
+#include "util/files.h"
 
 /* One scored position: -log p(target) under the model, and against a base. */
 typedef struct {
@@ -63,15 +64,16 @@ static scored score_position(const float *logits, int nv, int target, const uint
 }
 
 typedef struct {
-    FILE *save, *base;
+    FILE *save, *base;     /* save: save_file.f, a temporary renamed into place at the end */
+    dq_out_file save_file;
     int ctx, n_vocab, n_windows;
     const int32_t *tokens; /* n_windows * ctx tokens scored */
     int32_t *file_tokens;  /* owned when read from a base file */
 } logit_io;
 
 static dq_status open_base(const char *path, logit_io *io, const dq_config *c, dq_error *err) {
-    io->base = fopen(path, "rb");
-    if (!io->base) return dq_fail(err, DQ_ERR_IO, "%s: cannot open", path);
+    io->base = dq_fopen_input(path, err);
+    if (!io->base) return err ? err->code : DQ_ERR_IO;
     char magic[8];
     uint32_t ctx;
     int32_t nv, nch;
@@ -96,8 +98,9 @@ static dq_status open_base(const char *path, logit_io *io, const dq_config *c, d
 }
 
 static dq_status open_save(const char *path, logit_io *io, dq_error *err) {
-    io->save = fopen(path, "wb");
-    if (!io->save) return dq_fail(err, DQ_ERR_IO, "%s: cannot create", path);
+    dq_status st = dq_out_open(&io->save_file, path, err);
+    if (st) return st;
+    io->save = io->save_file.f;
     uint32_t ctx = (uint32_t)io->ctx;
     int32_t nv = io->n_vocab, nch = io->n_windows;
     if (fwrite("_logits_", 1, 8, io->save) != 8 || fwrite(&ctx, 4, 1, io->save) != 1 ||
@@ -219,8 +222,8 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
     if (!st && !o->kld_base) {
         size_t need = (llamacpp ? 2 : 1) * (size_t)io.ctx;
         if (n_tokens < need)
-            st = dq_fail(err, DQ_ERR_ARG, "the text has %zu tokens; a context of %d needs at least %zu",
-                         n_tokens, io.ctx, need);
+            st = dq_fail(err, DQ_ERR_ARG, "%s%sthe text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
+                         o->text_path ? o->text_path : "", o->text_path ? ": " : "", n_tokens, io.ctx, need);
         io.n_windows = (int)(n_tokens / (size_t)io.ctx);
     }
     if (!st && o->max_windows > 0 && io.n_windows > o->max_windows) io.n_windows = o->max_windows;
@@ -228,7 +231,8 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
     if (!st) st = run_windows(m, &io, bos, llamacpp, o, r, err);
     r->n_windows = io.n_windows;
     r->ctx = io.ctx;
-    if (io.save && fclose(io.save) != 0 && !st) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", o->save_logits);
+    if (io.save && st) dq_out_abort(&io.save_file);
+    else if (io.save) st = dq_out_commit(&io.save_file, err);
     if (io.base) fclose(io.base);
     free(io.file_tokens);
     return st;

@@ -12,6 +12,7 @@ typedef struct {
     bool quiet;
     const char *save_logits; /* write base log-probs here (implies llamacpp) */
     const char *kld_base;    /* compare with log-probs saved earlier (implies llamacpp) */
+    const char *text_path;   /* the text the tokens came from, for messages (NULL: "the text") */
 } dq_ppl_opts;
 
 typedef struct {

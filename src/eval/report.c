@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "util/error.h"
+#include "util/files.h"
 #include "util/lines.h"
 #include "util/mapped_file.h"
 
@@ -186,15 +187,21 @@ static size_t make_cells(dq_result_row *rows, size_t n, cell *cells) {
 /* ---- writing -------------------------------------------------------------------- */
 
 typedef struct {
-    const char *dir;
+    const char *dir, *source; /* source: the CSV read, never overwritten */
     char **scripts;
     size_t n_scripts;
     dq_error *err;
 } writer;
 
 static FILE *open_out(writer *w, const char *name) {
-    char path[2048];
-    snprintf(path, sizeof path, "%s/%s", w->dir, name);
+    char path[PATH_MAX];
+    if (strchr(name, '/')) { /* names come from the CSV's model column */
+        dq_fail(w->err, DQ_ERR_FORMAT, "%s: a model name makes the file name '%s', which is not a plain name", w->source, name);
+        return NULL;
+    }
+    if (dq_path_fmt(path, sizeof path, w->err, "%s/%s", w->dir, name) ||
+        dq_check_output(path, DQ_OUT_FILE, &w->source, 1, w->err))
+        return NULL;
     FILE *f = fopen(path, "w");
     if (!f) dq_fail(w->err, DQ_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     return f;
@@ -356,7 +363,7 @@ dq_status dq_report_write(const dq_results *r, const char *source, const char *d
     if (!r->n) return dq_fail(err, DQ_ERR_FORMAT, "%s: no usable rows", source);
     dq_result_row *rows = malloc(r->n * sizeof *rows);
     cell *cells = malloc(r->n * sizeof *cells);
-    writer w = {dir, calloc(4 * r->n + 8, sizeof(char *)), 0, err};
+    writer w = {dir, source, calloc(4 * r->n + 8, sizeof(char *)), 0, err};
     dq_status st = rows && cells && w.scripts ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "report: out of memory");
     size_t nc = 0;
     if (!st) {

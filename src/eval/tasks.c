@@ -15,8 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util/error.h"
+#include "util/files.h"
 #include "util/lines.h"
 #include "util/mapped_file.h"
 
@@ -282,17 +284,12 @@ static dq_status read_bz2(const char *path, char **data, size_t *size, dq_error 
 
 /* The task file itself, or its .bz2 beside it. */
 static dq_status read_task_file(const char *path, char **data, size_t *size, dq_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fclose(f);
-        return dq_read_file(path, MAX_TASK_FILE, data, size, err);
-    }
-    char bz[1100];
-    snprintf(bz, sizeof bz, "%s.bz2", path);
-    if ((f = fopen(bz, "rb"))) {
-        fclose(f);
-        return read_bz2(bz, data, size, err);
-    }
+    struct stat st; /* exists (of any kind: a FIFO is refused by the reader, not waited on) */
+    if (stat(path, &st) == 0) return dq_read_file(path, MAX_TASK_FILE, data, size, err);
+    char bz[PATH_MAX];
+    dq_status s = dq_path_fmt(bz, sizeof bz, err, "%s.bz2", path);
+    if (s) return s;
+    if (stat(bz, &st) == 0) return read_bz2(bz, data, size, err);
     return dq_fail(err, DQ_ERR_IO, "%s: cannot open the task file (nor %s.bz2); --data-dir names the folder holding llm-foundry-icl/ and hellaswag/", path, path);
 }
 

@@ -12,7 +12,9 @@
 
 #include "formats/safetensors.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/half.h"
+#include "util/tmpfiles.h"
 
 size_t dq_packed_words(size_t n, int bits) {
     size_t per = (size_t)(32 / bits);
@@ -153,8 +155,13 @@ static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_resu
 /* ---- JSON side files --------------------------------------------------------- */
 
 static dq_status write_json(const char *dir, const char *file, cJSON *root, dq_error *err) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
+    char path[PATH_MAX];
+    dq_status st = dq_path_fmt(path, sizeof path, err, "%s/%s", dir, file);
+    if (st) {
+        cJSON_Delete(root);
+        return st;
+    }
+    dq_tmp_register(path, false);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     FILE *f = text ? fopen(path, "w") : NULL;
@@ -234,10 +241,13 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
 /* ---- tokenizer files ------------------------------------------------------------ */
 
 static dq_status copy_file(const char *src, const char *dir, const char *name, dq_error *err) {
-    char dst[1200];
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
-    dq_status st = (in && out) ? DQ_OK : dq_fail(err, DQ_ERR_IO, "cannot copy %s to %s", src, dst);
+    char dst[PATH_MAX];
+    dq_status st = dq_path_fmt(dst, sizeof dst, err, "%s/%s", dir, name);
+    if (st) return st;
+    dq_tmp_register(dst, false);
+    FILE *in = dq_fopen_input(src, err), *out = in ? fopen(dst, "wb") : NULL;
+    if (!in) return err ? err->code : DQ_ERR_IO;
+    if (!out) st = dq_fail(err, DQ_ERR_IO, "cannot copy %s to %s", src, dst);
     char buf[1 << 16];
     for (size_t n; !st && (n = fread(buf, 1, sizeof buf, in)) > 0;)
         if (fwrite(buf, 1, n, out) != n) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", dst);
@@ -255,14 +265,14 @@ static bool ends_with(const char *s, const char *suffix) {
  * (tokenizer.bin and/or .model) gets a LlamaTokenizer config so that
  * transformers loads it too. */
 static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err) {
-    char src_dir[512], path[1200];
+    char src_dir[PATH_MAX], path[PATH_MAX];
     dq_path_dir(src_dir, sizeof src_dir, tok);
     if (ends_with(tok, ".json")) {
         static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                             "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model"};
         for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            snprintf(path, sizeof path, "%s/%s", src_dir, files[i]);
-            dq_status st = dq_file_exists(path) ? copy_file(path, dir, files[i], err) : DQ_OK;
+            dq_status st = dq_path_fmt(path, sizeof path, err, "%s/%s", src_dir, files[i]);
+            if (!st && dq_file_exists(path)) st = copy_file(path, dir, files[i], err);
             if (st) return st;
         }
         return DQ_OK;
@@ -271,7 +281,7 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err)
     size_t n = strlen(tok);
     if (ends_with(tok, ".bin")) {
         st = copy_file(tok, dir, "tokenizer.bin", err);
-        snprintf(path, sizeof path, "%.*s.model", (int)(n - 4), tok);
+        if (!st) st = dq_path_fmt(path, sizeof path, err, "%.*s.model", (int)(n - 4), tok);
         if (!st && dq_file_exists(path)) st = copy_file(path, dir, "tokenizer.model", err);
     } else if (ends_with(tok, ".model")) {
         st = copy_file(tok, dir, "tokenizer.model", err);
@@ -290,37 +300,31 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err)
 /* ---- atomic folder replacement ------------------------------------------------------ */
 
 static void remove_flat_dir(const char *dir) {
+    struct stat st;
+    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) { /* a replaced link: not what it pointed to */
+        unlink(dir);
+        return;
+    }
     DIR *d = opendir(dir);
     if (d) {
-        char path[1200];
+        char path[PATH_MAX];
         for (struct dirent *e; (e = readdir(d));) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
+            if (dq_path_fmt(path, sizeof path, NULL, "%s/%s", dir, e->d_name) == DQ_OK) unlink(path);
         }
         closedir(d);
     }
     rmdir(dir);
 }
 
+/* OUT always names a complete checkpoint: an existing one is exchanged with
+ * the new folder in one step (dq_replace_dir), then removed. */
 static dq_status publish(const char *tmp, const char *out, dq_error *err) {
-    char marker[1200], old[1100];
-    if (dq_is_dir(out)) {
-        snprintf(marker, sizeof marker, "%s/dashq_config.json", out);
-        if (!dq_file_exists(marker))
-            return dq_fail(err, DQ_ERR_IO, "%s exists and is not a dashq checkpoint; refusing to replace it", out);
-        snprintf(old, sizeof old, "%s.old-%ld", out, (long)getpid());
-        if (rename(out, old) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot move aside: %s", out, strerror(errno));
-        if (rename(tmp, out) != 0) {
-            rename(old, out);
-            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
-        }
-        remove_flat_dir(old);
-        return DQ_OK;
-    }
-    if (dq_file_exists(out)) return dq_fail(err, DQ_ERR_IO, "%s exists and is a file", out);
-    if (rename(tmp, out) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
-    return DQ_OK;
+    char old[PATH_MAX];
+    dq_status st = dq_check_output(out, DQ_OUT_PACKED_DIR, NULL, 0, err);
+    if (!st) st = dq_replace_dir(tmp, out, old, sizeof old, err);
+    if (!st && old[0]) remove_flat_dir(old);
+    return st;
 }
 
 dq_status dq_packed_check(const dq_model *m, dq_error *err) {
@@ -332,23 +336,34 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
     return DQ_OK;
 }
 
-dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
+dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err) {
     dq_status st0 = dq_packed_check(m, err);
     if (st0) return st0;
-    char tmp[1100], path[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out_dir, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    char tmp[PATH_MAX], path[PATH_MAX];
+    char out_dir[PATH_MAX]; /* without trailing slashes: "out/" + ".tmp-PID" would be inside it */
+    dq_status st = dq_path_fmt(out_dir, sizeof out_dir, err, "%s", out_arg);
+    for (size_t n = strlen(out_dir); !st && n > 1 && out_dir[n - 1] == '/'; n--) out_dir[n - 1] = 0;
+    if (!st) st = dq_check_output(out_dir, DQ_OUT_PACKED_DIR, NULL, 0, err);
+    if (!st) st = dq_path_fmt(tmp, sizeof tmp, err, "%s.tmp-%ld", out_dir, (long)getpid());
+    if (!st) st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp);
+    if (st) return st;
+    dq_tmp_register(tmp, true); /* removed with its files on SIGINT/SIGTERM */
+    if (mkdir(tmp, 0755) != 0) {
+        dq_tmp_unregister_under(tmp);
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    }
     tensor_list l = {0};
     build_tensors(&l, m, r);
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
-    dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
-                         : dq_st_write(path, l.t, l.n, err);
+    dq_tmp_register(path, false);
+    st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
+               : dq_st_write(path, l.t, l.n, err);
     if (!st) st = write_json(tmp, "config.json", model_config(m), err);
     if (!st) st = write_json(tmp, "dashq_config.json", quant_config(m, r, info), err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, err);
     if (!st) st = publish(tmp, out_dir, err);
     if (st) remove_flat_dir(tmp);
+    dq_tmp_unregister_under(tmp);
     for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
     free(l.owned);
     free(l.t);

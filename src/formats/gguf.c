@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/files.h"
 
 #define GGUF_MAX_DIMS 4
 
@@ -484,17 +485,12 @@ static bool write_body(dq_gguf_writer *w, FILE *f) {
 
 dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err) {
     if (w->oom) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory building the GGUF file", path);
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return dq_fail(err, DQ_ERR_IO, "%s: cannot create", tmp);
-    bool ok = write_body(w, f);
-    ok = (fflush(f) == 0) && ok;
-    ok = (fsync(fileno(f)) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
+    dq_out_file out;
+    dq_status st = dq_out_open(&out, path, err);
+    if (st) return st;
+    if (!write_body(w, out.f)) {
+        dq_out_abort(&out);
         return dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
     }
-    return DQ_OK;
+    return dq_out_commit(&out, err);
 }

@@ -4,12 +4,13 @@
 
 #include "model/model.h"
 #include "util/error.h"
+#include "util/files.h"
 
 dq_status dq_model_load(const char *path, dq_model **out, dq_error *err) {
     *out = NULL;
     if (dq_is_dir(path)) return dq_load_hf(path, out, err);
-    FILE *f = fopen(path, "rb");
-    if (!f) return dq_fail(err, DQ_ERR_IO, "%s: cannot open", path);
+    FILE *f = dq_fopen_input(path, err); /* a FIFO or device is refused, never blocks */
+    if (!f) return err ? err->code : DQ_ERR_IO;
     uint8_t head[9] = {0};
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);

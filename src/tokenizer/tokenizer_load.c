@@ -6,6 +6,7 @@
 
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/mapped_file.h"
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -14,7 +15,7 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 static bool is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = dq_fopen_input(path, NULL); /* not a regular file: the loader below says so */
     char magic[4] = {0};
     bool yes = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
     if (f) fclose(f);

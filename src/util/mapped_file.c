@@ -11,16 +11,17 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/files.h"
 
 dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err) {
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd = dq_open_input(path, err);
+    if (fd < 0) return err ? err->code : DQ_ERR_IO;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         close(fd);
-        return dq_fail(err, DQ_ERR_IO, "%s: not a regular file", path);
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     }
     if (st.st_size == 0) {
         close(fd);
@@ -43,12 +44,12 @@ void dq_unmap_file(dq_mapped_file *f) {
 dq_status dq_read_file(const char *path, size_t max_size, char **data, size_t *size,
                        dq_error *err) {
     *data = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    FILE *fp = dq_fopen_input(path, err);
+    if (!fp) return err ? err->code : DQ_ERR_IO;
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fileno(fp), &st) != 0) {
         fclose(fp);
-        return dq_fail(err, DQ_ERR_IO, "%s: not a regular file", path);
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     }
     if ((uint64_t)st.st_size > max_size) {
         fclose(fp);
@@ -69,6 +70,21 @@ dq_status dq_read_file(const char *path, size_t max_size, char **data, size_t *s
     }
     buf[n] = '\0';
     *data = buf;
+    if (size) *size = n;
+    return DQ_OK;
+}
+
+dq_status dq_read_text(const char *path, size_t max_size, char **data, size_t *size, dq_error *err) {
+    size_t n = 0;
+    dq_status st = dq_read_file(path, max_size, data, &n, err);
+    if (st) return st;
+    const char *nul = memchr(*data, 0, n);
+    if (nul) {
+        st = dq_fail(err, DQ_ERR_FORMAT, "%s: NUL byte at offset %zu: not a text file", path, (size_t)(nul - *data));
+        free(*data);
+        *data = NULL;
+        return st;
+    }
     if (size) *size = n;
     return DQ_OK;
 }
