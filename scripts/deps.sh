@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what dashq's build and tests need, only what is missing: Debian
-# packages, and node-llama-cpp (llama.cpp's prebuilt CPU binaries, from the
+# packages (pip among them, for scripts/models.sh), and node-llama-cpp (llama.cpp's prebuilt CPU binaries, from the
 # npm registry, pinned by tests/llamacpp/package-lock.json) for the test that
 # runs our GGUF files in llama.cpp.
 set -euo pipefail
@@ -15,6 +15,7 @@ want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 for p in "${pkgs[@]}"; do want "$p"; done
 command -v node >/dev/null || want nodejs # a Node.js from elsewhere brings its own npm
 command -v npm >/dev/null || want npm
+command -v pip >/dev/null || command -v pip3 >/dev/null || want python3-pip # scripts/models.sh fetches models with it
 rt=$(clang_rt || true)
 [ -n "$rt" ] && want "$rt"
 if [ ${#missing[@]} -gt 0 ]; then
