@@ -12,7 +12,8 @@
 # MODEL is a name from bench/models.sh (default gut6l). NSAMPLES (default
 # 128) windows of CTX (default 256) tokens calibrate both us and
 # llama-imatrix; evaluation uses CTX-token windows too, the first CHUNKS of
-# them (default: all). Rows go to results/gguf_vs_llamacpp.csv (OUT=...); a
+# them (default: all; LLAMA_CHUNKS for llama-perplexity's own check, whose
+# ppl_gap_pct is then against our perplexity on more windows). Rows go to results/gguf_vs_llamacpp.csv (OUT=...); a
 # finished cell is not rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +25,10 @@ TYPES=${*:-Q2_K Q3_K_S Q3_K_M Q4_0 Q4_1 Q4_K_M}
 NS=${NSAMPLES:-128}
 CTX=${CTX:-256}
 CHUNKS=${CHUNKS:-}
+LLAMA_CHUNKS=${LLAMA_CHUNKS:-$CHUNKS} # llama-perplexity's check may use fewer windows
 ev_chunks=() ll_chunks=()
-[ -n "$CHUNKS" ] && ev_chunks=(--chunks "$CHUNKS") && ll_chunks=(--chunks "$CHUNKS")
+[ -n "$CHUNKS" ] && ev_chunks=(--chunks "$CHUNKS")
+[ -n "$LLAMA_CHUNKS" ] && ll_chunks=(--chunks "$LLAMA_CHUNKS")
 OUT=${OUT:-results/gguf_vs_llamacpp.csv}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
