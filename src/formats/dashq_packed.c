@@ -2,17 +2,15 @@
 #include "formats/dashq_packed.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "export/hf_export.h"
 #include "formats/safetensors.h"
 #include "util/error.h"
 #include "util/half.h"
+#include "util/out_dir.h"
 
 size_t dq_packed_words(size_t n, int bits) {
     size_t per = (size_t)(32 / bits);
@@ -152,55 +150,8 @@ static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_resu
 
 /* ---- JSON side files --------------------------------------------------------- */
 
-static dq_status write_json(const char *dir, const char *file, cJSON *root, dq_error *err) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    FILE *f = text ? fopen(path, "w") : NULL;
-    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = false;
-    free(text);
-    return ok ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
-}
-
 static const char *dtype_torch(dq_dtype t) {
     return t == DQ_DTYPE_F16 ? "float16" : t == DQ_DTYPE_BF16 ? "bfloat16" : "float32";
-}
-
-static cJSON *model_config(const dq_model *m) {
-    const dq_config *c = &m->cfg;
-    cJSON *o = cJSON_CreateObject(), *arch = cJSON_AddArrayToObject(o, "architectures");
-    const char *cls = !strcmp(c->arch, "qwen2") ? "Qwen2ForCausalLM"
-                      : !strcmp(c->arch, "mistral") ? "MistralForCausalLM" : "LlamaForCausalLM";
-    cJSON_AddItemToArray(arch, cJSON_CreateString(cls));
-    cJSON_AddStringToObject(o, "model_type", c->arch);
-    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
-    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    cJSON_AddNumberToObject(o, "max_position_embeddings", c->seq_len);
-    cJSON_AddNumberToObject(o, "rms_norm_eps", c->norm_eps);
-    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
-    if (c->rope_scaling != DQ_ROPE_SCALING_NONE) {
-        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
-        cJSON_AddStringToObject(rs, "rope_type", c->rope_scaling == DQ_ROPE_SCALING_LLAMA3 ? "llama3" : "linear");
-        cJSON_AddNumberToObject(rs, "factor", c->rope_factor);
-        if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3) {
-            cJSON_AddNumberToObject(rs, "low_freq_factor", c->rope_low_freq_factor);
-            cJSON_AddNumberToObject(rs, "high_freq_factor", c->rope_high_freq_factor);
-            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
-        }
-    }
-    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
-    cJSON_AddStringToObject(o, "hidden_act", "silu");
-    if (c->bos_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
-    if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
-    cJSON_AddStringToObject(o, "torch_dtype", dtype_torch(m->dtype));
-    return o;
 }
 
 static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq_packed_info *info) {
@@ -284,43 +235,7 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err)
     cJSON_AddStringToObject(cfg, "bos_token", "<s>");
     cJSON_AddStringToObject(cfg, "eos_token", "</s>");
     cJSON_AddStringToObject(cfg, "unk_token", "<unk>");
-    return write_json(dir, "tokenizer_config.json", cfg, err);
-}
-
-/* ---- atomic folder replacement ------------------------------------------------------ */
-
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        char path[1200];
-        for (struct dirent *e; (e = readdir(d));) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static dq_status publish(const char *tmp, const char *out, dq_error *err) {
-    char marker[1200], old[1100];
-    if (dq_is_dir(out)) {
-        snprintf(marker, sizeof marker, "%s/dashq_config.json", out);
-        if (!dq_file_exists(marker))
-            return dq_fail(err, DQ_ERR_IO, "%s exists and is not a dashq checkpoint; refusing to replace it", out);
-        snprintf(old, sizeof old, "%s.old-%ld", out, (long)getpid());
-        if (rename(out, old) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot move aside: %s", out, strerror(errno));
-        if (rename(tmp, out) != 0) {
-            rename(old, out);
-            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
-        }
-        remove_flat_dir(old);
-        return DQ_OK;
-    }
-    if (dq_file_exists(out)) return dq_fail(err, DQ_ERR_IO, "%s exists and is a file", out);
-    if (rename(tmp, out) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
-    return DQ_OK;
+    return dq_write_json(dir, "tokenizer_config.json", cfg, false, err);
 }
 
 dq_status dq_packed_check(const dq_model *m, dq_error *err) {
@@ -337,18 +252,17 @@ dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant
     dq_status st0 = dq_packed_check(m, err);
     if (st0) return st0;
     char tmp[1100], path[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out_dir, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    if ((st0 = dq_dir_begin(out_dir, tmp, sizeof tmp, err))) return st0;
     tensor_list l = {0};
     build_tensors(&l, m, r);
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
                          : dq_st_write(path, l.t, l.n, err);
-    if (!st) st = write_json(tmp, "config.json", model_config(m), err);
-    if (!st) st = write_json(tmp, "dashq_config.json", quant_config(m, r, info), err);
+    if (!st) st = dq_write_json(tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
+    if (!st) st = dq_write_json(tmp, "dashq_config.json", quant_config(m, r, info), false, err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, err);
-    if (!st) st = publish(tmp, out_dir, err);
-    if (st) remove_flat_dir(tmp);
+    if (!st) st = dq_dir_publish(tmp, out_dir, err);
+    if (st) dq_dir_remove_flat(tmp);
     for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
     free(l.owned);
     free(l.t);

@@ -1,0 +1,22 @@
+/* Output folders written atomically: build everything in OUT.tmp-PID, then
+ * rename it over OUT. Used by the DASH-Q packed checkpoint and the Hugging
+ * Face export. */
+#ifndef DQ_OUT_DIR_H
+#define DQ_OUT_DIR_H
+#include <cjson/cJSON.h>
+
+#include "dashq.h"
+
+/* Creates OUT.tmp-PID (written into tmp, cap bytes). */
+dq_status dq_dir_begin(const char *out, char *tmp, size_t cap, dq_error *err);
+/* Whether dir is a folder dashq wrote: a packed checkpoint (dashq_config.json)
+ * or an export whose config.json carries "dashq_version". */
+bool dq_dir_is_dashq(const char *dir);
+/* Renames tmp to out. An existing out is replaced only if dashq wrote it
+ * (moved aside, then removed once tmp is in place); anything else is refused. */
+dq_status dq_dir_publish(const char *tmp, const char *out, dq_error *err);
+/* Removes a folder holding only plain files (a failed or replaced output). */
+void dq_dir_remove_flat(const char *dir);
+/* Writes root as dir/file (pretty-printed unless compact) and deletes root. */
+dq_status dq_write_json(const char *dir, const char *file, cJSON *root, bool compact, dq_error *err);
+#endif
