@@ -134,6 +134,19 @@ static bool merges_from_scores(merge_list *m) {
     return ok;
 }
 
+/* A merge whose result is not a piece never fires (our BPE needs the merged
+ * id) and HF tokenizers refuses to load it: GPT-2's list has one ("ĠCla ude"). */
+static bool merged_in_vocab(const dq_tokenizer *t, int32_t a, int32_t b) {
+    size_t na = t->piece_len[a], nb = t->piece_len[b];
+    char *buf = malloc(na + nb + 1);
+    if (!buf) return true;
+    memcpy(buf, t->pieces[a], na);
+    memcpy(buf + na, t->pieces[b], nb);
+    bool yes = dq_str_map_get(&t->lookup, buf, na + nb) >= 0;
+    free(buf);
+    return yes;
+}
+
 static cJSON *merges_json(const dq_tokenizer *t, char **hf, dq_error *err) {
     merge_list m = {.t = t};
     bool ok;
@@ -145,7 +158,7 @@ static cJSON *merges_json(const dq_tokenizer *t, char **hf, dq_error *err) {
     }
     cJSON *a = ok ? cJSON_CreateArray() : NULL;
     for (size_t r = 0; a && r < m.n; r++) {
-        if (m.pairs[2 * r] < 0) continue;
+        if (m.pairs[2 * r] < 0 || !merged_in_vocab(t, m.pairs[2 * r], m.pairs[2 * r + 1])) continue;
         cJSON *pair = cJSON_CreateArray(); /* ["a", "b"]: pieces may hold spaces */
         cJSON_AddItemToArray(pair, cJSON_CreateString(hf[m.pairs[2 * r]]));
         cJSON_AddItemToArray(pair, cJSON_CreateString(hf[m.pairs[2 * r + 1]]));
@@ -203,23 +216,27 @@ static cJSON *sequence(const char *key, cJSON *items) {
     return s;
 }
 
-/* Sentencepiece-style: a dummy prefix on every segment between added tokens
- * is the old Llama normalizer (Prepend + Replace); on the first segment only
- * it is Metaspace's prepend_scheme "first" (what sentencepiece does). */
+/* Sentencepiece-style: the dummy prefix as Llama's published tokenizer.json
+ * writes it, Prepend("▁") + Replace(" ", "▁"). HF's Metaspace would say
+ * "first segment only" (our FIRST) but drops the prefix when the text starts
+ * with a space, which sentencepiece and we do not; Prepend keeps it, at the
+ * price of also prefixing text that follows an added token in the middle
+ * (what llama.cpp does after special tokens too). */
 static cJSON *normalizer(const dq_tokenizer *t) {
     if (t->byte_level) return t->nfc ? typed("NFC") : cJSON_CreateNull();
     cJSON *seq = cJSON_CreateArray();
     if (t->nfc) cJSON_AddItemToArray(seq, typed("NFC"));
     if (t->collapse_ws) { /* sentencepiece remove_extra_whitespaces: spaces only, not tabs or newlines */
+        cJSON_AddItemToArray(seq, replace(METASPACE, " ")); /* a literal "▁" is a space to sentencepiece */
         cJSON_AddItemToArray(seq, replace_regex(DQ_HF_STRIP_SPACES, ""));
         cJSON_AddItemToArray(seq, replace_regex(DQ_HF_COLLAPSE_SPACES, " "));
     }
-    if (t->prepend == DQ_PREPEND_ALWAYS) {
+    if (t->prepend != DQ_PREPEND_NONE) {
         cJSON *p = typed("Prepend");
         cJSON_AddStringToObject(p, "prepend", METASPACE);
         cJSON_AddItemToArray(seq, p);
     }
-    if (t->prepend != DQ_PREPEND_FIRST) cJSON_AddItemToArray(seq, replace(" ", METASPACE));
+    cJSON_AddItemToArray(seq, replace(" ", METASPACE));
     if (cJSON_GetArraySize(seq) == 0) {
         cJSON_Delete(seq);
         return cJSON_CreateNull();
@@ -255,13 +272,6 @@ static cJSON *split(const char *src) {
  * sequence ends in ByteLevel(use_regex=false), as Llama-3 and Qwen2 do. */
 static cJSON *pre_tokenizer(const dq_tokenizer *t) {
     cJSON *seq = cJSON_CreateArray();
-    if (!t->byte_level && t->prepend == DQ_PREPEND_FIRST) {
-        cJSON *m = typed("Metaspace");
-        cJSON_AddStringToObject(m, "replacement", METASPACE);
-        cJSON_AddStringToObject(m, "prepend_scheme", "first");
-        cJSON_AddBoolToObject(m, "split", false);
-        cJSON_AddItemToArray(seq, m);
-    }
     int n = t->n_split;
     bool gpt2_last = t->byte_level && n > 0 && !strcmp(t->split_src[n - 1], DQ_REGEX_GPT2);
     for (int k = 0; k < n - (gpt2_last ? 1 : 0); k++) cJSON_AddItemToArray(seq, split(t->split_src[k]));

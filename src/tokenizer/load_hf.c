@@ -142,6 +142,8 @@ static dq_status apply_normalizer(dq_tokenizer *t, const cJSON *n, dq_error *err
             t->space = "\xe2\x96\x81";
             return DQ_OK;
         }
+        if (from && to && !strcmp(from, "\xe2\x96\x81") && !strcmp(to, " "))
+            return DQ_OK; /* spm_normalize always reads a literal "▁" as a space */
         /* sentencepiece's whitespace collapsing, as our HF export writes it */
         const char *re = json_str(pat, "Regex");
         if (re && to && ((!strcmp(re, DQ_HF_STRIP_SPACES) && !*to) || (!strcmp(re, DQ_HF_COLLAPSE_SPACES) && !strcmp(to, " ")))) {

@@ -89,7 +89,7 @@ extern const char *const DQ_REGEX_DIGIT; /* HF Digits(individual_digits=true) */
 /* sentencepiece's remove_extra_whitespaces as tokenizer.json Replace regexes
  * (written by the HF export, recognised by the HF loader): strip the ends,
  * collapse inner runs of spaces. */
-#define DQ_HF_STRIP_SPACES "^ +| +$"
+#define DQ_HF_STRIP_SPACES "(?<![\\s\\S]) +| +(?![\\s\\S])" /* ^ and $ would match at every line in HF's Oniguruma */
 #define DQ_HF_COLLAPSE_SPACES " {2,}"
 
 /* The ranked merges (DQ_MERGE_BY_RANK) as (left, right) id pairs in rank

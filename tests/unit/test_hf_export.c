@@ -16,6 +16,9 @@
 #include "formats/safetensors.h"
 #include "model/model.h"
 #include "testutil.h"
+#include "util/out_dir.h"
+
+static cJSON *read_json(const char *dir, const char *file);
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -98,15 +101,15 @@ static int text_tokens(const dq_tokenizer *t, int32_t *toks, int cap) {
 
 /* Exports src (model at path, its own tokenizer) to OUT in type, reads the
  * folder back and checks config, logits (gap ≤ tol × logit range) and ids. */
-static void roundtrip(const char *path, const char *out_name, dq_dtype type, double tol) {
+static void roundtrip_tok(const char *path, const char *out_name, dq_dtype type, double tol, bool with_tok) {
     dq_model *m = tu_model(path);
-    dq_tokenizer *t = tokenizer_of(path, m);
+    dq_tokenizer *t = with_tok ? tokenizer_of(path, m) : NULL;
     const char *out = tu_tmp(out_name);
     dq_hf_export_opts o = {.type = type};
     dq_error err = {0};
     if (dq_export_hf(out, m, t, &o, &err)) fail_msg("%s: %s", path, err.msg);
     dq_model *h = tu_model(out);
-    dq_tokenizer *th = tokenizer_of(out, h);
+    dq_tokenizer *th = with_tok ? tokenizer_of(out, h) : NULL;
     const dq_config *a = dq_model_config(m), *b = dq_model_config(h);
     assert_int_equal(a->dim, b->dim);
     assert_int_equal(a->n_layers, b->n_layers);
@@ -115,11 +118,20 @@ static void roundtrip(const char *path, const char *out_name, dq_dtype type, dou
     assert_int_equal(a->tied_embeddings, b->tied_embeddings);
     assert_true(a->norm_eps == b->norm_eps && a->rope_theta == b->rope_theta);
     int32_t toks[64];
-    int n = text_tokens(t, toks, 64);
+    int n = 64;
+    if (t) n = text_tokens(t, toks, 64);
+    for (int i = 0; !t && i < n; i++) toks[i] = (int32_t)((i * 37 + 1) % a->vocab_size);
     double range, gap = logits_gap(m, h, toks, n, &range);
     fprintf(stderr, "  %s -> hf %s: max |logit diff| %.3g (logit range %.3g), %d tokens\n", path,
             type == DQ_DTYPE_F32 ? "F32" : "BF16", gap, range, n);
     if (gap > tol * range) fail_msg("%s: logits differ by %g (range %g)", path, gap, range);
+    assert_int_equal(a->qkv_bias, b->qkv_bias);
+    assert_int_equal(a->rope_scaling, b->rope_scaling);
+    assert_true(a->rope_factor == b->rope_factor && a->rope_orig_ctx == b->rope_orig_ctx);
+    if (!t) {
+        dq_model_free(h), dq_model_free(m);
+        return;
+    }
     assert_int_equal(dq_tokenizer_bos(t), dq_tokenizer_bos(th));
     assert_int_equal(dq_tokenizer_eos(t), dq_tokenizer_eos(th));
     assert_int_equal(dq_tokenizer_adds_bos(t), dq_tokenizer_adds_bos(th));
@@ -127,6 +139,10 @@ static void roundtrip(const char *path, const char *out_name, dq_dtype type, dou
     if (bad) fail_msg("%s: %zu strings tokenize differently after export", path, bad);
     dq_tokenizer_free(th), dq_tokenizer_free(t);
     dq_model_free(h), dq_model_free(m);
+}
+
+static void roundtrip(const char *path, const char *out_name, dq_dtype type, double tol) {
+    roundtrip_tok(path, out_name, type, tol, true);
 }
 
 /* ---- round trips ------------------------------------------------------------------ */
@@ -151,6 +167,29 @@ static void test_hf(void **st) {
     roundtrip(tu_shared("models/gut6l-hf"), "gut6l-hf-bf16", DQ_DTYPE_BF16, 0); /* its weights are bf16 already */
 }
 
+/* Random-weight folders (tests/tools/make_tiny_hf.py, no tokenizer): Qwen2
+ * with q/k/v biases and an untied F16 head; Llama-3 RoPE scaling, 2 shards. */
+static void test_tiny_hf(void **st) {
+    (void)st;
+    roundtrip_tok(tu_fixture("qwen2-tiny"), "qwen2-f32", DQ_DTYPE_F32, 0, false);
+    roundtrip_tok(tu_fixture("llama3-tiny"), "llama3-f32", DQ_DTYPE_F32, 0, false);
+    cJSON *cfg = read_json(tu_tmp("qwen2-f32"), "config.json");
+    assert_string_equal(cJSON_GetObjectItem(cfg, "model_type")->valuestring, "qwen2");
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(cfg, "tie_word_embeddings")));
+    cJSON_Delete(cfg);
+}
+
+/* A DASH-Q packed checkpoint (dequantized on load) becomes a plain folder. */
+static void test_packed(void **st) {
+    (void)st;
+    const char *src = tu_shared("models/stories260K/stories260K.bin"), *packed = tu_tmp("packed");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method rtn --bits 4 --group 32 --calib %s --nsamples 2 --seqlen 32 "
+             "--quiet -o %s > /dev/null 2>&1", DQ_CLI, src, tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), packed);
+    assert_int_equal(tu_run(cmd, NULL), 0);
+    roundtrip(packed, "packed-f32", DQ_DTYPE_F32, 0);
+}
+
 /* A GGUF file dashq wrote (llama.cpp's interleaved q/k rows, tokenizer.ggml.*). */
 static void test_gguf(void **st) {
     (void)st;
@@ -171,6 +210,45 @@ static void test_smollm2(void **st) {
     if (!path) skip();
     roundtrip(path, "smollm2-f32", DQ_DTYPE_F32, PERMUTED_F32);
     roundtrip(path, "smollm2-bf16", DQ_DTYPE_BF16, 5e-2);
+}
+
+/* Tokenizers alone (no model of their vocabulary here): GPT-2, Qwen2 (NFC,
+ * its regex as a Split + ByteLevel), Mistral and Llama 2 (sentencepiece by
+ * rank / by score, byte fallback), gut6l-hf. Byte-level and HF sources keep
+ * their added tokens, so ids match with special tokens parsed too. */
+static void test_tokenizers(void **st) {
+    (void)st;
+    static const struct {
+        const char *path;
+        bool parse_special;
+    } cases[] = {
+        {"models/tokenizers/gpt2/tokenizer.json", true},
+        {"models/tokenizers/qwen2-1.5b-instruct/vocab.json", true},
+        {"models/tokenizers/mistral-7b-instruct-v0.3/tokenizer.json", false},
+        {"models/tokenizers/mistral-7b-instruct-v0.3/tokenizer.model", false},
+        {"models/llama2c-tokenizer32k/tokenizer.bin", false},
+        {"models/gut6l-hf/tokenizer.json", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        dq_tokenizer *t = tu_tokenizer(tu_shared(cases[i].path));
+        char name[32];
+        snprintf(name, sizeof name, "tok%zu", i);
+        const char *dir = tu_tmp(name);
+        mkdir(dir, 0755);
+        cJSON *j;
+        dq_error err = {0};
+        if (dq_hf_tokenizer_json(t, &j, &err) || dq_write_json(dir, "tokenizer.json", j, true, &err) ||
+            dq_write_json(dir, "tokenizer_config.json", dq_hf_tokenizer_config(t, 4096), false, &err))
+            fail_msg("%s: %s", cases[i].path, err.msg);
+        dq_tokenizer *back = tu_tokenizer(dir);
+        assert_int_equal(dq_tokenizer_vocab_size(t), dq_tokenizer_vocab_size(back));
+        assert_int_equal(dq_tokenizer_bos(t), dq_tokenizer_bos(back));
+        assert_int_equal(dq_tokenizer_eos(t), dq_tokenizer_eos(back));
+        assert_int_equal(dq_tokenizer_adds_bos(t), dq_tokenizer_adds_bos(back));
+        size_t bad = token_mismatches(t, back, false) + (cases[i].parse_special ? token_mismatches(t, back, true) : 0);
+        if (bad) fail_msg("%s: %zu strings tokenize differently after export", cases[i].path, bad);
+        dq_tokenizer_free(back), dq_tokenizer_free(t);
+    }
 }
 
 /* ---- what the folder holds ------------------------------------------------------------ */
@@ -322,6 +400,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama2c),         cmocka_unit_test(test_hf),
         cmocka_unit_test(test_gguf),            cmocka_unit_test(test_smollm2),
+        cmocka_unit_test(test_tiny_hf),         cmocka_unit_test(test_packed),
+        cmocka_unit_test(test_tokenizers),
         cmocka_unit_test(test_layout),          cmocka_unit_test(test_overwrite_rules),
         cmocka_unit_test(test_smollm2_references),
     };
