@@ -50,12 +50,13 @@ static cJSON *added_entry(int id, const char *content, bool special) {
     cJSON_AddBoolToObject(e, "single_word", false);
     cJSON_AddBoolToObject(e, "lstrip", false);
     cJSON_AddBoolToObject(e, "rstrip", false);
-    cJSON_AddBoolToObject(e, "normalized", !special);
+    cJSON_AddBoolToObject(e, "normalized", false); /* we match them in the raw text */
     cJSON_AddBoolToObject(e, "special", special);
     return e;
 }
 
-/* added_tokens in id order: what our encoder matches in the text first. */
+/* added_tokens, in id order: split out of the text before anything else
+ * (longest match first, in our encoder and in HF's). */
 static cJSON *added_tokens(const dq_tokenizer *t, char **hf) {
     cJSON *a = cJSON_CreateArray();
     for (int id = 0; id < t->n_vocab; id++) {
@@ -88,12 +89,15 @@ static bool push_merge(merge_list *m, int32_t a, int32_t b) {
     return true;
 }
 
-static const dq_tokenizer *g_sort_tok; /* qsort has no context argument in C17 */
+typedef struct {
+    float score;
+    int id;
+} scored_piece;
 
 static int by_score_desc(const void *x, const void *y) {
-    int a = *(const int *)x, b = *(const int *)y;
-    float sa = g_sort_tok->scores[a], sb = g_sort_tok->scores[b];
-    return sa > sb ? -1 : sa < sb ? 1 : (a > b) - (a < b);
+    const scored_piece *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
 }
 
 static int by_pair_ids(const void *x, const void *y) {
@@ -122,15 +126,16 @@ static bool splits_of(merge_list *m, int id) {
  * rank by id where sentencepiece would take the leftmost pair. */
 static bool merges_from_scores(merge_list *m) {
     const dq_tokenizer *t = m->t;
-    int *ids = malloc((size_t)t->n_vocab * sizeof *ids), n = 0;
-    if (!ids) return false;
+    scored_piece *p = malloc((size_t)t->n_vocab * sizeof *p);
+    int n = 0;
+    if (!p) return false;
     for (int i = 0; i < t->n_vocab; i++)
-        if ((t->types[i] == DQ_PIECE_NORMAL || t->types[i] == DQ_PIECE_USER) && t->piece_len[i] > 1) ids[n++] = i;
-    g_sort_tok = t;
-    qsort(ids, (size_t)n, sizeof *ids, by_score_desc);
+        if ((t->types[i] == DQ_PIECE_NORMAL || t->types[i] == DQ_PIECE_USER) && t->piece_len[i] > 1)
+            p[n++] = (scored_piece){t->scores[i], i};
+    qsort(p, (size_t)n, sizeof *p, by_score_desc);
     bool ok = true;
-    for (int i = 0; i < n && ok; i++) ok = splits_of(m, ids[i]);
-    free(ids);
+    for (int i = 0; i < n && ok; i++) ok = splits_of(m, p[i].id);
+    free(p);
     return ok;
 }
 

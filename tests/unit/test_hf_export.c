@@ -54,13 +54,13 @@ static size_t token_mismatches(const dq_tokenizer *a, const dq_tokenizer *b, boo
     char **s = read_strings(&n);
     assert_true(n >= 300);
     for (size_t i = 0; i < n; i++) {
-        int32_t *x, *y;
-        size_t nx, ny;
+        int32_t *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
         dq_error err = {0};
         if (dq_tokenize(a, s[i], strlen(s[i]), true, parse_special, &x, &nx, &err) ||
             dq_tokenize(b, s[i], strlen(s[i]), true, parse_special, &y, &ny, &err))
             fail_msg("%s", err.msg);
-        if (nx != ny || memcmp(x, y, nx * sizeof *x)) {
+        if (nx != ny || (nx && memcmp(x, y, nx * sizeof *x))) {
             if (bad < 5) fprintf(stderr, "  ids differ on line %zu: %.60s\n", i + 1, s[i]);
             bad++;
         }
@@ -209,7 +209,7 @@ static void test_smollm2(void **st) {
     const char *path = tu_real_model(TU_SMOLLM2);
     if (!path) skip();
     roundtrip(path, "smollm2-f32", DQ_DTYPE_F32, PERMUTED_F32);
-    roundtrip(path, "smollm2-bf16", DQ_DTYPE_BF16, 5e-2);
+    roundtrip(path, "smollm2-bf16", DQ_DTYPE_BF16, 2e-2); /* measured 4.8e-3 of the range; gut6l 5.4e-3 */
 }
 
 /* Tokenizers alone (no model of their vocabulary here): GPT-2, Qwen2 (NFC,
