@@ -12,7 +12,16 @@
 #include "util/error.h"
 #include "util/mapped_file.h"
 
+static dq_status check_replaceable(const char *out, dq_error *err) {
+    if (dq_is_dir(out) && !dq_dir_is_dashq(out))
+        return dq_fail(err, DQ_ERR_IO, "%s exists and is not a folder dashq wrote; refusing to replace it", out);
+    if (!dq_is_dir(out) && dq_file_exists(out)) return dq_fail(err, DQ_ERR_IO, "%s exists and is a file", out);
+    return DQ_OK;
+}
+
 dq_status dq_dir_begin(const char *out, char *tmp, size_t cap, dq_error *err) {
+    dq_status st = check_replaceable(out, err); /* before the work, not only after it */
+    if (st) return st;
     if ((size_t)snprintf(tmp, cap, "%s.tmp-%ld", out, (long)getpid()) >= cap)
         return dq_fail(err, DQ_ERR_ARG, "%s: path too long", out);
     if (mkdir(tmp, 0755) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
@@ -53,9 +62,9 @@ void dq_dir_remove_flat(const char *dir) {
 
 dq_status dq_dir_publish(const char *tmp, const char *out, dq_error *err) {
     char old[1100];
+    dq_status st = check_replaceable(out, err); /* again: it may have appeared meanwhile */
+    if (st) return st;
     if (dq_is_dir(out)) {
-        if (!dq_dir_is_dashq(out))
-            return dq_fail(err, DQ_ERR_IO, "%s exists and is not a folder dashq wrote; refusing to replace it", out);
         snprintf(old, sizeof old, "%s.old-%ld", out, (long)getpid());
         if (rename(out, old) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot move aside: %s", out, strerror(errno));
         if (rename(tmp, out) != 0) {
@@ -65,7 +74,6 @@ dq_status dq_dir_publish(const char *tmp, const char *out, dq_error *err) {
         dq_dir_remove_flat(old);
         return DQ_OK;
     }
-    if (dq_file_exists(out)) return dq_fail(err, DQ_ERR_IO, "%s exists and is a file", out);
     if (rename(tmp, out) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", out, strerror(errno));
     return DQ_OK;
 }

@@ -7,7 +7,8 @@
 
 #include "dashq.h"
 
-/* Creates OUT.tmp-PID (written into tmp, cap bytes). */
+/* Creates OUT.tmp-PID (its path written into tmp, cap bytes); fails first
+ * if OUT exists and dq_dir_publish would refuse to replace it. */
 dq_status dq_dir_begin(const char *out, char *tmp, size_t cap, dq_error *err);
 /* Whether dir is a folder dashq wrote: a packed checkpoint (dashq_config.json)
  * or an export whose config.json carries "dashq_version". */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "export/gguf_export.h"
 #include "export/hf_export.h"
@@ -19,6 +20,11 @@
 #include "util/out_dir.h"
 
 static cJSON *read_json(const char *dir, const char *file);
+
+static bool path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -311,6 +317,9 @@ static void test_overwrite_rules(void **st) {
     mkdir(foreign, 0755);
     assert_int_equal(dq_export_hf(foreign, m, t, &o, &err), DQ_ERR_IO);
     assert_non_null(strstr(err.msg, "refusing to replace"));
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", foreign, (long)getpid());
+    assert_false(path_exists(tmp)); /* refused before anything was written */
     o.type = DQ_DTYPE_F16;
     assert_int_equal(dq_export_hf(tu_tmp("f16"), m, t, &o, &err), DQ_ERR_ARG);
     o.type = DQ_DTYPE_F32;
