@@ -136,7 +136,7 @@ static void roundtrip_tok(const char *path, const char *out_name, dq_dtype type,
     assert_true(a->rope_factor == b->rope_factor && a->rope_orig_ctx == b->rope_orig_ctx);
     if (!t) {
         dq_model_free(h), dq_model_free(m);
-        return;
+        return; /* kept: the tiny folders' config.json is checked after */
     }
     assert_int_equal(dq_tokenizer_bos(t), dq_tokenizer_bos(th));
     assert_int_equal(dq_tokenizer_eos(t), dq_tokenizer_eos(th));
@@ -145,6 +145,7 @@ static void roundtrip_tok(const char *path, const char *out_name, dq_dtype type,
     if (bad) fail_msg("%s: %zu strings tokenize differently after export", path, bad);
     dq_tokenizer_free(th), dq_tokenizer_free(t);
     dq_model_free(h), dq_model_free(m);
+    dq_dir_remove_flat(out); /* SmolLM2's F32 folder alone is 540 MB of /tmp */
 }
 
 static void roundtrip(const char *path, const char *out_name, dq_dtype type, double tol) {
