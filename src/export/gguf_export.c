@@ -68,22 +68,6 @@ static uint8_t gguf_token_type(const dq_tokenizer *t, int i) {
     return ty >= 1 && ty <= 6 ? ty : DQ_PIECE_NORMAL;
 }
 
-/* HF BPE merges ranked, from the pair map (rank order). */
-static int32_t *merges_by_rank(const dq_tokenizer *t, size_t *n) {
-    const dq_pair_map *pm = &t->merges;
-    int32_t *pairs = malloc((pm->count ? pm->count : 1) * 2 * sizeof *pairs);
-    if (!pairs) return NULL;
-    for (size_t i = 0; i < pm->count; i++) pairs[2 * i] = -1;
-    *n = pm->count;
-    for (size_t s = 0; s < pm->cap; s++) {
-        const dq_pair_slot *sl = &pm->slots[s];
-        if (!sl->key || sl->rank < 0 || (size_t)sl->rank >= pm->count) continue;
-        pairs[2 * sl->rank] = (int32_t)(sl->key >> 32) - 1;
-        pairs[2 * sl->rank + 1] = (int32_t)(sl->key & 0xffffffffu) - 1;
-    }
-    return pairs;
-}
-
 /* Sentencepiece-style vocabularies stored as ranked merges (tokenizer.json)
  * become llama.cpp "llama" scores: a merged piece scores −(rank of the first
  * merge producing it), so the highest score is the earliest merge. */
@@ -155,7 +139,7 @@ static dq_status write_tokenizer(dq_gguf_writer *w, const dq_tokenizer *t, int n
     float *scores = calloc((size_t)n_vocab, sizeof *scores);
     char(*pad)[24] = calloc((size_t)(n_vocab - t->n_vocab) + 1, sizeof *pad);
     size_t n_merges = 0;
-    int32_t *pairs = t->mode == DQ_MERGE_BY_RANK ? merges_by_rank(t, &n_merges) : NULL;
+    int32_t *pairs = t->mode == DQ_MERGE_BY_RANK ? dq_tok_ranked_merges(t, &n_merges) : NULL;
     dq_status st = DQ_OK;
     if (!s || !len || !types || !scores || !pad || (t->mode == DQ_MERGE_BY_RANK && !pairs)) {
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory writing the tokenizer");

@@ -2,18 +2,16 @@
 #include "formats/dashq_packed.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "export/hf_export.h"
 #include "formats/safetensors.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/half.h"
+#include "util/out_dir.h"
 #include "util/tmpfiles.h"
 
 size_t dq_packed_words(size_t n, int bits) {
@@ -154,60 +152,8 @@ static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_resu
 
 /* ---- JSON side files --------------------------------------------------------- */
 
-static dq_status write_json(const char *dir, const char *file, cJSON *root, dq_error *err) {
-    char path[PATH_MAX];
-    dq_status st = dq_path_fmt(path, sizeof path, err, "%s/%s", dir, file);
-    if (st) {
-        cJSON_Delete(root);
-        return st;
-    }
-    dq_tmp_register(path, false);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    FILE *f = text ? fopen(path, "w") : NULL;
-    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = false;
-    free(text);
-    return ok ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
-}
-
 static const char *dtype_torch(dq_dtype t) {
     return t == DQ_DTYPE_F16 ? "float16" : t == DQ_DTYPE_BF16 ? "bfloat16" : "float32";
-}
-
-static cJSON *model_config(const dq_model *m) {
-    const dq_config *c = &m->cfg;
-    cJSON *o = cJSON_CreateObject(), *arch = cJSON_AddArrayToObject(o, "architectures");
-    const char *cls = !strcmp(c->arch, "qwen2") ? "Qwen2ForCausalLM"
-                      : !strcmp(c->arch, "mistral") ? "MistralForCausalLM" : "LlamaForCausalLM";
-    cJSON_AddItemToArray(arch, cJSON_CreateString(cls));
-    cJSON_AddStringToObject(o, "model_type", c->arch);
-    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
-    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-    cJSON_AddNumberToObject(o, "max_position_embeddings", c->seq_len);
-    cJSON_AddNumberToObject(o, "rms_norm_eps", c->norm_eps);
-    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
-    if (c->rope_scaling != DQ_ROPE_SCALING_NONE) {
-        cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
-        cJSON_AddStringToObject(rs, "rope_type", c->rope_scaling == DQ_ROPE_SCALING_LLAMA3 ? "llama3" : "linear");
-        cJSON_AddNumberToObject(rs, "factor", c->rope_factor);
-        if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3) {
-            cJSON_AddNumberToObject(rs, "low_freq_factor", c->rope_low_freq_factor);
-            cJSON_AddNumberToObject(rs, "high_freq_factor", c->rope_high_freq_factor);
-            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
-        }
-    }
-    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
-    cJSON_AddStringToObject(o, "hidden_act", "silu");
-    if (c->bos_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
-    if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
-    cJSON_AddStringToObject(o, "torch_dtype", dtype_torch(m->dtype));
-    return o;
 }
 
 static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq_packed_info *info) {
@@ -294,37 +240,7 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err)
     cJSON_AddStringToObject(cfg, "bos_token", "<s>");
     cJSON_AddStringToObject(cfg, "eos_token", "</s>");
     cJSON_AddStringToObject(cfg, "unk_token", "<unk>");
-    return write_json(dir, "tokenizer_config.json", cfg, err);
-}
-
-/* ---- atomic folder replacement ------------------------------------------------------ */
-
-static void remove_flat_dir(const char *dir) {
-    struct stat st;
-    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) { /* a replaced link: not what it pointed to */
-        unlink(dir);
-        return;
-    }
-    DIR *d = opendir(dir);
-    if (d) {
-        char path[PATH_MAX];
-        for (struct dirent *e; (e = readdir(d));) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            if (dq_path_fmt(path, sizeof path, NULL, "%s/%s", dir, e->d_name) == DQ_OK) unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-/* OUT always names a complete checkpoint: an existing one is exchanged with
- * the new folder in one step (dq_replace_dir), then removed. */
-static dq_status publish(const char *tmp, const char *out, dq_error *err) {
-    char old[PATH_MAX];
-    dq_status st = dq_check_output(out, DQ_OUT_PACKED_DIR, NULL, 0, err);
-    if (!st) st = dq_replace_dir(tmp, out, old, sizeof old, err);
-    if (!st && old[0]) remove_flat_dir(old);
-    return st;
+    return dq_write_json(dir, "tokenizer_config.json", cfg, false, err);
 }
 
 dq_status dq_packed_check(const dq_model *m, dq_error *err) {
@@ -341,29 +257,21 @@ dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant
     dq_status st0 = dq_packed_check(m, err);
     if (st0) return st0;
     char tmp[PATH_MAX], path[PATH_MAX];
-    char out_dir[PATH_MAX]; /* without trailing slashes: "out/" + ".tmp-PID" would be inside it */
-    dq_status st = dq_path_fmt(out_dir, sizeof out_dir, err, "%s", out_arg);
-    for (size_t n = strlen(out_dir); !st && n > 1 && out_dir[n - 1] == '/'; n--) out_dir[n - 1] = 0;
-    if (!st) st = dq_check_output(out_dir, DQ_OUT_PACKED_DIR, NULL, 0, err);
-    if (!st) st = dq_path_fmt(tmp, sizeof tmp, err, "%s.tmp-%ld", out_dir, (long)getpid());
-    if (!st) st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp);
-    if (st) return st;
-    dq_tmp_register(tmp, true); /* removed with its files on SIGINT/SIGTERM */
-    if (mkdir(tmp, 0755) != 0) {
-        dq_tmp_unregister_under(tmp);
-        return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    if ((st0 = dq_dir_begin(out_arg, tmp, sizeof tmp, err))) return st0;
+    if ((st0 = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp))) {
+        dq_dir_remove_flat(tmp);
+        return st0;
     }
     tensor_list l = {0};
     build_tensors(&l, m, r);
     dq_tmp_register(path, false);
-    st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
-               : dq_st_write(path, l.t, l.n, err);
-    if (!st) st = write_json(tmp, "config.json", model_config(m), err);
-    if (!st) st = write_json(tmp, "dashq_config.json", quant_config(m, r, info), err);
+    dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
+                         : dq_st_write(path, l.t, l.n, err);
+    if (!st) st = dq_write_json(tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
+    if (!st) st = dq_write_json(tmp, "dashq_config.json", quant_config(m, r, info), false, err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, err);
-    if (!st) st = publish(tmp, out_dir, err);
-    if (st) remove_flat_dir(tmp);
-    dq_tmp_unregister_under(tmp);
+    if (!st) st = dq_dir_publish(tmp, out_arg, err);
+    if (st) dq_dir_remove_flat(tmp);
     for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
     free(l.owned);
     free(l.t);

@@ -113,7 +113,8 @@ static dq_status set_added(dq_tokenizer *t, const cJSON *added, dq_error *err) {
     return DQ_OK;
 }
 
-/* Normalizers we implement: NFC, Prepend("▁"), Replace(" " -> "▁"), and Sequences of them. */
+/* Normalizers we implement: NFC, Prepend("▁"), Replace(" " -> "▁"), sentencepiece's
+ * whitespace collapsing as two Replace regexes, and Sequences of them. */
 static dq_status apply_normalizer(dq_tokenizer *t, const cJSON *n, dq_error *err) {
     if (!n || cJSON_IsNull(n)) return DQ_OK;
     const char *type = json_str(n, "type");
@@ -139,6 +140,14 @@ static dq_status apply_normalizer(dq_tokenizer *t, const cJSON *n, dq_error *err
         const char *from = json_str(pat, "String"), *to = json_str(n, "content");
         if (from && to && !strcmp(from, " ") && !strcmp(to, "\xe2\x96\x81")) {
             t->space = "\xe2\x96\x81";
+            return DQ_OK;
+        }
+        if (from && to && !strcmp(from, "\xe2\x96\x81") && !strcmp(to, " "))
+            return DQ_OK; /* spm_normalize always reads a literal "▁" as a space */
+        /* sentencepiece's whitespace collapsing, as our HF export writes it */
+        const char *re = json_str(pat, "Regex");
+        if (re && to && ((!strcmp(re, DQ_HF_STRIP_SPACES) && !*to) || (!strcmp(re, DQ_HF_COLLAPSE_SPACES) && !strcmp(to, " ")))) {
+            t->collapse_ws = true;
             return DQ_OK;
         }
     }

@@ -161,6 +161,21 @@ const char *dq_tok_pre_name(const dq_tokenizer *t) {
     return NULL;
 }
 
+int32_t *dq_tok_ranked_merges(const dq_tokenizer *t, size_t *n) {
+    const dq_pair_map *pm = &t->merges;
+    int32_t *pairs = malloc((pm->count ? pm->count : 1) * 2 * sizeof *pairs);
+    if (!pairs) return NULL;
+    for (size_t i = 0; i < pm->count; i++) pairs[2 * i] = -1;
+    *n = pm->count;
+    for (size_t s = 0; s < pm->cap; s++) {
+        const dq_pair_slot *sl = &pm->slots[s];
+        if (!sl->key || sl->rank < 0 || (size_t)sl->rank >= pm->count) continue;
+        pairs[2 * sl->rank] = (int32_t)(sl->key >> 32) - 1;
+        pairs[2 * sl->rank + 1] = (int32_t)(sl->key & 0xffffffffu) - 1;
+    }
+    return pairs;
+}
+
 struct dq_chunk {
     struct dq_chunk *next;
     size_t used, cap;

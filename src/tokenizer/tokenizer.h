@@ -86,6 +86,16 @@ extern const char *const DQ_REGEX_GPT2;
 extern const char *const DQ_REGEX_LLAMA3;
 extern const char *const DQ_REGEX_QWEN2;
 extern const char *const DQ_REGEX_DIGIT; /* HF Digits(individual_digits=true) */
+/* sentencepiece's remove_extra_whitespaces as tokenizer.json Replace regexes
+ * (written by the HF export, recognised by the HF loader): strip the ends,
+ * collapse inner runs of spaces. */
+#define DQ_HF_STRIP_SPACES "(?<![\\s\\S]) +| +(?![\\s\\S])" /* ^ and $ would match at every line in HF's Oniguruma */
+#define DQ_HF_COLLAPSE_SPACES " {2,}"
+
+/* The ranked merges (DQ_MERGE_BY_RANK) as (left, right) id pairs in rank
+ * order, 2*n entries malloc'ed; a rank no pair holds has left = -1. NULL when
+ * out of memory. */
+int32_t *dq_tok_ranked_merges(const dq_tokenizer *t, size_t *n);
 
 /* GPT-2 byte <-> unicode character mapping. */
 int dq_byte_to_unicode(uint8_t b, char out[4]); /* returns UTF-8 length */

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* renameat2 */
 #include "util/files.h"
+#include "util/out_dir.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -83,7 +84,7 @@ static const out_rule RULES[] = {
     {DQ_OUT_GGUF, false, "a GGUF file", "GGUF"},
     {DQ_OUT_LOGITS, false, "a saved-logits file", "_logits_"},
     {DQ_OUT_FILE, false, "a regular file", NULL},
-    {DQ_OUT_PACKED_DIR, true, "a dashq checkpoint folder", NULL},
+    {DQ_OUT_PACKED_DIR, true, "a folder dashq wrote (a checkpoint or an export)", NULL},
     {DQ_OUT_DIR, true, "a folder", NULL},
 };
 
@@ -175,12 +176,7 @@ dq_status dq_check_output(const char *out, dq_out_kind kind, const char *const *
                            dq_path_brief(inputs[i], b2, sizeof b2));
     }
     bool ok = r->dir ? S_ISDIR(os.st_mode) : S_ISREG(os.st_mode) && (!r->magic || starts_with_magic(out, r->magic));
-    if (ok && kind == DQ_OUT_PACKED_DIR) {
-        char marker[PATH_MAX + 32];
-        struct stat ms;
-        snprintf(marker, sizeof marker, "%s/dashq_config.json", out);
-        ok = stat(marker, &ms) == 0 && S_ISREG(ms.st_mode);
-    }
+    if (ok && kind == DQ_OUT_PACKED_DIR) ok = dq_dir_is_dashq(out);
     if (!ok)
         return dq_fail(err, DQ_ERR_ARG, "%s exists and is %s, which an output may only replace if it is %s: "
                        "remove it first or choose another name", p,

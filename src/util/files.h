@@ -35,7 +35,7 @@ typedef enum {
     DQ_OUT_GGUF,       /* a file; may replace an existing GGUF file */
     DQ_OUT_LOGITS,     /* a file; may replace an existing saved-logits file (magic _logits_) */
     DQ_OUT_FILE,       /* a file inside an output folder; may replace a regular file */
-    DQ_OUT_PACKED_DIR, /* a folder; may replace a dashq checkpoint (holds dashq_config.json) */
+    DQ_OUT_PACKED_DIR, /* a folder; may replace one dashq wrote (dq_dir_is_dashq: a checkpoint or an HF export) */
     DQ_OUT_DIR,        /* a folder written into (not replaced); may already exist as a folder, also one
                         * holding an input: check each file written into it as DQ_OUT_FILE */
 } dq_out_kind;

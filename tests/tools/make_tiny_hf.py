@@ -107,13 +107,14 @@ def make(name, cfg, dtype, shards, seed):
     forward(cfg, W, toks).astype(np.float32).tofile(out / "expected_logits.f32")
     print(name, "ok")
 
-make("qwen2-tiny", {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64,
-     "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-     "vocab_size": 256, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-     "tie_word_embeddings": False, "torch_dtype": "float16"}, np.float16, 1, 7)
-make("llama3-tiny", {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
-     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
-     "vocab_size": 200, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
-     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 16},
-     "tie_word_embeddings": True, "torch_dtype": "float32"}, np.float32, 2, 11)
+if __name__ == "__main__":  # check_hf_export.py imports forward() only
+    make("qwen2-tiny", {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64,
+         "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "vocab_size": 256, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+         "tie_word_embeddings": False, "torch_dtype": "float16"}, np.float16, 1, 7)
+    make("llama3-tiny", {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+         "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+         "vocab_size": 200, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 16},
+         "tie_word_embeddings": True, "torch_dtype": "float32"}, np.float32, 2, 11)

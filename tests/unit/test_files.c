@@ -228,7 +228,7 @@ static void test_output_not_replaceable(void **st) {
     const char *dir = T("plain-folder");
     mkdir(dir, 0755);
     const char *a5[] = {"quantize", m, "--method", "rtn", "-o", dir, "--quiet", NULL};
-    expect_refusal(a5, "plain-folder", "dashq checkpoint folder");
+    expect_refusal(a5, "plain-folder", "a folder dashq wrote");
     const char *a6[] = {"report", text, "-o", precious, NULL};
     expect_refusal(a6, "precious.txt", "only replace if it is a folder");
     size_t n;

@@ -1,0 +1,230 @@
+#include "export/hf_export.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/safetensors.h"
+#include "util/error.h"
+#include "util/half.h"
+#include "util/files.h"
+#include "util/out_dir.h"
+#include "util/tmpfiles.h"
+
+/* ---- config.json --------------------------------------------------------------- */
+
+/* The shortest decimal that reads back as the same float, so that 1e-5f is
+ * written "1e-05", not its double expansion 9.99999974737875e-06. */
+static double json_float(float v) {
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
+static void add_rope_scaling(cJSON *o, const dq_config *c) {
+    if (c->rope_scaling == DQ_ROPE_SCALING_NONE) return;
+    cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
+    cJSON_AddStringToObject(rs, "rope_type", c->rope_scaling == DQ_ROPE_SCALING_LLAMA3 ? "llama3" : "linear");
+    cJSON_AddNumberToObject(rs, "factor", json_float(c->rope_factor));
+    if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3) {
+        cJSON_AddNumberToObject(rs, "low_freq_factor", json_float(c->rope_low_freq_factor));
+        cJSON_AddNumberToObject(rs, "high_freq_factor", json_float(c->rope_high_freq_factor));
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
+    }
+}
+
+cJSON *dq_hf_config(const dq_model *m, const char *arch, const char *torch_dtype) {
+    const dq_config *c = &m->cfg;
+    cJSON *o = cJSON_CreateObject(), *archs = cJSON_AddArrayToObject(o, "architectures");
+    const char *cls = !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM"
+                      : !strcmp(arch, "mistral") ? "MistralForCausalLM" : "LlamaForCausalLM";
+    cJSON_AddItemToArray(archs, cJSON_CreateString(cls));
+    cJSON_AddStringToObject(o, "model_type", arch);
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->seq_len);
+    cJSON_AddNumberToObject(o, "rms_norm_eps", json_float(c->norm_eps));
+    cJSON_AddNumberToObject(o, "rope_theta", json_float(c->rope_theta));
+    add_rope_scaling(o, c);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    if (c->bos_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
+    if (c->eos_id >= 0) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
+    cJSON_AddStringToObject(o, "torch_dtype", torch_dtype);
+    return o;
+}
+
+/* ---- tensors ------------------------------------------------------------------- */
+
+typedef struct {
+    dq_st_out *t;
+    size_t n, cap;
+    void **owned;
+    size_t n_owned;
+    dq_dtype type;
+    bool oom;
+} tensor_list;
+
+static void *own(tensor_list *l, size_t bytes) {
+    void **o = realloc(l->owned, (l->n_owned + 1) * sizeof *o);
+    void *p = o ? malloc(bytes ? bytes : 1) : NULL;
+    if (o) l->owned = o;
+    if (!p) l->oom = true;
+    else l->owned[l->n_owned++] = p;
+    return p;
+}
+
+/* Source row of HF row r: HF rotates q/k heads in halves (i, i + hd/2), the
+ * interleaved layouts (llama2.c, GGUF llama) in pairs (2i, 2i + 1). */
+static int src_row(int r, int permute_hd) {
+    return permute_hd ? dq_interleaved_row_of_half_row(r, permute_hd) : r;
+}
+
+/* Adds tensor `name` (rows x cols, cols 0 for a vector) in the list's dtype. */
+static void add(tensor_list *l, const char *name, const float *x, int rows, int cols, int permute_hd) {
+    if (l->oom) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 128;
+        dq_st_out *t = realloc(l->t, cap * sizeof *t);
+        if (!t) {
+            l->oom = true;
+            return;
+        }
+        l->t = t, l->cap = cap;
+    }
+    size_t w = (size_t)(cols ? cols : rows), h = cols ? (size_t)rows : 1, es = l->type == DQ_DTYPE_F32 ? 4 : 2;
+    const void *data = x;
+    if (l->type != DQ_DTYPE_F32 || permute_hd) {
+        uint8_t *buf = own(l, w * h * es);
+        if (!buf) return;
+        for (size_t r = 0; r < h; r++) {
+            const float *src = x + (size_t)src_row((int)r, permute_hd) * w;
+            if (l->type == DQ_DTYPE_F32) memcpy(buf + r * w * 4, src, w * 4);
+            for (size_t j = 0; l->type == DQ_DTYPE_BF16 && j < w; j++) {
+                uint16_t b = dq_f32_to_bf16(src[j]);
+                memcpy(buf + (r * w + j) * 2, &b, 2);
+            }
+        }
+        data = buf;
+    }
+    dq_st_out *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = l->type == DQ_DTYPE_F32 ? "F32" : "BF16";
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->data = data;
+    t->nbytes = w * h * es;
+}
+
+/* Biases of q/k are permuted like their rows (a 1-row view per output). */
+static void add_bias(tensor_list *l, const char *name, const float *b, int n, int permute_hd) {
+    if (!permute_hd) {
+        add(l, name, b, n, 0, 0);
+        return;
+    }
+    float *p = own(l, (size_t)n * sizeof *p);
+    if (!p) return;
+    for (int r = 0; r < n; r++) p[r] = b[src_row(r, permute_hd)];
+    add(l, name, p, n, 0, 0);
+}
+
+static void add_layer(tensor_list *l, const dq_model *m, int i, int phd) {
+    const dq_config *c = &m->cfg;
+    const dq_layer *L = &m->layers[i];
+    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    char n[128];
+#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", i, s), n)
+    add(l, NAME("input_layernorm.weight"), L->attn_norm, d, 0, 0);
+    add(l, NAME("self_attn.q_proj.weight"), L->wq, qd, d, phd);
+    add(l, NAME("self_attn.k_proj.weight"), L->wk, kvd, d, phd);
+    add(l, NAME("self_attn.v_proj.weight"), L->wv, kvd, d, 0);
+    if (c->qkv_bias) {
+        add_bias(l, NAME("self_attn.q_proj.bias"), L->bq, qd, phd);
+        add_bias(l, NAME("self_attn.k_proj.bias"), L->bk, kvd, phd);
+        add_bias(l, NAME("self_attn.v_proj.bias"), L->bv, kvd, 0);
+    }
+    add(l, NAME("self_attn.o_proj.weight"), L->wo, d, qd, 0);
+    add(l, NAME("post_attention_layernorm.weight"), L->ffn_norm, d, 0, 0);
+    add(l, NAME("mlp.gate_proj.weight"), L->w_gate, f, d, 0);
+    add(l, NAME("mlp.up_proj.weight"), L->w_up, f, d, 0);
+    add(l, NAME("mlp.down_proj.weight"), L->w_down, d, f, 0);
+#undef NAME
+}
+
+static void build_tensors(tensor_list *l, const dq_model *m) {
+    const dq_config *c = &m->cfg;
+    int phd = c->rope_style == DQ_ROPE_INTERLEAVED ? c->head_dim : 0;
+    add(l, "model.embed_tokens.weight", m->tok_embeddings, c->vocab_size, c->dim, 0);
+    for (int i = 0; i < c->n_layers; i++) add_layer(l, m, i, phd);
+    add(l, "model.norm.weight", m->final_norm, c->dim, 0, 0);
+    if (!c->tied_embeddings) add(l, "lm_head.weight", m->output, c->vocab_size, c->dim, 0); /* tied: HF has none */
+}
+
+/* ---- the folder ------------------------------------------------------------------ */
+
+static dq_status check_model(const dq_model *m, dq_error *err) {
+    if (m->rope_freq_factors)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                       "%s: its RoPE scaling is stored as per-pair factors (rope_freqs.weight), which config.json "
+                       "cannot hold; convert from the Hugging Face folder it came from",
+                       m->path);
+    if (m->cfg.head_dim % 2)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: odd head_dim %d", m->path, m->cfg.head_dim);
+    return DQ_OK;
+}
+
+static dq_status write_tokenizer(const char *dir, const dq_tokenizer *t, int max_len, dq_error *err) {
+    cJSON *tj;
+    dq_status st = dq_hf_tokenizer_json(t, &tj, err);
+    if (!st) st = dq_write_json(dir, "tokenizer.json", tj, true, err);
+    if (!st) st = dq_write_json(dir, "tokenizer_config.json", dq_hf_tokenizer_config(t, max_len), false, err);
+    if (!st) st = dq_write_json(dir, "special_tokens_map.json", dq_hf_special_tokens_map(t), false, err);
+    return st;
+}
+
+static cJSON *export_config(const dq_model *m, dq_dtype type) {
+    /* Llama-family models without biases are "llama" to transformers (mistral
+     * too: dashq runs them without a sliding window); biases mean qwen2. */
+    cJSON *cfg = dq_hf_config(m, m->cfg.qkv_bias ? "qwen2" : "llama", type == DQ_DTYPE_F32 ? "float32" : "bfloat16");
+    cJSON_AddStringToObject(cfg, "dashq_version", DQ_VERSION); /* marks the folder as ours to replace */
+    return cfg;
+}
+
+dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenizer *t, const dq_hf_export_opts *o,
+                       dq_error *err) {
+    if (o->type != DQ_DTYPE_F32 && o->type != DQ_DTYPE_BF16)
+        return dq_fail(err, DQ_ERR_ARG, "%s: Hugging Face export writes F32 or BF16", out_dir);
+    if (t && t->n_vocab > m->cfg.vocab_size)
+        return dq_fail(err, DQ_ERR_ARG, "%s: tokenizer has %d tokens, the model %d", t->path, t->n_vocab,
+                       m->cfg.vocab_size);
+    char tmp[PATH_MAX], path[PATH_MAX];
+    dq_status st = check_model(m, err);
+    if (st || (st = dq_dir_begin(out_dir, tmp, sizeof tmp, err))) return st;
+    if ((st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp))) {
+        dq_dir_remove_flat(tmp);
+        return st;
+    }
+    tensor_list l = {.type = o->type};
+    build_tensors(&l, m);
+    dq_tmp_register(path, false);
+    st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory converting tensors", out_dir)
+               : dq_st_write(path, l.t, l.n, err);
+    for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
+    free(l.owned);
+    free(l.t);
+    if (!st) st = dq_write_json(tmp, "config.json", export_config(m, o->type), false, err);
+    if (!st && t) st = write_tokenizer(tmp, t, m->cfg.seq_len, err);
+    if (!st) st = dq_dir_publish(tmp, out_dir, err);
+    if (st) dq_dir_remove_flat(tmp);
+    return st;
+}
