@@ -146,8 +146,11 @@ static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_resu
         add_quantized(l, ql, interleaved && (ql->kind == DQ_LIN_Q || ql->kind == DQ_LIN_K), hd);
     }
     add_fp(l, "model.norm.weight", m->dtype, m->final_norm, d, 0);
-    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == -1;
-    if (!c->tied_embeddings && !head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
+    /* The head is always in the file: the official loader (JaeminK/dashq,
+     * transformers + accelerate) leaves a tied lm_head unloaded when
+     * lm_head.weight is missing. A tied head is the embedding's copy. */
+    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == DQ_KIND_HEAD;
+    if (!head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
 }
 
 /* ---- JSON side files --------------------------------------------------------- */
@@ -207,6 +210,9 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON *o = cJSON_CreateObject(), *q = cJSON_AddObjectToObject(o, "quantization");
     cJSON_AddStringToObject(o, "format", "dashq-packed-linear");
     cJSON_AddStringToObject(o, "model_class", "causal_lm");
+    /* read at the top level by the official dashq-info */
+    cJSON_AddStringToObject(o, "base_model", info->base_model ? info->base_model : m->path);
+    cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
     cJSON_AddNumberToObject(q, "bits", info->bits);
     cJSON_AddNumberToObject(q, "group_size", info->group);
@@ -219,9 +225,9 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     for (int i = 0; i < r->n; i++) {
         const dq_qtensor *t = &r->layers[i].qt;
         cJSON *e = cJSON_AddObjectToObject(mods, r->layers[i].name);
-        cJSON_AddNumberToObject(e, "in_features", t->cols);
+        cJSON_AddNumberToObject(e, "in_features", t->in_cols);
         cJSON_AddNumberToObject(e, "out_features", t->rows);
-        cJSON_AddNumberToObject(e, "quant_in_features", t->cols);
+        cJSON_AddNumberToObject(e, "quant_in_features", t->cols); /* in_features + padding */
         cJSON_AddNumberToObject(e, "nbits", t->bits);
         cJSON_AddNumberToObject(e, "group_size", t->group);
         cJSON_AddNumberToObject(e, "num_groups", (double)t->rows * t->groups_per_row);
