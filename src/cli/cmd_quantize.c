@@ -130,7 +130,9 @@ static void report(const quant_opts *o, const dq_quant_result *r) {
     for (int i = 0; i < r->n; i++) padded += r->layers[i].pad > 0;
     if (padded && !o->c.quiet)
         fprintf(stderr, "dashq: note: group %d does not divide the input width of %d layers; their rows are padded "
-                        "with zero weights to a multiple of it (quant_in_features in dashq_config.json)\n",
+                        "with zero weights to a multiple of it (quant_in_features in dashq_config.json). The official "
+                        "Python loader's forward pass does not drop the padding: for it, pick a group that divides "
+                        "every width\n",
                 o->p.q.group, padded);
     for (int i = 0; i < r->n; i++) {
         char padmark[48];

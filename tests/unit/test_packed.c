@@ -11,7 +11,8 @@
  *  - unpacking as _build_unpack_impl does (int32 widened to int64, shift,
  *    mask) and dequantizing as _dequantize_weight_eager does in float32
  *    ((q − zero) · scale viewed [out, quant_in]), then keeping the first
- *    in_features columns, gives exactly the weights dashq evaluated.
+ *    in_features columns, gives exactly the weights dashq evaluated, and
+ *    dashq's own reader loads the same.
  * Models: stories260K at g128 (widths 64 and 172 padded to 128 and 256,
  * head quantized), gut6l-hf (bf16, tied head), SmolLM2-135M at g128 (width
  * 576 padded to 640) when scripts/models.sh has cached it. */
@@ -206,6 +207,26 @@ static void check_layout(const layout_case *k, const char *name) {
     } else {
         assert_null(cJSON_GetObjectItem(f.header, "lm_head.weight"));
     }
+    /* and dashq's own reader (what dashq eval runs) loads the same weights */
+    dq_model *back = tu_model(dir);
+    for (int i = 0; i < r.n; i++) {
+        const dq_qlayer *ql = &r.layers[i];
+        int rows, cols;
+        if (ql->kind == DQ_KIND_HEAD) rows = c->vocab_size, cols = c->dim;
+        else dq_linear_shape(c, ql->kind, &rows, &cols);
+        for (int rr = 0; rr < rows; rr++) {
+            /* back is in HF row order already */
+            const float *b = ql->kind == DQ_KIND_HEAD ? back->output + (size_t)rr * cols : NULL;
+            if (!b) {
+                const dq_layer *L = &back->layers[ql->layer];
+                const float *w[DQ_LIN_PER_BLOCK] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+                b = w[ql->kind] + (size_t)rr * cols;
+            }
+            if (memcmp(b, evaluated_row(m, ql, rr, cols), (size_t)cols * sizeof *b))
+                fail_msg("%s: %s row %d: dashq's reader differs from the evaluated weights", name, ql->name, rr);
+        }
+    }
+    dq_model_free(back);
     cJSON_Delete(f.header);
     free(f.bytes);
     cJSON_Delete(cfg);
