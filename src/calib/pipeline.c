@@ -169,9 +169,11 @@ static dq_status install(dq_model *m, const float **slot, int rows, int cols, co
     return DQ_OK;
 }
 
-/* The method's options for one layer: the plan's grid, or plain groups
- * (per channel where the group does not divide the width, as llama.cpp
- * falls back for odd widths). Returns false for a layer kept in F16. */
+/* The method's options for one layer: the plan's grid, or plain groups.
+ * A group that does not divide the width pads it (o->pad zero columns) to
+ * the next multiple, as the DASH-Q packed format's quant_in_features does;
+ * on a grid, rows the block does not divide already got llama.cpp's
+ * fallback type in the plan. Returns false for a layer kept in F16. */
 static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer *ql, dq_quant_opts *q) {
     *q = o->q;
     ql->ggml_type = type;
@@ -179,11 +181,33 @@ static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer 
         q->grid = dq_grid_of((dq_ggml_type)type);
         return q->grid != NULL;
     }
-    if (q->group > 0 && cols % q->group != 0) {
-        q->group = -1;
-        ql->per_channel_fallback = true;
-    }
+    if (q->group > 0 && cols % q->group != 0) q->pad = q->group - cols % q->group;
+    ql->pad = q->pad;
     return true;
+}
+
+/* The statistic of W's input, as the method takes it (mean over tokens),
+ * widened to cols + pad columns with zeros: the padding has no curvature.
+ * NULL for RTN. */
+static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, dq_method method, float **out,
+                            dq_error *err) {
+    double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
+    int n = cols + pad;
+    *out = NULL;
+    if (method == DQ_METHOD_GPTQ) {
+        float *H = calloc((size_t)n * n, sizeof *H);
+        if (!H) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < cols; i++)
+            for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
+                H[(size_t)i * n + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
+        *out = H;
+    } else if (method == DQ_METHOD_DASHQ) {
+        float *h = calloc((size_t)n, sizeof *h);
+        if (!h) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        for (int j = 0; j < cols; j++) h[j] = (float)(s->diag[tap][j] * inv);
+        *out = h;
+    }
+    return DQ_OK;
 }
 
 static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
@@ -192,30 +216,30 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
     dq_quant_opts q;
     double t0 = now();
     if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, err);
-    dq_status st = dq_quant_check(&q, cols, ql->name, err);
+    int qcols = cols + q.pad;
+    dq_status st = dq_quant_check(&q, qcols, ql->name, err);
     if (st) return st;
-    double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
-    float *stat = NULL;
-    if (o->q.method == DQ_METHOD_GPTQ) {
-        size_t nn = (size_t)cols * cols;
-        if (!(stat = malloc(nn * sizeof *stat))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
-        for (int i = 0; i < cols; i++)
-            for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
-                stat[(size_t)i * cols + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-        st = dq_quantize_gptq(W, rows, cols, stat, &q, o->n_threads, &ql->qt, err);
-    } else if (o->q.method == DQ_METHOD_DASHQ) {
-        if (!(stat = malloc((size_t)cols * sizeof *stat))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
-        for (int j = 0; j < cols; j++) stat[j] = (float)(s->diag[tap][j] * inv);
-        st = dq_quantize_dashq(W, rows, cols, stat, &q, o->n_threads, &ql->qt, err);
-    } else {
-        st = dq_quantize_rtn(W, rows, cols, &q, o->n_threads, &ql->qt, err);
+    float *stat = NULL, *Wp = NULL;
+    if (q.pad) { /* (rows, qcols): W with zero columns appended to every row */
+        if (!(Wp = calloc((size_t)rows * qcols, sizeof *Wp))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+        for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
     }
+    const float *Wq = Wp ? Wp : W;
+    if ((st = layer_stat(s, tap, cols, q.pad, o->q.method, &stat, err))) {
+        free(Wp);
+        return dq_fail(err, st, "%s: out of memory", ql->name);
+    }
+    if (o->q.method == DQ_METHOD_GPTQ) st = dq_quantize_gptq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
+    else if (o->q.method == DQ_METHOD_DASHQ) st = dq_quantize_dashq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
+    else st = dq_quantize_rtn(Wq, rows, qcols, &q, o->n_threads, &ql->qt, err);
     free(stat);
+    free(Wp);
     if (st) {
         char msg[sizeof err->msg];
         snprintf(msg, sizeof msg, "%s", err->msg);
         return dq_fail(err, st, "%s: %s", ql->name, msg);
     }
+    ql->qt.in_cols = cols; /* Ŵ, the model and in_features: the layer's own width */
     st = install(m, slot, rows, cols, ql, delta, err);
     if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
     ql->seconds = now() - t0;

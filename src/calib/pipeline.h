@@ -31,7 +31,7 @@ typedef struct {
     int ggml_type;   /* with a plan: the layer's type; else -1 */
     double rel_err; /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration inputs (quantized upstream) */
     double seconds; /* solve time */
-    bool per_channel_fallback; /* the group did not divide the width: one group per row */
+    int pad; /* zero columns appended because the group did not divide the width (qt.cols = width + pad) */
 } dq_qlayer;
 
 typedef struct {

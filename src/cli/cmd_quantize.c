@@ -129,13 +129,18 @@ static const char *type_of(const dq_qlayer *l) {
 static void report(const quant_opts *o, const dq_quant_result *r) {
     printf("%-44s %8s %12s %s\n", "layer", "solve_s", "rel_error", o->gguf ? "type" : "");
     double sum = 0;
-    int fallback = 0;
-    for (int i = 0; i < r->n; i++) fallback += r->layers[i].per_channel_fallback;
-    if (fallback)
-        fprintf(stderr, "dashq: warning: group %d does not divide the input width of %d layers; they use one group per row\n",
-                o->p.q.group, fallback);
+    int padded = 0;
+    for (int i = 0; i < r->n; i++) padded += r->layers[i].pad > 0;
+    if (padded && !o->c.quiet)
+        fprintf(stderr, "dashq: note: group %d does not divide the input width of %d layers; their rows are padded "
+                        "with zero weights to a multiple of it (quant_in_features in dashq_config.json). The official "
+                        "Python loader's forward pass does not drop the padding: for it, pick a group that divides "
+                        "every width\n",
+                o->p.q.group, padded);
     for (int i = 0; i < r->n; i++) {
-        const char *mark = r->layers[i].per_channel_fallback ? " (per-channel)" : type_of(&r->layers[i]);
+        char padmark[48];
+        snprintf(padmark, sizeof padmark, " (padded %d->%d)", r->layers[i].qt.in_cols, r->layers[i].qt.cols);
+        const char *mark = r->layers[i].pad ? padmark : type_of(&r->layers[i]);
         if (o->calib && r->layers[i].kind != DQ_KIND_EMBED)
             printf("%-44s %8.4f %12.6f %s\n", r->layers[i].name, r->layers[i].seconds, r->layers[i].rel_err, mark);
         else printf("%-44s %8.4f %12s %s\n", r->layers[i].name, r->layers[i].seconds, "n/a", mark);
@@ -160,8 +165,10 @@ static dq_status write_output(const quant_opts *o, dq_model *m, const dq_tokeniz
         dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = r, .file_type = o->p.plan->file_type};
         return dq_export_gguf(o->out, m, t, &g, err);
     }
-    dq_packed_info info = {dq_method_name(o->p.q.method), o->p.q.bits, o->p.q.group, o->calib ? cs->n : 0,
-                           o->calib ? cs->len : 0, (uint64_t)o->seed, o->calib, dq_tokenizer_path(t)};
+    dq_packed_info info = {.method = dq_method_name(o->p.q.method), .bits = o->p.q.bits, .group = o->p.q.group,
+                           .nsamples = o->calib ? cs->n : 0, .seqlen = o->calib ? cs->len : 0,
+                           .seed = (uint64_t)o->seed, .calib_path = o->calib, .tokenizer_path = dq_tokenizer_path(t),
+                           .base_model = o->c.model, .tokenizer = t};
     return dq_write_packed(o->out, m, r, &info, err);
 }
 

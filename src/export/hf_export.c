@@ -183,7 +183,7 @@ static dq_status check_model(const dq_model *m, dq_error *err) {
     return DQ_OK;
 }
 
-static dq_status write_tokenizer(const char *dir, const dq_tokenizer *t, int max_len, dq_error *err) {
+dq_status dq_hf_write_tokenizer(const char *dir, const dq_tokenizer *t, int max_len, dq_error *err) {
     cJSON *tj;
     dq_status st = dq_hf_tokenizer_json(t, &tj, err);
     if (!st) st = dq_write_json(dir, "tokenizer.json", tj, true, err);
@@ -223,7 +223,7 @@ dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenize
     free(l.owned);
     free(l.t);
     if (!st) st = dq_write_json(tmp, "config.json", export_config(m, o->type), false, err);
-    if (!st && t) st = write_tokenizer(tmp, t, m->cfg.seq_len, err);
+    if (!st && t) st = dq_hf_write_tokenizer(tmp, t, m->cfg.seq_len, err);
     if (!st) st = dq_dir_publish(tmp, out_dir, err);
     if (st) dq_dir_remove_flat(tmp);
     return st;

@@ -26,5 +26,7 @@ cJSON *dq_hf_config(const dq_model *m, const char *arch, const char *torch_dtype
  * DQ_ERR_UNSUPPORTED for what tokenizer.json cannot say. */
 dq_status dq_hf_tokenizer_json(const dq_tokenizer *t, cJSON **out, dq_error *err);
 cJSON *dq_hf_tokenizer_config(const dq_tokenizer *t, int model_max_length);
+/* Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into dir. */
+dq_status dq_hf_write_tokenizer(const char *dir, const dq_tokenizer *t, int model_max_length, dq_error *err);
 cJSON *dq_hf_special_tokens_map(const dq_tokenizer *t);
 #endif

@@ -146,8 +146,11 @@ static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_resu
         add_quantized(l, ql, interleaved && (ql->kind == DQ_LIN_Q || ql->kind == DQ_LIN_K), hd);
     }
     add_fp(l, "model.norm.weight", m->dtype, m->final_norm, d, 0);
-    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == -1;
-    if (!c->tied_embeddings && !head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
+    /* The head is always in the file: the official loader (JaeminK/dashq,
+     * transformers + accelerate) leaves a tied lm_head unloaded when
+     * lm_head.weight is missing. A tied head is the embedding's copy. */
+    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == DQ_KIND_HEAD;
+    if (!head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
 }
 
 /* ---- JSON side files --------------------------------------------------------- */
@@ -160,6 +163,9 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON *o = cJSON_CreateObject(), *q = cJSON_AddObjectToObject(o, "quantization");
     cJSON_AddStringToObject(o, "format", "dashq-packed-linear");
     cJSON_AddStringToObject(o, "model_class", "causal_lm");
+    /* read at the top level by the official dashq-info */
+    cJSON_AddStringToObject(o, "base_model", info->base_model ? info->base_model : m->path);
+    cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
     cJSON_AddNumberToObject(q, "bits", info->bits);
     cJSON_AddNumberToObject(q, "group_size", info->group);
@@ -172,9 +178,9 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     for (int i = 0; i < r->n; i++) {
         const dq_qtensor *t = &r->layers[i].qt;
         cJSON *e = cJSON_AddObjectToObject(mods, r->layers[i].name);
-        cJSON_AddNumberToObject(e, "in_features", t->cols);
+        cJSON_AddNumberToObject(e, "in_features", t->in_cols);
         cJSON_AddNumberToObject(e, "out_features", t->rows);
-        cJSON_AddNumberToObject(e, "quant_in_features", t->cols);
+        cJSON_AddNumberToObject(e, "quant_in_features", t->cols); /* in_features + padding */
         cJSON_AddNumberToObject(e, "nbits", t->bits);
         cJSON_AddNumberToObject(e, "group_size", t->group);
         cJSON_AddNumberToObject(e, "num_groups", (double)t->rows * t->groups_per_row);
@@ -210,7 +216,8 @@ static bool ends_with(const char *s, const char *suffix) {
 /* HF tokenizers travel with their companions; a sentencepiece vocabulary
  * (tokenizer.bin and/or .model) gets a LlamaTokenizer config so that
  * transformers loads it too. */
-static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err) {
+static dq_status copy_tokenizer(const char *tok, const char *dir, const dq_packed_info *info, int max_len,
+                                dq_error *err) {
     char src_dir[PATH_MAX], path[PATH_MAX];
     dq_path_dir(src_dir, sizeof src_dir, tok);
     if (ends_with(tok, ".json")) {
@@ -231,6 +238,10 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, dq_error *err)
         if (!st && dq_file_exists(path)) st = copy_file(path, dir, "tokenizer.model", err);
     } else if (ends_with(tok, ".model")) {
         st = copy_file(tok, dir, "tokenizer.model", err);
+    } else if (info->tokenizer) { /* inside the model file (GGUF): the folder gets it as tokenizer.json */
+        return dq_hf_write_tokenizer(dir, info->tokenizer, max_len, err);
+    } else {
+        return DQ_OK;
     }
     if (st) return st;
     cJSON *cfg = cJSON_CreateObject();
@@ -269,7 +280,7 @@ dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant
                          : dq_st_write(path, l.t, l.n, err);
     if (!st) st = dq_write_json(tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
     if (!st) st = dq_write_json(tmp, "dashq_config.json", quant_config(m, r, info), false, err);
-    if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, err);
+    if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, info, m->cfg.seq_len, err);
     if (!st) st = dq_dir_publish(tmp, out_arg, err);
     if (st) dq_dir_remove_flat(tmp);
     for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);

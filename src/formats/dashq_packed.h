@@ -8,7 +8,12 @@
  * with groups = consecutive runs of group_size inputs of one row, and
  * dashq_config.json {"format": "dashq-packed-linear", "quantized_modules":
  * {NAME: {in_features, out_features, quant_in_features, nbits, group_size,
- * num_groups}}}. Other tensors keep the source dtype. */
+ * num_groups}}}. Other tensors keep the source dtype. A layer whose width
+ * the group does not divide is padded: its rows are quant_in_features wide
+ * (zero weights appended, coded with their group) and num_groups and the
+ * packed codes count the padded [out, quant_in_features] array; readers keep
+ * the first in_features columns. lm_head.weight is always written (a copy of
+ * the embedding when tied), as the official loader needs it. */
 #ifndef DQ_DASHQ_PACKED_H
 #define DQ_DASHQ_PACKED_H
 #include "calib/pipeline.h"
@@ -20,6 +25,8 @@ typedef struct {
     uint64_t seed;
     const char *calib_path;
     const char *tokenizer_path; /* copied into the folder (with its companions) */
+    const char *base_model;     /* dashq_config.json's base_model; NULL: the model's path */
+    const dq_tokenizer *tokenizer; /* written as tokenizer.json when tokenizer_path is no file HF reads (GGUF) */
 } dq_packed_info;
 
 /* Writes the folder atomically: everything goes into OUT.tmp-PID, which then

@@ -157,34 +157,40 @@ static float elem(const dq_st_tensor *t, size_t i) {
 }
 
 /* A DASH-Q packed linear (NAME.W_q_packed, .scale, .zero), dequantized on
- * load exactly as the quantizer computed it: w = scale · (q − zero). */
+ * load exactly as the quantizer computed it: w = scale · (q − zero). The
+ * codes cover rows × quant_in_features (the width padded to a multiple of
+ * the group); the padding columns are dropped. */
 static dq_status bind_packed(dq_model *m, shards *s, const char *module, const cJSON *meta, int64_t rows,
                              int64_t cols, const float **out, dq_error *err) {
     int bits = (int)num(meta, "nbits", 0), G = (int)num(meta, "group_size", 0);
-    double ng = num(meta, "num_groups", -1);
-    if (num(meta, "in_features", -1) != cols || num(meta, "out_features", -1) != rows ||
-        num(meta, "quant_in_features", (double)cols) != cols || bits < 1 || bits > 8 || G <= 0 || cols % G ||
-        ng != (double)rows * (cols / G))
+    double ng = num(meta, "num_groups", -1), qin = num(meta, "quant_in_features", (double)cols);
+    if (num(meta, "in_features", -1) != cols || num(meta, "out_features", -1) != rows || bits < 1 || bits > 8 ||
+        G <= 0 || !(qin >= (double)cols && qin < (double)cols + G) || qin != (double)(int64_t)qin || (int64_t)qin % G ||
+        ng != (double)rows * ((int64_t)qin / G))
         return dq_fail(err, DQ_ERR_FORMAT, "%s/dashq_config.json: module %s does not describe a %lld x %lld linear",
                        s->dir, module, (long long)rows, (long long)cols);
-    size_t n = (size_t)rows * (size_t)cols, groups = (size_t)ng;
+    int64_t qcols = (int64_t)qin;
+    size_t n = (size_t)rows * (size_t)qcols, groups = (size_t)ng;
     const dq_st_tensor *w = need(s, module, "W_q_packed", dq_packed_words(n, bits), true, err);
     const dq_st_tensor *sc = w ? need(s, module, "scale", groups, false, err) : NULL;
     const dq_st_tensor *ze = sc ? need(s, module, "zero", groups, false, err) : NULL;
     if (!ze) return err ? err->code : DQ_ERR_FORMAT;
     uint8_t *q = malloc(n);
-    float *W = dq_model_alloc(m, n * sizeof *W);
+    float *W = dq_model_alloc(m, (size_t)rows * (size_t)cols * sizeof *W);
     if (!q || !W) {
         free(q);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", module);
     }
     dq_unpack_codes((const int32_t *)(const void *)w->data, n, bits, q);
+    size_t gpr = (size_t)(qcols / G);
     for (size_t g = 0; g < groups; g++) {
         float scale = elem(sc, g), zero = elem(ze, g);
-        for (size_t j = g * (size_t)G; j < (g + 1) * (size_t)G; j++) W[j] = scale * ((float)q[j] - zero);
+        size_t r = g / gpr, c0 = (g % gpr) * (size_t)G;
+        for (size_t j = c0; j < c0 + (size_t)G && j < (size_t)cols; j++)
+            W[r * (size_t)cols + j] = scale * ((float)q[r * (size_t)qcols + j] - zero);
     }
     free(q);
-    return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, n, out, err);
+    return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, (size_t)rows * (size_t)cols, out, err);
 }
 
 /* Binds an fp32 view of tensor `name`, checking its shape is (rows, cols) or (rows). */

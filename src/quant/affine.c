@@ -19,6 +19,9 @@ dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
 }
 
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {
+    if (o->pad && (o->grid || o->group <= 0 || o->pad < 0 || o->pad >= o->group || o->pad >= cols))
+        return dq_fail(err, DQ_ERR_ARG, "%s: %d padding columns do not fit group %d of %d columns", layer, o->pad,
+                       o->group, cols);
     if (o->grid) {
         if (cols % o->grid->block)
             return dq_fail(err, DQ_ERR_ARG, "%s: %d input features are not a multiple of %s's block of %d", layer,
@@ -32,8 +35,7 @@ dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq
                        o->group);
     if (o->group > 0 && cols % o->group != 0)
         return dq_fail(err, DQ_ERR_ARG,
-                       "%s: %d input features are not a multiple of group size %d (padding is not "
-                       "supported; pick a group that divides it or -1)",
+                       "%s: %d input features are not a multiple of group size %d (pad them first)",
                        layer, cols, o->group);
     return DQ_OK;
 }
@@ -41,7 +43,7 @@ dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq
 dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err) {
     memset(t, 0, sizeof *t);
     t->rows = rows;
-    t->cols = cols;
+    t->cols = t->in_cols = cols;
     t->group = group > 0 ? group : cols;
     t->groups_per_row = cols / t->group;
     t->bits = bits;
@@ -106,9 +108,11 @@ void dq_qtensor_dequantize(const dq_qtensor *t, float *out) {
     }
     for (int r = 0; r < t->rows; r++)
         for (int g = 0; g < t->groups_per_row; g++) {
-            size_t gi = (size_t)r * t->groups_per_row + g, base = (size_t)r * t->cols + (size_t)g * t->group;
-            float s = t->scale[gi], z = t->zero[gi];
-            for (int j = 0; j < t->group; j++) out[base + j] = s * ((float)t->q[base + j] - z);
+            size_t gi = (size_t)r * t->groups_per_row + g;
+            int c0 = g * t->group, n = t->in_cols - c0 < t->group ? t->in_cols - c0 : t->group; /* padding dropped */
+            const uint8_t *q = t->q + (size_t)r * t->cols + c0;
+            float *o = out + (size_t)r * t->in_cols + c0, s = t->scale[gi], z = t->zero[gi];
+            for (int j = 0; j < n; j++) o[j] = s * ((float)q[j] - z);
         }
 }
 

@@ -143,9 +143,10 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
                             int n_threads, dq_qtensor *out, dq_error *err) {
     float *a = malloc((size_t)cols * sizeof *a);
     if (!a) return dq_fail(err, DQ_ERR_NOMEM, "DASH-Q: out of memory");
+    int live = cols - o->pad; /* padding columns: out of the mean and of every group's fit */
     double mean = 0;
-    for (int j = 0; j < cols; j++) mean += h[j];
-    mean /= cols;
+    for (int j = 0; j < live; j++) mean += h[j];
+    mean /= live;
     if (!(mean > 0)) mean = 1.0; /* an all-dead layer: fall back to plain least squares */
     for (int j = 0; j < cols; j++) a[j] = (float)(h[j] + o->eps * mean);
     dq_status st = o->grid ? dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out, err) /* same objective, on the format's grid */
@@ -170,7 +171,9 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
             if (oom) continue;
             for (int g = 0; g < gpr; g++) {
                 size_t off = (size_t)r * cols + (size_t)g * G;
-                dq_group_params p = solve_group(&s, W + off, a + (size_t)g * G, G, out->q + off, q_new, b);
+                int n = live - g * G < G ? live - g * G : G; /* the last group may end in padding */
+                dq_group_params p = solve_group(&s, W + off, a + (size_t)g * G, n, out->q + off, q_new, b);
+                for (int j = n; j < G; j++) out->q[off + j] = (uint8_t)code(0.0f, p, s.maxq); /* padding: the code of 0 */
                 out->scale[(size_t)r * gpr + g] = p.scale;
                 out->zero[(size_t)r * gpr + g] = p.zero;
             }

@@ -44,11 +44,15 @@ static void fit_grid_block(const gptq_ctx *c, const float *w, int r, int b) {
         c->steps[(size_t)r * c->gpr + (size_t)b * (g->block / g->sub) + s] = dq_grid_step_of(g, p, s);
 }
 
-/* H^-1's upper Cholesky factor, in place; H is damped first. */
-static dq_status inverse_factor(float *H, int n, float percdamp, dq_error *err) {
+/* H^-1's upper Cholesky factor, in place; H is damped first by percdamp ×
+ * the mean of diag(H) over the layer's own columns (original index < live;
+ * perm maps H's order to them): padding columns, whose diagonal the
+ * dead-column rule set to 1, must not move the damping of the others. */
+static dq_status inverse_factor(float *H, int n, float percdamp, const int *perm, int live, dq_error *err) {
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += H[(size_t)i * n + i];
-    float damp = percdamp * (float)(sum / n);
+    for (int i = 0; i < n; i++)
+        if ((perm ? perm[i] : i) < live) sum += H[(size_t)i * n + i];
+    float damp = percdamp * (float)(sum / live);
     for (int i = 0; i < n; i++) H[(size_t)i * n + i] += damp;
     lapack_int rc = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', n, H, n);
     if (rc == 0) rc = LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', n, H, n);
@@ -213,7 +217,10 @@ dq_status dq_quantize_gptq(const float *W, int rows, int cols, const float *H_in
         memcpy(H, Hp, nn * sizeof *H);
         c.perm = perm;
     }
-    if ((st = inverse_factor(H, cols, o->percdamp, err))) goto done;
+    /* Padding columns are dead (zero H row and column): they get H_jj = 1
+     * and stay decoupled, so their weights stay exactly 0 through the error
+     * feedback and code as 0 (inside every group's range). */
+    if ((st = inverse_factor(H, cols, o->percdamp, perm, cols - o->pad, err))) goto done;
     c.Hinv = H;
     st = run(&c, o->act_order ? Wp : Wc, rows, n_threads, out, err);
 done:

@@ -37,6 +37,13 @@ typedef struct {
     float reweight_param;
     int starts;          /* initial scales tried per group: range/(maxq − 1 + k/10), k < starts; 1 = min-max,
                             0 = the method's default (DQ_GRID_STARTS for DASH-Q and GPTQ on a grid, else 1) */
+    /* Trailing columns of W that are padding (0 <= pad < group): zero
+     * weights with zero curvature, added so that the group divides the
+     * width (the DASH-Q packed format's quant_in_features). They are coded
+     * with their group (as the code of 0) and kept out of every statistic:
+     * GPTQ's damping mean, DASH-Q's eps floor and group fit. RTN needs
+     * nothing: 0 is always inside a min-max range. */
+    int pad;
     /* A llama.cpp block type to fit instead of free (scale, zero) groups:
      * bits, group and sym then come from the grid. NULL: plain groups. */
     const dq_grid *grid;
@@ -53,7 +60,9 @@ dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group);
 const char *dq_method_name(dq_method m);
 
 typedef struct {
-    int rows, cols, group; /* group == cols for per-channel */
+    int rows, cols, group; /* group == cols for per-channel; cols includes padding */
+    int in_cols;           /* the layer's input width: columns in_cols..cols-1 are zero padding
+                              (dq_qtensor_alloc sets cols; whoever padded W sets it) */
     int groups_per_row;
     uint8_t *q;            /* (rows, cols) codes in [0, 2^bits) */
     float *scale;          /* (rows, groups_per_row) */
@@ -73,11 +82,12 @@ void dq_qtensor_fill_steps(dq_qtensor *t);
 /* Grid tensors: row r encoded as the llama.cpp blocks (dq_ggml_row_bytes). */
 void dq_qtensor_encode_row(const dq_qtensor *t, int r, void *dst);
 void dq_qtensor_free(dq_qtensor *t);
-/* Ŵ = scale · (q − zero) into out (rows, cols); for grid tensors, what
- * llama.cpp decodes from the encoded blocks, bit for bit. */
+/* Ŵ = scale · (q − zero) into out (rows, in_cols): the padding columns are
+ * dropped; for grid tensors, what llama.cpp decodes from the encoded
+ * blocks, bit for bit. */
 void dq_qtensor_dequantize(const dq_qtensor *t, float *out);
 
-/* Checks bits and group against a layer's input width. */
+/* Checks bits, group and padding against a layer's (padded) input width. */
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err);
 
 /* RTN: each group's min-max (optionally MSE-clipped) range, codes by rounding. */

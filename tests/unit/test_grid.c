@@ -155,6 +155,35 @@ static void test_presets(void **st) {
     assert_int_equal(p.head, DQ_GGML_Q8_0);
     assert_true(p.n_fallback > 0);
     dq_type_plan_free(&p);
+    /* SmolLM2-135M (576 wide: not a K-quant block, 18 blocks of 32; FFN 1536):
+     * the types llama-quantize (llama.cpp c392e5094) chose on the real file,
+     * tensor for tensor, for Q4_K_M, Q3_K_S, Q2_K, Q4_0, Q5_K_M and Q6_K */
+    dq_config sm = {.dim = 576, .hidden_dim = 1536, .n_layers = 30, .n_heads = 9, .n_kv_heads = 3, .head_dim = 64,
+                    .vocab_size = 49152, .tied_embeddings = true};
+    static const struct { const char *type; dq_ggml_type wide, wide_more, down, down_more, head; } SM[] = {
+        {"Q4_K_M", DQ_GGML_Q5_0, DQ_GGML_Q8_0, DQ_GGML_Q4_K, DQ_GGML_Q6_K, DQ_GGML_Q8_0},
+        {"Q5_K_M", DQ_GGML_Q5_1, DQ_GGML_Q8_0, DQ_GGML_Q5_K, DQ_GGML_Q6_K, DQ_GGML_Q8_0},
+        {"Q3_K_S", DQ_GGML_IQ4_NL, DQ_GGML_IQ4_NL, DQ_GGML_Q3_K, DQ_GGML_Q3_K, DQ_GGML_Q8_0},
+        {"Q2_K", DQ_GGML_IQ4_NL, DQ_GGML_IQ4_NL, DQ_GGML_Q3_K, DQ_GGML_Q3_K, DQ_GGML_Q8_0},
+        {"Q4_0", DQ_GGML_Q4_0, DQ_GGML_Q4_0, DQ_GGML_Q4_0, DQ_GGML_Q4_0, DQ_GGML_Q8_0},
+        {"Q6_K", DQ_GGML_Q8_0, DQ_GGML_Q8_0, DQ_GGML_Q6_K, DQ_GGML_Q6_K, DQ_GGML_Q8_0},
+    };
+    for (size_t t = 0; t < sizeof SM / sizeof SM[0]; t++) {
+        assert_int_equal(dq_type_plan_make(SM[t].type, false, false, &sm, &p, &err), DQ_OK);
+        for (int l = 0; l < 30; l++) {
+            bool more = l < 3 || l >= 26 || (l - 3) % 3 == 2; /* use_more_bits(l, 30) */
+            for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+                dq_ggml_type want = k == DQ_LIN_DOWN ? (more ? SM[t].down_more : SM[t].down)
+                                    : k == DQ_LIN_V ? (more ? SM[t].wide_more : SM[t].wide) : SM[t].wide;
+                if (p.linear[l * DQ_LIN_PER_BLOCK + k] != want)
+                    fail_msg("SmolLM2 %s layer %d kind %d: %s, llama-quantize %s", SM[t].type, l, k,
+                             dq_ggml_info(p.linear[l * DQ_LIN_PER_BLOCK + k])->name, dq_ggml_info(want)->name);
+            }
+        }
+        assert_int_equal(p.head, SM[t].head);
+        assert_int_equal(p.embed, SM[t].head);
+        dq_type_plan_free(&p);
+    }
     assert_int_equal(dq_type_plan_make("Q9_X", false, true, &c, &p, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "Q9_X"));
 }

@@ -55,7 +55,7 @@ static float *logits_of(const dq_model *m, const int32_t *toks, int n) {
 
 static const char *write_out(const dq_model *m, const dq_quant_result *r, const char *name, const char *tok) {
     const char *dir = tu_tmp(name);
-    dq_packed_info info = {"test", 3, 64, 0, 0, 0, NULL, tok ? tu_shared(tok) : NULL};
+    dq_packed_info info = {"test", 3, 64, 0, 0, 0, NULL, tok ? tu_shared(tok) : NULL, NULL, NULL};
     dq_error err = {0};
     if (dq_write_packed(dir, m, r, &info, &err)) fail_msg("%s", err.msg);
     return dir;
@@ -203,7 +203,7 @@ static void test_methods_sanity(void **st) {
     dq_calib_free(&cs2);
 }
 
-static void test_head_and_fallback(void **st) {
+static void test_head_and_padding(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
     dq_calib_set cs = random_windows(4, 32, 512, 9);
@@ -214,9 +214,11 @@ static void test_head_and_fallback(void **st) {
     assert_int_equal(dq_quantize_model(m, &cs, &o, &r, &err), DQ_OK);
     assert_int_equal(r.n, 5 * 7 + 1);
     assert_string_equal(r.layers[r.n - 1].name, "lm_head");
-    assert_true(r.layers[6].per_channel_fallback); /* down_proj: 172 inputs */
-    assert_int_equal(r.layers[6].qt.group, 172);
-    assert_false(r.layers[0].per_channel_fallback);
+    assert_int_equal(r.layers[6].pad, 20); /* down_proj: 172 inputs, padded to 6 groups of 32 */
+    assert_int_equal(r.layers[6].qt.group, 32);
+    assert_int_equal(r.layers[6].qt.cols, 192);
+    assert_int_equal(r.layers[6].qt.in_cols, 172);
+    assert_int_equal(r.layers[0].pad, 0);
     const char *dir = write_out(m, &r, "head", "models/stories260K/tok512.bin");
     dq_model *back = tu_model(dir);
     assert_false(dq_model_config(back)->tied_embeddings);
@@ -267,7 +269,7 @@ static void test_bad_calibration(void **st) {
     dq_quant_result r = quantize(m, &rw, DQ_METHOD_RTN, 4, 32, 1);
     const char *dir = tu_tmp("precious");
     mkdir(dir, 0755);
-    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL};
+    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL, NULL, NULL};
     assert_int_equal(dq_write_packed(dir, m, &r, &info, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "remove it first or choose another name"));
     dq_quant_result_free(&r);
@@ -301,7 +303,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_packed_format),
         cmocka_unit_test(test_thread_invariance), cmocka_unit_test(test_methods_sanity),
-        cmocka_unit_test(test_head_and_fallback), cmocka_unit_test(test_bad_calibration),
+        cmocka_unit_test(test_head_and_padding), cmocka_unit_test(test_bad_calibration),
         cmocka_unit_test(test_nonfinite_activations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -201,11 +201,90 @@ static void test_bad_options(void **st) {
     assert_non_null(strstr(err.msg, "positive definite"));
 }
 
+/* A width the group does not divide, padded with zero columns of zero
+ * curvature (what the pipeline does): the padding changes nothing for the
+ * real weights and decodes to 0 where the zero point is an integer. */
+static void test_padding(void **st) {
+    (void)st;
+    enum { R = 16, LIVE = 192, G = 128, QC = 256, PAD = QC - LIVE, T = 512 };
+    float *W = calloc((size_t)R * QC, sizeof *W), *X = malloc((size_t)T * LIVE * sizeof *X);
+    float *H = calloc((size_t)QC * QC, sizeof *H), *Hs = calloc((size_t)QC * QC, sizeof *Hs), *h = calloc(QC, sizeof *h);
+    float *Wl = malloc((size_t)R * LIVE * sizeof *Wl), *deq = malloc((size_t)R * QC * sizeof *deq);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < LIVE; j++) W[r * QC + j] = Wl[r * LIVE + j] = 0.02f * gauss();
+    for (int i = 0; i < T * LIVE; i++) X[i] = gauss() * (1.0f + (float)(i % LIVE) / 32.0f);
+    for (int i = 0; i < LIVE; i++)
+        for (int j = 0; j < LIVE; j++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += (double)X[t * LIVE + i] * X[t * LIVE + j];
+            H[i * QC + j] = (float)(s / T);
+            Hs[i * QC + j] = ldexpf(H[i * QC + j], -20); /* tiny curvature: the padding's H_jj = 1 would dominate */
+        }
+    for (int j = 0; j < LIVE; j++) h[j] = H[j * QC + j];
+    dq_error err = {0};
+
+    /* RTN: the padded last group is the 64-wide group of its real weights */
+    dq_quant_opts o = dq_quant_defaults(DQ_METHOD_RTN, 4, G), o64 = dq_quant_defaults(DQ_METHOD_RTN, 4, 64);
+    o.pad = PAD;
+    assert_int_equal(dq_quant_check(&o, QC, "w", &err), DQ_OK);
+    dq_qtensor p, u;
+    assert_int_equal(dq_quantize_rtn(W, R, QC, &o, 1, &p, &err), DQ_OK);
+    assert_int_equal(dq_quantize_rtn(Wl, R, LIVE, &o64, 1, &u, &err), DQ_OK);
+    for (int r = 0; r < R; r++) {
+        assert_true(p.scale[r * 2 + 1] == u.scale[r * 3 + 2] && p.zero[r * 2 + 1] == u.zero[r * 3 + 2]);
+        assert_memory_equal(p.q + r * QC + 128, u.q + r * LIVE + 128, 64);
+        for (int j = LIVE; j < QC; j++) assert_true(p.q[r * QC + j] == (uint8_t)p.zero[r * 2 + 1]);
+    }
+    p.in_cols = LIVE; /* dequantize keeps the layer's own columns */
+    dq_qtensor_dequantize(&p, deq);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < LIVE; j++)
+            assert_true(deq[r * LIVE + j] == p.scale[r * 2 + j / G] * ((float)p.q[r * QC + j] - p.zero[r * 2 + j / G]));
+    dq_qtensor_free(&p), dq_qtensor_free(&u);
+
+    /* DASH-Q (no eps floor): each group solved on its real weights only */
+    o = dq_quant_defaults(DQ_METHOD_DASHQ, 3, G), o64 = dq_quant_defaults(DQ_METHOD_DASHQ, 3, 64);
+    o.eps = o64.eps = 0;
+    o.pad = PAD;
+    assert_int_equal(dq_quantize_dashq(W, R, QC, h, &o, 1, &p, &err), DQ_OK);
+    float *Wt = malloc((size_t)R * 64 * sizeof *Wt);
+    for (int r = 0; r < R; r++) memcpy(Wt + r * 64, Wl + r * LIVE + 128, 64 * sizeof *Wt);
+    assert_int_equal(dq_quantize_dashq(Wt, R, 64, h + 128, &o64, 1, &u, &err), DQ_OK);
+    for (int r = 0; r < R; r++) {
+        assert_true(p.scale[r * 2 + 1] == u.scale[r] && p.zero[r * 2 + 1] == u.zero[r]);
+        assert_memory_equal(p.q + r * QC + 128, u.q + r * 64, 64);
+        int z = (int)rintf(p.zero[r * 2 + 1]), zc = z < 0 ? 0 : z > 7 ? 7 : z; /* padding: the code of 0 */
+        for (int j = LIVE; j < QC; j++) assert_int_equal(p.q[r * QC + j], zc);
+    }
+    free(Wt);
+    dq_qtensor_free(&p), dq_qtensor_free(&u);
+
+    /* GPTQ: scale-invariant in H (damping relative to the real columns'
+     * diagonal, not to the padding's dead-column 1s); padding decodes to 0 */
+    o = dq_quant_defaults(DQ_METHOD_GPTQ, 3, G);
+    o.pad = PAD;
+    for (int act = 0; act < 2; act++) {
+        o.act_order = act;
+        assert_int_equal(dq_quantize_gptq(W, R, QC, H, &o, 1, &p, &err), DQ_OK);
+        assert_int_equal(dq_quantize_gptq(W, R, QC, Hs, &o, 1, &u, &err), DQ_OK);
+        assert_memory_equal(p.q, u.q, (size_t)R * QC);
+        assert_memory_equal(p.scale, u.scale, (size_t)R * 2 * sizeof(float));
+        assert_memory_equal(p.zero, u.zero, (size_t)R * 2 * sizeof(float));
+        for (int r = 0; r < R; r++)
+            for (int j = LIVE; j < QC; j++) assert_true(p.q[r * QC + j] == (uint8_t)p.zero[r * 2 + 1]);
+        dq_qtensor_free(&p), dq_qtensor_free(&u);
+    }
+    o.pad = G; /* padding must be less than a group */
+    assert_int_equal(dq_quant_check(&o, QC, "w", &err), DQ_ERR_ARG);
+    free(W), free(X), free(H), free(Hs), free(h), free(Wl), free(deq);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packing),          cmocka_unit_test(test_minmax),
         cmocka_unit_test(test_dashq_properties), cmocka_unit_test(test_dashq_variants),
         cmocka_unit_test(test_gptq_matches_reference), cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_padding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
