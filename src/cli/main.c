@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "                 [--reweight none|huber|power] [--reweight-param X] [--eps E] [--quantize-head]\n"
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"
             "  convert  MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0]   (GGUF for llama.cpp)\n"
-            "  tokenize MODEL|TOKENIZER [--text TEXT | --file F] [--no-bos] [--special]\n"
+            "  tokenize MODEL|TOKENIZER [--text TEXT | --file F | --jsonl F] [--no-bos] [--special]\n"
             "  info     MODEL\n"
             "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
             "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"

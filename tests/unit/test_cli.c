@@ -105,6 +105,19 @@ static void test_tokenize(void **st) {
     assert_int_equal(dashq(args, &out), 0);
     assert_string_equal(out, "15496 995\n");
     free(out);
+    const char *lines = tu_tmp("strings.jsonl");
+    const char *text = "\"Hello world\"\n\"\"\n\" a\"\n";
+    tu_write(lines, text, strlen(text));
+    snprintf(args, sizeof args, "tokenize %s --jsonl %s", tu_shared("models/tokenizers/gpt2/tokenizer.json"), lines);
+    assert_int_equal(dashq(args, &out), 0);
+    assert_string_equal(out, "[15496,995]\n[]\n[257]\n");
+    free(out);
+    tu_write(lines, "\"ok\"\n{}\n", 8); /* 8 bytes: "ok" NL {} NL */
+    assert_int_equal(dashq(args, &out), 2);
+    char *err = last_stderr();
+    assert_non_null(strstr(err, "strings.jsonl:2: not a JSON string"));
+    free(err);
+    free(out);
 }
 
 /* convert writes a GGUF that generate reads back to the same greedy text. */
