@@ -135,16 +135,8 @@ static dq_status prompt_ids(const gen_opts *o, const dq_tokenizer *t, int32_t **
     char *chat = NULL;
     *eot = -1;
     if (o->chat) {
-        dq_chat_msg msgs[2];
-        size_t k = 0;
-        if (o->system) msgs[k++] = (dq_chat_msg){"system", o->system};
-        msgs[k++] = (dq_chat_msg){"user", o->prompt};
-        const char *tmpl = o->chat_template ? o->chat_template : dq_tokenizer_chat_template(t);
-        const char *origin = o->chat_template ? "--chat-template" : dq_tokenizer_path(t), *family;
-        dq_status st = dq_chat_format(tmpl, origin, msgs, k, true, &chat, &family, err);
+        dq_status st = dq_cli_chat_text(t, o->chat_template, o->system, o->prompt, &chat, eot, err);
         if (st) return st;
-        const char *end = dq_chat_end_of_turn(family);
-        *eot = dq_tokenizer_find(t, end, strlen(end));
         text = chat;
     }
     dq_status st = dq_tokenize(t, text, strlen(text), dq_tokenizer_adds_bos(t), true, ids, n, err);

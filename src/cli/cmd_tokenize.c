@@ -47,15 +47,18 @@ static dq_status tokenize_jsonl(const dq_tokenizer *t, const char *path, char *t
 }
 
 int dq_cmd_tokenize(int argc, char **argv) {
-    enum { O_TEXT = 256, O_FILE, O_NOBOS, O_SPECIAL, O_JSONL };
+    enum { O_TEXT = 256, O_FILE, O_NOBOS, O_SPECIAL, O_JSONL, O_CHAT, O_SYSTEM, O_TEMPLATE };
     static const struct option longs[] = {{"text", required_argument, 0, O_TEXT},
                                            {"file", required_argument, 0, O_FILE},
                                            {"jsonl", required_argument, 0, O_JSONL},
+                                           {"chat", no_argument, 0, O_CHAT},
+                                           {"system", required_argument, 0, O_SYSTEM},
+                                           {"chat-template", required_argument, 0, O_TEMPLATE},
                                            {"no-bos", no_argument, 0, O_NOBOS},
                                            {"special", no_argument, 0, O_SPECIAL},
                                            {0, 0, 0, 0}};
-    const char *text = NULL, *file = NULL;
-    bool bos = true, special = false, jsonl = false;
+    const char *text = NULL, *file = NULL, *system = NULL, *tmpl = NULL;
+    bool bos = true, special = false, jsonl = false, chat = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -63,10 +66,21 @@ int dq_cmd_tokenize(int argc, char **argv) {
         else if (c == O_FILE || c == O_JSONL) file = optarg, jsonl = c == O_JSONL;
         else if (c == O_NOBOS) bos = false;
         else if (c == O_SPECIAL) special = true;
+        else if (c == O_CHAT) chat = special = true;
+        else if (c == O_SYSTEM) system = optarg;
+        else if (c == O_TEMPLATE) tmpl = optarg;
         else return DQ_EXIT_ERROR;
     }
     if (optind != argc - 1 || (!text == !file)) {
         fprintf(stderr, "dashq: error: tokenize takes TOKENIZER and one of --text, --file or --jsonl\n");
+        return DQ_EXIT_ERROR;
+    }
+    if ((system || tmpl) && !chat) {
+        fprintf(stderr, "dashq: error: --system and --chat-template need --chat\n");
+        return DQ_EXIT_ERROR;
+    }
+    if (chat && !text) {
+        fprintf(stderr, "dashq: error: tokenize --chat takes the user's turn as --text\n");
         return DQ_EXIT_ERROR;
     }
     dq_error err = {0};
@@ -78,9 +92,14 @@ int dq_cmd_tokenize(int argc, char **argv) {
         dq_tokenizer_free(t);
         return dq_cli_error(&err);
     }
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, eot;
     size_t n;
     bos = bos && dq_tokenizer_adds_bos(t);
+    if (chat && dq_cli_chat_text(t, tmpl, system, text, &buf, &eot, &err)) { /* the prompt generate --chat feeds */
+        dq_tokenizer_free(t);
+        return dq_cli_error(&err);
+    }
+    if (chat) text = buf, len = strlen(buf);
     dq_status st = jsonl ? tokenize_jsonl(t, file, buf, len, bos, special, &err)
                          : dq_tokenize(t, text ? text : buf, len, bos, special, &ids, &n, &err);
     free(buf);

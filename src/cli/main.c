@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"
             "  convert  MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0]   (GGUF for llama.cpp)\n"
             "  tokenize MODEL|TOKENIZER [--text TEXT | --file F | --jsonl F] [--no-bos] [--special]\n"
+            "                 [--chat [--system TEXT] [--chat-template NAME]]   (the ids generate --chat feeds)\n"
             "  info     MODEL\n"
             "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
             "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"
