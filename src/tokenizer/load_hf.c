@@ -320,7 +320,7 @@ dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err) 
     dq_path_dir(dir, sizeof dir, path);
     apply_config(t, dir);
     default_eos(t);
-    return dq_tok_load_hf_chat_template(t, dir, err);
+    return DQ_OK;
 }
 
 static dq_status read_merges_txt(dq_tokenizer *t, const char *path, dq_error *err) {
@@ -391,6 +391,5 @@ dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_e
     cJSON_Delete(cfg);
     if (!st) apply_config(t, dir);
     if (!st) default_eos(t);
-    if (!st) st = dq_tok_load_hf_chat_template(t, dir, err);
     return st;
 }

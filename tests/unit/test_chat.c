@@ -152,12 +152,16 @@ static void test_smollm2_template(void **st) {
     dq_tokenizer_free(t);
 }
 
-/* Hugging Face folders: tokenizer_config.json's chat_template (a string,
- * or a list with a "default" entry), else chat_template.jinja. */
+/* Hugging Face folders, whichever tokenizer file is read: tokenizer_config.json's
+ * chat_template (a string, or a list with a "default" entry), else
+ * chat_template.jinja. */
 static void test_hf_template(void **st) {
     (void)st;
     dq_tokenizer *t = tu_tokenizer(tu_shared("models/tokenizers/mistral-7b-instruct-v0.3/tokenizer.json"));
     assert_non_null(dq_tokenizer_chat_template(t));
+    assert_string_equal(dq_chat_detect(dq_tokenizer_chat_template(t)), "mistral-v3");
+    dq_tokenizer_free(t);
+    t = tu_tokenizer(tu_shared("models/tokenizers/mistral-7b-instruct-v0.3/tokenizer.model")); /* sentencepiece */
     assert_string_equal(dq_chat_detect(dq_tokenizer_chat_template(t)), "mistral-v3");
     dq_tokenizer_free(t);
     t = tu_tokenizer(tu_shared("models/tokenizers/qwen2-1.5b-instruct/vocab.json"));
