@@ -79,6 +79,10 @@ static void test_errors(void **st) {
         {"convert MODEL -o /tmp/x.gguf --type Q3_K", "--type takes"},
         {"convert MODEL", "-o OUT.gguf"},
         {"convert MODEL -o /no/such/dir/x.gguf", "/no/such/dir/x.gguf"},
+        {"generate MODEL --system hi", "--system and --chat-template need --chat"},
+        {"generate MODEL --chat --prompt hi", "tok512.bin: no chat template"},
+        {"generate MODEL --chat --chat-template nonesuch --prompt hi", "--chat-template: chat template not recognised"},
+        {"tokenize MODEL --chat --file x", "--chat takes the user's turn as --text"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024];
