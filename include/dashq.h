@@ -105,6 +105,40 @@ dq_status dq_detokenize(const dq_tokenizer *t, const int32_t *ids, size_t n, cha
 dq_status dq_token_piece(const dq_tokenizer *t, int32_t prev, int32_t id, char *buf,
                          size_t cap, size_t *len);
 
+/* Id of the piece whose text is exactly s[0..len) (special tokens
+ * included), -1 if there is none. */
+int dq_tokenizer_find(const dq_tokenizer *t, const char *s, size_t len);
+
+/* ---- chat templates --------------------------------------------------- */
+
+typedef struct {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} dq_chat_msg;
+
+/* The chat template that came with the tokenizer: GGUF tokenizer.chat_template,
+ * or, beside a tokenizer.json / vocab.json, tokenizer_config.json's
+ * chat_template (its "default" entry when it is a list) or chat_template.jinja.
+ * NULL when there is none. Owned by the tokenizer. */
+const char *dq_tokenizer_chat_template(const dq_tokenizer *t);
+/* llama.cpp's name of the template family ("chatml", "llama3", "llama2-sys",
+ * ...) recognised in a template's Jinja text by llm_chat_detect_template's
+ * rules (a text that is a family name selects it); NULL if none matches.
+ * Static string. */
+const char *dq_chat_detect(const char *tmpl);
+/* Renders messages as llama.cpp's llm_chat_apply_template does for the
+ * family detected in tmpl, ending with the assistant's header when
+ * add_assistant (families that have one). No BOS is written: it is the
+ * tokenizer's to add. Special tokens appear as text; tokenize the result with
+ * parse_special. origin names where tmpl came from, for errors:
+ * DQ_ERR_UNSUPPORTED for no template, an unknown one or a family dashq does not
+ * render. *out is malloc'ed; *family (may be NULL) receives the family name. */
+dq_status dq_chat_format(const char *tmpl, const char *origin, const dq_chat_msg *msgs, size_t n, bool add_assistant,
+                         char **out, const char **family, dq_error *err);
+/* Text of the token that closes an assistant turn in a rendered family
+ * ("<|im_end|>", "<|eot_id|>", "</s>"), NULL for an unknown family. */
+const char *dq_chat_end_of_turn(const char *family);
+
 /* ---- inference -------------------------------------------------------- */
 
 typedef struct dq_session dq_session;

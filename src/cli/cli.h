@@ -21,6 +21,13 @@ int dq_cli_error(const dq_error *err);
 bool dq_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double *out);
 
+/* A chat prompt: --system (may be NULL) and the user's TEXT rendered in the
+ * template of --chat-template (a family name; NULL: the tokenizer's own).
+ * *text is malloc'ed; *eot receives the id of the family's end-of-turn token
+ * (-1 if the vocabulary lacks it). */
+dq_status dq_cli_chat_text(const dq_tokenizer *t, const char *chat_template, const char *system, const char *user,
+                           char **text, int32_t *eot, dq_error *err);
+
 int dq_cmd_generate(int argc, char **argv);
 int dq_cmd_eval(int argc, char **argv);
 int dq_cmd_tokenize(int argc, char **argv);

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -56,4 +57,19 @@ int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t) {
         return dq_cli_error(&err);
     }
     return 0;
+}
+
+dq_status dq_cli_chat_text(const dq_tokenizer *t, const char *chat_template, const char *system, const char *user,
+                           char **text, int32_t *eot, dq_error *err) {
+    dq_chat_msg msgs[2];
+    size_t k = 0;
+    if (system) msgs[k++] = (dq_chat_msg){"system", system};
+    msgs[k++] = (dq_chat_msg){"user", user};
+    const char *tmpl = chat_template ? chat_template : dq_tokenizer_chat_template(t);
+    const char *origin = chat_template ? "--chat-template" : dq_tokenizer_path(t), *family;
+    dq_status st = dq_chat_format(tmpl, origin, msgs, k, true, text, &family, err);
+    if (st) return st;
+    const char *end = dq_chat_end_of_turn(family);
+    *eot = dq_tokenizer_find(t, end, strlen(end));
+    return DQ_OK;
 }

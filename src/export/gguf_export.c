@@ -172,6 +172,7 @@ static dq_status write_tokenizer(dq_gguf_writer *w, const dq_tokenizer *t, int n
     if (t->unk >= 0) dq_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk);
     dq_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
     if (spm) dq_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", t->prepend != DQ_PREPEND_NONE);
+    if (t->chat_template) dq_gguf_set_str(w, "tokenizer.chat_template", t->chat_template); /* for llama.cpp's chat */
     for (int i = 0; respelled && i < t->n_vocab; i++) free(respelled[i]);
     free(respelled);
 done:

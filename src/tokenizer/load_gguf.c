@@ -136,6 +136,10 @@ static dq_status load(ctx *c) {
         return dq_fail(c->err, DQ_ERR_FORMAT, "%s: tokenizer.ggml.tokens is missing or has a bad size", c->t->path);
     dq_status st = dq_tok_alloc(c->t, (int)tokens->arr_n, c->err);
     if (st || (st = set_pieces(c, tokens))) return st;
+    const char *tmpl;
+    if (dq_gguf_get_str(c->g, "tokenizer.chat_template", &tmpl, &n) &&
+        !(c->t->chat_template = dq_tok_strdup(c->t, tmpl, n)))
+        return dq_fail(c->err, DQ_ERR_NOMEM, "%s: out of memory", c->t->path);
     return spm ? setup_spm(c) : setup_bpe(c);
 }
 

@@ -235,6 +235,40 @@ static void apply_config(dq_tokenizer *t, const char *dir) {
     cJSON_Delete(cfg);
 }
 
+/* tokenizer_config.json's chat_template: a string, or (transformers >= 4.43)
+ * a list of {"name", "template"} of which "default" is the chat template. */
+static const char *config_template(const cJSON *cfg) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), *e;
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (!cJSON_IsArray(v)) return NULL;
+    cJSON_ArrayForEach(e, v) {
+        const char *name = json_str(e, "name");
+        if (name && !strcmp(name, "default")) return json_str(e, "template");
+    }
+    return NULL;
+}
+
+dq_status dq_tok_load_hf_chat_template(dq_tokenizer *t, const char *dir, dq_error *err) {
+    char path[600];
+    cJSON *cfg = NULL;
+    char *jinja = NULL;
+    size_t n = 0;
+    const char *tmpl = NULL;
+    if (dq_path_join(path, sizeof path, dir, "tokenizer_config.json") && dq_file_exists(path) &&
+        parse_json_file(path, &cfg, NULL) == DQ_OK)
+        tmpl = config_template(cfg);
+    if (tmpl) n = strlen(tmpl);
+    else if (dq_path_join(path, sizeof path, dir, "chat_template.jinja") && dq_file_exists(path) &&
+             dq_read_file(path, MAX_JSON, &jinja, &n, NULL) == DQ_OK) /* newer transformers keep it apart */
+        tmpl = jinja;
+    dq_status st = DQ_OK;
+    if (tmpl && !(t->chat_template = dq_tok_strdup(t, tmpl, n)))
+        st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", t->path);
+    free(jinja);
+    cJSON_Delete(cfg);
+    return st;
+}
+
 /* GPT-2 style vocabularies name no EOS anywhere but use <|endoftext|>. */
 static void default_eos(dq_tokenizer *t) {
     if (t->eos < 0) t->eos = find_piece(t, "<|endoftext|>");

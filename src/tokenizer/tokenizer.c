@@ -251,3 +251,10 @@ int dq_tokenizer_vocab_size(const dq_tokenizer *t) { return t->n_vocab; }
 int dq_tokenizer_bos(const dq_tokenizer *t) { return t->bos; }
 int dq_tokenizer_eos(const dq_tokenizer *t) { return t->eos; }
 bool dq_tokenizer_adds_bos(const dq_tokenizer *t) { return t->add_bos && t->bos >= 0; }
+const char *dq_tokenizer_chat_template(const dq_tokenizer *t) { return t->chat_template; }
+
+int dq_tokenizer_find(const dq_tokenizer *t, const char *s, size_t len) {
+    for (int i = 0; i < t->n_vocab; i++)
+        if (t->piece_len[i] == len && !memcmp(t->pieces[i], s, len)) return i;
+    return -1;
+}

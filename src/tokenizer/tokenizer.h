@@ -57,6 +57,7 @@ struct dq_tokenizer {
     size_t n_added;
     int32_t bos, eos, unk;
     bool add_bos;
+    const char *chat_template; /* in the arena; NULL if none came with the tokenizer */
 };
 
 /* Allocates the piece arrays for n pieces; pieces are then set by the loader. */
@@ -115,4 +116,7 @@ dq_status dq_tok_load_spm_model(const char *path, dq_tokenizer *t, dq_error *err
 dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_gguf(const char *path, dq_tokenizer *t, dq_error *err);
+/* Reads the chat template kept in an HF folder dir beside the tokenizer file
+ * (see dq_tokenizer_chat_template); absent files are not an error. */
+dq_status dq_tok_load_hf_chat_template(dq_tokenizer *t, const char *dir, dq_error *err);
 #endif

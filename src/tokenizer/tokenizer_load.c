@@ -22,9 +22,7 @@ static bool is_gguf(const char *path) {
     return yes;
 }
 
-static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
-    snprintf(t->path, sizeof t->path, "%s", path); /* the file actually read */
-    if (is_gguf(path)) return dq_tok_load_gguf(path, t, err);
+static dq_status load_tokenizer_file(const char *path, dq_tokenizer *t, dq_error *err) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     if (!strcmp(base, "vocab.json")) return dq_tok_load_vocab_merges(path, t, err);
@@ -33,10 +31,19 @@ static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
     return dq_tok_load_llama2c(path, t, err);
 }
 
+static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
+    snprintf(t->path, sizeof t->path, "%s", path); /* the file actually read */
+    if (is_gguf(path)) return dq_tok_load_gguf(path, t, err); /* the template is inside */
+    dq_status st = load_tokenizer_file(path, t, err);
+    char dir[512];
+    dq_path_dir(dir, sizeof dir, path);
+    return st ? st : dq_tok_load_hf_chat_template(t, dir, err); /* an HF folder's, if any */
+}
+
 static dq_status load_dir(const char *dir, dq_tokenizer *t, dq_error *err) {
     static const char *const names[] = {"tokenizer.json", "vocab.json", "tokenizer.model",
                                         "tokenizer.bin"};
-    char path[600];
+    char path[sizeof t->path];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (dq_path_join(path, sizeof path, dir, names[i]) && dq_file_exists(path))
             return load_file(path, t, err);

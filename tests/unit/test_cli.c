@@ -79,6 +79,10 @@ static void test_errors(void **st) {
         {"convert MODEL -o /tmp/x.gguf --type Q3_K", "--type takes"},
         {"convert MODEL", "-o OUT.gguf"},
         {"convert MODEL -o /no/such/dir/x.gguf", "/no/such/dir/x.gguf"},
+        {"generate MODEL --system hi", "--system and --chat-template need --chat"},
+        {"generate MODEL --chat --prompt hi", "tok512.bin: no chat template"},
+        {"generate MODEL --chat --chat-template nonesuch --prompt hi", "--chat-template: chat template not recognised"},
+        {"tokenize MODEL --chat --file x", "--chat takes the user's turn as --text"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024];
@@ -104,6 +108,19 @@ static void test_tokenize(void **st) {
     snprintf(args, sizeof args, "tokenize %s --text \"Hello world\"", tu_shared("models/tokenizers/gpt2/tokenizer.json"));
     assert_int_equal(dashq(args, &out), 0);
     assert_string_equal(out, "15496 995\n");
+    free(out);
+    const char *lines = tu_tmp("strings.jsonl");
+    const char *text = "\"Hello world\"\n\"\"\n\" a\"\n";
+    tu_write(lines, text, strlen(text));
+    snprintf(args, sizeof args, "tokenize %s --jsonl %s", tu_shared("models/tokenizers/gpt2/tokenizer.json"), lines);
+    assert_int_equal(dashq(args, &out), 0);
+    assert_string_equal(out, "[15496,995]\n[]\n[257]\n");
+    free(out);
+    tu_write(lines, "\"ok\"\n{}\n", 8); /* 8 bytes: "ok" NL {} NL */
+    assert_int_equal(dashq(args, &out), 2);
+    char *err = last_stderr();
+    assert_non_null(strstr(err, "strings.jsonl:2: not a JSON string"));
+    free(err);
     free(out);
 }
 
