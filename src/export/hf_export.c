@@ -64,23 +64,11 @@ cJSON *dq_hf_config(const dq_model *m, const char *arch, const char *torch_dtype
 
 /* ---- tensors ------------------------------------------------------------------- */
 
+/* The tensors in one dtype: DQ_DTYPE_F32 (exact) or DQ_DTYPE_BF16. */
 typedef struct {
-    dq_st_out *t;
-    size_t n, cap;
-    void **owned;
-    size_t n_owned;
+    dq_st_list st;
     dq_dtype type;
-    bool oom;
 } tensor_list;
-
-static void *own(tensor_list *l, size_t bytes) {
-    void **o = realloc(l->owned, (l->n_owned + 1) * sizeof *o);
-    void *p = o ? malloc(bytes ? bytes : 1) : NULL;
-    if (o) l->owned = o;
-    if (!p) l->oom = true;
-    else l->owned[l->n_owned++] = p;
-    return p;
-}
 
 /* Source row of HF row r: HF rotates q/k heads in halves (i, i + hd/2), the
  * interleaved layouts (llama2.c, GGUF llama) in pairs (2i, 2i + 1). */
@@ -90,20 +78,10 @@ static int src_row(int r, int permute_hd) {
 
 /* Adds tensor `name` (rows x cols, cols 0 for a vector) in the list's dtype. */
 static void add(tensor_list *l, const char *name, const float *x, int rows, int cols, int permute_hd) {
-    if (l->oom) return;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 128;
-        dq_st_out *t = realloc(l->t, cap * sizeof *t);
-        if (!t) {
-            l->oom = true;
-            return;
-        }
-        l->t = t, l->cap = cap;
-    }
     size_t w = (size_t)(cols ? cols : rows), h = cols ? (size_t)rows : 1, es = l->type == DQ_DTYPE_F32 ? 4 : 2;
     const void *data = x;
     if (l->type != DQ_DTYPE_F32 || permute_hd) {
-        uint8_t *buf = own(l, w * h * es);
+        uint8_t *buf = dq_st_list_own(&l->st, w * h * es);
         if (!buf) return;
         for (size_t r = 0; r < h; r++) {
             const float *src = x + (size_t)src_row((int)r, permute_hd) * w;
@@ -115,15 +93,7 @@ static void add(tensor_list *l, const char *name, const float *x, int rows, int 
         }
         data = buf;
     }
-    dq_st_out *t = &l->t[l->n++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->dtype = l->type == DQ_DTYPE_F32 ? "F32" : "BF16";
-    t->ndim = cols ? 2 : 1;
-    t->shape[0] = rows;
-    t->shape[1] = cols;
-    t->data = data;
-    t->nbytes = w * h * es;
+    dq_st_list_add(&l->st, name, l->type == DQ_DTYPE_F32 ? "F32" : "BF16", rows, cols, data, w * h * es);
 }
 
 /* Biases of q/k are permuted like their rows (a 1-row view per output). */
@@ -132,7 +102,7 @@ static void add_bias(tensor_list *l, const char *name, const float *b, int n, in
         add(l, name, b, n, 0, 0);
         return;
     }
-    float *p = own(l, (size_t)n * sizeof *p);
+    float *p = dq_st_list_own(&l->st, (size_t)n * sizeof *p);
     if (!p) return;
     for (int r = 0; r < n; r++) p[r] = b[src_row(r, permute_hd)];
     add(l, name, p, n, 0, 0);
@@ -217,11 +187,9 @@ dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenize
     tensor_list l = {.type = o->type};
     build_tensors(&l, m);
     dq_tmp_register(path, false);
-    st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory converting tensors", out_dir)
-               : dq_st_write(path, l.t, l.n, err);
-    for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
-    free(l.owned);
-    free(l.t);
+    st = l.st.oom ? dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory converting tensors", out_dir)
+                  : dq_st_write(path, l.st.t, l.st.n, err);
+    dq_st_list_free(&l.st);
     if (!st) st = dq_write_json(tmp, "config.json", export_config(m, o->type), false, err);
     if (!st && t) st = dq_hf_write_tokenizer(tmp, t, m->cfg.seq_len, err);
     if (!st) st = dq_dir_publish(tmp, out_dir, err);

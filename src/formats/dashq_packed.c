@@ -38,71 +38,26 @@ void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q) {
     }
 }
 
-/* ---- tensor list ---------------------------------------------------------- */
-
-typedef struct {
-    dq_st_out *t;
-    size_t n, cap;
-    void **owned;
-    size_t n_owned;
-    bool oom;
-} tensor_list;
-
-static void *own(tensor_list *l, size_t bytes) {
-    void **o = realloc(l->owned, (l->n_owned + 1) * sizeof *o);
-    void *p = o ? malloc(bytes ? bytes : 1) : NULL;
-    if (o) l->owned = o;
-    if (!p) {
-        l->oom = true;
-        return NULL;
-    }
-    l->owned[l->n_owned++] = p;
-    return p;
-}
-
-static void add(tensor_list *l, const char *name, const char *dtype, int64_t d0, int64_t d1, const void *data,
-                size_t nbytes) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        dq_st_out *t = realloc(l->t, cap * sizeof *t);
-        if (!t) {
-            l->oom = true;
-            return;
-        }
-        l->t = t;
-        l->cap = cap;
-    }
-    dq_st_out *t = &l->t[l->n++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->dtype = dtype;
-    t->ndim = d1 ? 2 : 1;
-    t->shape[0] = d0;
-    t->shape[1] = d1;
-    t->data = data;
-    t->nbytes = nbytes;
-}
-
 /* A full-precision tensor, converted back to the source dtype (exact: the
  * values came from it). */
-static void add_fp(tensor_list *l, const char *name, dq_dtype dt, const float *x, int64_t d0, int64_t d1) {
+static void add_fp(dq_st_list *l, const char *name, dq_dtype dt, const float *x, int64_t d0, int64_t d1) {
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
     if (dt == DQ_DTYPE_F32) {
-        add(l, name, "F32", d0, d1, x, n * 4);
+        dq_st_list_add(l, name, "F32", d0, d1, x, n * 4);
         return;
     }
-    uint16_t *h = own(l, n * 2);
+    uint16_t *h = dq_st_list_own(l, n * 2);
     if (!h) return;
     for (size_t i = 0; i < n; i++) h[i] = dt == DQ_DTYPE_F16 ? dq_f32_to_f16(x[i]) : dq_f32_to_bf16(x[i]);
-    add(l, name, dt == DQ_DTYPE_F16 ? "F16" : "BF16", d0, d1, h, n * 2);
+    dq_st_list_add(l, name, dt == DQ_DTYPE_F16 ? "F16" : "BF16", d0, d1, h, n * 2);
 }
 
-static void add_quantized(tensor_list *l, const dq_qlayer *ql, bool permute, int hd) {
+static void add_quantized(dq_st_list *l, const dq_qlayer *ql, bool permute, int hd) {
     const dq_qtensor *q = &ql->qt;
     size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row;
-    uint8_t *codes = own(l, n);
-    uint16_t *sc = own(l, ng * 2), *ze = own(l, ng * 2);
-    int32_t *words = own(l, dq_packed_words(n, q->bits) * 4);
+    uint8_t *codes = dq_st_list_own(l, n);
+    uint16_t *sc = dq_st_list_own(l, ng * 2), *ze = dq_st_list_own(l, ng * 2);
+    int32_t *words = dq_st_list_own(l, dq_packed_words(n, q->bits) * 4);
     if (!codes || !sc || !ze || !words) return;
     for (int r = 0; r < q->rows; r++) {
         int src = permute ? dq_interleaved_row_of_half_row(r, hd) : r; /* HF order from llama2.c's */
@@ -115,14 +70,14 @@ static void add_quantized(tensor_list *l, const dq_qlayer *ql, bool permute, int
     dq_pack_codes(codes, n, q->bits, words);
     char name[160];
     snprintf(name, sizeof name, "%s.W_q_packed", ql->name);
-    add(l, name, "I32", (int64_t)dq_packed_words(n, q->bits), 0, words, dq_packed_words(n, q->bits) * 4);
+    dq_st_list_add(l, name, "I32", (int64_t)dq_packed_words(n, q->bits), 0, words, dq_packed_words(n, q->bits) * 4);
     snprintf(name, sizeof name, "%s.scale", ql->name);
-    add(l, name, "F16", (int64_t)ng, 1, sc, ng * 2);
+    dq_st_list_add(l, name, "F16", (int64_t)ng, 1, sc, ng * 2);
     snprintf(name, sizeof name, "%s.zero", ql->name);
-    add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
+    dq_st_list_add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
 }
 
-static void build_tensors(tensor_list *l, const dq_model *m, const dq_quant_result *r) {
+static void build_tensors(dq_st_list *l, const dq_model *m, const dq_quant_result *r) {
     const dq_config *c = &m->cfg;
     int d = c->dim, hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
     bool interleaved = c->rope_style == DQ_ROPE_INTERLEAVED;
@@ -273,7 +228,7 @@ dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant
         dq_dir_remove_flat(tmp);
         return st0;
     }
-    tensor_list l = {0};
+    dq_st_list l = {0};
     build_tensors(&l, m, r);
     dq_tmp_register(path, false);
     dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
@@ -283,8 +238,6 @@ dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, info, m->cfg.seq_len, err);
     if (!st) st = dq_dir_publish(tmp, out_arg, err);
     if (st) dq_dir_remove_flat(tmp);
-    for (size_t i = 0; i < l.n_owned; i++) free(l.owned[i]);
-    free(l.owned);
-    free(l.t);
+    dq_st_list_free(&l);
     return st;
 }

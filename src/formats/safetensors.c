@@ -151,6 +151,50 @@ const dq_st_tensor *dq_st_find(const dq_st_file *f, const char *name) {
     return NULL;
 }
 
+void *dq_st_list_own(dq_st_list *l, size_t bytes) {
+    if (l->oom) return NULL;
+    void **o = realloc(l->owned, (l->n_owned + 1) * sizeof *o);
+    void *p = o ? malloc(bytes ? bytes : 1) : NULL;
+    if (o) l->owned = o;
+    if (!p) {
+        l->oom = true;
+        return NULL;
+    }
+    l->owned[l->n_owned++] = p;
+    return p;
+}
+
+void dq_st_list_add(dq_st_list *l, const char *name, const char *dtype, int64_t d0, int64_t d1, const void *data,
+                    size_t nbytes) {
+    if (l->oom) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 128;
+        dq_st_out *t = realloc(l->t, cap * sizeof *t);
+        if (!t) {
+            l->oom = true;
+            return;
+        }
+        l->t = t;
+        l->cap = cap;
+    }
+    dq_st_out *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = dtype;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = data;
+    t->nbytes = nbytes;
+}
+
+void dq_st_list_free(dq_st_list *l) {
+    for (size_t i = 0; i < l->n_owned; i++) free(l->owned[i]);
+    free(l->owned);
+    free(l->t);
+    memset(l, 0, sizeof *l);
+}
+
 static dq_status write_all(FILE *f, const void *p, size_t n, const char *path, dq_error *err) {
     if (n && fwrite(p, 1, n, f) != n) return dq_fail(err, DQ_ERR_IO, "%s: write failed (disk full?)", path);
     return DQ_OK;

@@ -41,6 +41,24 @@ typedef struct {
     size_t nbytes;
 } dq_st_out;
 
+/* The tensors of a file being built, in order, and the buffers converted for
+ * them (owned here). Any allocation failure sets oom; later calls do nothing,
+ * so a writer checks once, before dq_st_write. */
+typedef struct {
+    dq_st_out *t;
+    size_t n, cap;
+    void **owned;
+    size_t n_owned;
+    bool oom;
+} dq_st_list;
+
+/* A buffer of `bytes` that the list frees; NULL (and oom) on failure. */
+void *dq_st_list_own(dq_st_list *l, size_t bytes);
+/* Appends tensor `name`: 1-D when d1 is 0. */
+void dq_st_list_add(dq_st_list *l, const char *name, const char *dtype, int64_t d0, int64_t d1, const void *data,
+                    size_t nbytes);
+void dq_st_list_free(dq_st_list *l);
+
 /* Writes a safetensors file (header padded to 8 bytes, tensors in the given
  * order). The caller makes it atomic by writing inside a temporary folder. */
 dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err);
