@@ -670,13 +670,8 @@ static void test_task_file_all_malformed(void **st) {
 /* A weight so large that activations overflow: the message names the model file. */
 static void test_nonfinite_names_file(void **st) {
     (void)st;
-    size_t n;
-    char *data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
-    float big = 3e38f; /* layer 0's attention-norm gain: its q/k/v overflow */
-    for (int i = 0; i < 64; i++) memcpy(data + 28 + 4 * ((size_t)512 * 64 + i), &big, 4);
     const char *p = T("huge.bin");
-    tu_write(p, data, n);
-    free(data);
+    tu_write_overflowing_stories(p);
     model_copy();
     const char *a[] = {"quantize", p, "--tokenizer", tu_shared("models/stories260K/tok512.bin"), "--method", "dashq",
                        "--calib", T("text.txt"), "--nsamples", "2", "--seqlen", "16", "--group", "32", "-o", T("huge-ckpt"),
@@ -684,7 +679,8 @@ static void test_nonfinite_names_file(void **st) {
     expect_refusal(a, "huge.bin", "non-finite");
     /* weights of ±3e38 in layer 0's wq: finite, but their quantized values are not. Under
      * LeakSanitizer the exit status would be 23 had the layer's codes leaked (they did). */
-    data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
+    size_t n;
+    char *data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
     for (int i = 0; i < 200; i++) {
         float v = i % 2 ? 3e38f : -3e38f;
         memcpy(data + 28 + 4 * ((size_t)512 * 64 + 5 * 64 + i), &v, 4);

@@ -138,3 +138,12 @@ int tu_run(const char *cmd, char **out) {
     else free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+void tu_write_overflowing_stories(const char *path) {
+    size_t n;
+    char *data = tu_read(tu_shared("models/stories260K/stories260K.bin"), &n);
+    float big = 3e38f; /* layer 0's attention-norm gain (after the 28-byte header and the 512 x 64 embedding) */
+    for (int i = 0; i < 64; i++) memcpy(data + 28 + 4 * ((size_t)512 * 64 + i), &big, 4);
+    tu_write(path, data, n);
+    free(data);
+}

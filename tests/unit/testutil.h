@@ -38,6 +38,10 @@ void tu_copy(const char *src, const char *dst, size_t keep);
 dq_model *tu_model(const char *path);
 dq_tokenizer *tu_tokenizer(const char *path);
 
+/* Writes stories260K to path with layer 0's attention-norm gain at 3e38, so
+ * that its q/k/v activations overflow (for the non-finite error paths). */
+void tu_write_overflowing_stories(const char *path);
+
 /* Runs a shell command, returning its exit status and (if out) its stdout. */
 int tu_run(const char *cmd, char **out);
 #endif
