@@ -16,7 +16,9 @@
 #   TASKS    zero-shot tasks for the full-precision model and for every cell
 #            with the largest sample count, seed 0 [none]; LIMIT items each
 #            [100], rows to ${OUT%.csv}_zeroshot.jsonl
-# A new CSV also records each quantization's peak RSS (quant_peak_mb).
+# A new CSV also records each quantization's peak RSS (quant_peak_mb), its
+# CPU seconds (user + system: unlike wall time, not inflated by other jobs on
+# the machine) and the second text's scores. THREADS [all] sets OMP_NUM_THREADS.
 #
 #   OUT=results/smollm2_sweep.csv CTX=512 CHUNKS=40 CONFIGS="4:128 3:128 3:64 2:64 2:32" \
 #     TASKS=piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada LIMIT=100 \
@@ -35,9 +37,11 @@ ZS=${OUT%.csv}_zeroshot.jsonl
 ev_chunks=()
 [ -n "${CHUNKS:-}" ] && ev_chunks=(--chunks "$CHUNKS")
 build_dashq
-start_results "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds,quant_peak_mb"
-with_rss=0
-head -1 "$OUT" | grep -q quant_peak_mb && with_rss=1 # older files lack the column
+[ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
+start_results "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds,quant_peak_mb,quant_cpu_seconds,ppl_b,kld_b,same_top_b"
+schema=0 # older files lack the later columns
+head -1 "$OUT" | grep -q quant_peak_mb && schema=1
+head -1 "$OUT" | grep -q quant_cpu_seconds && schema=2
 max_ns=$(tr ' ' '\n' <<<"$SAMPLES" | sort -n | tail -1)
 
 done_cell() { grep -q "^$1,$2,$3,$4,$5,$6," "$OUT"; }
@@ -51,9 +55,11 @@ zeroshot() {
 
 for name in "${@:-gut6l stories260K}"; do
   for name1 in $name; do
-  read -r model calib text <<<"$(model_spec "$name1")"
+  read -r model calib text text_b <<<"$(model_spec "$name1")"
   base="$WORK/$name1-$CTX-${CHUNKS:-all}.kld"
   [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --save-logits "$base" --quiet >/dev/null
+  base_b="$WORK/$name1-$CTX-${CHUNKS:-all}-b.kld"
+  [ -z "${text_b:-}" ] || [ -f "$base_b" ] || build/dashq eval "$model" --ppl "$text_b" --ctx "$CTX" "${ev_chunks[@]}" --save-logits "$base_b" --quiet >/dev/null
   zeroshot "$model" "$name1,fp"
   for cfg in $CONFIGS; do
     IFS=: read -r bits group <<<"$cfg"
@@ -65,15 +71,22 @@ for name in "${@:-gut6l stories260K}"; do
           done_cell "$name1" $method "$bits" "$group" "$ns" "$seed" && continue
           out="$WORK/$name1-$method-$bits-$group-$ns-$seed"
           t0=$(date +%s.%N)
-          /usr/bin/time -f %M -o "$WORK/rss" build/dashq quantize "$model" --method $method --bits "$bits" \
+          /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" --method $method --bits "$bits" \
             --group "$group" --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
           t1=$(date +%s.%N)
           json=$(build/dashq eval "$out" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --kld "$base" --json --quiet | head -1)
-          rss=""; [ $with_rss = 1 ] && rss=",$(( $(tail -1 "$WORK/rss") / 1024 ))"
-          python3 - "$json" "$name1,$method,$bits,$group,$ns,$seed" "$(echo "$t1 - $t0" | bc)" "$rss" >>"$OUT" <<'PY'
+          json_b='{}'
+          [ -n "${text_b:-}" ] && json_b=$(build/dashq eval "$out" --ppl "$text_b" --ctx "$CTX" "${ev_chunks[@]}" --kld "$base_b" --json --quiet | head -1)
+          python3 - "$json" "$name1,$method,$bits,$group,$ns,$seed" "$(echo "$t1 - $t0" | bc)" "$(tail -1 "$WORK/rss")" "$schema" "$json_b" >>"$OUT" <<'PY'
 import json, sys
-r = json.loads(sys.argv[1])
-print(f"{sys.argv[2]},{r['perplexity']:.4f},{r['kld']:.6f},{r['same_top']:.5f},{float(sys.argv[3]):.2f}{sys.argv[4]}")
+r, rb = json.loads(sys.argv[1]), json.loads(sys.argv[6])
+rss_kb, user, system = sys.argv[4].split()
+row = f"{sys.argv[2]},{r['perplexity']:.4f},{r['kld']:.6f},{r['same_top']:.5f},{float(sys.argv[3]):.2f}"
+if int(sys.argv[5]) >= 1: row += f",{int(rss_kb) // 1024}"
+if int(sys.argv[5]) >= 2:
+    row += f",{float(user) + float(system):.2f}"
+    row += f",{rb['perplexity']:.4f},{rb['kld']:.6f},{rb['same_top']:.5f}" if rb else ",,,"
+print(row)
 PY
           [ "$ns" = "$max_ns" ] && [ "$seed" = 0 ] && zeroshot "$out" "$name1,$method,$bits,$group,$ns"
           rm -rf "$out"
