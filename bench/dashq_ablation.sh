@@ -29,7 +29,7 @@ variant_args() {
 run_cell() {  # model variant bits group nsamples seqlen seed
   grep -q "^$1,$2,$3,$4,$5,$6,$7," "$OUT" && return 0
   local model calib text
-  read -r model calib text <<<"$(model_spec "$1")"
+  read -r model calib text _ <<<"$(model_spec "$1")"
   local base="$WORK/$1.kld" out="$WORK/cell"
   [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx 256 --save-logits "$base" --quiet >/dev/null
   local t0 t1 json

@@ -12,9 +12,10 @@
 # MODEL is a name from bench/models.sh (default gut6l). NSAMPLES (default
 # 128) windows of CTX (default 256) tokens calibrate both us and
 # llama-imatrix; evaluation uses CTX-token windows too, the first CHUNKS of
-# them (default: all; LLAMA_CHUNKS for llama-perplexity's own check, whose
-# ppl_gap_pct is then against our perplexity on more windows). Rows go to results/gguf_vs_llamacpp.csv (OUT=...); a
-# finished cell is not rerun.
+# them (default: all; LLAMA_CHUNKS for llama-perplexity's own check, which
+# may use fewer windows: ppl_gap_pct then compares llama-perplexity with our
+# perplexity on those same LLAMA_CHUNKS windows). Rows go to
+# results/gguf_vs_llamacpp.csv (OUT=...); a finished cell is not rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -32,7 +33,7 @@ ev_chunks=() ll_chunks=()
 OUT=${OUT:-results/gguf_vs_llamacpp.csv}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-read -r model calib text <<<"$(model_spec "$NAME")"
+read -r model calib text _ <<<"$(model_spec "$NAME")"
 start_results "model,type,quantizer,bytes,bpw,ppl,kld,same_top,llama_ppl,ppl_gap_pct"
 
 build/dashq convert "$model" -o "$WORK/f32.gguf" --type F32 >/dev/null
@@ -42,13 +43,16 @@ build/dashq eval "$WORK/f32.gguf" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" -
   >"$WORK/imatrix.log" 2>&1 || { cat "$WORK/imatrix.log"; exit 1; }
 
 row() { # TYPE QUANTIZER FILE
-  local json lppl
+  local json json_ll lppl
   json=$(build/dashq eval "$3" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --llamacpp-compatible --kld "$WORK/base.kld" --json --quiet | head -1)
+  json_ll=$json # our perplexity on llama-perplexity's windows, for the gap
+  [ "$LLAMA_CHUNKS" = "$CHUNKS" ] ||
+    json_ll=$(build/dashq eval "$3" --ppl "$text" --ctx "$CTX" "${ll_chunks[@]}" --llamacpp-compatible --json --quiet | head -1)
   lppl=$("$B/llama-perplexity" -m "$3" -f "$text" -c "$CTX" -b "$CTX" "${ll_chunks[@]}" -t 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
-  python3 - "$json" "$NAME,$1,$2" "$(stat -c %s "$3")" "$params" "${lppl:-nan}" >>"$OUT" <<'PY'
+  python3 - "$json" "$NAME,$1,$2" "$(stat -c %s "$3")" "$params" "${lppl:-nan}" "$json_ll" >>"$OUT" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); size, params, lppl = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-gap = 100 * (lppl - r['perplexity']) / r['perplexity']
+gap = 100 * (lppl - json.loads(sys.argv[6])['perplexity']) / json.loads(sys.argv[6])['perplexity']
 print(f"{sys.argv[2]},{size},{8 * size / params:.3f},{r['perplexity']:.4f},{r['kld']:.6f},{r['same_top']:.5f},{lppl:.4f},{gap:+.3f}")
 PY
 }

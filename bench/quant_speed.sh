@@ -12,7 +12,7 @@ trap 'rm -rf "$WORK"' EXIT
 build_dashq
 models=("$@"); [ ${#models[@]} -eq 0 ] && models=(gut6l stories260K)
 for name in "${models[@]}"; do
-  read -r model calib _ <<<"$(model_spec "$name")"
+  read -r model calib _ _ <<<"$(model_spec "$name")"
   for method in gptq dashq; do
     build/dashq quantize "$model" --method $method --bits 4 --group 128 --calib "$calib" --nsamples 128 \
       --seqlen 256 --seed 0 -o "$WORK/out" --quiet >"$WORK/$name.$method.txt" 2>/dev/null

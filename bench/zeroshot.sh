@@ -21,7 +21,7 @@ for l in sys.stdin:
     if r["test"].startswith("pp"): print(r["tokens_per_s"])'
 }
 for name in ${*:-gut6l stories260K}; do
-  read -r model _ _ <<<"$(model_spec "$name")"
+  read -r model _ _ _ <<<"$(model_spec "$name")"
   pp_before=$(pp128 "$model")
   lines=$(build/dashq eval "$model" --tasks "$TASKS" --data-dir "$SHARED/data" --json --quiet)
   pp=$(python3 -c "print(max($pp_before, $(pp128 "$model")))") # the machine is shared: best of two
