@@ -152,9 +152,17 @@ def harness_samples(hdir, task):
     with open(paths[-1], encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
-            resps = [(float(r[0]), bool(r[1])) for r in (x if isinstance(x[0], (int, float)) else x[0] for x in d["filtered_resps"])]
+            # filtered_resps: [[loglik, is_greedy], ...] (as strings in 0.4.13's samples); arguments: gen_args_i
+            # {arg_0: context, arg_1: continuation}
+            fr = d["filtered_resps"]
+            if fr and not isinstance(fr[0], list):
+                fr = [fr]
+            resps = [(float(r[0]), str(r[1]) == "True") for r in fr]
+            args = d.get("arguments")
+            if isinstance(args, dict):
+                args = [(a["arg_0"], a["arg_1"]) for _, a in sorted(args.items(), key=lambda kv: int(kv[0].split("_")[-1]))]
             out[d["doc_id"]] = {"ll": resps, "acc": d.get("acc"), "acc_norm": d.get("acc_norm"), "doc": d.get("doc"),
-                                "args": d.get("arguments")}
+                                "args": args}
     return out
 
 def argmax(v):
@@ -186,12 +194,16 @@ def cmd_compare(hdir, items_path, out_csv, out_txt, capb_items=None):
             continue
         n = min(len(items), len(hs))
         h_acc, d_acc, h_norm, d_norm, dll, flips, flips_norm, byte_flips = [], [], [], [], [], [], [], []
+        margin = math.inf  # the closest call: smallest gap between the harness's two best log-likelihoods
         for i in range(n):
             h, q = hs[i], items[i]
             hll = [x[0] for x in h["ll"]]
             qll = q["loglik"]
             assert len(hll) == len(qll), (task, i)
             dll += [abs(a - b) for a, b in zip(hll, qll)]
+            if len(hll) > 1:
+                top = sorted(hll, reverse=True)
+                margin = min(margin, top[0] - top[1])
             hn = dn = None
             if len(hll) == 1:  # LAMBADA: acc = greedy match, perplexity from the log-likelihood
                 ha, da = float(h["ll"][0][1]), float(q["greedy"][0])
@@ -205,11 +217,12 @@ def cmd_compare(hdir, items_path, out_csv, out_txt, capb_items=None):
                     hn = float(h["acc_norm"])
                     assert hn == float(norm_pred(hll, [len(c) for c in choices]) == gold), (task, i, "acc_norm")
                     dn = float(q["pred_norm"] == gold)
+                    by_chars = norm_pred(qll, [len(c) for c in choices])
                     by_bytes = norm_pred(qll, [len(c.encode("utf-8")) for c in choices])
-                    if by_bytes != q["pred_norm"]:
+                    if by_bytes != by_chars:  # what dividing by UTF-8 bytes (dashq before 654c323) changes
                         byte_flips.append(i)
-                        notes.append(f"{task} item {i}: acc_norm per UTF-8 byte (dashq before the fix) picks {by_bytes}, "
-                                     f"per character {q['pred_norm']} (gold {gold}; choices {choices})")
+                        notes.append(f"{task} item {i}: acc_norm per UTF-8 byte would pick {by_bytes}, per character "
+                                     f"{by_chars} (gold {gold}; dashq picked {q['pred_norm']}; choices {choices})")
             h_acc.append(ha), d_acc.append(da)
             if ha != da:
                 flips.append(i)
@@ -239,6 +252,8 @@ def cmd_compare(hdir, items_path, out_csv, out_txt, capb_items=None):
         dll.sort()
         r["max_abs_dll"] = dll[-1]
         r["median_abs_dll"] = dll[len(dll) // 2]
+        if margin < math.inf:
+            r["min_acc_margin"] = margin
         rows.append(r)
     if capb_items and os.path.exists(capb_items):  # dashq, HellaSwag with ctx_b capitalized, against plain
         cap, plain = load_items(capb_items).get("hellaswag", []), dq.get("hellaswag", [])
@@ -254,7 +269,7 @@ def cmd_compare(hdir, items_path, out_csv, out_txt, capb_items=None):
             rows.append(r)
     cols = ["task", "n", "harness_acc", "dashq_acc", "harness_acc_se", "dashq_acc_se", "harness_acc_norm", "dashq_acc_norm",
             "harness_acc_norm_se", "dashq_acc_norm_se", "harness_ppl", "dashq_ppl", "acc_disagree", "acc_norm_disagree",
-            "acc_norm_byte_changes", "median_abs_dll", "max_abs_dll", "gold_yes", "harness_yes", "dashq_yes"]
+            "acc_norm_byte_changes", "median_abs_dll", "max_abs_dll", "min_acc_margin", "gold_yes", "harness_yes", "dashq_yes"]
     fmt = lambda v: "" if v is None or v == "" else (f"{v:.6g}" if isinstance(v, float) else str(v))
     with open(out_csv, "w") as f:
         f.write(",".join(cols) + "\n")
@@ -264,6 +279,8 @@ def cmd_compare(hdir, items_path, out_csv, out_txt, capb_items=None):
         f.write("# items where the harness and dashq disagree (acc / acc_norm), and where per-byte acc_norm would differ\n")
         for line in notes:
             f.write(line + "\n")
+        if not notes:
+            f.write("# (none: every acc and acc_norm decision agrees, and per-byte acc_norm would pick as per-character)\n")
         f.write(f"# hellaswag_ctx_b_capitalized row: dashq on the same items with the harness's ctx_b.capitalize() redone; "
                 f"its disagree columns count items whose prediction changed against plain dashq\n")
     an = lambda r, k, f="%.4f": (f % r[k]) if k in r else "-"
