@@ -19,13 +19,13 @@ typedef struct {
     dq_common_opts c;
     const char *ppl_file;
     dq_ppl_opts p;
-    const char *tasks, *data_dir;
+    const char *tasks, *data_dir, *items;
     long limit;
     bool no_bos;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
-    enum { O_TOK = 256, O_PPL, O_CTX, O_LLAMACPP, O_SAVE, O_KLD, O_CHUNKS, O_JSON, O_QUIET, O_TASKS, O_LIMIT, O_DATA, O_NOBOS };
+    enum { O_TOK = 256, O_PPL, O_CTX, O_LLAMACPP, O_SAVE, O_KLD, O_CHUNKS, O_JSON, O_QUIET, O_TASKS, O_LIMIT, O_DATA, O_NOBOS, O_ITEMS };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"ppl", required_argument, 0, O_PPL},
         {"ctx", required_argument, 0, O_CTX},       {"llamacpp-compatible", no_argument, 0, O_LLAMACPP},
@@ -34,6 +34,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         {"quiet", no_argument, 0, O_QUIET},         {"threads", required_argument, 0, 't'},
         {"tasks", required_argument, 0, O_TASKS},   {"limit", required_argument, 0, O_LIMIT},
         {"data-dir", required_argument, 0, O_DATA}, {"no-bos", no_argument, 0, O_NOBOS},
+        {"items", required_argument, 0, O_ITEMS},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     long v = 0;
@@ -57,6 +58,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_LIMIT: if (!dq_cli_int("--limit", optarg, 1, 1L << 40, &o->limit)) return DQ_EXIT_ERROR; break;
         case O_DATA: o->data_dir = optarg; break;
         case O_NOBOS: o->no_bos = true; break;
+        case O_ITEMS: o->items = optarg; break;
         default: return DQ_EXIT_ERROR;
         }
     }
@@ -181,6 +183,11 @@ static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *
     dq_scorer sc;
     dq_error err = {0};
     if (dq_scorer_init(&sc, m, t, !o->no_bos && dq_tokenizer_adds_bos(t), o->c.threads, &err)) return dq_cli_error(&err);
+    if (o->items && !(sc.items = fopen(o->items, "w"))) {
+        fprintf(stderr, "dashq: error: --items %s: cannot write it\n", o->items);
+        dq_scorer_free(&sc);
+        return DQ_EXIT_ERROR;
+    }
     char list[1024], skipped[1024] = "";
     snprintf(list, sizeof list, "%s", o->tasks);
     int n_bad = 0;
@@ -198,6 +205,8 @@ static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *
             snprintf(skipped + used, sizeof skipped - used, "%s%s", used ? ", " : "", name);
         }
     }
+    if (sc.items && fclose(sc.items)) fprintf(stderr, "dashq: error: --items %s: write failed\n", o->items), n_bad++;
+    sc.items = NULL;
     dq_scorer_free(&sc);
     if (n_bad) fprintf(stderr, "dashq: %d task(s) skipped: %s\n", n_bad, skipped);
     return n_bad ? DQ_EXIT_ERROR : 0;
@@ -231,6 +240,7 @@ int dq_cmd_eval(int argc, char **argv) {
     const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.ppl_file};
     dq_error err = {0};
     if (o.p.save_logits && dq_check_output(o.p.save_logits, DQ_OUT_LOGITS, inputs, 4, &err)) rc = dq_cli_error(&err);
+    if (!rc && o.items && dq_check_output(o.items, DQ_OUT_FILE, inputs, 4, &err)) rc = dq_cli_error(&err);
     if (!rc && (o.ppl_file || o.p.kld_base)) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);

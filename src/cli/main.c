@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "                 [--save-logits F | --kld F] [--chunks N] [--json]\n"
             "                 [--tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada]\n"
             "                 [--limit N] [--data-dir DIR] [--no-bos]   (zero-shot, lm-eval-harness scoring)\n"
+            "                 [--items F]   (one JSON line per item: log-likelihoods, predictions)\n"
             "  quantize MODEL [--tokenizer F] --method rtn|gptq|dashq --bits B --group G\n"
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
             "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]]\n"

@@ -112,12 +112,20 @@ static dq_status item_alloc(dq_task_item *it, int n, dq_error *err) {
     return DQ_OK;
 }
 
-/* Choice i: context + " " + text; acc_norm counts the text's bytes. */
+/* Characters as Python's len(str) counts them: UTF-8 bytes other than
+ * continuation bytes (10xxxxxx). */
+size_t dq_utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* Choice i: context + " " + text; acc_norm counts the text's characters. */
 static dq_status set_choice(dq_task_item *it, int i, const char *context, const char *text, dq_error *err) {
     dq_task_choice *c = &it->choices[i];
     c->context = strdup(context);
     c->continuation = concat(" ", text, "");
-    c->norm_bytes = strlen(text);
+    c->norm_chars = dq_utf8_chars(text);
     if (!c->context || !c->continuation) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     return DQ_OK;
 }
@@ -185,7 +193,7 @@ static dq_status parse_choices_item(dq_task_id id, const cJSON *o, dq_task_item 
 
 /* Partial scoring: each option fills the blank in the context; the words
  * after the blank are scored. acc_norm (unused by the harness) would count
- * the option's bytes. */
+ * the option's characters. */
 static dq_status parse_winogrande(const cJSON *o, dq_task_item *it, dq_error *err) {
     const char *rest = json_string(o, "continuation");
     if (!rest || !rest[0]) return dq_fail(err, DQ_ERR_FORMAT, "field \"continuation\" is missing or empty");
@@ -196,7 +204,7 @@ static dq_status parse_winogrande(const cJSON *o, dq_task_item *it, dq_error *er
     for (int i = 0; i < n && !st; i++) {
         const char *option = cJSON_GetArrayItem(a, i)->valuestring;
         st = set_choice(it, i, option, rest, err);
-        if (!st) it->choices[i].norm_bytes = strlen(option);
+        if (!st) it->choices[i].norm_chars = dq_utf8_chars(option);
     }
     it->gold = gold;
     return st;

@@ -20,7 +20,8 @@ typedef enum {
 typedef struct {
     char *context;      /* the text scored against (owned) */
     char *continuation; /* the scored text, delimiter included (owned) */
-    size_t norm_bytes;  /* bytes of the choice as the harness counts it, for acc_norm */
+    size_t norm_chars;  /* length of the choice as the harness's len(choice) counts it, in characters
+                         * (Unicode code points, not UTF-8 bytes), for acc_norm */
 } dq_task_choice;
 
 typedef struct {
@@ -45,6 +46,8 @@ typedef struct {
 const char *dq_task_name(dq_task_id id);
 /* Metrics the harness reports for the task: acc_norm only for some. */
 bool dq_task_has_acc_norm(dq_task_id id);
+/* Characters of a UTF-8 string as Python's len() counts them (code points). */
+size_t dq_utf8_chars(const char *s);
 /* Name → id ("arc_easy", "lambada" or "lambada_openai", ...); false if unknown. */
 bool dq_task_lookup(const char *name, dq_task_id *out);
 

@@ -213,8 +213,8 @@ void dq_mc_predict(const dq_choice_score *s, const dq_task_item *it, int *pred, 
     *pred = *pred_norm = 0;
     for (int i = 1; i < it->n_choices; i++) {
         if (s[i].loglik > s[*pred].loglik) *pred = i;
-        double a = s[i].loglik / (double)it->choices[i].norm_bytes;
-        double b = s[*pred_norm].loglik / (double)it->choices[*pred_norm].norm_bytes;
+        double a = s[i].loglik / (double)it->choices[i].norm_chars;
+        double b = s[*pred_norm].loglik / (double)it->choices[*pred_norm].norm_chars;
         if (a > b) *pred_norm = i;
     }
 }
@@ -230,19 +230,32 @@ typedef struct {
     size_t gold_at[16];     /* items whose right answer is choice i */
 } tally;
 
-static dq_status score_item(dq_scorer *sc, const dq_task_item *it, dq_choice_score *s, tally *t, dq_error *err) {
+/* One line of sc->items (%.17g: the log-likelihoods round-trip exactly). */
+static void dump_item(FILE *f, dq_task_id id, const dq_task_item *it, const dq_choice_score *s, int pred, int pred_norm) {
+    fprintf(f, "{\"task\": \"%s\", \"line\": %ld, \"gold\": %d, \"loglik\": [", dq_task_name(id), it->line, it->gold);
+    for (int i = 0; i < it->n_choices; i++) fprintf(f, "%s%.17g", i ? ", " : "", s[i].loglik);
+    fprintf(f, "], \"greedy\": [");
+    for (int i = 0; i < it->n_choices; i++) fprintf(f, "%s%s", i ? ", " : "", s[i].greedy ? "true" : "false");
+    fprintf(f, "], \"tokens\": [");
+    for (int i = 0; i < it->n_choices; i++) fprintf(f, "%s%d", i ? ", " : "", s[i].n_tokens);
+    fprintf(f, "], \"pred\": %d, \"pred_norm\": %d}\n", pred, pred_norm);
+}
+
+static dq_status score_item(dq_scorer *sc, dq_task_id id, const dq_task_item *it, dq_choice_score *s, tally *t,
+                            dq_error *err) {
     dq_status st = dq_score_choices(sc, it, s, err);
     if (st) return st;
+    int pred = 0, pred_norm = 0;
     if (it->n_choices == 1) { /* LAMBADA: greedy match and likelihood of the last word */
         t->acc += s[0].greedy;
         t->ll += s[0].loglik, t->ll2 += s[0].loglik * s[0].loglik;
     } else {
-        int pred, pred_norm;
         dq_mc_predict(s, it, &pred, &pred_norm);
         t->acc += pred == it->gold, t->acc_norm += pred_norm == it->gold;
         t->chance += 1.0 / it->n_choices;
         t->gold_at[it->gold]++;
     }
+    if (sc->items) dump_item(sc->items, id, it, s, pred, pred_norm);
     t->n++;
     return DQ_OK;
 }
@@ -274,7 +287,7 @@ dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_tas
     for (size_t i = 0; i < set->n_items; i++) {
         const dq_task_item *it = &set->items[i];
         dq_error e = {0};
-        dq_status st = score_item(sc, it, s, &t, &e);
+        dq_status st = score_item(sc, set->id, it, s, &t, &e);
         if (st == DQ_ERR_ARG || st == DQ_ERR_UNSUPPORTED) { /* this item only: note it, go on */
             if (!r->n_skipped++) snprintf(r->first_skip, sizeof r->first_skip, "%.300s:%ld: %.180s", set->path, it->line, e.msg);
         } else if (st) {

@@ -2,11 +2,13 @@
  * continuation given its context (harness tokenization: whole = tok(ctx +
  * cont), cont tokens = whole[len(tok(ctx)):], left truncation to the model's
  * context), whether it is the greedy continuation, and per-task acc,
- * acc_norm (log-likelihood over the choice's bytes), LAMBADA perplexity, all
+ * acc_norm (log-likelihood over the choice's characters), LAMBADA perplexity, all
  * with standard errors. The KV cache is reused across requests that share a
  * token prefix, so a question's context is computed once for all choices. */
 #ifndef DQ_ZEROSHOT_H
 #define DQ_ZEROSHOT_H
+#include <stdio.h>
+
 #include "eval/tasks.h"
 
 typedef struct {
@@ -19,6 +21,9 @@ typedef struct {
     int n_cached;
     int32_t *buf;     /* scratch: the request's token sequence */
     size_t n_forwarded; /* tokens run through the model so far */
+    FILE *items;      /* optional (NULL: off): one JSON line per item scored by dq_task_eval
+                       * {"task", "line", "gold", "loglik": [...], "greedy": [...], "tokens": [...],
+                       *  "pred", "pred_norm"} to compare with another evaluator item by item */
 } dq_scorer;
 
 typedef struct {
@@ -58,7 +63,8 @@ dq_status dq_score_request(dq_scorer *sc, const char *context, const char *conti
 dq_status dq_score_choices(dq_scorer *sc, const dq_task_item *it, dq_choice_score *out, dq_error *err);
 
 /* One multiple-choice item: argmax of log-likelihoods (acc) and of
- * log-likelihood per byte of the choice (acc_norm); first index wins ties. */
+ * log-likelihood per character of the choice (acc_norm, the harness's
+ * len(choice); its per-byte variant is acc_bytes); first index wins ties. */
 void dq_mc_predict(const dq_choice_score *s, const dq_task_item *it, int *pred, int *pred_norm);
 /* Mean of 0/1 outcomes and the harness's standard error sqrt(p(1−p)/(n−1)). */
 void dq_mean_stderr(size_t hits, size_t n, double *mean, double *err);

@@ -22,7 +22,7 @@ static dq_task_item parse(dq_task_id id, const char *line) {
 static void expect_choice(const dq_task_item *it, int i, const char *ctx, const char *cont, size_t norm) {
     assert_string_equal(it->choices[i].context, ctx);
     assert_string_equal(it->choices[i].continuation, cont);
-    assert_int_equal(it->choices[i].norm_bytes, norm);
+    assert_int_equal(it->choices[i].norm_chars, norm);
 }
 
 static void test_piqa_and_arc_prompts(void **st) {
@@ -175,6 +175,17 @@ static void test_metrics(void **st) {
     dq_mc_predict(s, &it, &pred, &pred_norm);
     assert_int_equal(pred, 0);
     dq_task_item_free(&it);
+    /* acc_norm divides by characters, as the harness's len(choice), not UTF-8 bytes:
+     * "caf\u00e9 \u00e0 la cr\u00e8me" is 15 characters in 18 bytes, "coffee cream" 12 */
+    it = parse(DQ_TASK_PIQA, "{\"query\": \"Question: Q\\n\", \"choices\": [\"coffee cream\", "
+                             "\"caf\u00e9 \u00e0 la cr\u00e8me\"], \"gold\": 1}");
+    expect_choice(&it, 1, "Question: Q\nAnswer:", " caf\xc3\xa9 \xc3\xa0 la cr\xc3\xa8me", 15);
+    s[0].loglik = -6.2, s[1].loglik = -8.5; /* per character -0.517 > -0.567; per byte -0.517 < -0.472 */
+    dq_mc_predict(s, &it, &pred, &pred_norm);
+    assert_int_equal(pred, 0);
+    assert_int_equal(pred_norm, 0);
+    dq_task_item_free(&it);
+    assert_int_equal(dq_utf8_chars("\xe4\xb8\xad\xf0\x9f\x99\x82" "a"), 3); /* 3- and 4-byte sequences */
     double m, e;
     dq_mean_stderr(3, 4, &m, &e);
     assert_near(m, 0.75, 1e-12);
