@@ -31,6 +31,16 @@ static int inum(const cJSON *o, const char *key, double dflt) {
     return v >= -1 && v <= 1e9 ? (int)v : 0; /* out-of-range values fail validation as 0 */
 }
 
+/* A float hyperparameter in (lo, hi), finite: 0, a negative or an infinite
+ * RoPE base, scaling factor or epsilon makes every activation NaN later on,
+ * so it is refused here, naming the key. (JSON has no NaN; Python's json
+ * writes one anyway, and cJSON then refuses the whole file as invalid.) */
+static dq_status check_key(const char *path, const char *key, double v, double lo, double hi, dq_error *err) {
+    if (v > lo && v < hi && isfinite(v)) return DQ_OK;
+    return dq_fail(err, DQ_ERR_FORMAT, "%s: %s = %g is out of range (want a finite number > %g%s)", path, key, v, lo,
+                   hi < INFINITY ? " and < 1" : "");
+}
+
 static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *path, dq_error *err) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
     if (!rs || cJSON_IsNull(rs)) return DQ_OK;
@@ -46,14 +56,16 @@ static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *p
         c->rope_low_freq_factor = (float)num(rs, "low_freq_factor", 1.0);
         c->rope_high_freq_factor = (float)num(rs, "high_freq_factor", 4.0);
         c->rope_orig_ctx = inum(rs, "original_max_position_embeddings", 8192);
+        dq_status st;
+        if ((st = check_key(path, "rope_scaling.low_freq_factor", c->rope_low_freq_factor, 0, INFINITY, err)) ||
+            (st = check_key(path, "rope_scaling.high_freq_factor", c->rope_high_freq_factor, 0, INFINITY, err)))
+            return st;
         if (!(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_ctx <= 0)
             return dq_fail(err, DQ_ERR_FORMAT, "%s: inconsistent llama3 rope_scaling", path);
     } else {
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: rope_scaling type %s is not supported", path, t);
     }
-    if (!(c->rope_factor > 0.0f && isfinite(c->rope_factor)))
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad rope_scaling factor", path);
-    return DQ_OK;
+    return check_key(path, "rope_scaling.factor", c->rope_factor, 0, INFINITY, err);
 }
 
 static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
@@ -93,7 +105,9 @@ static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
         c->tied_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings"));
         c->bos_id = inum(cfg, "bos_token_id", -1);
         c->eos_id = inum(cfg, "eos_token_id", -1);
-        st = read_rope_scaling(cfg, c, path, err);
+        st = check_key(path, "rms_norm_eps", c->norm_eps, 0, 1, err);
+        if (!st) st = check_key(path, "rope_theta", c->rope_theta, 1, INFINITY, err);
+        if (!st) st = read_rope_scaling(cfg, c, path, err);
         if (!st) st = dq_config_validate(c, path, err);
     }
     cJSON_Delete(cfg);
