@@ -29,6 +29,37 @@
 /* layer 0's wq in stories260K.bin: after the header, the embedding (512 x 64) and 5 attention norms */
 #define WQ0 (28 + 4 * ((size_t)512 * 64 + 5 * 64))
 
+/* Runs `dashq ARGS` (no quoting: test paths have no spaces); returns the exit
+ * status, stderr into *err (freed by the caller), stdout discarded. */
+DQ_PRINTF(2, 3) static int cli(char **err, const char *fmt, ...) {
+    size_t cap = 16384;
+    char *cmd = malloc(cap);
+    assert_non_null(cmd);
+    int n = snprintf(cmd, cap, "%s ", DQ_CLI);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(cmd + n, cap - (size_t)n, fmt, ap);
+    va_end(ap);
+    assert_true((size_t)n + 32 < cap);
+    strcat(cmd, " 2>&1 >/dev/null");
+    int rc = tu_run(cmd, err);
+    free(cmd);
+    return rc;
+}
+
+static void expect_cli_errors(int rc, char *err, const char *n1, const char *n2, bool one_line) {
+    if (rc != 2 || !strstr(err, n1) || (n2 && !strstr(err, n2)))
+        fail_msg("status %d (want 2), stderr \"%s\" should name \"%s\"%s%s", rc, err, n1, n2 ? " and " : "",
+                 n2 ? n2 : "");
+    char *nl = strchr(err, '\n');
+    if (one_line && !(nl && nl[1] == 0)) fail_msg("not one line: %s", err);
+    free(err);
+}
+
+static void expect_cli_error(int rc, char *err, const char *n1, const char *n2) {
+    expect_cli_errors(rc, err, n1, n2, true);
+}
+
 static void expect_model_error(const char *path, dq_status code, const char *n1, const char *n2) {
     dq_model *m = NULL;
     dq_error err = {0};
@@ -37,6 +68,22 @@ static void expect_model_error(const char *path, dq_status code, const char *n1,
     if (st != code || !strstr(err.msg, n1) || (n2 && !strstr(err.msg, n2)))
         fail_msg("%s: status %d (want %d), message \"%s\" should name \"%s\" and \"%s\"", path, st, code, err.msg, n1,
                  n2 ? n2 : "");
+}
+
+/* stories260K with n floats at byte offset off set to v. */
+static const char *patched_stories(const char *name, size_t off, float v, int n) {
+    size_t len;
+    char *data = tu_read(tu_shared(STORIES), &len);
+    for (int i = 0; i < n; i++) memcpy(data + off + 4 * (size_t)i, &v, 4);
+    const char *p = tu_tmp(name);
+    tu_write(p, data, len);
+    free(data);
+    return p;
+}
+
+static bool exists(const char *path) {
+    struct stat s;
+    return stat(path, &s) == 0;
 }
 
 /* ---- hyperparameters ------------------------------------------------------------------ */
@@ -143,10 +190,70 @@ static void test_gguf_keys(void **st) {
     free(orig);
 }
 
+/* ---- non-finite activations -------------------------------------------------------------- */
+
+/* The library: the first non-finite activation names the file, block, tensor and position. */
+static void test_forward_names_tensor(void **st) {
+    (void)st;
+    const char *p = tu_tmp("huge.bin");
+    tu_write_overflowing_stories(p);
+    dq_model *m = tu_model(p);
+    dq_session *s;
+    dq_error err = {0};
+    assert_int_equal(dq_session_new(m, 16, 16, 2, &s, &err), DQ_OK);
+    int32_t toks[8] = {1, 403, 407, 261, 378, 429, 271, 262};
+    const float *lg;
+    assert_int_equal(dq_forward(s, toks, 8, 0, true, &lg, &err), DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "huge.bin: blk.0.attn_") || !strstr(err.msg, "non-finite output at position 0"))
+        fail_msg("message: %s", err.msg);
+    /* one token at a time (generation): the position is the token's */
+    assert_int_equal(dq_forward(s, toks + 3, 1, 3, false, &lg, &err), DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "at position 3")) fail_msg("message: %s", err.msg);
+    dq_session_free(s);
+    dq_model_free(m);
+
+    /* an overflow in the last block's down projection, found after it */
+    /* embedding, 5 x (attention norm, wq, wk, wv, wo, ffn norm, w1), then layer 4's w2 (kv width 32) */
+    size_t w2_4 = 28 + 4 * ((size_t)512 * 64 + 5 * (64 + 4096 + 2 * 2048 + 4096 + 64 + 64 * 172) + 4 * 172 * 64);
+    m = tu_model(patched_stories("huge-down.bin", w2_4, 3e38f, 172 * 64));
+    assert_int_equal(dq_session_new(m, 16, 16, 2, &s, &err), DQ_OK);
+    assert_int_equal(dq_forward(s, toks, 8, 0, true, &lg, &err), DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "huge-down.bin: blk.4.ffn_down: non-finite output at position 0")) fail_msg("message: %s", err.msg);
+    dq_session_free(s);
+    dq_model_free(m);
+}
+
+/* The CLI: eval (perplexity, KLD, tasks), generate and quantize fail with status 2. */
+static void test_cli_nonfinite(void **st) {
+    (void)st;
+    const char *huge = tu_tmp("huge.bin"), *base = tu_tmp("base.logits");
+    tu_write_overflowing_stories(huge);
+    const char *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), *tok = tu_shared(TOK512);
+    char *err;
+    int rc = cli(&err, "eval %s --tokenizer %s --ppl %s --ctx 64 --chunks 2 --quiet", huge, tok, text);
+    expect_cli_error(rc, err, "huge.bin: blk.0.", "non-finite output at position");
+    rc = cli(&err, "eval %s --tokenizer %s --ppl %s --ctx 64 --chunks 2 --save-logits %s --quiet", tu_shared(STORIES),
+             tok, text, base);
+    assert_int_equal(rc, 0);
+    free(err);
+    rc = cli(&err, "eval %s --tokenizer %s --kld %s --quiet", huge, tok, base);
+    expect_cli_error(rc, err, "huge.bin: blk.0.", "non-finite output");
+    rc = cli(&err, "eval %s --tokenizer %s --tasks piqa --limit 2 --data-dir %s --quiet", huge, tok, tu_shared("data"));
+    expect_cli_errors(rc, err, "huge.bin: blk.0.", "non-finite output", false); /* and "1 task(s) skipped" */
+    rc = cli(&err, "generate %s --tokenizer %s -p Once -n 4", huge, tok);
+    expect_cli_error(rc, err, "huge.bin: blk.0.", "non-finite output");
+    rc = cli(&err, "quantize %s --tokenizer %s --method gptq --calib %s --nsamples 2 --seqlen 16 --group 32 -o %s --quiet",
+             huge, tok, text, tu_tmp("huge-ckpt"));
+    expect_cli_error(rc, err, "huge.bin: blk.0.", "calibration window 0");
+    assert_false(exists(tu_tmp("huge-ckpt")));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_json_keys),
         cmocka_unit_test(test_gguf_keys),
+        cmocka_unit_test(test_forward_names_tensor),
+        cmocka_unit_test(test_cli_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
