@@ -86,6 +86,16 @@ static bool exists(const char *path) {
     return stat(path, &s) == 0;
 }
 
+/* Whether dir holds a name starting with prefix (a temporary left behind). */
+static bool holds_prefix(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));) found = !strncmp(e->d_name, prefix, strlen(prefix));
+    closedir(d);
+    return found;
+}
+
 /* ---- hyperparameters ------------------------------------------------------------------ */
 
 static const char *hf_copy(const char *name) {
@@ -248,12 +258,66 @@ static void test_cli_nonfinite(void **st) {
     assert_false(exists(tu_tmp("huge-ckpt")));
 }
 
+/* ---- narrowing writers -------------------------------------------------------------------- */
+
+static void test_f16_overflow(void **st) {
+    (void)st;
+    const char *big = patched_stories("big.bin", WQ0 + 4 * 3, 1e5f, 1), *tok = tu_shared(TOK512);
+    const char *out = tu_tmp("big.gguf");
+    char *err;
+    int rc = cli(&err, "convert %s --tokenizer %s -o %s --type F16", big, tok, out);
+    expect_cli_error(rc, err, "blk.0.attn_q.weight: value 100000 (element 3) is beyond the range of F16",
+                     "--type BF16 or F32");
+    assert_false(exists(out));
+    assert_false(holds_prefix(tu_tmpdir(), "big.gguf.tmp"));
+    /* Q8_0's block scale is F16 too: amax / 127 overflows past 8.3e6 */
+    const char *bigger = patched_stories("bigger.bin", WQ0 + 4 * 40, 1e7f, 1);
+    rc = cli(&err, "convert %s --tokenizer %s -o %s --type Q8_0", bigger, tok, out);
+    expect_cli_error(rc, err, "blk.0.attn_q.weight: value 1e+07 (element 40) is beyond the range of Q8_0", NULL);
+    assert_false(exists(out));
+    /* BF16 holds both; and what was written loads back */
+    rc = cli(&err, "convert %s --tokenizer %s -o %s --type BF16", bigger, tok, out);
+    if (rc) fail_msg("status %d: %s", rc, err);
+    free(err);
+    dq_model_free(tu_model(out));
+    /* BF16 overflows only next to FLT_MAX: the Hugging Face export */
+    const char *max = patched_stories("max.bin", WQ0, 3.4e38f, 1), *dir = tu_tmp("max-hf");
+    rc = cli(&err, "convert %s --tokenizer %s --format hf --type BF16 -o %s", max, tok, dir);
+    expect_cli_error(rc, err, "max-hf: tensor model.layers.0.self_attn.q_proj.weight: value 3.4e+38", "BF16");
+    assert_false(exists(dir));
+    assert_false(holds_prefix(tu_tmpdir(), "max-hf.tmp"));
+}
+
+/* A packed checkpoint stores scales and zeros as float16. */
+static void test_packed_scale_overflow(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared(STORIES));
+    int32_t toks[16] = {1, 403, 407, 261, 378, 429, 271, 262, 1, 403, 407, 261, 378, 429, 271, 262};
+    dq_calib_set cs = {.n = 1, .len = 16, .tokens = toks}; /* RTN does not use it */
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 1, .quiet = true};
+    dq_quant_result r;
+    dq_error err = {0};
+    if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
+    r.layers[2].qt.scale[5] = 1e6f;
+    const char *dir = tu_tmp("bigscale-ckpt");
+    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL, NULL, NULL};
+    assert_int_equal(dq_write_packed(dir, m, &r, &info, &err), DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "bigscale-ckpt: tensor model.layers.0.self_attn.v_proj.scale: value 1e+06 (group 5)"))
+        fail_msg("message: %s", err.msg);
+    assert_false(exists(dir));
+    assert_false(holds_prefix(tu_tmpdir(), "bigscale-ckpt.tmp"));
+    dq_quant_result_free(&r);
+    dq_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_json_keys),
         cmocka_unit_test(test_gguf_keys),
         cmocka_unit_test(test_forward_names_tensor),
         cmocka_unit_test(test_cli_nonfinite),
+        cmocka_unit_test(test_f16_overflow),
+        cmocka_unit_test(test_packed_scale_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
