@@ -310,6 +310,67 @@ static void test_packed_scale_overflow(void **st) {
     dq_model_free(m);
 }
 
+/* ---- messages ----------------------------------------------------------------------------- */
+
+static void test_messages(void **st) {
+    (void)st;
+    char *err;
+    /* a damaged GGUF magic: not "implausible dims" alone */
+    size_t len;
+    char *g = tu_read(tu_fixture("gguf/stories260K-f16.gguf"), &len);
+    memcpy(g, "GGUG", 4);
+    const char *bad = tu_tmp("badmagic.gguf");
+    tu_write(bad, g, len);
+    free(g);
+    int rc = cli(&err, "info %s", bad);
+    expect_cli_error(rc, err, "badmagic.gguf: not a GGUF or llama2.c model file (magic \"GGUG\"", NULL);
+    const char *zeros = tu_tmp("zeros.bin");
+    char z[64] = {0};
+    tu_write(zeros, z, sizeof z);
+    rc = cli(&err, "info %s", zeros);
+    expect_cli_error(rc, err, "zeros.bin: not a GGUF or llama2.c model file (magic 00 00 00 00", NULL);
+
+    /* a model where a tokenizer is expected */
+    rc = cli(&err, "tokenize %s --text hello", tu_shared(STORIES));
+    expect_cli_error(rc, err, "stories260K.bin: a llama2.c model (dim 64, 5 layers, vocab 512), not a tokenizer",
+                     "tok512.bin");
+    char st_path[1024];
+    snprintf(st_path, sizeof st_path, "%s/model.safetensors", tu_fixture("qwen2-tiny"));
+    rc = cli(&err, "tokenize %s --text hello", st_path);
+    expect_cli_error(rc, err, "model.safetensors: a safetensors weights file, not a tokenizer", NULL);
+
+    /* a text too short for one window, a non-finite weight: the file is named */
+    const char *shorttext = tu_tmp("short.txt");
+    tu_write(shorttext, "Once upon a time.", 17);
+    rc = cli(&err, "eval %s --tokenizer %s --ppl %s --ctx 64", tu_shared(STORIES), tu_shared(TOK512), shorttext);
+    expect_cli_error(rc, err, "short.txt: the text has", NULL);
+    const char *nanw = patched_stories("nanw.bin", WQ0 + 4 * 9, NAN, 1);
+    rc = cli(&err, "quantize %s --tokenizer %s --method rtn --group 32 -o %s --quiet", nanw, tu_shared(TOK512),
+             tu_tmp("nanw-ckpt"));
+    expect_cli_error(rc, err, "nanw.bin: tensor layers.0.wq: non-finite value nan at element 9", NULL);
+
+    /* a 3000-character path: the message keeps the file's name and the problem */
+    char dir[4096];
+    int n = snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    for (int i = 0; i < 14; i++) {
+        n += snprintf(dir + n, sizeof dir - (size_t)n, "/%0200d", i);
+        mkdir(dir, 0755);
+    }
+    char p[4200];
+    snprintf(p, sizeof p, "%s/badmagic.gguf", dir);
+    tu_copy(bad, p, (size_t)-1);
+    rc = cli(&err, "info %s", p);
+    expect_cli_error(rc, err, "/badmagic.gguf: not a GGUF or llama2.c model file", NULL);
+    snprintf(p, sizeof p, "%s/huge.bin", dir);
+    tu_write_overflowing_stories(p);
+    rc = cli(&err, "eval %s --tokenizer %s --ppl %s --ctx 64 --chunks 1 --quiet", p, tu_shared(TOK512),
+             tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"));
+    expect_cli_error(rc, err, "/huge.bin: blk.0.", "non-finite output at position");
+    rc = cli(&err, "eval %s --tokenizer %s --ppl %s --ctx 64", tu_shared(STORIES), tu_shared("models/gut6l/tokenizer.bin"),
+             shorttext);
+    expect_cli_error(rc, err, "tokenizer.bin: tokenizer has 4096 tokens, model 512", NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_json_keys),
@@ -318,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_cli_nonfinite),
         cmocka_unit_test(test_f16_overflow),
         cmocka_unit_test(test_packed_scale_overflow),
+        cmocka_unit_test(test_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
