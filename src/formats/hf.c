@@ -17,7 +17,7 @@ typedef struct {
     int n_files;
     cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
     cJSON *qmap;       /* dashq_config.json quantized_modules, NULL for a plain folder */
-    char dir[512];
+    char dir[PATH_MAX];
 } shards;
 
 static double num(const cJSON *o, const char *key, double dflt) {
@@ -69,7 +69,7 @@ static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *p
 }
 
 static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, dir, "config.json"))
         return dq_fail(err, DQ_ERR_ARG, "%s: path too long", dir);
     dq_status st = dq_read_file(path, 16u << 20, &text, NULL, err);
@@ -115,7 +115,7 @@ static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
 }
 
 static dq_status open_shard(shards *s, const char *file, const dq_st_file **out, dq_error *err) {
-    char path[1200];
+    char path[PATH_MAX];
     if (strchr(file, '/') || !dq_path_join(path, sizeof path, s->dir, file))
         return dq_fail(err, DQ_ERR_FORMAT, "%s: bad shard name \"%.80s\"", s->dir, file);
     for (int i = 0; i < s->n_files; i++)
@@ -232,7 +232,7 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
     if (!t->known_dtype)
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s/%s: tensor %s: dtype %s is not supported (F32, F16, BF16)",
                        s->dir, file, name, t->dtype);
-    char where[1200];
+    char where[2 * PATH_MAX];
     snprintf(where, sizeof where, "%s/%s", s->dir, file);
     return dq_model_tensor(m, where, name, t->data, t->type, t->n_elems, out, err);
 }
@@ -267,7 +267,7 @@ static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
 }
 
 static dq_status open_index(shards *s, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, s->dir, "model.safetensors.index.json") || !dq_file_exists(path)) {
         if (dq_path_join(path, sizeof path, s->dir, "model.safetensors") && dq_file_exists(path)) return DQ_OK;
         return dq_fail(err, DQ_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", s->dir);
@@ -288,7 +288,7 @@ static dq_status open_index(shards *s, dq_error *err) {
 
 /* dashq_config.json marks a DASH-Q packed checkpoint. */
 static dq_status open_quant_map(dq_model *m, shards *s, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, s->dir, "dashq_config.json") || !dq_file_exists(path)) return DQ_OK;
     dq_status st = dq_read_file(path, 64u << 20, &text, NULL, err);
     if (st) return st;
