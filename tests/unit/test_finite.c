@@ -371,6 +371,53 @@ static void test_messages(void **st) {
     expect_cli_error(rc, err, "tokenizer.bin: tokenizer has 4096 tokens, model 512", NULL);
 }
 
+/* ---- HF folders with tensors the model has no place for ---------------------------------- */
+
+/* Adds an F16 tensor of n zeros to the folder's model.safetensors (at the end of the data). */
+static void add_tensor(const char *dir, const char *name, int64_t n) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    size_t len;
+    char *data = tu_read(p, &len);
+    uint64_t hl;
+    memcpy(&hl, data, 8);
+    char *json = strndup(data + 8, hl);
+    cJSON *h = cJSON_Parse(json);
+    assert_non_null(h);
+    size_t dlen = len - 8 - hl;
+    cJSON *e = cJSON_AddObjectToObject(h, name), *shape = cJSON_AddArrayToObject(e, "shape");
+    cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+    cJSON_AddStringToObject(e, "dtype", "F16");
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)n));
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)dlen));
+    cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(dlen + 2 * (size_t)n)));
+    char *nh = cJSON_PrintUnformatted(h);
+    uint64_t nl = strlen(nh);
+    size_t out_len = 8 + nl + dlen + 2 * (size_t)n;
+    char *out = calloc(1, out_len);
+    memcpy(out, &nl, 8);
+    memcpy(out + 8, nh, nl);
+    memcpy(out + 8 + nl, data + 8 + hl, dlen);
+    tu_write(p, out, out_len);
+    free(out), free(nh), free(json), free(data);
+    cJSON_Delete(h);
+}
+
+static void test_hf_unused_tensors(void **st) {
+    (void)st;
+    const char *d = hf_copy("hf-extra-layer");
+    add_tensor(d, "model.layers.2.input_layernorm.weight", 64);
+    expect_model_error(d, DQ_ERR_FORMAT, "tensor model.layers.2.input_layernorm.weight belongs to layer 2",
+                       "num_hidden_layers 2");
+    d = hf_copy("hf-extra-other");
+    add_tensor(d, "model.layers.0.mlp.extra_proj.weight", 64);
+    expect_model_error(d, DQ_ERR_FORMAT, "tensor model.layers.0.mlp.extra_proj.weight is not part of a qwen2 model",
+                       NULL);
+    d = hf_copy("hf-inv-freq"); /* old Llama checkpoints carry it; transformers and llama.cpp skip it */
+    add_tensor(d, "model.layers.0.self_attn.rotary_emb.inv_freq", 8);
+    dq_model_free(tu_model(d));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_json_keys),
@@ -380,6 +427,7 @@ int main(void) {
         cmocka_unit_test(test_f16_overflow),
         cmocka_unit_test(test_packed_scale_overflow),
         cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_hf_unused_tensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
