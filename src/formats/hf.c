@@ -17,6 +17,7 @@ typedef struct {
     int n_files;
     cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
     cJSON *qmap;       /* dashq_config.json quantized_modules, NULL for a plain folder */
+    bool *used[DQ_MAX_MAPS]; /* per tensor of each file: looked up by the loader */
     char dir[PATH_MAX];
 } shards;
 
@@ -127,6 +128,11 @@ static dq_status open_shard(shards *s, const char *file, const dq_st_file **out,
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: more than %d shards", s->dir, DQ_MAX_MAPS);
     dq_status st = dq_st_open(path, &s->files[s->n_files], err);
     if (st) return st;
+    size_t n = s->files[s->n_files].n_tensors;
+    if (!(s->used[s->n_files] = calloc(n ? n : 1, sizeof(bool)))) {
+        dq_st_close(&s->files[s->n_files]);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    }
     *out = &s->files[s->n_files++];
     return DQ_OK;
 }
@@ -145,6 +151,58 @@ static dq_status find_tensor(shards *s, const char *name, const dq_st_tensor **t
     dq_status st = open_shard(s, file, &sf, err);
     if (st) return st;
     *t = dq_st_find(sf, name);
+    if (*t) s->used[sf - s->files][*t - sf->tensors] = true;
+    return DQ_OK;
+}
+
+/* Whether tensor `name` (listed by the index or the single file) was looked up. */
+static bool was_used(const shards *s, const char *name) {
+    for (int i = 0; i < s->n_files; i++) {
+        const dq_st_tensor *t = dq_st_find(&s->files[i], name);
+        if (t && s->used[i][t - s->files[i].tensors]) return true;
+    }
+    return false;
+}
+
+/* A tensor the model has no place for. Blocks beyond num_hidden_layers are an
+ * error, as in the GGUF loader (block_count): the folder is not the model
+ * config.json describes, and llama.cpp's convert_hf_to_gguf refuses it too.
+ * So is any other unknown tensor: transformers only warns ("Some weights of
+ * the model checkpoint ... were not used"), but it then runs a model without
+ * them, and llama.cpp's convert refuses them ("Can not map tensor"); we
+ * cannot warn from here and would rather not compute with part of a model.
+ * The exception is what both skip: rotary_emb.inv_freq, which old Llama
+ * checkpoints carry and rope_theta recomputes. */
+static dq_status check_unused(const dq_model *m, const shards *s, const char *name, dq_error *err) {
+    static const char skip[] = ".rotary_emb.inv_freq";
+    size_t n = strlen(name), k = sizeof skip - 1;
+    if (was_used(s, name) || (n >= k && !strcmp(name + n - k, skip))) return DQ_OK;
+    char *end;
+    long layer = strncmp(name, "model.layers.", 13) ? -1 : strtol(name + 13, &end, 10);
+    if (layer >= m->cfg.n_layers && *end == '.')
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor %s belongs to layer %ld, but config.json says num_hidden_layers %d; llama.cpp's "
+                       "convert refuses such a folder too",
+                       s->dir, name, layer, m->cfg.n_layers);
+    return dq_fail(err, DQ_ERR_FORMAT,
+                   "%s: tensor %s is not part of a %s model; remove it or fix config.json (llama.cpp's convert "
+                   "refuses it too: \"Can not map tensor\")",
+                   s->dir, name, m->cfg.arch);
+}
+
+static dq_status check_all_used(const dq_model *m, shards *s, dq_error *err) {
+    if (s->weight_map) {
+        for (const cJSON *e = s->weight_map->child; e; e = e->next) {
+            dq_status st = check_unused(m, s, e->string, err);
+            if (st) return st;
+        }
+        return DQ_OK;
+    }
+    for (int i = 0; i < s->n_files; i++)
+        for (size_t k = 0; k < s->files[i].n_tensors; k++) {
+            dq_status st = s->used[i][k] ? DQ_OK : check_unused(m, s, s->files[i].tensors[k].name, err);
+            if (st) return st;
+        }
     return DQ_OK;
 }
 
@@ -345,11 +403,13 @@ dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
     if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (!st) st = bind_all(m, s, err);
+    if (!st) st = check_all_used(m, s, err);
     /* the model keeps the mappings; the parsed headers are no longer needed */
     for (int i = 0; i < s->n_files; i++) {
         m->maps[m->n_maps++] = s->files[i].map;
         s->files[i].map = (dq_mapped_file){0};
         dq_st_close(&s->files[i]);
+        free(s->used[i]);
     }
     cJSON_Delete(s->weight_map);
     cJSON_Delete(s->qmap);
