@@ -418,6 +418,39 @@ static void test_hf_unused_tensors(void **st) {
     dq_model_free(tu_model(d));
 }
 
+/* ---- report files: complete or absent ----------------------------------------------------- */
+
+static void test_report_no_partial_file(void **st) {
+    (void)st;
+    const char *csv = tu_tmp("big-sweep.csv"), *dir = tu_tmp("report-fsize");
+    size_t cap = 1 << 16, n = 0;
+    char *text = malloc(cap);
+    n += (size_t)snprintf(text, cap, "model,method,bits,group,nsamples,seed,ppl,kld\n");
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(text + n, cap - n, "m%d,gptq,%d,%d,%d,0,%d.5,0.01\n", i % 3, 2 + i % 5, 32 << (i % 4),
+                              1 << (i % 8), 10 + i);
+    tu_write(csv, text, n);
+    free(text);
+    mkdir(dir, 0755);
+    /* files of at most 2 KiB (SIGXFSZ ignored: the write fails with EFBIG): report.md, at
+     * more than 4 KiB, cannot be completed, and must not be left under its name */
+    char cmd[4096], *out;
+    snprintf(cmd, sizeof cmd, "trap '' XFSZ; ulimit -f 2; %s report %s -o %s --no-plots 2>&1", DQ_CLI, csv, dir);
+    int rc = tu_run(cmd, &out);
+    char md[1024];
+    snprintf(md, sizeof md, "%s/report.md", dir);
+    if (rc != 2 || !strstr(out, "report.md")) fail_msg("status %d, output %s", rc, out);
+    free(out);
+    assert_false(exists(md));
+    assert_false(holds_prefix(dir, "report.md.tmp"));
+    /* without the limit it is written */
+    snprintf(cmd, sizeof cmd, "%s report %s -o %s --no-plots >/dev/null 2>&1", DQ_CLI, csv, dir);
+    assert_int_equal(tu_run(cmd, NULL), 0);
+    size_t len;
+    free(tu_read(md, &len));
+    assert_true(len > 4096);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_json_keys),
@@ -428,6 +461,7 @@ int main(void) {
         cmocka_unit_test(test_packed_scale_overflow),
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_hf_unused_tensors),
+        cmocka_unit_test(test_report_no_partial_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
