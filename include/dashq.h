@@ -151,7 +151,10 @@ void dq_session_free(dq_session *s);
 
 /* Runs tokens[0..n) at positions pos..pos+n (the cache must hold positions < pos).
  * If all_logits, returns n x vocab logits, else only the last row's. The
- * pointer is owned by the session and valid until the next call. */
+ * pointer is owned by the session and valid until the next call. The first
+ * non-finite value in the residual stream (checked after every sub-layer) or
+ * in the logits fails with DQ_ERR_NUMERIC naming the model, the tensor
+ * ("blk.3.ffn_down") and the position: overflow is an error, never a "nan". */
 dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
                      const float **logits, dq_error *err);
 /* Runs n_branches continuations of the cached prefix [0, pos) as one batch:

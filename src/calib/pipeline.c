@@ -259,11 +259,13 @@ typedef struct {
     dq_quant_result *r;
 } run_ctx;
 
-static dq_status check_finite(const float *x, size_t n, const char *where, int window, dq_error *err) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return dq_fail(err, DQ_ERR_NUMERIC, "non-finite activation %s in calibration window %d", where, window);
-    return DQ_OK;
+/* A block forward's failure, said to be in calibration window w (the
+ * position alone does not say which of the windows overflowed). */
+static dq_status in_window(dq_status st, int w, bool quantized, dq_error *err) {
+    if (st != DQ_ERR_NUMERIC || !err) return st;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return dq_fail(err, st, "%s, calibration window %d%s", msg, w, quantized ? ", after quantizing the block" : "");
 }
 
 static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
@@ -272,7 +274,7 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     dq_taps taps = {stats_tap, &c->st};
     for (int w = 0; w < cs->n; w++) {
         memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
-        dq_status st = dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err);
+        dq_status st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
         if (st) return st;
         if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
     }
@@ -309,12 +311,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_taps taps = {err_tap, &e};
     size_t wsz = (size_t)c->cs->len * m->cfg.dim;
     for (int w = 0; !st && w < c->cs->n; w++) { /* the quantized block feeds the next one */
-        st = dq_block_forward(c->s, l, c->X + w * wsz, c->cs->len, &taps, err);
-        if (!st) {
-            char where[48];
-            snprintf(where, sizeof where, "after block %d", l);
-            st = check_finite(c->X + w * wsz, wsz, where, w, err);
-        }
+        st = in_window(dq_block_forward(c->s, l, c->X + w * wsz, c->cs->len, &taps, err), w, true, err);
     }
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
         if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;

@@ -13,14 +13,19 @@
 #include "cli/cli.h"
 #include "eval/report.h"
 #include "util/files.h"
+#include "util/tmpfiles.h"
 
-/* Runs gnuplot SCRIPT inside dir; returns its exit status (127: not found). */
-static int gnuplot(const char *dir, const char *script) {
+/* Runs gnuplot SCRIPT inside dir with its output set to out (the script's
+ * `out`, which defaults to NAME.svg when a user runs it); returns its exit
+ * status (127: not found). */
+static int gnuplot(const char *dir, const char *script, const char *out) {
+    char set[PATH_MAX + 16];
+    snprintf(set, sizeof set, "out='%s'", out);
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
-        if (chdir(dir) == 0) execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        if (chdir(dir) == 0) execlp("gnuplot", "gnuplot", "-e", set, script, (char *)NULL);
         _exit(127);
     }
     int status;
@@ -28,19 +33,42 @@ static int gnuplot(const char *dir, const char *script) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* DIR/NAME.gp renders to NAME.svg through a temporary renamed into place, like
+ * every other output: a killed or failed gnuplot leaves no partial SVG. */
+static int render_one(const char *dir, const char *script) {
+    char svg[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX], tmp_path[PATH_MAX];
+    size_t n = strlen(script);
+    dq_error err = {0};
+    if (n < 3 || strcmp(script + n - 3, ".gp") ||
+        dq_path_fmt(svg, sizeof svg, &err, "%.*s.svg", (int)(n - 3), script) ||
+        dq_path_fmt(tmp, sizeof tmp, &err, "%s.tmp-%ld", svg, (long)getpid()) ||
+        dq_path_fmt(path, sizeof path, &err, "%s/%s", dir, svg) ||
+        dq_path_fmt(tmp_path, sizeof tmp_path, &err, "%s/%s", dir, tmp)) {
+        if (!err.msg[0]) dq_fail(&err, DQ_ERR_ARG, "%s: not a .gp script", script);
+        return dq_cli_error(&err);
+    }
+    int slot = dq_tmp_register(tmp_path, false); /* removed on SIGINT/SIGTERM */
+    int st = gnuplot(dir, script, tmp);
+    int rc = 0;
+    if (st == 127) {
+        fprintf(stderr, "dashq: error: gnuplot not found (Debian: apt install gnuplot-nox); "
+                        "the report and its scripts are in %s\n", dir);
+        rc = DQ_EXIT_ERROR;
+    } else if (st) {
+        fprintf(stderr, "dashq: error: %s/%s: gnuplot failed (status %d)\n", dir, script, st);
+        rc = DQ_EXIT_ERROR;
+    } else if (rename(tmp_path, path) != 0) {
+        fprintf(stderr, "dashq: error: %s: cannot rename into place: %s\n", path, strerror(errno));
+        rc = DQ_EXIT_ERROR;
+    }
+    if (rc) unlink(tmp_path);
+    dq_tmp_unregister(slot);
+    return rc;
+}
+
 static int render(const char *dir, char **scripts) {
     int rc = 0;
-    for (char **s = scripts; *s && !rc; s++) {
-        int st = gnuplot(dir, *s);
-        if (st == 127) {
-            fprintf(stderr, "dashq: error: gnuplot not found (Debian: apt install gnuplot-nox); "
-                            "the report and its scripts are in %s\n", dir);
-            rc = DQ_EXIT_ERROR;
-        } else if (st) {
-            fprintf(stderr, "dashq: error: %s/%s: gnuplot failed (status %d)\n", dir, *s, st);
-            rc = DQ_EXIT_ERROR;
-        }
-    }
+    for (char **s = scripts; *s && !rc; s++) rc = render_one(dir, *s);
     return rc;
 }
 

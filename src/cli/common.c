@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/error.h"
 
 int dq_cli_error(const dq_error *err) {
     fprintf(stderr, "dashq: error: %s\n", err->msg);
@@ -47,8 +48,8 @@ int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t) {
     dq_status st = o->tokenizer ? dq_tokenizer_load(o->tokenizer, t, &err)
                                 : dq_tokenizer_for_model(o->model, vocab, t, &err);
     if (!st && dq_tokenizer_vocab_size(*t) > vocab)
-        st = DQ_ERR_FORMAT, snprintf(err.msg, sizeof err.msg, "%s: tokenizer has %d tokens, model %d",
-                                     o->tokenizer, dq_tokenizer_vocab_size(*t), vocab);
+        st = dq_fail(&err, DQ_ERR_FORMAT, "%s: tokenizer has %d tokens, model %d", o->tokenizer,
+                     dq_tokenizer_vocab_size(*t), vocab); /* dq_fail: a long path keeps the problem */
     if (st) {
         dq_model_free(*m);
         dq_tokenizer_free(*t);

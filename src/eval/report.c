@@ -193,7 +193,10 @@ typedef struct {
     dq_error *err;
 } writer;
 
-static FILE *open_out(writer *w, const char *name) {
+/* DIR/name as a temporary renamed into place by close_out (dq_out_file): a
+ * killed report leaves complete files or none under their names. NULL on
+ * failure, with w->err set. */
+static dq_out_file *open_out(writer *w, const char *name) {
     char path[PATH_MAX];
     if (strchr(name, '/')) { /* names come from the CSV's model column */
         dq_fail(w->err, DQ_ERR_FORMAT, "%s: a model name makes the file name '%s', which is not a plain name", w->source, name);
@@ -202,15 +205,23 @@ static FILE *open_out(writer *w, const char *name) {
     if (dq_path_fmt(path, sizeof path, w->err, "%s/%s", w->dir, name) ||
         dq_check_output(path, DQ_OUT_FILE, &w->source, 1, w->err))
         return NULL;
-    FILE *f = fopen(path, "w");
-    if (!f) dq_fail(w->err, DQ_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    return f;
+    dq_out_file *o = malloc(sizeof *o);
+    if (!o) dq_fail(w->err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    else if (dq_out_open(o, path, w->err)) free(o), o = NULL;
+    return o;
 }
 
-static dq_status close_out(writer *w, FILE *f, const char *name) {
-    bool ok = !ferror(f);
-    ok &= fclose(f) == 0;
-    return ok ? DQ_OK : dq_fail(w->err, DQ_ERR_IO, "%s/%s: write failed", w->dir, name);
+/* Completes (renames into place) and frees o. */
+static dq_status close_out(writer *w, dq_out_file *o) {
+    dq_status st = dq_out_commit(o, w->err);
+    free(o);
+    return st;
+}
+
+/* Removes o's temporary (the final name is untouched) and frees o. */
+static void abort_out(dq_out_file *o) {
+    dq_out_abort(o);
+    free(o);
 }
 
 static bool same_model(const cell *a, const cell *b) { return !strcmp(a->model, b->model); }
@@ -232,8 +243,8 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
                              bool *any) {
     char file[600];
     snprintf(file, sizeof file, "%s.dat", name);
-    FILE *d = open_out(w, file);
-    if (!d) return DQ_ERR_IO;
+    dq_out_file *d = open_out(w, file);
+    if (!d) return w->err ? w->err->code : DQ_ERR_IO;
     char plot[4096] = "";
     int blocks = 0;
     for (size_t i = 0; i < nc;) { /* c: one model's cells, sorted by method, bits, group, nsamples */
@@ -247,8 +258,8 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
         }
         if (np) {
             qsort(p, (size_t)np, sizeof *p, point_cmp);
-            fprintf(d, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
-            for (int k = 0; k < np; k++) fprintf(d, "%.4f %.8g %.8g\n", p[k].x, p[k].y, p[k].sd);
+            fprintf(d->f, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
+            for (int k = 0; k < np; k++) fprintf(d->f, "%.4f %.8g %.8g\n", p[k].x, p[k].y, p[k].sd);
             size_t used = strlen(plot);
             snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s'", blocks ? ", \\\n     " : "",
                      file, blocks, c[i].method);
@@ -256,16 +267,16 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
         }
         i = j;
     }
-    dq_status st = close_out(w, d, file);
+    dq_status st = close_out(w, d);
     *any = blocks > 0;
     if (st || !blocks) return st;
     snprintf(file, sizeof file, "%s.gp", name);
-    FILE *g = open_out(w, file);
-    if (!g) return DQ_ERR_IO;
-    fprintf(g, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nset output '%s.svg'\nset title '%s'\n"
+    dq_out_file *g = open_out(w, file);
+    if (!g) return w->err ? w->err->code : DQ_ERR_IO;
+    fprintf(g->f, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nif (!exists('out')) out = '%s.svg'\nset output out\nset title '%s'\n"
                "set xlabel 'bits per weight'\nset ylabel '%s'\nset grid\nset key top right\nset offsets graph 0.03, graph 0.03\n%splot %s\n",
             name, title, kld ? "KL divergence to the full model" : "perplexity", kld ? "set logscale y\n" : "", plot);
-    if ((st = close_out(w, g, file))) return st;
+    if ((st = close_out(w, g))) return st;
     w->scripts[w->n_scripts++] = strdup(file);
     return DQ_OK;
 }
@@ -286,17 +297,17 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
     if (!methods_with_sweep || lo >= hi) return DQ_OK;
     char file[600], plot[4096] = "";
     snprintf(file, sizeof file, "%s.dat", name);
-    FILE *d = open_out(w, file);
-    if (!d) return DQ_ERR_IO;
+    dq_out_file *d = open_out(w, file);
+    if (!d) return w->err ? w->err->code : DQ_ERR_IO;
     int blocks = 0;
     for (size_t i = 0; i < nc;) {
         size_t j = i + 1;
         while (j < nc && same_config(&c[i], &c[j])) j++;
         if (c[i].bits == bits && c[i].group == group && !isnan(kld ? c[i].kld : c[i].ppl)) {
-            fprintf(d, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
+            fprintf(d->f, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
             for (size_t k = i; k < j; k++)
-                fprintf(d, "%d %.8g %.8g\n", j - i == 1 ? lo : c[k].nsamples, kld ? c[k].kld : c[k].ppl, kld ? c[k].kld_sd : c[k].ppl_sd);
-            if (j - i == 1) fprintf(d, "%d %.8g 0\n", hi, kld ? c[i].kld : c[i].ppl); /* ignores the data */
+                fprintf(d->f, "%d %.8g %.8g\n", j - i == 1 ? lo : c[k].nsamples, kld ? c[k].kld : c[k].ppl, kld ? c[k].kld_sd : c[k].ppl_sd);
+            if (j - i == 1) fprintf(d->f, "%d %.8g 0\n", hi, kld ? c[i].kld : c[i].ppl); /* ignores the data */
             size_t used = strlen(plot);
             snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s%s'", blocks ? ", \\\n     " : "",
                      file, blocks, c[i].method, j - i == 1 ? " (no calibration)" : "");
@@ -304,16 +315,16 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
         }
         i = j;
     }
-    dq_status st = close_out(w, d, file);
+    dq_status st = close_out(w, d);
     if (st) return st;
     snprintf(file, sizeof file, "%s.gp", name);
-    FILE *g = open_out(w, file);
-    if (!g) return DQ_ERR_IO;
-    fprintf(g, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nset output '%s.svg'\n"
+    dq_out_file *g = open_out(w, file);
+    if (!g) return w->err ? w->err->code : DQ_ERR_IO;
+    fprintf(g->f, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nif (!exists('out')) out = '%s.svg'\nset output out\n"
                "set title '%s: %d-bit, group %d: quality vs calibration samples (mean +/- sd over seeds)'\n"
                "set xlabel 'calibration samples'\nset ylabel '%s'\nset logscale x 2\nset grid\nset key top right\nplot %s\n",
             name, c[0].model, bits, group, kld ? "KL divergence to the full model" : "perplexity", plot);
-    if ((st = close_out(w, g, file))) return st;
+    if ((st = close_out(w, g))) return st;
     w->scripts[w->n_scripts++] = strdup(file);
     *any = true;
     return DQ_OK;
@@ -371,18 +382,18 @@ dq_status dq_report_write(const dq_results *r, const char *source, const char *d
         nc = make_cells(rows, r->n, cells);
         if (!nc) st = dq_fail(err, DQ_ERR_NOMEM, "report: out of memory");
     }
-    FILE *md = st ? NULL : open_out(&w, "report.md");
-    if (!st && !md) st = DQ_ERR_IO;
+    dq_out_file *md = st ? NULL : open_out(&w, "report.md");
+    if (!st && !md) st = err ? err->code : DQ_ERR_IO;
     if (!st) {
-        fprintf(md, "# dashq quantization report\n\nSource: `%s` — %zu rows, %zu cells%s.\n"
+        fprintf(md->f, "# dashq quantization report\n\nSource: `%s` — %zu rows, %zu cells%s.\n"
                     "Bits per weight count an fp16 scale and zero per group.\n",
                 source, r->n, nc, r->n_skipped ? " (malformed rows skipped, see the warnings)" : "");
         for (size_t i = 0, j; i < nc && !st; i = j) {
             for (j = i + 1; j < nc && same_model(&cells[i], &cells[j]); j++) {}
-            st = model_section(&w, md, cells + i, j - i);
+            st = model_section(&w, md->f, cells + i, j - i);
         }
-        if (st) fclose(md);
-        else st = close_out(&w, md, "report.md");
+        if (st) abort_out(md);
+        else st = close_out(&w, md);
     }
     free(rows);
     free(cells);

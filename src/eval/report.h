@@ -34,7 +34,8 @@ void dq_results_free(dq_results *r);
 double dq_bits_per_weight(int bits, int group);
 
 /* Writes report.md and, per plot, NAME.dat and NAME.gp into DIR (NAME.gp renders NAME.svg,
- * run from DIR). *scripts receives a malloc'ed, NULL-ended
+ * run from DIR, or the file its variable out names: gnuplot -e "out='x.svg'" NAME.gp; the CLI renders
+ * through a temporary that way). *scripts receives a malloc'ed, NULL-ended
  * list of the .gp file names. */
 dq_status dq_report_write(const dq_results *r, const char *source, const char *dir, char ***scripts, dq_error *err);
 #endif

@@ -182,7 +182,46 @@ done:
 
 /* ---- tensors ------------------------------------------------------------------- */
 
-static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
+/* Where tensors go: the writer, and the first tensor that cannot be written
+ * (the file is then not written at all). */
+typedef struct {
+    dq_gguf_writer *w;
+    const char *path;
+    dq_error *err;
+    dq_status st;
+} sink;
+
+static bool is_inf16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return (h & 0x7fffu) == 0x7c00u;
+}
+
+/* A finite fp32 weight must stay finite when narrowed: F16 (and Q8_0's F16
+ * scale, amax/127) overflow past ±65504, BF16 only next to FLT_MAX. An inf in
+ * the file is one our loader refuses and llama.cpp computes garbage with, so
+ * the whole file is refused, naming the tensor and the value. */
+static void check_narrowed(sink *s, const char *name, const float *x, size_t n, dq_ggml_type type,
+                           const uint8_t *out) {
+    size_t bad = n;
+    if (type == DQ_GGML_F16 || type == DQ_GGML_BF16) {
+        for (size_t i = 0; i < n && bad == n; i++)
+            if (is_inf16(out + 2 * i) && isfinite(x[i])) bad = i;
+    } else if (type == DQ_GGML_Q8_0) {
+        for (size_t k = 0; k < n / 32 && bad == n; k++)
+            if (is_inf16(out + 34 * k))
+                for (size_t j = 32 * k; j < 32 * k + 32 && bad == n; j++)
+                    if ((dq_f32_to_f16(fabsf(x[j]) / 127.0f) & 0x7fffu) == 0x7c00u) bad = j;
+    }
+    if (bad == n || s->st) return;
+    s->st = dq_fail(s->err, DQ_ERR_NUMERIC,
+                    "%s: tensor %s: value %g (element %zu) is beyond the range of %s%s; nothing was written: "
+                    "use --type BF16 or F32",
+                    s->path, name, (double)x[bad], bad, dq_ggml_info(type)->name,
+                    type == DQ_GGML_Q8_0 ? " (its F16 block scale overflows)" : "");
+}
+
+static void add_weight(sink *s, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd) {
     if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block) type = DQ_GGML_F16; /* llama.cpp's fallback */
     size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
@@ -205,24 +244,25 @@ static void add_weight(dq_gguf_writer *w, const char *name, const float *x, int 
             memcpy(out + 2 * i, &h, 2);
         }
         if (type == DQ_GGML_Q8_0) dq_ggml_quantize_q8_0(src, n, out);
+        check_narrowed(s, name, src, n, type, out);
     } else {
         free(out);
         out = NULL;
     }
     free(tmp);
     int64_t ne[2] = {cols, rows};
-    dq_gguf_add_tensor(w, name, type, rows > 1 ? 2 : 1, ne, out, bytes);
+    dq_gguf_add_tensor(s->w, name, type, rows > 1 ? 2 : 1, ne, out, bytes);
 }
 
 /* A quantized layer's blocks, rows reordered like add_weight's. */
-static void add_blocks(dq_gguf_writer *w, const char *name, const dq_qtensor *t, int permute_hd) {
+static void add_blocks(sink *s, const char *name, const dq_qtensor *t, int permute_hd) {
     dq_ggml_type type = t->grid->type;
     size_t rb = dq_ggml_row_bytes(type, (size_t)t->cols), bytes = rb * (size_t)t->rows;
     uint8_t *out = malloc(bytes ? bytes : 1);
     for (int r = 0; out && r < t->rows; r++)
         dq_qtensor_encode_row(t, permute_hd ? dq_half_row_of_interleaved_row(r, permute_hd) : r, out + (size_t)r * rb);
     int64_t ne[2] = {t->cols, t->rows};
-    dq_gguf_add_tensor(w, name, type, 2, ne, out, bytes);
+    dq_gguf_add_tensor(s->w, name, type, 2, ne, out, bytes);
 }
 
 typedef struct {
@@ -230,13 +270,13 @@ typedef struct {
     const dq_qlayer *head, *embed;
 } quant_index;
 
-static void put_matrix(dq_gguf_writer *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
+static void put_matrix(sink *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd, const dq_qlayer *ql) {
     if (ql && ql->qt.grid) add_blocks(w, name, &ql->qt, permute_hd);
     else add_weight(w, name, x, rows, cols, ql && ql->ggml_type >= 0 ? (dq_ggml_type)ql->ggml_type : type, permute_hd);
 }
 
-static void add_layer(dq_gguf_writer *w, const dq_model *m, int i, dq_ggml_type type, bool permute,
+static void add_layer(sink *w, const dq_model *m, int i, dq_ggml_type type, bool permute,
                       const quant_index *qi) {
     const dq_config *c = &m->cfg;
     const dq_layer *L = &m->layers[i];
@@ -310,14 +350,15 @@ dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer
     if (!st) {
         /* a tied embedding is the head: its quantized form, when there is one */
         const dq_qlayer *embed = c->tied_embeddings && qi.head ? qi.head : qi.embed;
-        put_matrix(w, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0, embed);
-        for (int i = 0; i < c->n_layers; i++) add_layer(w, m, i, o->type, permute, &qi);
-        add_weight(w, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
+        sink k = {w, path, err, DQ_OK};
+        put_matrix(&k, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0, embed);
+        for (int i = 0; i < c->n_layers; i++) add_layer(&k, m, i, o->type, permute, &qi);
+        add_weight(&k, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
         if (!c->tied_embeddings)
-            put_matrix(w, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0, qi.head);
-        float *freqs;
-        st = rope_freqs(m, path, &freqs, err);
-        if (freqs) add_weight(w, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);
+            put_matrix(&k, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0, qi.head);
+        float *freqs = NULL;
+        st = k.st ? k.st : rope_freqs(m, path, &freqs, err);
+        if (!k.st && freqs) add_weight(&k, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);
         if (!st) st = dq_gguf_write(w, path, err);
         free(freqs);
         free(qi.lin);

@@ -1,5 +1,6 @@
 #include "export/hf_export.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,9 @@ cJSON *dq_hf_config(const dq_model *m, const char *arch, const char *torch_dtype
 typedef struct {
     dq_st_list st;
     dq_dtype type;
+    char bad[160]; /* the first tensor with a finite value that BF16 cannot hold (next to FLT_MAX) */
+    float bad_value;
+    size_t bad_at;
 } tensor_list;
 
 /* Source row of HF row r: HF rotates q/k heads in halves (i, i + hd/2), the
@@ -89,6 +93,8 @@ static void add(tensor_list *l, const char *name, const float *x, int rows, int 
             for (size_t j = 0; l->type == DQ_DTYPE_BF16 && j < w; j++) {
                 uint16_t b = dq_f32_to_bf16(src[j]);
                 memcpy(buf + (r * w + j) * 2, &b, 2);
+                if ((b & 0x7fffu) == 0x7f80u && isfinite(src[j]) && !l->bad[0])
+                    snprintf(l->bad, sizeof l->bad, "%s", name), l->bad_value = src[j], l->bad_at = r * w + j;
             }
         }
         data = buf;
@@ -179,13 +185,24 @@ dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenize
                        m->cfg.vocab_size);
     char tmp[PATH_MAX], path[PATH_MAX];
     dq_status st = check_model(m, err);
-    if (st || (st = dq_dir_begin(out_dir, tmp, sizeof tmp, err))) return st;
+    if (st) return st;
+    tensor_list l = {.type = o->type};
+    build_tensors(&l, m); /* first: a tensor that cannot be written stops it before the folder exists */
+    if (l.bad[0])
+        st = dq_fail(err, DQ_ERR_NUMERIC,
+                     "%s: tensor %s: value %g (element %zu) is beyond the range of BF16; nothing was written: "
+                     "use --type F32",
+                     out_dir, l.bad, (double)l.bad_value, l.bad_at);
+    if (!st) st = dq_dir_begin(out_dir, tmp, sizeof tmp, err);
+    if (st) {
+        dq_st_list_free(&l.st);
+        return st;
+    }
     if ((st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp))) {
+        dq_st_list_free(&l.st);
         dq_dir_remove_flat(tmp);
         return st;
     }
-    tensor_list l = {.type = o->type};
-    build_tensors(&l, m);
     dq_tmp_register(path, false);
     st = l.st.oom ? dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory converting tensors", out_dir)
                   : dq_st_write(path, l.st.t, l.st.n, err);

@@ -218,9 +218,31 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
     return DQ_OK;
 }
 
+/* The format stores scales and zeros as float16: one beyond ±65504 would be
+ * written as inf, which our loader refuses (and the official one turns into
+ * inf weights). Checked before the folder is created. */
+static dq_status check_f16_params(const char *out, const dq_quant_result *r, dq_error *err) {
+    for (int i = 0; i < r->n; i++) {
+        const dq_qtensor *q = &r->layers[i].qt;
+        size_t ng = (size_t)q->rows * q->groups_per_row;
+        for (size_t g = 0; g < ng; g++) {
+            float v[2] = {q->scale[g], q->zero[g]};
+            for (int k = 0; k < 2; k++)
+                if ((dq_f32_to_f16(v[k]) & 0x7fffu) >= 0x7c00u)
+                    return dq_fail(err, DQ_ERR_NUMERIC,
+                                   "%s: tensor %s.%s: value %g (group %zu) is beyond the float16 range (±65504) of "
+                                   "a packed checkpoint; nothing was written: the weights are too large for this "
+                                   "format (use --format gguf)",
+                                   out, r->layers[i].name, k ? "zero" : "scale", (double)v[k], g);
+        }
+    }
+    return DQ_OK;
+}
+
 dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err) {
     dq_status st0 = dq_packed_check(m, err);
+    if (!st0) st0 = check_f16_params(out_arg, r, err);
     if (st0) return st0;
     char tmp[PATH_MAX], path[PATH_MAX];
     if ((st0 = dq_dir_begin(out_arg, tmp, sizeof tmp, err))) return st0;

@@ -2,6 +2,7 @@
  * names ("llama", and "qwen2" with its q/k/v biases). F32 tensors stay
  * mmapped; F16/BF16 and quantized blocks are decoded to fp32 on load, so a
  * quantized file is evaluated exactly as its bytes say. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,19 @@ static dq_status need_int(const loader *L, const char *key, int *out) {
     return DQ_OK;
 }
 
+/* Optional float metadata ARCH.key in (lo, hi), finite, else dflt: a RoPE
+ * base, scaling factor or epsilon of 0, below, inf or NaN makes every
+ * activation NaN later on, so it is refused here, naming the key. */
+static dq_status arch_float_in(const loader *L, const char *key, double lo, double hi, double dflt, float *out) {
+    double v;
+    if (!arch_float(L, key, &v)) v = dflt;
+    else if (!(v > lo && v < hi && isfinite(v)))
+        return dq_fail(L->err, DQ_ERR_FORMAT, "%s: metadata %s.%s = %g is out of range (want a finite number > %g%s)",
+                       L->path, L->arch, key, v, lo, hi < INFINITY ? " and < 1" : "");
+    *out = (float)v;
+    return DQ_OK;
+}
+
 static dq_status read_arch(loader *L) {
     const char *s;
     size_t n;
@@ -67,9 +81,9 @@ static dq_status read_config(loader *L) {
     c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
     if (arch_int(L, "attention.key_length", &v)) c->head_dim = (int)v;
     c->seq_len = arch_int(L, "context_length", &v) ? (int)v : 2048;
-    double f;
-    c->norm_eps = arch_float(L, "attention.layer_norm_rms_epsilon", &f) ? (float)f : 1e-5f;
-    c->rope_theta = arch_float(L, "rope.freq_base", &f) ? (float)f : 10000.0f;
+    if ((st = arch_float_in(L, "attention.layer_norm_rms_epsilon", 0, 1, 1e-5, &c->norm_eps)) ||
+        (st = arch_float_in(L, "rope.freq_base", 1, INFINITY, 10000.0, &c->rope_theta)))
+        return st;
     /* llama.cpp rotates llama heads in interleaved pairs and qwen2 ("NEOX") in halves */
     c->rope_style = strcmp(L->arch, "qwen2") ? DQ_ROPE_INTERLEAVED : DQ_ROPE_HALF;
     c->qkv_bias = !strcmp(L->arch, "qwen2");
@@ -77,9 +91,10 @@ static dq_status read_config(loader *L) {
     size_t n;
     char k[128];
     snprintf(k, sizeof k, "%s.rope.scaling.type", L->arch);
+    double f;
     if (dq_gguf_get_str(L->g, k, &s, &n) && n == 6 && !memcmp(s, "linear", 6) && arch_float(L, "rope.scaling.factor", &f)) {
         c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
-        c->rope_factor = (float)f;
+        if ((st = arch_float_in(L, "rope.scaling.factor", 0, INFINITY, 1.0, &c->rope_factor))) return st;
     }
     const dq_gguf_tensor *emb = dq_gguf_tensor_find(L->g, "token_embd.weight");
     if (!emb) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor token_embd.weight is missing", L->path);

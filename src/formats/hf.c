@@ -17,7 +17,8 @@ typedef struct {
     int n_files;
     cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
     cJSON *qmap;       /* dashq_config.json quantized_modules, NULL for a plain folder */
-    char dir[512];
+    bool *used[DQ_MAX_MAPS]; /* per tensor of each file: looked up by the loader */
+    char dir[PATH_MAX];
 } shards;
 
 static double num(const cJSON *o, const char *key, double dflt) {
@@ -29,6 +30,16 @@ static double num(const cJSON *o, const char *key, double dflt) {
 static int inum(const cJSON *o, const char *key, double dflt) {
     double v = num(o, key, dflt);
     return v >= -1 && v <= 1e9 ? (int)v : 0; /* out-of-range values fail validation as 0 */
+}
+
+/* A float hyperparameter in (lo, hi), finite: 0, a negative or an infinite
+ * RoPE base, scaling factor or epsilon makes every activation NaN later on,
+ * so it is refused here, naming the key. (JSON has no NaN; Python's json
+ * writes one anyway, and cJSON then refuses the whole file as invalid.) */
+static dq_status check_key(const char *path, const char *key, double v, double lo, double hi, dq_error *err) {
+    if (v > lo && v < hi && isfinite(v)) return DQ_OK;
+    return dq_fail(err, DQ_ERR_FORMAT, "%s: %s = %g is out of range (want a finite number > %g%s)", path, key, v, lo,
+                   hi < INFINITY ? " and < 1" : "");
 }
 
 static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *path, dq_error *err) {
@@ -46,18 +57,20 @@ static dq_status read_rope_scaling(const cJSON *cfg, dq_config *c, const char *p
         c->rope_low_freq_factor = (float)num(rs, "low_freq_factor", 1.0);
         c->rope_high_freq_factor = (float)num(rs, "high_freq_factor", 4.0);
         c->rope_orig_ctx = inum(rs, "original_max_position_embeddings", 8192);
+        dq_status st;
+        if ((st = check_key(path, "rope_scaling.low_freq_factor", c->rope_low_freq_factor, 0, INFINITY, err)) ||
+            (st = check_key(path, "rope_scaling.high_freq_factor", c->rope_high_freq_factor, 0, INFINITY, err)))
+            return st;
         if (!(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_ctx <= 0)
             return dq_fail(err, DQ_ERR_FORMAT, "%s: inconsistent llama3 rope_scaling", path);
     } else {
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: rope_scaling type %s is not supported", path, t);
     }
-    if (!(c->rope_factor > 0.0f && isfinite(c->rope_factor)))
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: bad rope_scaling factor", path);
-    return DQ_OK;
+    return check_key(path, "rope_scaling.factor", c->rope_factor, 0, INFINITY, err);
 }
 
 static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, dir, "config.json"))
         return dq_fail(err, DQ_ERR_ARG, "%s: path too long", dir);
     dq_status st = dq_read_file(path, 16u << 20, &text, NULL, err);
@@ -93,7 +106,9 @@ static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
         c->tied_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings"));
         c->bos_id = inum(cfg, "bos_token_id", -1);
         c->eos_id = inum(cfg, "eos_token_id", -1);
-        st = read_rope_scaling(cfg, c, path, err);
+        st = check_key(path, "rms_norm_eps", c->norm_eps, 0, 1, err);
+        if (!st) st = check_key(path, "rope_theta", c->rope_theta, 1, INFINITY, err);
+        if (!st) st = read_rope_scaling(cfg, c, path, err);
         if (!st) st = dq_config_validate(c, path, err);
     }
     cJSON_Delete(cfg);
@@ -101,7 +116,7 @@ static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
 }
 
 static dq_status open_shard(shards *s, const char *file, const dq_st_file **out, dq_error *err) {
-    char path[1200];
+    char path[PATH_MAX];
     if (strchr(file, '/') || !dq_path_join(path, sizeof path, s->dir, file))
         return dq_fail(err, DQ_ERR_FORMAT, "%s: bad shard name \"%.80s\"", s->dir, file);
     for (int i = 0; i < s->n_files; i++)
@@ -113,6 +128,11 @@ static dq_status open_shard(shards *s, const char *file, const dq_st_file **out,
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: more than %d shards", s->dir, DQ_MAX_MAPS);
     dq_status st = dq_st_open(path, &s->files[s->n_files], err);
     if (st) return st;
+    size_t n = s->files[s->n_files].n_tensors;
+    if (!(s->used[s->n_files] = calloc(n ? n : 1, sizeof(bool)))) {
+        dq_st_close(&s->files[s->n_files]);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    }
     *out = &s->files[s->n_files++];
     return DQ_OK;
 }
@@ -131,6 +151,58 @@ static dq_status find_tensor(shards *s, const char *name, const dq_st_tensor **t
     dq_status st = open_shard(s, file, &sf, err);
     if (st) return st;
     *t = dq_st_find(sf, name);
+    if (*t) s->used[sf - s->files][*t - sf->tensors] = true;
+    return DQ_OK;
+}
+
+/* Whether tensor `name` (listed by the index or the single file) was looked up. */
+static bool was_used(const shards *s, const char *name) {
+    for (int i = 0; i < s->n_files; i++) {
+        const dq_st_tensor *t = dq_st_find(&s->files[i], name);
+        if (t && s->used[i][t - s->files[i].tensors]) return true;
+    }
+    return false;
+}
+
+/* A tensor the model has no place for. Blocks beyond num_hidden_layers are an
+ * error, as in the GGUF loader (block_count): the folder is not the model
+ * config.json describes, and llama.cpp's convert_hf_to_gguf refuses it too.
+ * So is any other unknown tensor: transformers only warns ("Some weights of
+ * the model checkpoint ... were not used"), but it then runs a model without
+ * them, and llama.cpp's convert refuses them ("Can not map tensor"); we
+ * cannot warn from here and would rather not compute with part of a model.
+ * The exception is what both skip: rotary_emb.inv_freq, which old Llama
+ * checkpoints carry and rope_theta recomputes. */
+static dq_status check_unused(const dq_model *m, const shards *s, const char *name, dq_error *err) {
+    static const char skip[] = ".rotary_emb.inv_freq";
+    size_t n = strlen(name), k = sizeof skip - 1;
+    if (was_used(s, name) || (n >= k && !strcmp(name + n - k, skip))) return DQ_OK;
+    char *end;
+    long layer = strncmp(name, "model.layers.", 13) ? -1 : strtol(name + 13, &end, 10);
+    if (layer >= m->cfg.n_layers && *end == '.')
+        return dq_fail(err, DQ_ERR_FORMAT,
+                       "%s: tensor %s belongs to layer %ld, but config.json says num_hidden_layers %d; llama.cpp's "
+                       "convert refuses such a folder too",
+                       s->dir, name, layer, m->cfg.n_layers);
+    return dq_fail(err, DQ_ERR_FORMAT,
+                   "%s: tensor %s is not part of a %s model; remove it or fix config.json (llama.cpp's convert "
+                   "refuses it too: \"Can not map tensor\")",
+                   s->dir, name, m->cfg.arch);
+}
+
+static dq_status check_all_used(const dq_model *m, shards *s, dq_error *err) {
+    if (s->weight_map) {
+        for (const cJSON *e = s->weight_map->child; e; e = e->next) {
+            dq_status st = check_unused(m, s, e->string, err);
+            if (st) return st;
+        }
+        return DQ_OK;
+    }
+    for (int i = 0; i < s->n_files; i++)
+        for (size_t k = 0; k < s->files[i].n_tensors; k++) {
+            dq_status st = s->used[i][k] ? DQ_OK : check_unused(m, s, s->files[i].tensors[k].name, err);
+            if (st) return st;
+        }
     return DQ_OK;
 }
 
@@ -218,7 +290,7 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
     if (!t->known_dtype)
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s/%s: tensor %s: dtype %s is not supported (F32, F16, BF16)",
                        s->dir, file, name, t->dtype);
-    char where[1200];
+    char where[2 * PATH_MAX];
     snprintf(where, sizeof where, "%s/%s", s->dir, file);
     return dq_model_tensor(m, where, name, t->data, t->type, t->n_elems, out, err);
 }
@@ -253,7 +325,7 @@ static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
 }
 
 static dq_status open_index(shards *s, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, s->dir, "model.safetensors.index.json") || !dq_file_exists(path)) {
         if (dq_path_join(path, sizeof path, s->dir, "model.safetensors") && dq_file_exists(path)) return DQ_OK;
         return dq_fail(err, DQ_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", s->dir);
@@ -274,7 +346,7 @@ static dq_status open_index(shards *s, dq_error *err) {
 
 /* dashq_config.json marks a DASH-Q packed checkpoint. */
 static dq_status open_quant_map(dq_model *m, shards *s, dq_error *err) {
-    char path[600], *text;
+    char path[PATH_MAX], *text;
     if (!dq_path_join(path, sizeof path, s->dir, "dashq_config.json") || !dq_file_exists(path)) return DQ_OK;
     dq_status st = dq_read_file(path, 64u << 20, &text, NULL, err);
     if (st) return st;
@@ -331,11 +403,13 @@ dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
     if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (!st) st = bind_all(m, s, err);
+    if (!st) st = check_all_used(m, s, err);
     /* the model keeps the mappings; the parsed headers are no longer needed */
     for (int i = 0; i < s->n_files; i++) {
         m->maps[m->n_maps++] = s->files[i].map;
         s->files[i].map = (dq_mapped_file){0};
         dq_st_close(&s->files[i]);
+        free(s->used[i]);
     }
     cJSON_Delete(s->weight_map);
     cJSON_Delete(s->qmap);

@@ -46,17 +46,9 @@ static dq_status take_layers(dq_model *m, cursor *c, size_t per_layer, const cha
     return DQ_OK;
 }
 
-static dq_status read_header(const dq_mapped_file *f, dq_config *c, bool *shared, dq_error *err) {
-    int32_t h[7];
-    if (f->size < sizeof h)
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, llama2.c header needs 28",
-                       f->path, f->size);
-    memcpy(h, f->data, sizeof h);
-    if (memcmp(f->data, "ak42", 4) == 0 || h[0] == 0x616b3432)
-        return dq_fail(err, DQ_ERR_UNSUPPORTED,
-                       "%s: llama2.c version-1/2 export (magic ak42) is not supported; "
-                       "export with --version 0",
-                       f->path);
+/* The header's 7 int32 as a config (not validated); *shared: the classifier
+ * is the embedding (positive vocab_size). */
+static void parse_header(const int32_t h[7], dq_config *c, bool *shared) {
     memset(c, 0, sizeof *c);
     c->dim = h[0];
     c->hidden_dim = h[1];
@@ -74,12 +66,58 @@ static dq_status read_header(const dq_mapped_file *f, dq_config *c, bool *shared
     c->bos_id = 1;
     c->eos_id = 2;
     snprintf(c->arch, sizeof c->arch, "llama");
-    dq_status st = dq_config_validate(c, f->path, err);
-    if (st) return st;
+}
+
+/* The file's first 4 bytes for a message: as text when printable, else hex. */
+static void magic_str(const uint8_t *p, size_t n, char *buf, size_t cap) {
+    bool text = n >= 4;
+    for (size_t i = 0; i < 4 && text; i++) text = p[i] >= 0x20 && p[i] < 0x7f;
+    if (text) snprintf(buf, cap, "\"%.4s\"", (const char *)p);
+    else if (n >= 4) snprintf(buf, cap, "%02x %02x %02x %02x", p[0], p[1], p[2], p[3]);
+    else snprintf(buf, cap, "none: %zu bytes", n);
+}
+
+/* llama2.c files have no magic: a header that no model could have means the
+ * file is something else (a GGUF with a damaged magic, a text, a tokenizer),
+ * and the message says so before what the header would have meant. */
+static dq_status read_header(const dq_mapped_file *f, dq_config *c, bool *shared, dq_error *err) {
+    int32_t h[7];
+    if (f->size < sizeof h)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated: %zu bytes, llama2.c header needs 28",
+                       f->path, f->size);
+    memcpy(h, f->data, sizeof h);
+    if (memcmp(f->data, "ak42", 4) == 0 || h[0] == 0x616b3432)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                       "%s: llama2.c version-1/2 export (magic ak42) is not supported; "
+                       "export with --version 0",
+                       f->path);
+    parse_header(h, c, shared);
+    dq_error why = {0};
+    dq_status st = dq_config_validate(c, "llama2.c header", &why);
+    if (st) {
+        char magic[32];
+        magic_str(f->data, f->size, magic, sizeof magic);
+        return dq_fail(err, st, "%s: not a GGUF or llama2.c model file (magic %s; as a %s)", f->path, magic, why.msg);
+    }
     if (c->dim % c->n_heads != 0)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: dim %d is not a multiple of n_heads %d", f->path,
                        c->dim, c->n_heads);
     return DQ_OK;
+}
+
+bool dq_llama2c_is_model(const uint8_t *p, size_t n, dq_config *c) {
+    int32_t h[7];
+    bool shared;
+    if (n < sizeof h) return false;
+    memcpy(h, p, sizeof h);
+    parse_header(h, c, &shared);
+    if (dq_config_validate(c, "", NULL) || c->dim % c->n_heads) return false;
+    size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, f = (size_t)c->hidden_dim, L = (size_t)c->n_layers;
+    size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd, V = (size_t)c->vocab_size;
+    /* what map_weights takes, in floats; the limits of dq_config_validate keep it far from overflow */
+    size_t floats = V * d * (shared ? 1 : 2) + L * (2 * d + d * qd + 2 * d * kvd + qd * d + 3 * d * f) + d +
+                    (size_t)c->seq_len * hd;
+    return n == 28 + 4 * floats;
 }
 
 static dq_status map_weights(dq_model *m, cursor *c, bool shared, dq_error *err) {

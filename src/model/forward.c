@@ -245,7 +245,47 @@ static void tap(const dq_taps *t, dq_tap which, const float *x, int T, int cols)
     if (t) t->fn(t->ctx, which, x, T, cols);
 }
 
-static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
+/* Whether any of n values is inf or NaN: x - x is 0 for every finite x and
+ * NaN otherwise, and NaN survives the sum. Branch-free, so it vectorises:
+ * O(dim) per token and block against the block's O(dim²) matmuls. */
+static bool any_nonfinite(const float *x, size_t n) {
+    float z = 0.0f;
+#pragma omp simd reduction(+ : z)
+    for (size_t i = 0; i < n; i++) z += x[i] - x[i];
+    return z != z;
+}
+
+/* The first row of x (T, ld; n columns) holding a non-finite value, or -1. */
+static int first_bad_row(const float *x, int T, int n, int ld) {
+    for (int t = 0; t < T; t++)
+        if (any_nonfinite(x + (size_t)t * ld, (size_t)n)) return t;
+    return -1;
+}
+
+/* One intermediate of a sub-layer: the tensor whose output it is. */
+typedef struct {
+    const char *tensor;
+    const float *y;
+    int n, ld;
+} stage;
+
+/* The residual stream went non-finite after a sub-layer: finds the first row
+ * that did and, walking the sub-layer's intermediates in the order they were
+ * computed, the first tensor whose output is non-finite in that row (the
+ * last stage, the residual itself, always is). Runs only on failure, so the
+ * forward pass pays for nothing but the check of x. */
+static dq_status nonfinite(const dq_session *s, int l, int T, const stage *st, int n_st, dq_error *err) {
+    const dq_config *c = &s->m->cfg;
+    int t = first_bad_row(s->x, T, c->dim, c->dim), k = 0;
+    if (t < 0) t = 0;
+    while (k < n_st - 1 && !any_nonfinite(st[k].y + (size_t)t * st[k].ld, (size_t)st[k].n)) k++;
+    return dq_fail(err, DQ_ERR_NUMERIC,
+                   "%s: blk.%d.%s: non-finite output at position %d (fp32 overflow: weights or activations "
+                   "too large)",
+                   s->m->path, l, st[k].tensor, s->row_pos[t]);
+}
+
+static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps, dq_error *err) {
     const dq_config *c = &s->m->cfg;
     const dq_layer *w = &s->m->layers[l];
     int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim;
@@ -266,6 +306,11 @@ static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
     attention(s, l, T, pos);
     tap(taps, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
+    if (any_nonfinite(s->x, (size_t)T * d)) {
+        const stage st[] = {{"attn_norm", s->xb, d, d},  {"attn_q", s->q, qd, qd},   {"attn_k", kc, kvd, kvd},
+                            {"attn_v", vc, kvd, kvd},     {"attention", s->att, qd, qd}, {"attn_output", s->x, d, d}};
+        return nonfinite(s, l, T, st, 6, err);
+    }
 
     rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
     tap(taps, DQ_TAP_FFN_IN, s->xb, T, d);
@@ -274,6 +319,13 @@ static void block(dq_session *s, int l, int T, int pos, const dq_taps *taps) {
     swiglu(s->hb, s->hb2, (size_t)T * f, nt);
     tap(taps, DQ_TAP_FFN_HIDDEN, s->hb, T, f);
     linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
+    if (any_nonfinite(s->x, (size_t)T * d)) {
+        /* hb holds silu(gate)·up: non-finite with up finite means the gate */
+        const stage st[] = {{"ffn_norm", s->xb, d, d}, {"ffn_up", s->hb2, f, f}, {"ffn_gate", s->hb, f, f},
+                            {"ffn_down", s->x, d, d}};
+        return nonfinite(s, l, T, st, 4, err);
+    }
+    return DQ_OK;
 }
 
 /* A plain sequence: row t at slot and position pos+t, seeing everything before. */
@@ -298,17 +350,29 @@ static dq_status check_tokens(const dq_session *s, const int32_t *tokens, int n,
 
 /* Embeds, runs every block with the session's layout, and computes the
  * logits of rows [first, n). */
-static void run_batch(dq_session *s, const int32_t *tokens, int n, int pos, int first) {
+static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos, int first, dq_error *err) {
     const dq_config *c = &s->m->cfg;
     openblas_set_num_threads(1); /* we thread across BLAS calls, not inside them */
     for (int t = 0; t < n; t++)
         memcpy(s->x + (size_t)t * c->dim, s->m->tok_embeddings + (size_t)tokens[t] * c->dim,
                (size_t)c->dim * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++) block(s, l, n, pos, NULL);
+    for (int l = 0; l < c->n_layers; l++) {
+        dq_status st = block(s, l, n, pos, NULL, err);
+        if (st) return st;
+    }
     int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
     linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
+    /* O(vocab) per row against the head's O(vocab·dim) */
+    int t = first_bad_row(s->logits, rows, c->vocab_size, c->vocab_size);
+    if (t >= 0)
+        return dq_fail(err, DQ_ERR_NUMERIC,
+                       "%s: %s: non-finite output at position %d (fp32 overflow: weights or activations too large)",
+                       s->m->path,
+                       first_bad_row(s->xb + (size_t)t * c->dim, 1, c->dim, c->dim) == 0 ? "output_norm" : "output",
+                       s->row_pos[first + t]);
+    return DQ_OK;
 }
 
 dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool all_logits,
@@ -316,7 +380,7 @@ dq_status dq_forward(dq_session *s, const int32_t *tokens, int n, int pos, bool 
     dq_status st = check_tokens(s, tokens, n, pos, err);
     if (st) return st;
     sequence_layout(s, n, pos);
-    run_batch(s, tokens, n, pos, all_logits ? 0 : n - 1);
+    if ((st = run_batch(s, tokens, n, pos, all_logits ? 0 : n - 1, err))) return st;
     *logits = s->logits;
     return DQ_OK;
 }
@@ -335,7 +399,7 @@ dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *l
     s->prefix = pos;
     for (int b = 0, t = 0; b < n_branches; b++)
         for (int k = 0, start = pos + t; k < lens[b]; k++, t++) s->row_pos[t] = pos + k, s->row_start[t] = start;
-    run_batch(s, tokens, n, pos, 0);
+    if ((st = run_batch(s, tokens, n, pos, 0, err))) return st;
     *logits = s->logits;
     return DQ_OK;
 }
@@ -347,9 +411,9 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
     openblas_set_num_threads(1);
     memcpy(s->x, x, (size_t)T * c->dim * sizeof(float));
     sequence_layout(s, T, 0);
-    block(s, layer, T, 0, taps);
-    memcpy(x, s->x, (size_t)T * c->dim * sizeof(float));
-    return DQ_OK;
+    dq_status st = block(s, layer, T, 0, taps, err);
+    if (!st) memcpy(x, s->x, (size_t)T * c->dim * sizeof(float));
+    return st;
 }
 
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {

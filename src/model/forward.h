@@ -18,7 +18,8 @@ typedef struct {
     void *ctx;
 } dq_taps;
 
-/* x (T, dim): in = the block's input, out = its output; positions 0..T-1. */
+/* x (T, dim): in = the block's input, out = its output; positions 0..T-1.
+ * A non-finite output fails with DQ_ERR_NUMERIC (see dq_forward), x untouched. */
 dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_taps *taps, dq_error *err);
 /* out (T, dim) = final RMSNorm of x: the input of the output head. */
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads);

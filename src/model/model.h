@@ -31,7 +31,7 @@ struct dq_model {
     /* (head_dim/2) divisors of each RoPE pair's frequency, as GGUF stores
      * Llama-3 scaling (rope_freqs.weight); NULL: from cfg's rope_scaling. */
     const float *rope_freq_factors;
-    char path[512];
+    char path[PATH_MAX];
     const char *format;          /* "llama2c", "hf", "dashq" (packed checkpoint), "gguf" */
     dq_dtype dtype;              /* storage dtype of the source's full-precision tensors */
     dq_mapped_file maps[DQ_MAX_MAPS];
@@ -80,6 +80,9 @@ dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err
  * factor, or Llama-3's smooth blend (llama.cpp's rope_freqs.weight values). */
 double dq_rope_freq_divisor(const dq_config *c, double f);
 
+/* Whether the n bytes at p are a whole llama2.c model: a plausible header
+ * and exactly the size it implies (the format has no magic). *c: its config. */
+bool dq_llama2c_is_model(const uint8_t *p, size_t n, dq_config *c);
 dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err);
 dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err);
 dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err);

@@ -16,7 +16,7 @@ dq_status dq_model_load(const char *path, dq_model **out, dq_error *err) {
     fclose(f);
     if (n >= 4 && !memcmp(head, "GGUF", 4)) return dq_load_gguf(path, out, err);
     if (n == 9 && head[8] == '{') { /* safetensors: u64 header length, then JSON */
-        char dir[512];
+        char dir[PATH_MAX];
         dq_path_dir(dir, sizeof dir, path);
         return dq_load_hf(dir, out, err);
     }

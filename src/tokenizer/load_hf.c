@@ -221,7 +221,7 @@ static const char *token_name(const cJSON *cfg, const char *key) {
 
 /* tokenizer_config.json beside the tokenizer names BOS/EOS and may turn BOS off. */
 static void apply_config(dq_tokenizer *t, const char *dir) {
-    char path[600];
+    char path[PATH_MAX];
     cJSON *cfg = NULL;
     if (!dq_path_join(path, sizeof path, dir, "tokenizer_config.json") || !dq_file_exists(path) ||
         parse_json_file(path, &cfg, NULL) != DQ_OK)
@@ -249,7 +249,7 @@ static const char *config_template(const cJSON *cfg) {
 }
 
 dq_status dq_tok_load_hf_chat_template(dq_tokenizer *t, const char *dir, dq_error *err) {
-    char path[600];
+    char path[PATH_MAX];
     cJSON *cfg = NULL;
     char *jinja = NULL;
     size_t n = 0;
@@ -325,7 +325,7 @@ dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err) 
     st = load_json_model(t, root, err);
     cJSON_Delete(root);
     if (st) return st;
-    char dir[512];
+    char dir[PATH_MAX];
     dq_path_dir(dir, sizeof dir, path);
     apply_config(t, dir);
     default_eos(t);
@@ -369,7 +369,7 @@ static dq_status added_from_config(dq_tokenizer *t, const cJSON *cfg, dq_error *
 }
 
 dq_status dq_tok_load_vocab_merges(const char *vocab_path, dq_tokenizer *t, dq_error *err) {
-    char dir[512], path[600];
+    char dir[PATH_MAX], path[PATH_MAX];
     dq_path_dir(dir, sizeof dir, vocab_path);
     cJSON *vocab = NULL, *cfg = NULL;
     dq_status st = parse_json_file(vocab_path, &vocab, err);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
@@ -182,7 +183,7 @@ static bool find_sibling_model(const char *bin, char *out, size_t cap) {
         snprintf(out, cap, "%.*s.model", (int)(n - 4), bin);
         if (dq_file_exists(out)) return true;
     }
-    char dir[512];
+    char dir[PATH_MAX];
     dq_path_dir(dir, sizeof dir, bin);
     return dq_path_join(out, cap, dir, "tokenizer.model") && dq_file_exists(out);
 }
@@ -191,6 +192,21 @@ dq_status dq_tok_load_llama2c(const char *path, dq_tokenizer *t, dq_error *err) 
     dq_mapped_file f;
     dq_status st = dq_map_file(path, &f, err);
     if (st) return st;
+    dq_config mc;
+    if (dq_llama2c_is_model(f.data, f.size, &mc)) { /* `tokenize MODEL.bin`: the tokenizer is beside it */
+        dq_unmap_file(&f);
+        return dq_fail(err, DQ_ERR_ARG,
+                       "%s: a llama2.c model (dim %d, %d layers, vocab %d), not a tokenizer; give its tokenizer "
+                       "(tokenizer.bin or tok%d.bin beside it)",
+                       path, mc.dim, mc.n_layers, mc.vocab_size, mc.vocab_size);
+    }
+    uint64_t hl = 0;
+    if (f.size >= 10) memcpy(&hl, f.data, 8);
+    if (f.size >= 10 && hl <= f.size - 8 && f.data[8] == '{' && f.data[9] == '"') { /* safetensors: u64 length, JSON */
+        dq_unmap_file(&f);
+        return dq_fail(err, DQ_ERR_ARG,
+                       "%s: a safetensors weights file, not a tokenizer; give the folder's tokenizer.json", path);
+    }
     /* int32 max_token_length, then {float score, int32 len, len bytes} to EOF */
     int n = 0;
     size_t off = 4;
@@ -217,7 +233,7 @@ dq_status dq_tok_load_llama2c(const char *path, dq_tokenizer *t, dq_error *err) 
     if (st) return st;
     if (n < 3) return dq_fail(err, DQ_ERR_FORMAT, "%s: only %d tokens", path, n);
     spm_info info = {true, false, true, 2, n}; /* llama2.c's own encoder semantics */
-    char model[600];
+    char model[PATH_MAX];
     spm_info sib;
     if (find_sibling_model(path, model, sizeof model) && spm_read_info(model, &sib, NULL) == DQ_OK &&
         sib.n_pieces == n)

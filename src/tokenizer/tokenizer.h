@@ -6,7 +6,13 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <limits.h>
+
 #include "dashq.h"
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
 #include "tokenizer/vocab.h"
 
 /* Piece types, numbered as sentencepiece and GGUF number them. */
@@ -31,7 +37,7 @@ typedef struct {
 } dq_added_token;
 
 struct dq_tokenizer {
-    char path[512];
+    char path[PATH_MAX];
     int n_vocab;
     char **pieces; /* piece bytes as stored (spaces as "▁" or " ", byte-level chars) */
     uint32_t *piece_len;

@@ -35,7 +35,7 @@ static dq_status load_file(const char *path, dq_tokenizer *t, dq_error *err) {
     snprintf(t->path, sizeof t->path, "%s", path); /* the file actually read */
     if (is_gguf(path)) return dq_tok_load_gguf(path, t, err); /* the template is inside */
     dq_status st = load_tokenizer_file(path, t, err);
-    char dir[512];
+    char dir[PATH_MAX];
     dq_path_dir(dir, sizeof dir, path);
     return st ? st : dq_tok_load_hf_chat_template(t, dir, err); /* an HF folder's, if any */
 }
@@ -84,7 +84,7 @@ static bool find_llama2c_tokenizer(const char *dir, int vocab_size, char *out, s
 
 dq_status dq_tokenizer_for_model(const char *model_path, int vocab_size, dq_tokenizer **out,
                                  dq_error *err) {
-    char dir[512], path[600];
+    char dir[PATH_MAX], path[PATH_MAX];
     if (dq_is_dir(model_path)) snprintf(dir, sizeof dir, "%s", model_path);
     else dq_path_dir(dir, sizeof dir, model_path);
     dq_status st;

@@ -1,12 +1,18 @@
 /* Read-only memory-mapped files: weights stay in the page cache, not on the heap. */
 #ifndef DQ_MAPPED_FILE_H
 #define DQ_MAPPED_FILE_H
+#include <limits.h>
+
 #include "dashq.h"
+
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
 
 typedef struct {
     const uint8_t *data;
     size_t size;
-    char path[512];
+    char path[PATH_MAX];
 } dq_mapped_file;
 
 dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err);
