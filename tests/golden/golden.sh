@@ -4,10 +4,12 @@
 # a refactor (issue #14: "byte-identical before and after"). Outputs are
 # deterministic at any thread count, but not across CPUs or compilers (OpenBLAS
 # picks kernels per CPU, -march=native, FMA contraction), so the hashes are
-# kept per signature (CPU model + vector extensions + compiler): a signature
-# with no recorded hashes skips (77) and says how to record them.
+# kept per signature (CPU model, family and model number, which pick
+# OpenBLAS's kernels, vector extensions, compiler and version): a signature
+# with no recorded hashes skips (77) and says how to record them. Release
+# builds only (other optimisation levels round differently).
 #
-#   golden.sh DASHQ_BIN SHARED_DIR COMPILER_ID [--update]
+#   golden.sh DASHQ_BIN SHARED_DIR COMPILER_ID_AND_VERSION [--update]
 # --update records this machine's hashes (replacing its signature's lines).
 set -euo pipefail
 DQ=$1
@@ -19,9 +21,15 @@ HASHES=$HERE/hashes.txt
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cpu="$cpu-$(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -1)-$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 ext=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_bf16|f16c' | sort | tr '\n' '+')
 SIG=$(printf '%s|%s|%s|%s' "$(uname -m)" "$cpu" "$ext" "$CC_ID" | tr -c 'A-Za-z0-9|+._-' '_')
 
+if [ "$MODE" != --update ] && ! grep -q "^$SIG " "$HASHES" 2>/dev/null; then
+  echo "no golden hashes for this machine ($SIG): record them from a known-good commit with"
+  echo "  tests/golden/golden.sh build/dashq ../shared '$CC_ID' --update"
+  exit 77
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 S=$SHARED/models
@@ -107,11 +115,6 @@ if [ "$MODE" = --update ]; then
   mv "$WORK/all" "$HASHES"
   echo "recorded $(wc -l <"$WORK/hashes") hashes for $SIG"
   exit 0
-fi
-if ! grep -q "^$SIG " "$HASHES" 2>/dev/null; then
-  echo "no golden hashes for this machine ($SIG): record them from a known-good commit with"
-  echo "  tests/golden/golden.sh build/dashq ../shared $CC_ID --update"
-  exit 77
 fi
 grep "^$SIG " "$HASHES" | cut -d' ' -f2- >"$WORK/want"
 if diff "$WORK/want" "$WORK/hashes" >"$WORK/diff"; then
