@@ -458,6 +458,7 @@ dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, con
     if (!st) summarize(&c.t, false, r);
     r->n_windows = io.n_windows;
     r->ctx = io.ctx;
+    r->text_read = fed;
     scorer_close(&c);
     if (io.save && st) dq_out_abort(&io.save_file);
     else if (io.save) st = dq_out_commit(&io.save_file, err);

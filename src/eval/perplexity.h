@@ -26,6 +26,7 @@ typedef struct {
     double kld_p99, kld_max;
     double same_top, same_top_err; /* top-1 agreement with the base */
     double base_ppl;
+    size_t text_read;        /* dq_eval_perplexity_text: bytes of the text tokenized (less than all with max_windows) */
 } dq_ppl_result;
 
 /* tokens: the whole text, tokenized with the tokenizer's BOS convention.
