@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* Streaming tokenization (tokenizer/stream.c) gives dq_tokenize's ids for the
  * whole text, whatever the pieces the text arrives in, for every tokenizer we
  * bundle (and SmolLM2's GGUF when it is cached), on WikiText-2, a Gutenberg
