@@ -290,7 +290,8 @@ static dq_status run_level(dq_tok_stream *s, int k, size_t start, size_t end, bo
         int rc = pcre2_match(t->split_re[k], (PCRE2_SPTR)x + sub, end - sub, L->pos - sub, opts, s->md[k], NULL);
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md[k]);
         if (rc == PCRE2_ERROR_PARTIAL) undecided = sub + ov[0];
-        if (rc < 0) break; /* final: no more matches */
+        else if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) undecided = L->pos; /* a match limit: decide nothing yet */
+        if (rc < 0) break; /* final: no more matches (dq_tokenize also stops at any error) */
         size_t a = sub + ov[0], b = sub + ov[1];
         if (!final && a >= end) break; /* an empty match at the end: more text may match there */
         if (a > L->done) st = run_level(s, k + 1, L->done, a, true, err); /* an unmatched gap is a word */
