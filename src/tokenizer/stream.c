@@ -28,21 +28,30 @@
  *    Byte-level tokenizers without NFC normalise nothing: any character
  *    boundary is a cut.
  *
- * 4a. First split regex (pre-tokenizer) over the normalised segment S, of which
- *    the stream holds a prefix T = S[0..n). The split loop's state is only
+ * 4a. Split regexes. Regex k splits each word of regex k - 1 (regex 0 the
+ *    normalised segment); call the text it splits its subject S, of which the
+ *    stream holds a prefix T = S[0..n). The split loop's state is only
  *    (pos, done), and each step is one pcre2_match from pos. Matching with
- *    PCRE2_PARTIAL_HARD returns PCRE2_ERROR_PARTIAL as soon as an attempt
+ *    PCRE2_PARTIAL_HARD (pcre2partial(3), PCRE2 10.42 here) returns
+ *    PCRE2_ERROR_PARTIAL as soon as an attempt
  *    starting before n inspects position n (end of subject), lookaheads, \z
  *    and $ included; so a complete match returned on T never looked past T and
  *    is the match on S. A "no match" on T, and an empty match at n, are not
  *    trusted (an attempt at n inspects nothing). So the loop runs while
- *    matches are complete and stops at the first partial one: every word it
+ *    matches are complete and stops at the first that is not: every word it
  *    emitted is a whole-text word, and it resumes from the same (pos, done)
- *    when more text has come. Left context: bytes before done are dropped but
- *    for max-lookbehind + 1 characters (PCRE2_INFO_MAXLOOKBEHIND, \b counted),
- *    so lookbehinds see the same characters and "start of subject" is never
- *    seen where the whole text has none. Later split regexes and BPE work
- *    inside one word: local.
+ *    when more text has come. What the stop still tells: the attempts at
+ *    [pos, u) failed without reaching the end (u: the partial match's start,
+ *    or n for no match), so no match starts there on S either: the unmatched
+ *    gap from done, itself a word of the next level, reaches at least u, and
+ *    the next level runs on that prefix by the same rule (SmolLM2's digit
+ *    split leaves kilobytes between digits; GPT-2's regex then splits them).
+ *    pos moves to u (a pattern with \G, whose matches depend on where the
+ *    search starts, is not streamed). Left context: text before pos is
+ *    dropped but for max-lookbehind + 1 characters (PCRE2_INFO_MAXLOOKBEHIND,
+ *    \b counted), so lookbehinds see the same characters and "start of
+ *    subject" is never seen where the whole text has none. Byte-pair merging
+ *    of a word waits for the word's end.
  *
  * 4b. No split regex (sentencepiece BPE: a segment is one word, merged by
  *    score). Every merge makes a vocabulary piece from two adjacent symbols,
