@@ -81,25 +81,6 @@ static int parse(int argc, char **argv, eval_opts *o) {
     return 0;
 }
 
-static int tokenize_file(const char *path, const dq_tokenizer *t, int32_t **ids, size_t *n) {
-    dq_error err = {0};
-    char *text;
-    size_t len;
-    if (dq_read_text(path, (size_t)1 << 32, &text, &len, &err)) return dq_cli_error(&err);
-    if (len == 0) {
-        free(text);
-        fprintf(stderr, "dashq: error: %s: the text file is empty\n", path);
-        return DQ_EXIT_ERROR;
-    }
-    dq_status st = dq_tokenize(t, text, len, dq_tokenizer_adds_bos(t), false, ids, n, &err);
-    free(text);
-    if (st) {
-        fprintf(stderr, "dashq: error: %s: %s\n", path, err.msg);
-        return DQ_EXIT_ERROR;
-    }
-    return 0;
-}
-
 static void report(const eval_opts *o, const dq_ppl_result *r) {
     const char *proto = o->p.llamacpp || o->p.kld_base || o->p.save_logits ? "llamacpp" : "gptq";
     if (o->c.json) {
@@ -212,22 +193,22 @@ static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *
     return n_bad ? DQ_EXIT_ERROR : 0;
 }
 
+/* A text is tokenized as it is read and scored a window at a time, so memory
+ * follows the window, not the file; a KLD evaluation takes its tokens from
+ * the base file. */
 static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc = o->p.kld_base ? 0 : tokenize_file(o->ppl_file, t, &ids, &n);
     int trained = dq_model_config(m)->seq_len;
-    if (!rc && o->p.ctx == 0) o->p.ctx = trained < 2048 ? trained : 2048;
-    else if (!rc && o->p.ctx > trained)
+    if (o->p.ctx == 0) o->p.ctx = trained < 2048 ? trained : 2048;
+    else if (o->p.ctx > trained)
         fprintf(stderr, "dashq: warning: --ctx %d is beyond %s's training context of %d tokens: positions past it are extrapolated\n",
                 o->p.ctx, o->c.model, trained);
     dq_ppl_result r;
     dq_error err = {0};
-    if (!rc && dq_eval_perplexity(m, ids, n, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err))
-        rc = dq_cli_error(&err);
-    if (!rc) report(o, &r);
-    free(ids);
-    return rc;
+    dq_status st = o->p.kld_base ? dq_eval_perplexity(m, NULL, 0, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err)
+                                 : dq_eval_perplexity_text(m, t, o->ppl_file, &o->p, &r, &err);
+    if (st) return dq_cli_error(&err);
+    report(o, &r);
+    return 0;
 }
 
 int dq_cmd_eval(int argc, char **argv) {

@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
 
 #include "model/model.h"
+#include "tokenizer/stream.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -116,13 +119,14 @@ typedef struct {
     double *klds; /* every position's KLD, for the percentile */
 } totals;
 
-static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *io, int w, int bos,
+/* Scores window w, whose ctx tokens are tok. */
+static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *io, const int32_t *tok, int w, int bos,
                               bool llamacpp, const dq_ppl_opts *o, totals *t, uint16_t *recs,
                               scored *sc, dq_error *err) {
     int ctx = io->ctx, nv = m->cfg.vocab_size;
     int32_t *win = malloc((size_t)ctx * sizeof *win);
     if (!win) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    memcpy(win, io->tokens + (size_t)w * ctx, (size_t)ctx * sizeof *win);
+    memcpy(win, tok, (size_t)ctx * sizeof *win);
     if (llamacpp && bos >= 0) win[0] = bos;
     const float *logits;
     dq_status st = dq_forward(s, win, ctx, 0, true, &logits, err);
@@ -140,7 +144,6 @@ static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *
             return dq_fail(err, DQ_ERR_FORMAT, "%s: window %d, position %d: log-probability scale %g / minimum %g is "
                            "not a finite distribution", o->kld_base, w, first + i, scale, min_lp);
     }
-    const int32_t *tok = io->tokens + (size_t)w * ctx;
 #pragma omp parallel for num_threads(o->n_threads > 0 ? o->n_threads : 1) schedule(static)
     for (int i = 0; i < n; i++) {
         const float *lg = logits + (size_t)(first + i) * nv;
@@ -185,29 +188,56 @@ static void summarize(const totals *t, bool kld, dq_ppl_result *r) {
     r->kld_max = t->klds[t->n - 1];
 }
 
-static dq_status run_windows(const dq_model *m, logit_io *io, int bos, bool llamacpp,
-                             const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err) {
+/* What scoring windows one after another needs: the session, scratch, sums. */
+typedef struct {
+    const dq_model *m;
+    const logit_io *io;
+    int bos;
+    bool llamacpp;
+    const dq_ppl_opts *o;
     dq_session *s;
-    dq_status st = dq_session_new(m, io->ctx, io->ctx, o->n_threads, &s, err);
+    uint16_t *recs; /* ctx records (saving or comparing) */
+    scored *sc;     /* (ctx) */
+    totals t;
+} scorer;
+
+static dq_status scorer_open(scorer *c, const dq_model *m, const logit_io *io, int bos, bool llamacpp,
+                             const dq_ppl_opts *o, dq_error *err) {
+    *c = (scorer){.m = m, .io = io, .bos = bos, .llamacpp = llamacpp, .o = o};
+    dq_status st = dq_session_new(m, io->ctx, io->ctx, o->n_threads, &c->s, err);
     if (st) return st;
     size_t rl = record_len(m->cfg.vocab_size), per = (size_t)io->ctx;
-    uint16_t *recs = (io->save || io->base) ? malloc(rl * per * sizeof *recs) : NULL;
-    scored *sc = malloc(per * sizeof *sc);
-    totals t = {0};
-    if (io->base) t.klds = malloc((size_t)io->n_windows * per * sizeof *t.klds);
-    if (!sc || ((io->save || io->base) && !recs) || (io->base && !t.klds))
-        st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    c->recs = (io->save || io->base) ? malloc(rl * per * sizeof *c->recs) : NULL;
+    c->sc = malloc(per * sizeof *c->sc);
+    if (io->base) c->t.klds = malloc((size_t)io->n_windows * per * sizeof *c->t.klds);
+    if (!c->sc || ((io->save || io->base) && !c->recs) || (io->base && !c->t.klds))
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    return DQ_OK;
+}
+
+static dq_status scorer_window(scorer *c, const int32_t *tok, int w, dq_error *err) {
+    return score_window(c->m, c->s, c->io, tok, w, c->bos, c->llamacpp, c->o, &c->t, c->recs, c->sc, err);
+}
+
+static void scorer_close(scorer *c) {
+    free(c->t.klds);
+    free(c->recs);
+    free(c->sc);
+    dq_session_free(c->s);
+}
+
+static dq_status run_windows(const dq_model *m, logit_io *io, int bos, bool llamacpp,
+                             const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err) {
+    scorer c;
+    dq_status st = scorer_open(&c, m, io, bos, llamacpp, o, err);
     dq_progress *p = dq_progress_start("perplexity", (size_t)io->n_windows, o->quiet);
     for (int w = 0; !st && w < io->n_windows; w++) {
-        st = score_window(m, s, io, w, bos, llamacpp, o, &t, recs, sc, err);
+        st = scorer_window(&c, io->tokens + (size_t)w * io->ctx, w, err);
         dq_progress_update(p, (size_t)w + 1);
     }
     dq_progress_finish(p);
-    if (!st) summarize(&t, io->base != NULL, r);
-    free(t.klds);
-    free(recs);
-    free(sc);
-    dq_session_free(s);
+    if (!st) summarize(&c.t, io->base != NULL, r);
+    scorer_close(&c);
     return st;
 }
 
@@ -235,5 +265,204 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
     else if (io.save) st = dq_out_commit(&io.save_file, err);
     if (io.base) fclose(io.base);
     free(io.file_tokens);
+    return st;
+}
+
+/* ---- perplexity of a text file, tokenized as it is read ---------------------------------- */
+
+/* The whole text is checked before anything is scored, as when it was read
+ * whole: no NUL byte, valid UTF-8 (the message dq_tokenize gives), not empty. */
+static dq_status check_text(const char *path, size_t block, char *buf, dq_error *err) {
+    FILE *f = dq_fopen_input(path, err);
+    if (!f) return err ? err->code : DQ_ERR_IO;
+    size_t at = 0, keep = 0, got;
+    dq_status st = DQ_OK;
+    while (!st && (got = fread(buf + keep, 1, block, f)) > 0) {
+        const char *nul = memchr(buf + keep, 0, got);
+        if (nul) st = dq_fail(err, DQ_ERR_FORMAT, "%s: NUL byte at offset %zu: not a text file", path,
+                              at + keep + (size_t)(nul - (buf + keep)));
+        size_t n = keep + got, i = 0;
+        while (!st && i < n) { /* as check_utf8 in encode.c; a character cut by the block waits for the next */
+            utf8proc_int32_t cp;
+            utf8proc_ssize_t l = utf8proc_iterate((const utf8proc_uint8_t *)buf + i, (utf8proc_ssize_t)(n - i), &cp);
+            if (l <= 0 && n - i < 4) break;
+            if (l <= 0) st = dq_fail(err, DQ_ERR_FORMAT, "%s: text is not valid UTF-8 at byte %zu", path, at + i);
+            i += l > 0 ? (size_t)l : 0;
+        }
+        keep = n - i;
+        memmove(buf, buf + i, keep);
+        at += i;
+    }
+    if (!st && ferror(f)) st = dq_fail(err, DQ_ERR_IO, "%s: read failed", path);
+    if (!st && keep) st = dq_fail(err, DQ_ERR_FORMAT, "%s: text is not valid UTF-8 at byte %zu", path, at);
+    if (!st && at == 0) st = dq_fail(err, DQ_ERR_FORMAT, "%s: the text file is empty", path);
+    fclose(f);
+    return st;
+}
+
+/* Tokens from the stream, scored a window at a time once the text is known to
+ * be long enough; with --save-logits the windows' tokens go to the file
+ * instead (its header lists them all before any record). */
+typedef struct {
+    scorer *c;
+    const logit_io *io;
+    size_t need, limit; /* tokens the text must have; tokens after which we stop */
+    int max_windows;
+    int32_t *pend;      /* tokens not yet in a window, from pend[first] */
+    size_t first, n, cap;
+    size_t total;       /* tokens seen */
+    int windows;        /* windows scored (or saved) */
+    size_t *fed;        /* text bytes fed so far, for the progress bar */
+    dq_progress *progress;
+    bool progress_windows;
+    dq_status st;
+    dq_error *err;
+} text_run;
+
+static void take_windows(text_run *r) {
+    size_t ctx = (size_t)r->io->ctx;
+    while (!r->st && r->n - r->first >= ctx && r->total >= r->need &&
+           (r->max_windows <= 0 || r->windows < r->max_windows)) {
+        const int32_t *tok = r->pend + r->first;
+        if (r->io->save && fwrite(tok, sizeof *tok, ctx, r->io->save) != ctx)
+            r->st = dq_fail(r->err, DQ_ERR_IO, "%s: write failed", r->c->o->save_logits);
+        else if (!r->io->save)
+            r->st = scorer_window(r->c, tok, r->windows, r->err);
+        r->first += ctx;
+        r->windows++;
+        dq_progress_update(r->progress, r->progress_windows ? (size_t)r->windows : *r->fed);
+    }
+}
+
+static bool take_ids(void *user, const int32_t *ids, size_t n) {
+    text_run *r = user;
+    if (r->first > 0) { /* keep only what is not in a window yet */
+        memmove(r->pend, r->pend + r->first, (r->n - r->first) * sizeof *r->pend);
+        r->n -= r->first;
+        r->first = 0;
+    }
+    if (r->n + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->n + n) cap *= 2;
+        int32_t *p = realloc(r->pend, cap * sizeof *p);
+        if (!p) {
+            r->st = dq_fail(r->err, DQ_ERR_NOMEM, "out of memory");
+            return false;
+        }
+        r->pend = p;
+        r->cap = cap;
+    }
+    memcpy(r->pend + r->n, ids, n * sizeof *ids);
+    r->n += n;
+    r->total += n;
+    take_windows(r);
+    return !r->st && r->total < r->limit;
+}
+
+/* Streams the text through the tokenizer into r. */
+static dq_status stream_text(const char *path, const dq_tokenizer *tk, size_t block, char *buf, text_run *r,
+                             dq_error *err) {
+    FILE *f = dq_fopen_input(path, err);
+    if (!f) return err ? err->code : DQ_ERR_IO;
+    dq_tok_stream *ts;
+    dq_status st = dq_tok_stream_new(tk, dq_tokenizer_adds_bos(tk), false, take_ids, r, &ts, err);
+    size_t got;
+    while (!st && !r->st && !dq_tok_stream_stopped(ts) && (got = fread(buf, 1, block, f)) > 0) {
+        *r->fed += got;
+        st = dq_tok_stream_feed(ts, buf, got, err);
+    }
+    if (!st && !r->st && ferror(f)) st = dq_fail(err, DQ_ERR_IO, "%s: read failed", path);
+    if (!st && !r->st) st = dq_tok_stream_finish(ts, err);
+    if (st && err) { /* the tokenizer's message, naming the file */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        dq_fail(err, st, "%s: %s", path, msg);
+    }
+    dq_tok_stream_free(ts);
+    fclose(f);
+    return st ? st : r->st;
+}
+
+static dq_status write_save_header(logit_io *io, int32_t nch, const char *path, dq_error *err) {
+    uint32_t ctx = (uint32_t)io->ctx;
+    int32_t nv = io->n_vocab;
+    if (fwrite("_logits_", 1, 8, io->save) != 8 || fwrite(&ctx, 4, 1, io->save) != 1 ||
+        fwrite(&nv, 4, 1, io->save) != 1 || fwrite(&nch, 4, 1, io->save) != 1)
+        return dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
+    return DQ_OK;
+}
+
+/* --save-logits: the header now that the window count is known, then the
+ * windows read back from the file's token list and scored, their records
+ * appended. */
+static dq_status score_saved(scorer *c, logit_io *io, const char *path, dq_progress *p, dq_error *err) {
+    int32_t nch = io->n_windows;
+    size_t ctx = (size_t)io->ctx;
+    if (fflush(io->save) != 0 || fseek(io->save, 16, SEEK_SET) != 0 || fwrite(&nch, 4, 1, io->save) != 1 ||
+        fflush(io->save) != 0 || fseek(io->save, 0, SEEK_END) != 0)
+        return dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
+    FILE *in = fopen(io->save_file.tmp, "rb");
+    if (!in || fseek(in, 20, SEEK_SET) != 0) {
+        if (in) fclose(in);
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
+    }
+    int32_t *tok = malloc(ctx * sizeof *tok);
+    dq_status st = tok ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (int w = 0; !st && w < nch; w++) {
+        if (fread(tok, sizeof *tok, ctx, in) != ctx) st = dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
+        if (!st) st = scorer_window(c, tok, w, err);
+        dq_progress_update(p, (size_t)w + 1);
+    }
+    free(tok);
+    fclose(in);
+    return st;
+}
+
+dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, const char *path, const dq_ppl_opts *o,
+                                  dq_ppl_result *r, dq_error *err) {
+    memset(r, 0, sizeof *r);
+    if (o->kld_base)
+        return dq_fail(err, DQ_ERR_ARG, "%s: a KLD evaluation takes its tokens from the base file, not from a text",
+                       o->kld_base);
+    logit_io io = {.ctx = o->ctx, .n_vocab = m->cfg.vocab_size};
+    bool llamacpp = o->llamacpp || o->save_logits;
+    if (io.ctx < 2) return dq_fail(err, DQ_ERR_ARG, "context %d is too short", io.ctx);
+    size_t block = o->text_block ? o->text_block : (size_t)1 << 16;
+    char *buf = malloc(block + 4);
+    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    dq_status st = check_text(path, block, buf, err);
+    size_t need = (llamacpp ? 2 : 1) * (size_t)io.ctx, fed = 0;
+    size_t limit = o->max_windows > 0 ? (size_t)o->max_windows * (size_t)io.ctx : SIZE_MAX;
+    if (!st && o->save_logits) st = dq_out_open(&io.save_file, o->save_logits, err);
+    if (!st && o->save_logits) io.save = io.save_file.f, st = write_save_header(&io, 0, o->save_logits, err);
+    scorer c = {0};
+    if (!st) st = scorer_open(&c, m, &io, dq_tokenizer_adds_bos(tk) ? dq_tokenizer_bos(tk) : -1, llamacpp, o, err);
+    struct stat sb;
+    size_t bytes = !st && stat(path, &sb) == 0 ? (size_t)sb.st_size : 1;
+    dq_progress *p = dq_progress_start("perplexity", o->max_windows > 0 ? (size_t)o->max_windows : bytes,
+                                       o->quiet || o->save_logits);
+    text_run run = {.c = &c, .io = &io, .need = need, .limit = limit > need ? limit : need,
+                    .max_windows = o->max_windows, .fed = &fed, .progress = p, .progress_windows = o->max_windows > 0,
+                    .err = err};
+    if (!st) st = stream_text(path, tk, block, buf, &run, err);
+    if (!st && run.total < need)
+        st = dq_fail(err, DQ_ERR_ARG, "%s: the text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
+                     path, run.total, io.ctx, need);
+    dq_progress_finish(p);
+    io.n_windows = run.windows;
+    if (!st && io.save) {
+        p = dq_progress_start("perplexity", (size_t)io.n_windows, o->quiet);
+        st = score_saved(&c, &io, o->save_logits, p, err);
+        dq_progress_finish(p);
+    }
+    if (!st) summarize(&c.t, false, r);
+    r->n_windows = io.n_windows;
+    r->ctx = io.ctx;
+    r->text_read = fed;
+    scorer_close(&c);
+    if (io.save && st) dq_out_abort(&io.save_file);
+    else if (io.save) st = dq_out_commit(&io.save_file, err);
+    free(run.pend);
+    free(buf);
     return st;
 }

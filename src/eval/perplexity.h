@@ -13,6 +13,7 @@ typedef struct {
     const char *save_logits; /* write base log-probs here (implies llamacpp) */
     const char *kld_base;    /* compare with log-probs saved earlier (implies llamacpp) */
     const char *text_path;   /* the text the tokens came from, for messages (NULL: "the text") */
+    size_t text_block;       /* dq_eval_perplexity_text: bytes read per step (0: 64 KiB; tests set it small) */
 } dq_ppl_opts;
 
 typedef struct {
@@ -25,10 +26,24 @@ typedef struct {
     double kld_p99, kld_max;
     double same_top, same_top_err; /* top-1 agreement with the base */
     double base_ppl;
+    size_t text_read;        /* dq_eval_perplexity_text: bytes of the text tokenized (less than all with max_windows) */
 } dq_ppl_result;
 
 /* tokens: the whole text, tokenized with the tokenizer's BOS convention.
  * bos: the BOS id used at window starts in llamacpp mode (< 0: none). */
 dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_tokens, int bos,
                              const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err);
+/* Perplexity of the text file at path, tokenized by t (its BOS convention;
+ * BOS at window starts in llamacpp mode when t adds one) while it is read in
+ * blocks of o->text_block bytes: windows are scored as soon as they are
+ * complete (once the text is known to hold enough tokens for the first), and
+ * with o->max_windows the reading stops once those windows are complete.
+ * Memory follows the window and the block, not the file. The results, and a
+ * --save-logits file, are byte for byte those of dq_eval_perplexity on
+ * dq_tokenize's ids of the whole text. The whole text is first checked (NUL
+ * bytes, UTF-8, empty) so that no work is done on a text that will be
+ * refused; messages name path. o->kld_base must be NULL (a KLD evaluation
+ * reads its tokens from the base file: dq_eval_perplexity). */
+dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *t, const char *path, const dq_ppl_opts *o,
+                                  dq_ppl_result *r, dq_error *err);
 #endif

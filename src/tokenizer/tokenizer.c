@@ -114,7 +114,7 @@ dq_status dq_tok_add_regex(dq_tokenizer *t, const char *pattern, dq_error *err) 
         pcre2_code_free(re);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", t->path);
     }
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD); /* optional speed-up; partial: stream.c */
     t->split_re[t->n_split] = re;
     t->split_src[t->n_split++] = src;
     return DQ_OK;

@@ -117,6 +117,27 @@ bool dq_id_push(dq_id_buf *b, int32_t id);
 dq_status dq_bpe_word(const dq_tokenizer *t, const char *text, size_t len, dq_id_buf *out,
                       dq_error *err);
 
+/* A growing byte buffer, always NUL-terminated once written to. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} dq_sbuf;
+bool dq_sb_put(dq_sbuf *b, const char *s, size_t n);
+
+/* The encoder's stages, shared by dq_tokenize and the stream (stream.c). */
+/* Length of the added token at s[0..n) (longest first), or 0; *id receives its id. */
+size_t dq_tok_match_added(const dq_tokenizer *t, const char *s, size_t n, bool parse_special, int32_t *id);
+/* Appends the normalised text of s[0..n) to out: NFC when the tokenizer asks
+ * for it, then (sentencepiece-style tokenizers) the "▁"/space, whitespace and
+ * dummy-prefix rules. first: s starts the text; cont: s continues a segment
+ * whose normalised part so far ended in a character other than a space. */
+dq_status dq_tok_normalize(const dq_tokenizer *t, const char *s, size_t n, bool first, bool cont, dq_sbuf *out,
+                           dq_error *err);
+/* Pre-tokenises normalised text with split regex k and the later ones, then
+ * byte-pair merges each word, appending ids to out (tmp: scratch). */
+dq_status dq_tok_split(const dq_tokenizer *t, int k, const char *s, size_t n, dq_sbuf *tmp, dq_id_buf *out,
+                       dq_error *err);
+
 dq_status dq_tok_load_llama2c(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_spm_model(const char *path, dq_tokenizer *t, dq_error *err);
 dq_status dq_tok_load_hf_json(const char *path, dq_tokenizer *t, dq_error *err);

@@ -225,6 +225,129 @@ static void test_bad_logits_file(void **st) {
     free(ids);
 }
 
+/* ---- the streamed text path (dq_eval_perplexity_text) against the whole-text one ---- */
+
+static dq_ppl_result eval_text(const char *model, const char *text, dq_ppl_opts o, dq_error *err, dq_status want) {
+    dq_model *m = tu_model(model);
+    dq_tokenizer *t;
+    if (dq_tokenizer_for_model(model, dq_model_config(m)->vocab_size, &t, err)) fail_msg("%s", err->msg);
+    dq_ppl_result r;
+    o.quiet = true;
+    o.n_threads = 2;
+    dq_status st = dq_eval_perplexity_text(m, t, text, &o, &r, err);
+    if (st != want) fail_msg("status %d, want %d: %s", st, want, err->msg);
+    dq_tokenizer_free(t);
+    dq_model_free(m);
+    return r;
+}
+
+static void expect_same_result(const dq_ppl_result *a, const dq_ppl_result *b) {
+    assert_int_equal(a->n_windows, b->n_windows);
+    assert_int_equal(a->n_scored, b->n_scored);
+    assert_int_equal(a->ctx, b->ctx);
+    /* the same tokens, windows and sums: equal to the last bit */
+    assert_memory_equal(&a->ppl, &b->ppl, sizeof a->ppl);
+    assert_memory_equal(&a->ppl_err, &b->ppl_err, sizeof a->ppl_err);
+    assert_memory_equal(&a->nll, &b->nll, sizeof a->nll);
+    assert_memory_equal(&a->nll_err, &b->nll_err, sizeof a->nll_err);
+}
+
+/* Perplexity in both protocols, with and without a window limit, with blocks
+ * of 7 bytes to 64 KiB: the numbers of the whole-text path, bit for bit. */
+static void test_text_streamed(void **st) {
+    (void)st;
+    const char *model = tu_shared("models/stories260K/stories260K.bin");
+    const char *text = tu_tmp("tiny_stories_head.txt");
+    tu_copy(tu_shared("data/tinystories/tinystories_valid_sample.txt"), text, 8000);
+    size_t n;
+    int bos;
+    int32_t *ids = tokenize_file(model, text, &n, &bos);
+    const size_t blocks[] = {7, 4093, 0};
+    for (int proto = 0; proto < 2; proto++)
+        for (int limit = 0; limit < 2; limit++) {
+            dq_ppl_opts o = {.ctx = 64, .llamacpp = proto, .max_windows = limit ? 5 : 0};
+            dq_ppl_result want = eval(model, ids, n, bos, o);
+            for (size_t b = 0; b < 3; b++) {
+                dq_error err = {0};
+                o.text_block = blocks[b];
+                dq_ppl_result got = eval_text(model, text, o, &err, DQ_OK);
+                expect_same_result(&want, &got);
+                if (limit && blocks[b]) assert_true(got.text_read < 2000 + blocks[b]); /* 5 windows of 64 tokens: ~1.2 kB */
+                else assert_int_equal(got.text_read, 8000);
+            }
+        }
+    free(ids);
+}
+
+/* --save-logits: the file is byte for byte the whole-text path's, and KLD
+ * against it is what it was. */
+static void test_text_saved_logits(void **st) {
+    (void)st;
+    const char *model = tu_shared("models/gut6l/gut6l.bin");
+    const char *text = tu_tmp("time_machine_head.txt");
+    tu_copy(tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), text, 6000);
+    size_t n;
+    int bos;
+    int32_t *ids = tokenize_file(model, text, &n, &bos);
+    const char *old = tu_tmp("old.logits"), *new = tu_tmp("new.logits");
+    for (int limit = 0; limit < 2; limit++) {
+        dq_ppl_opts o = {.ctx = 128, .max_windows = limit ? 3 : 0, .save_logits = old};
+        dq_ppl_result want = eval(model, ids, n, bos, o);
+        dq_error err = {0};
+        o.save_logits = new;
+        o.text_block = limit ? 64 : 1000;
+        dq_ppl_result got = eval_text(model, text, o, &err, DQ_OK);
+        expect_same_result(&want, &got);
+        size_t la, lb;
+        char *a = tu_read(old, &la), *b = tu_read(new, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(a, b, la);
+        free(a);
+        free(b);
+        dq_ppl_result ka = eval(model, NULL, 0, bos, (dq_ppl_opts){.kld_base = old});
+        dq_ppl_result kb = eval(model, NULL, 0, bos, (dq_ppl_opts){.kld_base = new});
+        expect_same_result(&ka, &kb);
+        assert_memory_equal(&ka.kld, &kb.kld, sizeof ka.kld);
+    }
+    free(ids);
+}
+
+/* With --chunks only the start of a long text is tokenized; a text too short
+ * is refused naming it; NUL bytes and bad UTF-8 anywhere are refused before
+ * any scoring, naming the file and the offset, as when the text was read whole. */
+static void test_text_limits_and_errors(void **st) {
+    (void)st;
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *wiki = tu_shared("data/wikitext2/wiki.test.raw");
+    dq_error err = {0};
+    dq_ppl_result r = eval_text(model, wiki, (dq_ppl_opts){.ctx = 128, .max_windows = 2, .text_block = 4096}, &err, DQ_OK);
+    assert_int_equal(r.n_windows, 2);
+    assert_true(r.text_read <= 4 * 4096); /* of 1.3 MB */
+    const char *tiny = tu_tmp("tiny.txt");
+    tu_write(tiny, "Too short.\n", 11);
+    eval_text(model, tiny, (dq_ppl_opts){.ctx = 64}, &err, DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, tiny));
+    assert_non_null(strstr(err.msg, "needs at least 64"));
+    r = eval_text(model, tiny, (dq_ppl_opts){.ctx = 3, .llamacpp = true, .max_windows = 1}, &err, DQ_OK);
+    assert_int_equal(r.n_windows, 1); /* 6 tokens: the 2 windows llamacpp mode asks for are there, 1 is scored */
+    size_t len;
+    char *text = tu_read(tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), &len);
+    const char *bad = tu_tmp("late_nul.txt");
+    text[150001] = '\0';
+    tu_write(bad, text, len);
+    eval_text(model, bad, (dq_ppl_opts){.ctx = 64, .max_windows = 1, .text_block = 4096}, &err, DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, bad));
+    assert_non_null(strstr(err.msg, "NUL byte at offset 150001"));
+    text[150001] = '\xe9'; /* a lone Latin-1 byte */
+    tu_write(bad, text, len);
+    eval_text(model, bad, (dq_ppl_opts){.ctx = 64, .max_windows = 1, .text_block = 4096}, &err, DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, bad));
+    assert_non_null(strstr(err.msg, "not valid UTF-8 at byte 150001"));
+    tu_write(bad, "", 0);
+    eval_text(model, bad, (dq_ppl_opts){.ctx = 64}, &err, DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "empty"));
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llamacpp_protocol),
@@ -232,6 +355,9 @@ int main(void) {
         cmocka_unit_test(test_kld_self),
         cmocka_unit_test(test_kld_matches_direct),
         cmocka_unit_test(test_bad_logits_file),
+        cmocka_unit_test(test_text_streamed),
+        cmocka_unit_test(test_text_saved_logits),
+        cmocka_unit_test(test_text_limits_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
