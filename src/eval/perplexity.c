@@ -143,18 +143,20 @@ static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *
     size_t rl = record_len(nv);
     if (io->base && fread(recs, sizeof *recs, rl * n, io->base) != rl * n)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated at window %d", o->kld_base, w);
+    const float lowest = -17.0f - logf((float)nv);
     for (int i = 0; io->base && i < n; i++) { /* each record: float scale, float min, then nv uint16 */
         float scale, min_lp;
         memcpy(&scale, recs + rl * i, 4);
         memcpy(&min_lp, recs + rl * i + 2, 4);
-        /* Written records span [min_lp, min_lp + 65535 scale] = [max - 16 - lse, -lse]: never above 0
-         * (a tolerance for float rounding), and far from -inf. Anything else would make the KLD or
-         * the base perplexity infinite. */
-        if (!isfinite(scale) || !isfinite(min_lp) || scale < 0 || min_lp < -1e4f ||
+        /* llama.cpp and we write records spanning [min_lp, min_lp + 65535 scale] = [-16 - lse, -lse]
+         * with 0 <= lse <= ln(vocabulary): never above 0 nor below -16 - ln(vocabulary) (give or
+         * take rounding). Anything else is no distribution and makes the KLD or the base
+         * perplexity huge or infinite. */
+        if (!isfinite(scale) || !isfinite(min_lp) || scale < 0 || min_lp < lowest ||
             (double)min_lp + 65535.0 * scale > 1e-2)
             return dq_fail(err, DQ_ERR_FORMAT, "%s: window %d, position %d: log-probability scale %g / minimum %g is "
-                           "not a finite distribution (log-probabilities must lie in [-10000, 0])", o->kld_base, w,
-                           first + i, scale, min_lp);
+                           "not a finite distribution (log-probabilities must lie in [%.1f, 0])", o->kld_base, w,
+                           first + i, scale, min_lp, lowest);
     }
     const int32_t *tok = io->tokens + (size_t)w * ctx;
 #pragma omp parallel for num_threads(o->n_threads > 0 ? o->n_threads : 1) schedule(static)

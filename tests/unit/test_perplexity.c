@@ -273,8 +273,9 @@ static void test_kld_lying_header(void **st) {
     dq_model_free(m);
 }
 
-/* Found by fuzz_kld: a record whose log-probabilities rise above 0 or sink
- * to -1e30 gave "kld inf" or a base perplexity of 0, with success. */
+/* Found by fuzz_kld: a record whose log-probabilities rise above 0 gave a
+ * KLD of 3e51 with success, one whose minimum sinks far below -16 - ln(vocab)
+ * (no softmax we write gives that) a base perplexity of inf or 1e20. */
 static void test_kld_lying_records(void **st) {
     (void)st;
     size_t len;
@@ -287,8 +288,8 @@ static void test_kld_lying_records(void **st) {
     dq_ppl_opts o = {.kld_base = bad, .quiet = true};
     /* the minimum log-probability of window 1's second record (31 records of 4100 uint16 per window) */
     size_t rec = 20 + 3 * 64 * 4 + (31 * 4100 + 4100) * 2 + 4;
-    float lies[] = {100.0f, -1e30f};
-    for (int i = 0; i < 2; i++) {
+    float lies[] = {100.0f, -1e30f, -5000.0f};
+    for (int i = 0; i < 3; i++) {
         char *buf = malloc(len);
         memcpy(buf, data, len);
         memcpy(buf + rec, &lies[i], 4);
