@@ -235,10 +235,9 @@ static void check_layout(const layout_case *k, const char *name) {
     dq_model_free(m);
 }
 
-/* Found while writing fuzz_hf (then run through it): nbits and group_size
- * far outside int were cast from
- * double (undefined behaviour, UBSan), fractional ones truncated. Each must
- * be refused naming dashq_config.json and the module. */
+/* Found while writing fuzz_hf (then run through it): nbits and group_size far
+ * outside int were cast from double (undefined behaviour, UBSan), fractional
+ * ones truncated. Each must be refused naming dashq_config.json and the module. */
 static void test_config_numbers(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
