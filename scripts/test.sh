@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: a release build, then the same tests under
 # AddressSanitizer + UndefinedBehaviorSanitizer (less the llama.cpp and
-# real-model runs, which only repeat release work slower), then the GGUF reader's fuzzer for a
-# minute and the task/CSV parsers' for 30 s. Needs ../shared (or DASHQ_SHARED).
+# real-model runs, which only repeat release work slower), then each libFuzzer
+# target briefly (tests/fuzz/run.sh). Needs ../shared (or DASHQ_SHARED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -23,7 +23,13 @@ run build "" -DCMAKE_BUILD_TYPE=Release
 echo "== ASan + UBSan build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run build-sanitize "-E llamacpp|real_|golden" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDQ_SANITIZE=ON
-echo "== libFuzzer: GGUF reader, 60 s"
-tests/fuzz/run.sh 60 gguf
-echo "== libFuzzer: task lines and sweep CSVs, 30 s"
-tests/fuzz/run.sh 30 tasks
+# short runs of every parser's fuzzer (2 min 20 s in all); scripts/fuzz.sh
+# HOURS runs the long campaign
+echo "== libFuzzer: GGUF reader, 45 s"
+tests/fuzz/run.sh 45 gguf
+echo "== libFuzzer: task lines and sweep CSVs, 20 s"
+tests/fuzz/run.sh 20 tasks
+for t in safetensors hf tokenizer llama2c kld; do
+  echo "== libFuzzer: $t, 15 s"
+  tests/fuzz/run.sh 15 "$t"
+done

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 #include "eval/perplexity.h"
 
 #include <math.h>
@@ -87,6 +88,15 @@ static dq_status open_base(const char *path, logit_io *io, const dq_config *c, d
         return dq_fail(err, DQ_ERR_FORMAT, "%s: saved with a vocabulary of %d, model has %d", path, nv, c->vocab_size);
     if (ctx < 4 || ctx > (1u << 20) || nch <= 0 || (uint64_t)nch * ctx > (1ull << 31))
         return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible header (ctx %u, %d windows)", path, ctx, nch);
+    /* The header fixes the file's size: checking it first keeps a header that
+     * lies about the window count from allocating gigabytes for tokens. */
+    uint64_t per_window = 4ull * ctx + 2ull * record_len(nv) * (ctx - 1 - ctx / 2);
+    uint64_t want = 20 + (uint64_t)nch * per_window;
+    struct stat sb;
+    if (fstat(fileno(io->base), &sb) != 0 || (uint64_t)sb.st_size != want)
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated or padded: its header (ctx %u, vocabulary %d, %d windows) "
+                       "needs %llu bytes, the file has %lld", path, ctx, nv, nch, (unsigned long long)want,
+                       (long long)sb.st_size);
     io->ctx = (int)ctx;
     io->n_windows = nch;
     io->file_tokens = malloc((size_t)nch * ctx * sizeof(int32_t));
@@ -136,13 +146,20 @@ static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *
     size_t rl = record_len(nv);
     if (io->base && fread(recs, sizeof *recs, rl * n, io->base) != rl * n)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: truncated at window %d", o->kld_base, w);
+    const float lowest = -17.0f - logf((float)nv);
     for (int i = 0; io->base && i < n; i++) { /* each record: float scale, float min, then nv uint16 */
         float scale, min_lp;
         memcpy(&scale, recs + rl * i, 4);
         memcpy(&min_lp, recs + rl * i + 2, 4);
-        if (!isfinite(scale) || !isfinite(min_lp) || scale < 0)
+        /* llama.cpp and we write records spanning [min_lp, min_lp + 65535 scale] = [-16 - lse, -lse]
+         * with 0 <= lse <= ln(vocabulary): never above 0 nor below -16 - ln(vocabulary) (give or
+         * take rounding). Anything else is no distribution and makes the KLD or the base
+         * perplexity huge or infinite. */
+        if (!isfinite(scale) || !isfinite(min_lp) || scale < 0 || min_lp < lowest ||
+            (double)min_lp + 65535.0 * scale > 1e-2)
             return dq_fail(err, DQ_ERR_FORMAT, "%s: window %d, position %d: log-probability scale %g / minimum %g is "
-                           "not a finite distribution", o->kld_base, w, first + i, scale, min_lp);
+                           "not a finite distribution (log-probabilities must lie in [%.1f, 0])", o->kld_base, w,
+                           first + i, scale, min_lp, lowest);
     }
 #pragma omp parallel for num_threads(o->n_threads > 0 ? o->n_threads : 1) schedule(static)
     for (int i = 0; i < n; i++) {

@@ -234,10 +234,10 @@ static float elem(const dq_st_tensor *t, size_t i) {
  * the group); the padding columns are dropped. */
 static dq_status bind_packed(dq_model *m, shards *s, const char *module, const cJSON *meta, int64_t rows,
                              int64_t cols, const float **out, dq_error *err) {
-    int bits = (int)num(meta, "nbits", 0), G = (int)num(meta, "group_size", 0);
+    int bits = inum(meta, "nbits", 0), G = inum(meta, "group_size", 0); /* 0 when out of int range */
     double ng = num(meta, "num_groups", -1), qin = num(meta, "quant_in_features", (double)cols);
     if (num(meta, "in_features", -1) != cols || num(meta, "out_features", -1) != rows || bits < 1 || bits > 8 ||
-        G <= 0 || !(qin >= (double)cols && qin < (double)cols + G) || qin != (double)(int64_t)qin || (int64_t)qin % G ||
+        num(meta, "nbits", 0) != bits || G <= 0 || num(meta, "group_size", 0) != G || !(qin >= (double)cols && qin < (double)cols + G) || qin != (double)(int64_t)qin || (int64_t)qin % G ||
         ng != (double)rows * ((int64_t)qin / G))
         return dq_fail(err, DQ_ERR_FORMAT, "%s/dashq_config.json: module %s does not describe a %lld x %lld linear",
                        s->dir, module, (long long)rows, (long long)cols);

@@ -33,6 +33,14 @@ static bool json_bool(const cJSON *o, const char *key, bool dflt) {
     return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
+/* A token id written as a JSON number: an integer in [0, 2^22) (our largest
+ * vocabulary), or false. Casting any other double to an integer is undefined. */
+static bool json_id(const cJSON *v, int64_t *id) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < (double)(1 << 22))) return false;
+    *id = (int64_t)v->valuedouble;
+    return (double)*id == v->valuedouble;
+}
+
 /* Vocabulary size: one past the largest id in the vocab and added tokens. */
 static int vocab_extent(const cJSON *vocab, const cJSON *added) {
     double mx = -1;
@@ -48,10 +56,11 @@ static int vocab_extent(const cJSON *vocab, const cJSON *added) {
 static dq_status set_vocab(dq_tokenizer *t, const cJSON *vocab, dq_error *err) {
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e))
-            return dq_fail(err, DQ_ERR_FORMAT, "%s: vocab entry \"%.40s\" has no integer id", t->path,
-                           e->string);
-        dq_status st = dq_tok_set_piece(t, (int64_t)e->valuedouble, e->string, strlen(e->string), err);
+        int64_t id;
+        if (!json_id(e, &id))
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: vocab entry \"%.40s\" has no integer id in [0, %d)", t->path,
+                           e->string, 1 << 22);
+        dq_status st = dq_tok_set_piece(t, id, e->string, strlen(e->string), err);
         if (st) return st;
     }
     return DQ_OK;
@@ -102,12 +111,12 @@ static dq_status set_merges_json(dq_tokenizer *t, const cJSON *merges, dq_error 
 static dq_status set_added(dq_tokenizer *t, const cJSON *added, dq_error *err) {
     const cJSON *e;
     cJSON_ArrayForEach(e, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        int64_t id;
         const char *content = json_str(e, "content");
-        if (!cJSON_IsNumber(id) || !content)
-            return dq_fail(err, DQ_ERR_FORMAT, "%s: added token without id or content", t->path);
-        dq_status st = dq_tok_add_token(t, (int64_t)id->valuedouble, content, strlen(content),
-                                        json_bool(e, "special", false), err);
+        if (!json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &id) || !content)
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: added token without an integer id in [0, %d) or content",
+                           t->path, 1 << 22);
+        dq_status st = dq_tok_add_token(t, id, content, strlen(content), json_bool(e, "special", false), err);
         if (st) return st;
     }
     return DQ_OK;

@@ -224,6 +224,33 @@ static void test_tokenizers(void **st) {
     assert_non_null(strstr(err.msg, "no tokenizer found"));
 }
 
+/* Found by fuzz_tokenizer: ids far outside any integer type were cast from
+ * double (undefined behaviour, UBSan), fractional ids were truncated. */
+static void test_tokenizer_json_ids(void **st) {
+    (void)st;
+    const char *dir = tu_tmp("tok-ids");
+    mkdir(dir, 0755);
+    char j[1024], v[1024], mg[1024];
+    snprintf(j, sizeof j, "%s/tokenizer.json", dir);
+    snprintf(v, sizeof v, "%s/vocab.json", dir);
+    snprintf(mg, sizeof mg, "%s/merges.txt", dir);
+    write_text(mg, "#version: 0.2\n");
+    const char *vocabs[] = {"{\"a\": 0, \"b\": 1, \"c\": -6.6e121}", "{\"a\": 0, \"b\": 1, \"c\": 1.5}",
+                            "{\"a\": 0, \"b\": 1, \"c\": -1}"};
+    for (int i = 0; i < 3; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "{\"model\": {\"type\": \"BPE\", \"vocab\": %s, \"merges\": []}}", vocabs[i]);
+        write_text(j, text);
+        expect_tok_error(j, DQ_ERR_FORMAT, "vocab entry \"c\" has no integer id");
+        write_text(v, vocabs[i]);
+        expect_tok_error(v, DQ_ERR_FORMAT, "vocab entry \"c\" has no integer id");
+    }
+    write_text(j, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+                  " \"added_tokens\": [{\"id\": -1e300, \"content\": \"<s>\"}]}");
+    expect_tok_error(j, DQ_ERR_FORMAT, "added token without an integer id");
+    expect_tok_error(j, DQ_ERR_FORMAT, "tokenizer.json");
+}
+
 static void test_text(void **st) {
     (void)st;
     dq_tokenizer *t = tu_tokenizer(tu_shared("models/gut6l/tokenizer.bin"));
@@ -262,7 +289,8 @@ static void test_forward_args(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama2c),    cmocka_unit_test(test_hf),   cmocka_unit_test(test_hf_nan),
-        cmocka_unit_test(test_tokenizers), cmocka_unit_test(test_text), cmocka_unit_test(test_forward_args),
+        cmocka_unit_test(test_tokenizers), cmocka_unit_test(test_tokenizer_json_ids), cmocka_unit_test(test_text),
+        cmocka_unit_test(test_forward_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -235,6 +235,49 @@ static void check_layout(const layout_case *k, const char *name) {
     dq_model_free(m);
 }
 
+/* Found while writing fuzz_hf (then run through it): nbits and group_size far
+ * outside int were cast from double (undefined behaviour, UBSan), fractional
+ * ones truncated. Each must be refused naming dashq_config.json and the module. */
+static void test_config_numbers(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_calib_set cs = {.n = 1, .len = 16, .tokens = calloc(16, sizeof(int32_t))};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 2, .quiet = true};
+    dq_quant_result r;
+    dq_error err = {0};
+    if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
+    const char *dir = tu_tmp("packed-config-numbers");
+    dq_packed_info info = {"rtn", 4, 32, cs.n, cs.len, 0, NULL, NULL, "test/base-model", NULL};
+    if (dq_write_packed(dir, m, &r, &info, &err)) fail_msg("%s", err.msg);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/dashq_config.json", dir);
+    char *orig = tu_read(path, NULL);
+    struct { const char *key; double v; } cases[] = {
+        {"nbits", 1e300}, {"nbits", 4.5}, {"group_size", -1e300}, {"group_size", 32.5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cJSON *cfg = cJSON_Parse(orig);
+        cJSON *mod = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "quantized_modules"), "model.layers.0.self_attn.q_proj");
+        assert_non_null(mod);
+        cJSON_ReplaceItemInObject(mod, cases[i].key, cJSON_CreateNumber(cases[i].v));
+        char *text = cJSON_Print(cfg);
+        tu_write(path, text, strlen(text));
+        free(text);
+        cJSON_Delete(cfg);
+        dq_model *back = NULL;
+        if (dq_model_load(dir, &back, &err) != DQ_ERR_FORMAT)
+            fail_msg("%s %g: loaded (%s)", cases[i].key, cases[i].v, err.msg);
+        assert_non_null(strstr(err.msg, "dashq_config.json: module model.layers.0.self_attn.q_proj"));
+    }
+    tu_write(path, orig, strlen(orig));
+    dq_model *back = tu_model(dir); /* the untouched config still loads */
+    dq_model_free(back);
+    free(orig);
+    dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
 static void test_stories_padded(void **st) {
     (void)st;
     const char *model = tu_shared("models/stories260K/stories260K.bin");
@@ -262,6 +305,7 @@ static void test_smollm2_padded(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_numbers),
         cmocka_unit_test(test_stories_padded),
         cmocka_unit_test(test_gut6l_tied_head),
         cmocka_unit_test(test_smollm2_padded),

@@ -348,6 +348,85 @@ static void test_text_limits_and_errors(void **st) {
     free(text);
 }
 
+/* gut6l's log-probabilities for 3 windows of 64 tokens of The Time Machine,
+ * saved to tmp/name; returns the file's bytes. */
+static char *saved_logits(const char *name, size_t *len, int *bos) {
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *path = tu_tmp(name);
+    size_t n;
+    int32_t *ids = tokenize_file(model, tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), &n, bos);
+    eval(model, ids, n, *bos, (dq_ppl_opts){.ctx = 64, .max_windows = 3, .save_logits = path});
+    free(ids);
+    return tu_read(path, len);
+}
+
+/* Found while writing fuzz_kld: a header claiming 2048 windows of 2^20
+ * tokens (2^31 ids) allocated 8 GB before reading them. The header fixes the
+ * file's size; any other size is refused, naming the file. */
+static void test_kld_lying_header(void **st) {
+    (void)st;
+    size_t len;
+    int bos;
+    char *data = saved_logits("header.logits", &len, &bos);
+    const char *bad = tu_tmp("header-bad.logits");
+    dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_error err = {0};
+    dq_ppl_result r;
+    dq_ppl_opts o = {.kld_base = bad, .quiet = true};
+    uint32_t big_ctx = 1u << 20;
+    int32_t many = 2048;
+    char *buf = malloc(len + 1);
+    memcpy(buf, data, len);
+    memcpy(buf + 8, &big_ctx, 4);
+    memcpy(buf + 16, &many, 4);
+    tu_write(bad, buf, 20);
+    assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "header-bad.logits: truncated or padded"));
+    assert_non_null(strstr(err.msg, "needs 8813256097812 bytes, the file has 20"));
+    memcpy(buf, data, len);
+    buf[len] = 0;
+    for (size_t keep = len - 1; keep <= len + 1; keep += 2) { /* one byte short, one too many */
+        tu_write(bad, buf, keep);
+        assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "truncated or padded"));
+    }
+    tu_write(bad, data, len); /* the untouched file still reads */
+    assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_OK);
+    free(buf);
+    free(data);
+    dq_model_free(m);
+}
+
+/* Found by fuzz_kld: a record whose log-probabilities rise above 0 gave a
+ * KLD of 3e51 with success, one whose minimum sinks far below -16 - ln(vocab)
+ * (no softmax we write gives that) a base perplexity of inf or 1e20. */
+static void test_kld_lying_records(void **st) {
+    (void)st;
+    size_t len;
+    int bos;
+    char *data = saved_logits("records.logits", &len, &bos);
+    const char *bad = tu_tmp("records-bad.logits");
+    dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_error err = {0};
+    dq_ppl_result r;
+    dq_ppl_opts o = {.kld_base = bad, .quiet = true};
+    /* the minimum log-probability of window 1's second record (31 records of 4100 uint16 per window) */
+    size_t rec = 20 + 3 * 64 * 4 + (31 * 4100 + 4100) * 2 + 4;
+    float lies[] = {100.0f, -1e30f, -5000.0f};
+    for (int i = 0; i < 3; i++) {
+        char *buf = malloc(len);
+        memcpy(buf, data, len);
+        memcpy(buf + rec, &lies[i], 4);
+        tu_write(bad, buf, len);
+        free(buf);
+        if (dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err) != DQ_ERR_FORMAT)
+            fail_msg("minimum log-probability %g accepted: kld %g, base ppl %g", (double)lies[i], r.kld, r.base_ppl);
+        assert_non_null(strstr(err.msg, "records-bad.logits: window 1, position 33"));
+        assert_non_null(strstr(err.msg, "not a finite distribution"));
+    }
+    free(data);
+    dq_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llamacpp_protocol),
@@ -358,6 +437,8 @@ int main(void) {
         cmocka_unit_test(test_text_streamed),
         cmocka_unit_test(test_text_saved_logits),
         cmocka_unit_test(test_text_limits_and_errors),
+        cmocka_unit_test(test_kld_lying_header),
+        cmocka_unit_test(test_kld_lying_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
