@@ -142,8 +142,8 @@ static dq_status load_site(loader *L, const dq_site *site, int layer, const floa
 static dq_status load_layer(loader *L, int i) {
     for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
         const dq_site *site = &DQ_SITES[k];
-        dq_status st = dq_site_present(site, &L->m->cfg) ? load_site(L, site, i, dq_site_tensor(&L->m->layers[i], site))
-                                                         : DQ_OK;
+        if (!dq_site_present(site, &L->m->cfg)) continue;
+        dq_status st = load_site(L, site, i, dq_site_tensor(&L->m->layers[i], site));
         if (st) return st;
     }
     return DQ_OK;

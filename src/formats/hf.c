@@ -307,8 +307,8 @@ static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int laye
 static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
     for (int i = 0; i < DQ_SITE_PER_BLOCK; i++) {
         const dq_site *site = &DQ_SITES[i];
-        dq_status st = dq_site_present(site, &m->cfg) ? bind_site(m, s, site, l, dq_site_tensor(&m->layers[l], site), err)
-                                                      : DQ_OK;
+        if (!dq_site_present(site, &m->cfg)) continue;
+        dq_status st = bind_site(m, s, site, l, dq_site_tensor(&m->layers[l], site), err);
         if (st) return st;
     }
     return DQ_OK;

@@ -87,6 +87,10 @@ const float **dq_site_model_tensor(dq_model *m, const dq_site *s) {
     return (const float **)(void *)((char *)m + s->offset);
 }
 
+const float *dq_site_model_get(const dq_model *m, const dq_site *s) {
+    return *(const float *const *)(const void *)((const char *)m + s->offset);
+}
+
 int dq_site_hf_module(const dq_site *s, int layer, char *buf, size_t cap) {
     if (!s->per_block) return snprintf(buf, cap, "%s", s->hf);
     return snprintf(buf, cap, "model.layers.%d.%s", layer, s->hf);

@@ -79,8 +79,9 @@ size_t dq_site_elems(const dq_site *s, const dq_config *c);
 const float **dq_site_tensor(dq_layer *L, const dq_site *s);
 /* The tensor of a per_block site in block L (NULL when absent), read-only. */
 const float *dq_site_get(const dq_layer *L, const dq_site *s);
-/* The slot of a model-level site (!per_block) in m. */
+/* The slot of a model-level site (!per_block) in m; its tensor, read-only. */
 const float **dq_site_model_tensor(dq_model *m, const dq_site *s);
+const float *dq_site_model_get(const dq_model *m, const dq_site *s);
 
 /* Names of a site's tensor in block `layer` (ignored for model-level sites)
  * into buf (cap bytes, always terminated); return snprintf's count:
