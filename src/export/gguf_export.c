@@ -284,17 +284,16 @@ static void add_layer(sink *w, const dq_model *m, int i, dq_ggml_type type, bool
     for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
         const dq_site *s = &DQ_SITES[k];
         if (!dq_site_present(s, c)) continue;
-        char name[96];
-        int rows, cols;
-        dq_site_gguf_name(s, i, name, sizeof name);
-        dq_site_shape(s, c, &rows, &cols);
+        dq_site_ref t;
+        dq_site_ref_of(s, c, i, DQ_NAMES_GGUF, &t);
         const float *x = dq_site_get(&m->layers[i], s);
         if (s->role != DQ_SITE_LINEAR) { /* norms, biases: F32 rows; biases come with qwen2, never permuted */
-            add_weight(w, name, x, 1, rows, DQ_GGML_F32, 0);
+            add_weight(w, t.name, x, 1, t.rows, DQ_GGML_F32, 0);
             continue;
         }
         /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
-        put_matrix(w, name, x, rows, cols, type, permute && s->rope_rows ? c->head_dim : 0, ql ? ql[s->lin] : NULL);
+        int phd = permute && s->rope_rows ? c->head_dim : 0;
+        put_matrix(w, t.name, x, t.rows, t.cols, type, phd, ql ? ql[s->lin] : NULL);
     }
 }
 

@@ -115,36 +115,25 @@ static void add_bias(tensor_list *l, const char *name, const float *b, int n, in
     add(l, name, p, n, 0, 0);
 }
 
-static void add_layer(tensor_list *l, const dq_model *m, int i, int phd) {
-    for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
-        const dq_site *s = &DQ_SITES[k];
-        if (!dq_site_present(s, &m->cfg)) continue;
-        char name[128];
-        int rows, cols;
-        dq_site_hf_name(s, i, name, sizeof name);
-        dq_site_shape(s, &m->cfg, &rows, &cols);
-        if (s->role == DQ_SITE_BIAS) add_bias(l, name, dq_site_get(&m->layers[i], s), rows, s->rope_rows ? phd : 0);
-        else add(l, name, dq_site_get(&m->layers[i], s), rows, cols, s->rope_rows ? phd : 0);
-    }
-}
-
-/* The model's own site `id` (never permuted). */
-static void add_model_site(tensor_list *l, const dq_model *m, dq_site_id id) {
-    const dq_site *s = &DQ_SITES[id];
-    char name[64];
-    int rows, cols;
-    dq_site_hf_name(s, 0, name, sizeof name);
-    dq_site_shape(s, &m->cfg, &rows, &cols);
-    add(l, name, dq_site_model_get(m, s), rows, cols, 0);
+/* Site s of block `layer` (ignored for the model's own sites); phd reorders
+ * the rows of q/k and their biases (0: keep them). */
+static void add_site(tensor_list *l, const dq_model *m, const dq_site *s, int layer, int phd) {
+    dq_site_ref t;
+    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
+    const float *x = dq_site_data(m, layer, s);
+    if (s->role == DQ_SITE_BIAS) add_bias(l, t.name, x, t.rows, s->rope_rows ? phd : 0);
+    else add(l, t.name, x, t.rows, t.cols, s->rope_rows ? phd : 0);
 }
 
 static void build_tensors(tensor_list *l, const dq_model *m) {
     const dq_config *c = &m->cfg;
     int phd = c->rope_style == DQ_ROPE_INTERLEAVED ? c->head_dim : 0;
-    add_model_site(l, m, DQ_SITE_TOKEN_EMBD);
-    for (int i = 0; i < c->n_layers; i++) add_layer(l, m, i, phd);
-    add_model_site(l, m, DQ_SITE_OUTPUT_NORM);
-    if (!c->tied_embeddings) add_model_site(l, m, DQ_SITE_OUTPUT); /* tied: HF has none */
+    add_site(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, 0);
+    for (int i = 0; i < c->n_layers; i++)
+        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
+            if (dq_site_present(&DQ_SITES[k], c)) add_site(l, m, &DQ_SITES[k], i, phd);
+    add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0, 0);
+    if (!c->tied_embeddings) add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, 0); /* tied: HF has none */
 }
 
 /* ---- the folder ------------------------------------------------------------------ */

@@ -78,14 +78,11 @@ static void add_quantized(dq_st_list *l, const dq_qlayer *ql, bool permute, int 
     dq_st_list_add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
 }
 
-/* The model's own site `id` in full precision. */
-static void add_model_fp(dq_st_list *l, const dq_model *m, dq_site_id id) {
-    const dq_site *s = &DQ_SITES[id];
-    char name[64];
-    int rows, cols;
-    dq_site_hf_name(s, 0, name, sizeof name);
-    dq_site_shape(s, &m->cfg, &rows, &cols);
-    add_fp(l, name, m->dtype, dq_site_model_get(m, s), rows, cols);
+/* Site s of block `layer` (ignored for the model's own sites) in full precision. */
+static void add_site_fp(dq_st_list *l, const dq_model *m, const dq_site *s, int layer) {
+    dq_site_ref t;
+    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
+    add_fp(l, t.name, m->dtype, dq_site_data(m, layer, s), t.rows, t.cols);
 }
 
 /* Block `layer`'s full-precision sites: its norms, then its biases (kept in
@@ -93,33 +90,27 @@ static void add_model_fp(dq_st_list *l, const dq_model *m, dq_site_id id) {
 static void add_block_fp(dq_st_list *l, const dq_model *m, int layer) {
     static const dq_site_role roles[2] = {DQ_SITE_NORM, DQ_SITE_BIAS};
     for (int r = 0; r < 2; r++)
-        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
-            const dq_site *s = &DQ_SITES[k];
-            if (s->role != roles[r] || !dq_site_present(s, &m->cfg)) continue;
-            char name[128];
-            int rows, cols;
-            dq_site_hf_name(s, layer, name, sizeof name);
-            dq_site_shape(s, &m->cfg, &rows, &cols);
-            add_fp(l, name, m->dtype, dq_site_get(&m->layers[layer], s), rows, cols);
-        }
+        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
+            if (DQ_SITES[k].role == roles[r] && dq_site_present(&DQ_SITES[k], &m->cfg))
+                add_site_fp(l, m, &DQ_SITES[k], layer);
 }
 
 static void build_tensors(dq_st_list *l, const dq_model *m, const dq_quant_result *r) {
     const dq_config *c = &m->cfg;
     bool interleaved = c->rope_style == DQ_ROPE_INTERLEAVED;
-    add_model_fp(l, m, DQ_SITE_TOKEN_EMBD);
+    add_site_fp(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0);
     for (int i = 0; i < r->n; i++) {
         const dq_qlayer *ql = &r->layers[i];
         if (ql->kind == DQ_LIN_Q) add_block_fp(l, m, ql->layer); /* once per block */
         bool rope_rows = ql->kind >= 0 && ql->kind < DQ_LIN_PER_BLOCK && dq_site_of_linear(ql->kind)->rope_rows;
         add_quantized(l, ql, interleaved && rope_rows, c->head_dim);
     }
-    add_model_fp(l, m, DQ_SITE_OUTPUT_NORM);
+    add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0);
     /* The head is always in the file: the official loader (JaeminK/dashq,
      * transformers + accelerate) leaves a tied lm_head unloaded when
      * lm_head.weight is missing. A tied head is the embedding's copy. */
     bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == DQ_KIND_HEAD;
-    if (!head_quantized) add_model_fp(l, m, DQ_SITE_OUTPUT);
+    if (!head_quantized) add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0);
 }
 
 /* ---- JSON side files --------------------------------------------------------- */

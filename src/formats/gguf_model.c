@@ -132,11 +132,9 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
  * *slot. GGUF lists a matrix's dimensions innermost first: ne = [cols, rows];
  * a vector is [n, 1]. */
 static dq_status load_site(loader *L, const dq_site *site, int layer, const float **slot) {
-    char name[64];
-    int rows, cols;
-    dq_site_gguf_name(site, layer, name, sizeof name);
-    dq_site_shape(site, &L->m->cfg, &rows, &cols);
-    return tensor(L, name, cols ? cols : rows, cols ? rows : 1, slot);
+    dq_site_ref t;
+    dq_site_ref_of(site, &L->m->cfg, layer, DQ_NAMES_GGUF, &t);
+    return tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot);
 }
 
 static dq_status load_layer(loader *L, int i) {

@@ -297,11 +297,9 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
 
 /* Site `site` of block `layer` (ignored for the model's own sites) into *slot. */
 static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int layer, const float **slot, dq_error *err) {
-    char name[160];
-    int rows, cols;
-    dq_site_hf_name(site, layer, name, sizeof name);
-    dq_site_shape(site, &m->cfg, &rows, &cols);
-    return bind(m, s, name, rows, cols, slot, err);
+    dq_site_ref t;
+    dq_site_ref_of(site, &m->cfg, layer, DQ_NAMES_HF, &t);
+    return bind(m, s, t.name, t.rows, t.cols, slot, err);
 }
 
 static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {

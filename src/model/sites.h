@@ -79,9 +79,11 @@ size_t dq_site_elems(const dq_site *s, const dq_config *c);
 const float **dq_site_tensor(dq_layer *L, const dq_site *s);
 /* The tensor of a per_block site in block L (NULL when absent), read-only. */
 const float *dq_site_get(const dq_layer *L, const dq_site *s);
-/* The slot of a model-level site (!per_block) in m; its tensor, read-only. */
+/* The slot of a model-level site (!per_block) in m. */
 const float **dq_site_model_tensor(dq_model *m, const dq_site *s);
-const float *dq_site_model_get(const dq_model *m, const dq_site *s);
+/* Any site's tensor in m, read-only: block `layer`'s for a per_block site
+ * (0 <= layer < n_layers), the model's own otherwise (layer ignored). */
+const float *dq_site_data(const dq_model *m, int layer, const dq_site *s);
 
 /* Names of a site's tensor in block `layer` (ignored for model-level sites)
  * into buf (cap bytes, always terminated); return snprintf's count:
@@ -90,4 +92,12 @@ const float *dq_site_model_get(const dq_model *m, const dq_site *s);
 int dq_site_hf_module(const dq_site *s, int layer, char *buf, size_t cap);
 int dq_site_hf_name(const dq_site *s, int layer, char *buf, size_t cap);
 int dq_site_gguf_name(const dq_site *s, int layer, char *buf, size_t cap);
+
+/* A site's tensor in one block of one model, as a format names it. */
+typedef enum { DQ_NAMES_HF, DQ_NAMES_GGUF } dq_naming;
+typedef struct {
+    char name[160];  /* "model.layers.3.self_attn.q_proj.weight" or "blk.3.attn_q.weight" */
+    int rows, cols;  /* cols 0: a vector */
+} dq_site_ref;
+void dq_site_ref_of(const dq_site *s, const dq_config *c, int layer, dq_naming naming, dq_site_ref *out);
 #endif
