@@ -4,7 +4,11 @@
  * every format, its shape in config dimensions, the forward input (tap) a
  * linear reads and where its pointer lives. Loaders, writers, the forward
  * pass's messages, the presets and the quantization pipeline read the rows
- * instead of spelling the tensors out; a new block tensor is one new row. */
+ * instead of spelling the tensors out; a new block tensor is one new row.
+ * Ownership: the table and its strings are static and read-only; nothing
+ * here allocates, and the accessors return pointers into the caller's model.
+ * Forward order (norm, q/k/v, attention, o, norm, gate/up, down) stays
+ * written out in forward.c's block(), which emits the taps named here. */
 #ifndef DQ_SITES_H
 #define DQ_SITES_H
 #include <stdbool.h>
@@ -63,7 +67,8 @@ typedef struct {
 
 extern const dq_site DQ_SITES[DQ_SITE_COUNT];
 
-/* The row of block linear `lin` (DQ_LIN_*); never NULL for 0 <= lin < DQ_LIN_PER_BLOCK. */
+/* The row of block linear `lin`, which must be a DQ_LIN_* (0 <= lin < DQ_LIN_PER_BLOCK;
+ * DQ_KIND_HEAD / DQ_KIND_EMBED are DQ_SITES[DQ_SITE_OUTPUT] / [DQ_SITE_TOKEN_EMBD]). Never NULL. */
 const dq_site *dq_site_of_linear(int lin);
 /* Whether a model with config c has the tensor (biases only with qkv_bias). */
 bool dq_site_present(const dq_site *s, const dq_config *c);
