@@ -14,24 +14,12 @@
 #include "util/half.h"
 
 #define GRAM_TILE 64
-#define N_TAPS (DQ_TAP_COUNT + 1) /* the four block inputs, and the head's input */
-#define TAP_HEAD DQ_TAP_COUNT
-
-static const char *const HF_NAMES[DQ_LIN_PER_BLOCK] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-static const int TAP_OF[DQ_LIN_PER_BLOCK] = {DQ_TAP_ATTN_IN, DQ_TAP_ATTN_IN, DQ_TAP_ATTN_IN, DQ_TAP_ATTN_OUT,
-                                              DQ_TAP_FFN_IN,  DQ_TAP_FFN_IN,  DQ_TAP_FFN_HIDDEN};
+#define N_TAPS DQ_TAP_COUNT /* the four block inputs, and the head's input */
 
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static const float **weight_slot(dq_layer *L, int kind) {
-    const float **slots[DQ_LIN_PER_BLOCK] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    return slots[kind];
 }
 
 /* ---- statistics: H = Σ x xᵀ (GPTQ) or its diagonal (DASH-Q), in double ---- */
@@ -291,18 +279,19 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     int max_rows = 0;
     for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
         dq_qlayer *ql = &c->r->layers[c->r->n];
-        snprintf(ql->name, sizeof ql->name, "model.layers.%d.%s", l, HF_NAMES[k]);
+        const dq_site *site = dq_site_of_linear(k);
+        dq_site_hf_module(site, l, ql->name, sizeof ql->name);
         ql->layer = l;
         ql->kind = k;
         int rows, cols;
-        dq_linear_shape(&m->cfg, k, &rows, &cols);
-        const float **slot = weight_slot(&m->layers[l], k);
+        dq_site_shape(site, &m->cfg, &rows, &cols);
+        const float **slot = dq_site_tensor(&m->layers[l], site);
         e.W[k] = *slot;
-        e.tap[k] = TAP_OF[k];
+        e.tap[k] = site->tap;
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
         int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(m, slot, rows, cols, &c->st, TAP_OF[k], c->o, type, ql, &e.D[k], err);
+        st = solve_linear(m, slot, rows, cols, &c->st, site->tap, c->o, type, ql, &e.D[k], err);
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
     double t1 = now();
@@ -328,24 +317,26 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
 static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_model *m = c->m;
     const dq_calib_set *cs = c->cs;
-    int d = m->cfg.dim, V = m->cfg.vocab_size, nt = c->o->n_threads;
+    const dq_site *site = &DQ_SITES[DQ_SITE_OUTPUT];
+    int V, d, nt = c->o->n_threads;
+    dq_site_shape(site, &m->cfg, &V, &d);
     size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->st);
     double t0 = now();
     for (int w = 0; w < cs->n && c->o->q.method != DQ_METHOD_RTN; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
-        stats_tap(&c->st, TAP_HEAD, c->scratch, cs->len, d);
+        stats_tap(&c->st, site->tap, c->scratch, cs->len, d);
     }
     if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
     dq_qlayer *ql = &c->r->layers[c->r->n];
-    snprintf(ql->name, sizeof ql->name, "lm_head");
+    dq_site_hf_module(site, 0, ql->name, sizeof ql->name);
     ql->layer = m->cfg.n_layers;
     ql->kind = DQ_KIND_HEAD;
-    const float *W = m->output;
+    const float **slot = dq_site_model_tensor(m, site), *W = *slot;
     float *D = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     int type = c->o->plan ? (int)c->o->plan->head : -1;
-    dq_status st = solve_linear(m, &m->output, V, d, &c->st, TAP_HEAD, c->o, type, ql, &D, err);
+    dq_status st = solve_linear(m, slot, V, d, &c->st, site->tap, c->o, type, ql, &D, err);
     if (!st) {
         c->r->n++;
         c->r->t_solve += ql->seconds;
@@ -373,7 +364,11 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
 static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     dq_model *m = c->m;
     dq_qlayer *ql = &c->r->layers[c->r->n];
-    snprintf(ql->name, sizeof ql->name, "model.embed_tokens");
+    const dq_site *site = &DQ_SITES[DQ_SITE_TOKEN_EMBD];
+    const float **slot = dq_site_model_tensor(m, site);
+    int V, d;
+    dq_site_shape(site, &m->cfg, &V, &d);
+    dq_site_hf_module(site, -1, ql->name, sizeof ql->name);
     ql->layer = -1;
     ql->kind = DQ_KIND_EMBED;
     ql->ggml_type = (int)c->o->plan->embed;
@@ -381,10 +376,8 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     double t0 = now();
     dq_quant_opts q = c->o->q;
     q.grid = dq_grid_of(c->o->plan->embed);
-    dq_status st = q.grid ? dq_quantize_grid(m->tok_embeddings, m->cfg.vocab_size, m->cfg.dim, NULL, true, &q,
-                                             c->o->n_threads, &ql->qt, err)
-                          : DQ_OK;
-    if (!st) st = install(m, &m->tok_embeddings, m->cfg.vocab_size, m->cfg.dim, ql, &D, err);
+    dq_status st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
+    if (!st) st = install(m, slot, V, d, ql, &D, err);
     if (st) dq_qtensor_free(&ql->qt);
     free(D);
     ql->seconds = now() - t0;

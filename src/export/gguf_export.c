@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "formats/gguf.h"
+#include "model/sites.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -279,29 +280,27 @@ static void put_matrix(sink *w, const char *name, const float *x, int rows, int 
 static void add_layer(sink *w, const dq_model *m, int i, dq_ggml_type type, bool permute,
                       const quant_index *qi) {
     const dq_config *c = &m->cfg;
-    const dq_layer *L = &m->layers[i];
-    int d = c->dim, f = c->hidden_dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     const dq_qlayer *const *ql = qi->lin ? qi->lin + (size_t)i * DQ_LIN_PER_BLOCK : NULL;
-#define QL(k) (ql ? ql[k] : NULL)
-    char n[96];
-#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
-    add_weight(w, NAME("attn_norm.weight"), L->attn_norm, 1, d, DQ_GGML_F32, 0);
-    /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
-    put_matrix(w, NAME("attn_q.weight"), L->wq, qd, d, type, permute ? hd : 0, QL(DQ_LIN_Q));
-    put_matrix(w, NAME("attn_k.weight"), L->wk, kvd, d, type, permute ? hd : 0, QL(DQ_LIN_K));
-    put_matrix(w, NAME("attn_v.weight"), L->wv, kvd, d, type, 0, QL(DQ_LIN_V));
-    if (c->qkv_bias) {
-        add_weight(w, NAME("attn_q.bias"), L->bq, 1, qd, DQ_GGML_F32, 0);
-        add_weight(w, NAME("attn_k.bias"), L->bk, 1, kvd, DQ_GGML_F32, 0);
-        add_weight(w, NAME("attn_v.bias"), L->bv, 1, kvd, DQ_GGML_F32, 0);
+    for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
+        const dq_site *s = &DQ_SITES[k];
+        if (!dq_site_present(s, c)) continue;
+        dq_site_ref t;
+        dq_site_ref_of(s, c, i, DQ_NAMES_GGUF, &t);
+        const float *x = dq_site_get(&m->layers[i], s);
+        if (s->role != DQ_SITE_LINEAR) { /* norms, biases: F32 rows; biases come with qwen2, never permuted */
+            add_weight(w, t.name, x, 1, t.rows, DQ_GGML_F32, 0);
+            continue;
+        }
+        /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
+        int phd = permute && s->rope_rows ? c->head_dim : 0;
+        put_matrix(w, t.name, x, t.rows, t.cols, type, phd, ql ? ql[s->lin] : NULL);
     }
-    put_matrix(w, NAME("attn_output.weight"), L->wo, d, qd, type, 0, QL(DQ_LIN_O));
-    add_weight(w, NAME("ffn_norm.weight"), L->ffn_norm, 1, d, DQ_GGML_F32, 0);
-    put_matrix(w, NAME("ffn_gate.weight"), L->w_gate, f, d, type, 0, QL(DQ_LIN_GATE));
-    put_matrix(w, NAME("ffn_up.weight"), L->w_up, f, d, type, 0, QL(DQ_LIN_UP));
-    put_matrix(w, NAME("ffn_down.weight"), L->w_down, d, f, type, 0, QL(DQ_LIN_DOWN));
-#undef NAME
-#undef QL
+}
+
+/* The GGUF name of the model's own site `id`, in buf (64 bytes). */
+static const char *model_site_name(dq_site_id id, char buf[64]) {
+    dq_site_gguf_name(&DQ_SITES[id], 0, buf, 64);
+    return buf;
 }
 
 static bool index_quant(const dq_quant_result *r, int n_layers, quant_index *qi) {
@@ -351,11 +350,14 @@ dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer
         /* a tied embedding is the head: its quantized form, when there is one */
         const dq_qlayer *embed = c->tied_embeddings && qi.head ? qi.head : qi.embed;
         sink k = {w, path, err, DQ_OK};
-        put_matrix(&k, "token_embd.weight", m->tok_embeddings, c->vocab_size, c->dim, o->type, 0, embed);
+        char name[64];
+        put_matrix(&k, model_site_name(DQ_SITE_TOKEN_EMBD, name), m->tok_embeddings, c->vocab_size, c->dim, o->type,
+                   0, embed);
         for (int i = 0; i < c->n_layers; i++) add_layer(&k, m, i, o->type, permute, &qi);
-        add_weight(&k, "output_norm.weight", m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
+        add_weight(&k, model_site_name(DQ_SITE_OUTPUT_NORM, name), m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
         if (!c->tied_embeddings)
-            put_matrix(&k, "output.weight", m->output, c->vocab_size, c->dim, o->type, 0, qi.head);
+            put_matrix(&k, model_site_name(DQ_SITE_OUTPUT, name), m->output, c->vocab_size, c->dim, o->type, 0,
+                       qi.head);
         float *freqs = NULL;
         st = k.st ? k.st : rope_freqs(m, path, &freqs, err);
         if (!k.st && freqs) add_weight(&k, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);

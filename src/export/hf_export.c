@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "formats/safetensors.h"
+#include "model/sites.h"
 #include "util/error.h"
 #include "util/half.h"
 #include "util/files.h"
@@ -114,36 +115,25 @@ static void add_bias(tensor_list *l, const char *name, const float *b, int n, in
     add(l, name, p, n, 0, 0);
 }
 
-static void add_layer(tensor_list *l, const dq_model *m, int i, int phd) {
-    const dq_config *c = &m->cfg;
-    const dq_layer *L = &m->layers[i];
-    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    char n[128];
-#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", i, s), n)
-    add(l, NAME("input_layernorm.weight"), L->attn_norm, d, 0, 0);
-    add(l, NAME("self_attn.q_proj.weight"), L->wq, qd, d, phd);
-    add(l, NAME("self_attn.k_proj.weight"), L->wk, kvd, d, phd);
-    add(l, NAME("self_attn.v_proj.weight"), L->wv, kvd, d, 0);
-    if (c->qkv_bias) {
-        add_bias(l, NAME("self_attn.q_proj.bias"), L->bq, qd, phd);
-        add_bias(l, NAME("self_attn.k_proj.bias"), L->bk, kvd, phd);
-        add_bias(l, NAME("self_attn.v_proj.bias"), L->bv, kvd, 0);
-    }
-    add(l, NAME("self_attn.o_proj.weight"), L->wo, d, qd, 0);
-    add(l, NAME("post_attention_layernorm.weight"), L->ffn_norm, d, 0, 0);
-    add(l, NAME("mlp.gate_proj.weight"), L->w_gate, f, d, 0);
-    add(l, NAME("mlp.up_proj.weight"), L->w_up, f, d, 0);
-    add(l, NAME("mlp.down_proj.weight"), L->w_down, d, f, 0);
-#undef NAME
+/* Site s of block `layer` (ignored for the model's own sites); phd reorders
+ * the rows of q/k and their biases (0: keep them). */
+static void add_site(tensor_list *l, const dq_model *m, const dq_site *s, int layer, int phd) {
+    dq_site_ref t;
+    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
+    const float *x = dq_site_data(m, layer, s);
+    if (s->role == DQ_SITE_BIAS) add_bias(l, t.name, x, t.rows, s->rope_rows ? phd : 0);
+    else add(l, t.name, x, t.rows, t.cols, s->rope_rows ? phd : 0);
 }
 
 static void build_tensors(tensor_list *l, const dq_model *m) {
     const dq_config *c = &m->cfg;
     int phd = c->rope_style == DQ_ROPE_INTERLEAVED ? c->head_dim : 0;
-    add(l, "model.embed_tokens.weight", m->tok_embeddings, c->vocab_size, c->dim, 0);
-    for (int i = 0; i < c->n_layers; i++) add_layer(l, m, i, phd);
-    add(l, "model.norm.weight", m->final_norm, c->dim, 0, 0);
-    if (!c->tied_embeddings) add(l, "lm_head.weight", m->output, c->vocab_size, c->dim, 0); /* tied: HF has none */
+    add_site(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, 0);
+    for (int i = 0; i < c->n_layers; i++)
+        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
+            if (dq_site_present(&DQ_SITES[k], c)) add_site(l, m, &DQ_SITES[k], i, phd);
+    add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0, 0);
+    if (!c->tied_embeddings) add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, 0); /* tied: HF has none */
 }
 
 /* ---- the folder ------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 
 #include "export/hf_export.h"
 #include "formats/safetensors.h"
+#include "model/sites.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/half.h"
@@ -77,35 +78,39 @@ static void add_quantized(dq_st_list *l, const dq_qlayer *ql, bool permute, int 
     dq_st_list_add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
 }
 
+/* Site s of block `layer` (ignored for the model's own sites) in full precision. */
+static void add_site_fp(dq_st_list *l, const dq_model *m, const dq_site *s, int layer) {
+    dq_site_ref t;
+    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
+    add_fp(l, t.name, m->dtype, dq_site_data(m, layer, s), t.rows, t.cols);
+}
+
+/* Block `layer`'s full-precision sites: its norms, then its biases (kept in
+ * their rows' order: biases come only with qwen2's rotate-half heads). */
+static void add_block_fp(dq_st_list *l, const dq_model *m, int layer) {
+    static const dq_site_role roles[2] = {DQ_SITE_NORM, DQ_SITE_BIAS};
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
+            if (DQ_SITES[k].role == roles[r] && dq_site_present(&DQ_SITES[k], &m->cfg))
+                add_site_fp(l, m, &DQ_SITES[k], layer);
+}
+
 static void build_tensors(dq_st_list *l, const dq_model *m, const dq_quant_result *r) {
     const dq_config *c = &m->cfg;
-    int d = c->dim, hd = c->head_dim, kvd = c->n_kv_heads * hd, qd = c->n_heads * hd;
     bool interleaved = c->rope_style == DQ_ROPE_INTERLEAVED;
-    add_fp(l, "model.embed_tokens.weight", m->dtype, m->tok_embeddings, c->vocab_size, d);
+    add_site_fp(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0);
     for (int i = 0; i < r->n; i++) {
         const dq_qlayer *ql = &r->layers[i];
-        if (ql->kind == DQ_LIN_Q) { /* norms and biases of block ql->layer, once */
-            const dq_layer *L = &m->layers[ql->layer];
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", ql->layer);
-            add_fp(l, name, m->dtype, L->attn_norm, d, 0);
-            snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", ql->layer);
-            add_fp(l, name, m->dtype, L->ffn_norm, d, 0);
-            const float *bias[3] = {L->bq, L->bk, L->bv};
-            const char *bn[3] = {"q_proj", "k_proj", "v_proj"};
-            for (int k = 0; k < 3 && c->qkv_bias; k++) {
-                snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.bias", ql->layer, bn[k]);
-                add_fp(l, name, m->dtype, bias[k], k ? kvd : qd, 0);
-            }
-        }
-        add_quantized(l, ql, interleaved && (ql->kind == DQ_LIN_Q || ql->kind == DQ_LIN_K), hd);
+        if (ql->kind == DQ_LIN_Q) add_block_fp(l, m, ql->layer); /* once per block */
+        bool rope_rows = ql->kind >= 0 && ql->kind < DQ_LIN_PER_BLOCK && dq_site_of_linear(ql->kind)->rope_rows;
+        add_quantized(l, ql, interleaved && rope_rows, c->head_dim);
     }
-    add_fp(l, "model.norm.weight", m->dtype, m->final_norm, d, 0);
+    add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0);
     /* The head is always in the file: the official loader (JaeminK/dashq,
      * transformers + accelerate) leaves a tied lm_head unloaded when
      * lm_head.weight is missing. A tied head is the embedding's copy. */
     bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == DQ_KIND_HEAD;
-    if (!head_quantized) add_fp(l, "lm_head.weight", m->dtype, m->output, c->vocab_size, d);
+    if (!head_quantized) add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0);
 }
 
 /* ---- JSON side files --------------------------------------------------------- */

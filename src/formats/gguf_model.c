@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "formats/gguf.h"
-#include "model/model.h"
+#include "model/sites.h"
 #include "util/error.h"
 
 typedef struct {
@@ -96,10 +96,13 @@ static dq_status read_config(loader *L) {
         c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
         if ((st = arch_float_in(L, "rope.scaling.factor", 0, INFINITY, 1.0, &c->rope_factor))) return st;
     }
-    const dq_gguf_tensor *emb = dq_gguf_tensor_find(L->g, "token_embd.weight");
-    if (!emb) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor token_embd.weight is missing", L->path);
+    char name[64];
+    dq_site_gguf_name(&DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, name, sizeof name);
+    const dq_gguf_tensor *emb = dq_gguf_tensor_find(L->g, name);
+    if (!emb) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is missing", L->path, name);
     c->vocab_size = emb->ne[1] > INT32_MAX ? -1 : (int)emb->ne[1];
-    c->tied_embeddings = !dq_gguf_tensor_find(L->g, "output.weight");
+    dq_site_gguf_name(&DQ_SITES[DQ_SITE_OUTPUT], 0, name, sizeof name);
+    c->tied_embeddings = !dq_gguf_tensor_find(L->g, name);
     c->bos_id = dq_gguf_get_int(L->g, "tokenizer.ggml.bos_token_id", &v) ? (int)v : -1;
     c->eos_id = dq_gguf_get_int(L->g, "tokenizer.ggml.eos_token_id", &v) ? (int)v : -1;
     return dq_config_validate(c, L->path, L->err);
@@ -125,38 +128,37 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
     return dq_model_tensor(L->m, L->path, name, buf, DQ_DTYPE_F32, n, out, L->err);
 }
 
+/* Site `site` of block `layer` (ignored for the model's own sites) into
+ * *slot. GGUF lists a matrix's dimensions innermost first: ne = [cols, rows];
+ * a vector is [n, 1]. */
+static dq_status load_site(loader *L, const dq_site *site, int layer, const float **slot) {
+    dq_site_ref t;
+    dq_site_ref_of(site, &L->m->cfg, layer, DQ_NAMES_GGUF, &t);
+    return tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot);
+}
+
 static dq_status load_layer(loader *L, int i) {
-    const dq_config *c = &L->m->cfg;
-    dq_layer *y = &L->m->layers[i];
-    int64_t d = c->dim, f = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    char n[9][64];
-    static const char *const names[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                                         "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
-    for (int k = 0; k < 9; k++) snprintf(n[k], sizeof n[k], "blk.%d.%s.weight", i, names[k]);
-    dq_status st;
-    if ((st = tensor(L, n[0], d, 1, &y->attn_norm)) || (st = tensor(L, n[1], d, qd, &y->wq)) ||
-        (st = tensor(L, n[2], d, kvd, &y->wk)) || (st = tensor(L, n[3], d, kvd, &y->wv)) ||
-        (st = tensor(L, n[4], qd, d, &y->wo)) || (st = tensor(L, n[5], d, 1, &y->ffn_norm)) ||
-        (st = tensor(L, n[6], d, f, &y->w_gate)) || (st = tensor(L, n[7], d, f, &y->w_up)) ||
-        (st = tensor(L, n[8], f, d, &y->w_down)))
-        return st;
-    if (!c->qkv_bias) return DQ_OK;
-    for (int k = 1; k <= 3; k++) snprintf(n[k], sizeof n[k], "blk.%d.%s.bias", i, names[k]);
-    if ((st = tensor(L, n[1], qd, 1, &y->bq)) || (st = tensor(L, n[2], kvd, 1, &y->bk)) ||
-        (st = tensor(L, n[3], kvd, 1, &y->bv)))
-        return st;
+    for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
+        const dq_site *site = &DQ_SITES[k];
+        if (!dq_site_present(site, &L->m->cfg)) continue;
+        dq_status st = load_site(L, site, i, dq_site_tensor(&L->m->layers[i], site));
+        if (st) return st;
+    }
     return DQ_OK;
+}
+
+/* The model's own site `id` into its slot in m. */
+static dq_status load_model_site(loader *L, dq_site_id id) {
+    return load_site(L, &DQ_SITES[id], 0, dq_site_model_tensor(L->m, &DQ_SITES[id]));
 }
 
 static dq_status load_tensors(loader *L) {
     dq_model *m = L->m;
     const dq_config *c = &m->cfg;
     dq_status st;
-    if ((st = tensor(L, "token_embd.weight", c->dim, c->vocab_size, &m->tok_embeddings)) ||
-        (st = tensor(L, "output_norm.weight", c->dim, 1, &m->final_norm)))
-        return st;
+    if ((st = load_model_site(L, DQ_SITE_TOKEN_EMBD)) || (st = load_model_site(L, DQ_SITE_OUTPUT_NORM))) return st;
     if (c->tied_embeddings) m->output = m->tok_embeddings;
-    else if ((st = tensor(L, "output.weight", c->dim, c->vocab_size, &m->output))) return st;
+    else if ((st = load_model_site(L, DQ_SITE_OUTPUT))) return st;
     for (int i = 0; i < c->n_layers; i++)
         if ((st = load_layer(L, i))) return st;
     /* Llama-3 context scaling, stored as one divisor per RoPE pair */
@@ -175,7 +177,9 @@ static dq_status load_tensors(loader *L) {
             return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is not part of a %d-block %s model (block_count, names)",
                            L->path, L->g->tensors[i].name, c->n_layers, L->arch);
     /* full-precision storage type, for writers that keep tensors as they came */
-    const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, "blk.0.attn_q.weight");
+    char q0[64];
+    dq_site_gguf_name(&DQ_SITES[DQ_SITE_Q], 0, q0, sizeof q0);
+    const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, q0);
     m->dtype = t && t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : t && t->type == DQ_GGML_BF16 ? DQ_DTYPE_BF16 : DQ_DTYPE_F32;
     return DQ_OK;
 }

@@ -8,7 +8,7 @@
 
 #include "formats/dashq_packed.h"
 #include "formats/safetensors.h"
-#include "model/model.h"
+#include "model/sites.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -295,33 +295,26 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
     return dq_model_tensor(m, where, name, t->data, t->type, t->n_elems, out, err);
 }
 
+/* Site `site` of block `layer` (ignored for the model's own sites) into *slot. */
+static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int layer, const float **slot, dq_error *err) {
+    dq_site_ref t;
+    dq_site_ref_of(site, &m->cfg, layer, DQ_NAMES_HF, &t);
+    return bind(m, s, t.name, t.rows, t.cols, slot, err);
+}
+
 static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
-    const dq_config *c = &m->cfg;
-    int64_t d = c->dim, f = c->hidden_dim, qd = (int64_t)c->n_heads * c->head_dim;
-    int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    dq_layer *L = &m->layers[l];
-    struct { const char *suffix; int64_t rows, cols; const float **dst; } tab[] = {
-        {"input_layernorm.weight", d, 0, &L->attn_norm},
-        {"self_attn.q_proj.weight", qd, d, &L->wq},
-        {"self_attn.k_proj.weight", kvd, d, &L->wk},
-        {"self_attn.v_proj.weight", kvd, d, &L->wv},
-        {"self_attn.o_proj.weight", d, qd, &L->wo},
-        {"post_attention_layernorm.weight", d, 0, &L->ffn_norm},
-        {"mlp.gate_proj.weight", f, d, &L->w_gate},
-        {"mlp.up_proj.weight", f, d, &L->w_up},
-        {"mlp.down_proj.weight", d, f, &L->w_down},
-        {"self_attn.q_proj.bias", qd, 0, &L->bq},
-        {"self_attn.k_proj.bias", kvd, 0, &L->bk},
-        {"self_attn.v_proj.bias", kvd, 0, &L->bv},
-    };
-    size_t n = c->qkv_bias ? 12 : 9;
-    for (size_t i = 0; i < n; i++) {
-        char name[160];
-        snprintf(name, sizeof name, "model.layers.%d.%s", l, tab[i].suffix);
-        dq_status st = bind(m, s, name, tab[i].rows, tab[i].cols, tab[i].dst, err);
+    for (int i = 0; i < DQ_SITE_PER_BLOCK; i++) {
+        const dq_site *site = &DQ_SITES[i];
+        if (!dq_site_present(site, &m->cfg)) continue;
+        dq_status st = bind_site(m, s, site, l, dq_site_tensor(&m->layers[l], site), err);
         if (st) return st;
     }
     return DQ_OK;
+}
+
+/* The model's own site `id` into its slot in m. */
+static dq_status bind_model_site(dq_model *m, shards *s, dq_site_id id, dq_error *err) {
+    return bind_site(m, s, &DQ_SITES[id], 0, dq_site_model_tensor(m, &DQ_SITES[id]), err);
 }
 
 static dq_status open_index(shards *s, dq_error *err) {
@@ -367,24 +360,28 @@ static dq_status open_quant_map(dq_model *m, shards *s, dq_error *err) {
 
 static dq_status bind_all(dq_model *m, shards *s, dq_error *err) {
     const dq_config *c = &m->cfg;
-    dq_status st = bind(m, s, "model.embed_tokens.weight", c->vocab_size, c->dim, &m->tok_embeddings, err);
+    char embed_name[64], head_name[64], head_module[64];
+    dq_site_hf_name(&DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, embed_name, sizeof embed_name);
+    dq_site_hf_name(&DQ_SITES[DQ_SITE_OUTPUT], 0, head_name, sizeof head_name);
+    dq_site_hf_module(&DQ_SITES[DQ_SITE_OUTPUT], 0, head_module, sizeof head_module);
+    dq_status st = bind_model_site(m, s, DQ_SITE_TOKEN_EMBD, err);
     const dq_st_tensor *emb;
-    if (!st && !(st = find_tensor(s, "model.embed_tokens.weight", &emb, err)) && emb) m->dtype = emb->type;
-    if (!st) st = bind(m, s, "model.norm.weight", c->dim, 0, &m->final_norm, err);
+    if (!st && !(st = find_tensor(s, embed_name, &emb, err)) && emb) m->dtype = emb->type;
+    if (!st) st = bind_model_site(m, s, DQ_SITE_OUTPUT_NORM, err);
     for (int l = 0; !st && l < c->n_layers; l++) st = bind_layer(m, s, l, err);
     if (st) return st;
     const dq_st_tensor *head;
-    if ((st = find_tensor(s, "lm_head.weight", &head, err))) return st;
-    if (!head && s->qmap && cJSON_GetObjectItemCaseSensitive(s->qmap, "lm_head") && !c->tied_embeddings)
-        return bind(m, s, "lm_head.weight", c->vocab_size, c->dim, &m->output, err);
+    if ((st = find_tensor(s, head_name, &head, err))) return st;
+    if (!head && s->qmap && cJSON_GetObjectItemCaseSensitive(s->qmap, head_module) && !c->tied_embeddings)
+        return bind_model_site(m, s, DQ_SITE_OUTPUT, err);
     if (!head && !c->tied_embeddings)
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: lm_head.weight is missing and embeddings are not tied", s->dir);
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: %s is missing and embeddings are not tied", s->dir, head_name);
     if (!head || c->tied_embeddings) {
         m->cfg.tied_embeddings = true;
         m->output = m->tok_embeddings;
         return DQ_OK;
     }
-    return bind(m, s, "lm_head.weight", c->vocab_size, c->dim, &m->output, err);
+    return bind_model_site(m, s, DQ_SITE_OUTPUT, err);
 }
 
 dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {

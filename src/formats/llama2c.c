@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/model.h"
+#include "model/sites.h"
 #include "util/error.h"
 
 typedef struct {
@@ -44,6 +44,15 @@ static dq_status take_layers(dq_model *m, cursor *c, size_t per_layer, const cha
         if (st) return st;
     }
     return DQ_OK;
+}
+
+/* The block site stored rank-th in a llama2.c file (attention_norm, wq, wk,
+ * wv, wo, ffn_norm, w1, w2, w3: its own order, not the table's), or NULL past
+ * the last. */
+static const dq_site *site_of_rank(int rank) {
+    for (int i = 0; i < DQ_SITE_PER_BLOCK; i++)
+        if (DQ_SITES[i].llama2c_rank == rank) return &DQ_SITES[i];
+    return NULL;
 }
 
 /* The header's 7 int32 as a config (not validated); *shared: the classifier
@@ -112,48 +121,39 @@ bool dq_llama2c_is_model(const uint8_t *p, size_t n, dq_config *c) {
     memcpy(h, p, sizeof h);
     parse_header(h, c, &shared);
     if (dq_config_validate(c, "", NULL) || c->dim % c->n_heads) return false;
-    size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, f = (size_t)c->hidden_dim, L = (size_t)c->n_layers;
-    size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd, V = (size_t)c->vocab_size;
+    size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, V = (size_t)c->vocab_size, block = 0;
+    for (int r = 0; site_of_rank(r); r++) block += dq_site_elems(site_of_rank(r), c);
     /* what map_weights takes, in floats; the limits of dq_config_validate keep it far from overflow */
-    size_t floats = V * d * (shared ? 1 : 2) + L * (2 * d + d * qd + 2 * d * kvd + qd * d + 3 * d * f) + d +
-                    (size_t)c->seq_len * hd;
+    size_t floats = V * d * (shared ? 1 : 2) + (size_t)c->n_layers * block + d + (size_t)c->seq_len * hd;
     return n == 28 + 4 * floats;
+}
+
+/* The model's own site `id`, next in the file. */
+static dq_status take_model_site(dq_model *m, cursor *c, dq_site_id id, dq_error *err) {
+    const dq_site *s = &DQ_SITES[id];
+    size_t n = dq_site_elems(s, &m->cfg);
+    const uint8_t *p = NULL;
+    dq_status st = take(c, n, &p, s->llama2c, err);
+    return st ? st : dq_model_tensor(m, c->file, s->llama2c, p, DQ_DTYPE_F32, n, dq_site_model_tensor(m, s), err);
 }
 
 static dq_status map_weights(dq_model *m, cursor *c, bool shared, dq_error *err) {
     const dq_config *k = &m->cfg;
-    size_t d = (size_t)k->dim, hd = (size_t)k->head_dim, f = (size_t)k->hidden_dim;
-    size_t qd = (size_t)k->n_heads * hd, kvd = (size_t)k->n_kv_heads * hd;
     const uint8_t *p = NULL;
-    dq_status st;
-    if ((st = take(c, (size_t)k->vocab_size * d, &p, "tok_embeddings", err)) ||
-        (st = dq_model_tensor(m, c->file, "tok_embeddings", p, DQ_DTYPE_F32,
-                              (size_t)k->vocab_size * d, &m->tok_embeddings, err)))
-        return st;
-#define LAYERS(n, what, field) \
-    if ((st = take_layers(m, c, n, what, offsetof(dq_layer, field), err))) return st
-    LAYERS(d, "attention_norm", attn_norm);
-    LAYERS(d * qd, "wq", wq);
-    LAYERS(d * kvd, "wk", wk);
-    LAYERS(d * kvd, "wv", wv);
-    LAYERS(qd * d, "wo", wo);
-    LAYERS(d, "ffn_norm", ffn_norm);
-    LAYERS(d * f, "w1", w_gate);
-    LAYERS(f * d, "w2", w_down);
-    LAYERS(d * f, "w3", w_up);
-#undef LAYERS
-    if ((st = take(c, d, &p, "norm", err)) ||
-        (st = dq_model_tensor(m, c->file, "norm", p, DQ_DTYPE_F32, d, &m->final_norm, err)))
-        return st;
+    dq_status st = take_model_site(m, c, DQ_SITE_TOKEN_EMBD, err);
+    for (int r = 0; !st && site_of_rank(r); r++) {
+        const dq_site *s = site_of_rank(r);
+        st = take_layers(m, c, dq_site_elems(s, k), s->llama2c, s->offset, err);
+    }
+    if (!st) st = take_model_site(m, c, DQ_SITE_OUTPUT_NORM, err);
     /* Two unused legacy RoPE tables (freq_cis_real, freq_cis_imag) follow. */
-    if ((st = take(c, (size_t)k->seq_len * hd, &p, "freq_cis", err))) return st;
+    if (!st) st = take(c, (size_t)k->seq_len * (size_t)k->head_dim, &p, "freq_cis", err);
+    if (st) return st;
     if (shared) {
         m->output = m->tok_embeddings;
         return DQ_OK;
     }
-    if ((st = take(c, (size_t)k->vocab_size * d, &p, "output", err))) return st;
-    return dq_model_tensor(m, c->file, "output", p, DQ_DTYPE_F32, (size_t)k->vocab_size * d,
-                           &m->output, err);
+    return take_model_site(m, c, DQ_SITE_OUTPUT, err);
 }
 
 dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err) {

@@ -262,7 +262,7 @@ static int first_bad_row(const float *x, int T, int n, int ld) {
     return -1;
 }
 
-/* One intermediate of a sub-layer: the tensor whose output it is. */
+/* One intermediate of a sub-layer: the tensor whose output it is (a site's GGUF stem). */
 typedef struct {
     const char *tensor;
     const float *y;
@@ -285,6 +285,11 @@ static dq_status nonfinite(const dq_session *s, int l, int T, const stage *st, i
                    s->m->path, l, st[k].tensor, s->row_pos[t]);
 }
 
+static const char *site_name(dq_site_id id) { return DQ_SITES[id].gguf; }
+
+/* One transformer block on T rows of s->x. The taps it shows are the ones
+ * DQ_SITES gives its linears (test_sites checks the two agree); the weights
+ * are read by name, so the block reads top to bottom like the math. */
 static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps, dq_error *err) {
     const dq_config *c = &s->m->cfg;
     const dq_layer *w = &s->m->layers[l];
@@ -307,8 +312,9 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     tap(taps, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
     if (any_nonfinite(s->x, (size_t)T * d)) {
-        const stage st[] = {{"attn_norm", s->xb, d, d},  {"attn_q", s->q, qd, qd},   {"attn_k", kc, kvd, kvd},
-                            {"attn_v", vc, kvd, kvd},     {"attention", s->att, qd, qd}, {"attn_output", s->x, d, d}};
+        const stage st[] = {{site_name(DQ_SITE_ATTN_NORM), s->xb, d, d}, {site_name(DQ_SITE_Q), s->q, qd, qd},
+                            {site_name(DQ_SITE_K), kc, kvd, kvd},          {site_name(DQ_SITE_V), vc, kvd, kvd},
+                            {"attention", s->att, qd, qd},                  {site_name(DQ_SITE_O), s->x, d, d}};
         return nonfinite(s, l, T, st, 6, err);
     }
 
@@ -321,8 +327,8 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         /* hb holds silu(gate)·up: non-finite with up finite means the gate */
-        const stage st[] = {{"ffn_norm", s->xb, d, d}, {"ffn_up", s->hb2, f, f}, {"ffn_gate", s->hb, f, f},
-                            {"ffn_down", s->x, d, d}};
+        const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_UP), s->hb2, f, f},
+                            {site_name(DQ_SITE_GATE), s->hb, f, f}, {site_name(DQ_SITE_DOWN), s->x, d, d}};
         return nonfinite(s, l, T, st, 4, err);
     }
     return DQ_OK;
@@ -370,7 +376,8 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
         return dq_fail(err, DQ_ERR_NUMERIC,
                        "%s: %s: non-finite output at position %d (fp32 overflow: weights or activations too large)",
                        s->m->path,
-                       first_bad_row(s->xb + (size_t)t * c->dim, 1, c->dim, c->dim) == 0 ? "output_norm" : "output",
+                       site_name(first_bad_row(s->xb + (size_t)t * c->dim, 1, c->dim, c->dim) == 0 ? DQ_SITE_OUTPUT_NORM
+                                                                                                  : DQ_SITE_OUTPUT),
                        s->row_pos[first + t]);
     return DQ_OK;
 }

@@ -3,16 +3,9 @@
  * every linear layer on the way ("taps"). */
 #ifndef DQ_FORWARD_H
 #define DQ_FORWARD_H
-#include "model/model.h"
+#include "model/sites.h" /* dq_tap: which linear input a tap shows */
 
-typedef enum {
-    DQ_TAP_ATTN_IN,    /* normed x: input of q, k, v   (T, dim) */
-    DQ_TAP_ATTN_OUT,   /* attention output: input of o  (T, n_heads*head_dim) */
-    DQ_TAP_FFN_IN,     /* normed x: input of gate, up  (T, dim) */
-    DQ_TAP_FFN_HIDDEN, /* silu(gate)*up: input of down (T, hidden_dim) */
-    DQ_TAP_COUNT
-} dq_tap;
-
+/* fn sees tap `tap`'s x (T, cols) during dq_block_forward; ctx is the caller's. */
 typedef struct {
     void (*fn)(void *ctx, dq_tap tap, const float *x, int T, int cols);
     void *ctx;

@@ -53,16 +53,13 @@ static inline int dq_half_row_of_interleaved_row(int row, int hd) {
     return h * hd + p * (hd / 2) + i;
 }
 
-/* The seven linear layers of a block, in pipeline order. */
+/* The seven linear layers of a block, in pipeline order; model/sites.h has
+ * each one's names, shape and input. */
 enum { DQ_LIN_Q, DQ_LIN_K, DQ_LIN_V, DQ_LIN_O, DQ_LIN_GATE, DQ_LIN_UP, DQ_LIN_DOWN, DQ_LIN_PER_BLOCK };
 
-/* (rows = output features, cols = input features) of linear layer `kind`. */
-static inline void dq_linear_shape(const dq_config *c, int kind, int *rows, int *cols) {
-    int d = c->dim, f = c->hidden_dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    int r[DQ_LIN_PER_BLOCK] = {qd, kvd, kvd, d, f, f, d}, k[DQ_LIN_PER_BLOCK] = {d, d, d, qd, d, d, f};
-    *rows = r[kind];
-    *cols = k[kind];
-}
+/* (rows = output features, cols = input features) of linear layer `kind`
+ * (DQ_LIN_*), from its row in DQ_SITES. */
+void dq_linear_shape(const dq_config *c, int kind, int *rows, int *cols);
 
 dq_model *dq_model_new(const char *path, const char *format);
 /* Allocates a buffer owned by the model (freed in dq_model_free). */

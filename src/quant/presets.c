@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/sites.h"
 #include "util/error.h"
 
 typedef enum { F_Q4_0 = 2, F_Q4_1 = 3, F_Q8_0 = 7, F_Q5_0 = 8, F_Q5_1 = 9, F_Q2_K = 10, F_Q3_K_S = 11,
@@ -101,7 +102,7 @@ dq_status dq_type_plan_make(const char *name, bool pure, bool calibrated, const 
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
             int rows, cols;
-            dq_linear_shape(c, k, &rows, &cols);
+            dq_site_shape(dq_site_of_linear(k), c, &rows, &cols);
             dq_ggml_type t = pure ? base : linear_type(f, base, k, l, c->n_layers, gqa, calibrated);
             p->linear[l * DQ_LIN_PER_BLOCK + k] = fit_width(t, cols, &p->n_fallback);
         }

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "formats/safetensors.h"
-#include "model/model.h"
+#include "model/sites.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -26,28 +26,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: q/k rows are not in Hugging Face order\n", argv[1]);
         return 2;
     }
-    static const char *const names[DQ_LIN_PER_BLOCK] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                                        "mlp.down_proj"};
     size_t n = (size_t)c->n_layers * DQ_LIN_PER_BLOCK + 1;
     dq_st_out *t = calloc(n, sizeof *t);
     if (!t) return 2;
     for (int l = 0; l < c->n_layers; l++) {
-        const dq_layer *L = &m->layers[l];
-        const float *w[DQ_LIN_PER_BLOCK] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
         for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+            const dq_site *site = dq_site_of_linear(k);
             dq_st_out *o = &t[l * DQ_LIN_PER_BLOCK + k];
             int rows, cols;
-            dq_linear_shape(c, k, &rows, &cols);
-            *o = (dq_st_out){.dtype = "F32", .ndim = 2, .shape = {rows, cols}, .data = w[k],
+            dq_site_shape(site, c, &rows, &cols);
+            *o = (dq_st_out){.dtype = "F32", .ndim = 2, .shape = {rows, cols}, .data = dq_site_get(&m->layers[l], site),
                              .nbytes = (size_t)rows * cols * 4};
-            snprintf(o->name, sizeof o->name, "model.layers.%d.%s.weight", l, names[k]);
+            dq_site_hf_name(site, l, o->name, sizeof o->name);
         }
     }
     dq_st_out *h = &t[n - 1];
     *h = (dq_st_out){.dtype = "F32", .ndim = 2, .shape = {c->vocab_size, c->dim}, .data = m->output,
                      .nbytes = (size_t)c->vocab_size * c->dim * 4};
-    snprintf(h->name, sizeof h->name, "lm_head.weight");
+    dq_site_hf_name(&DQ_SITES[DQ_SITE_OUTPUT], 0, h->name, sizeof h->name);
     int rc = dq_st_write(argv[2], t, n, &err) ? 2 : 0;
     if (rc) fprintf(stderr, "%s\n", err.msg);
     free(t);

@@ -24,7 +24,7 @@
 
 #include "calib/pipeline.h"
 #include "formats/dashq_packed.h"
-#include "model/model.h"
+#include "model/sites.h"
 #include "testutil.h"
 
 /* IEEE half to float, written out here so the test does not share the
@@ -102,10 +102,10 @@ typedef struct {
 static const float *evaluated_row(const dq_model *m, const dq_qlayer *ql, int r, int cols) {
     const dq_config *c = &m->cfg;
     if (ql->kind == DQ_KIND_HEAD) return m->output + (size_t)r * cols;
-    const dq_layer *L = &m->layers[ql->layer];
-    const float *w[DQ_LIN_PER_BLOCK] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-    bool perm = c->rope_style == DQ_ROPE_INTERLEAVED && (ql->kind == DQ_LIN_Q || ql->kind == DQ_LIN_K);
-    return w[ql->kind] + (size_t)(perm ? dq_interleaved_row_of_half_row(r, c->head_dim) : r) * cols;
+    const dq_site *site = dq_site_of_linear(ql->kind);
+    bool perm = c->rope_style == DQ_ROPE_INTERLEAVED && site->rope_rows;
+    const float *w = dq_site_get(&m->layers[ql->layer], site);
+    return w + (size_t)(perm ? dq_interleaved_row_of_half_row(r, c->head_dim) : r) * cols;
 }
 
 static void check_layout(const layout_case *k, const char *name) {
@@ -217,11 +217,7 @@ static void check_layout(const layout_case *k, const char *name) {
         for (int rr = 0; rr < rows; rr++) {
             /* back is in HF row order already */
             const float *b = ql->kind == DQ_KIND_HEAD ? back->output + (size_t)rr * cols : NULL;
-            if (!b) {
-                const dq_layer *L = &back->layers[ql->layer];
-                const float *w[DQ_LIN_PER_BLOCK] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-                b = w[ql->kind] + (size_t)rr * cols;
-            }
+            if (!b) b = dq_site_get(&back->layers[ql->layer], dq_site_of_linear(ql->kind)) + (size_t)rr * cols;
             if (memcmp(b, evaluated_row(m, ql, rr, cols), (size_t)cols * sizeof *b))
                 fail_msg("%s: %s row %d: dashq's reader differs from the evaluated weights", name, ql->name, rr);
         }
