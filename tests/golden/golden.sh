@@ -12,8 +12,8 @@
 #   golden.sh DASHQ_BIN SHARED_DIR COMPILER_ID_AND_VERSION [--update]
 # --update records this machine's hashes (replacing its signature's lines).
 set -euo pipefail
-DQ=$1
-SHARED=${DASHQ_SHARED:-$2}
+DQ=$(realpath "$1")
+SHARED=$(realpath "${DASHQ_SHARED:-$2}")
 CC_ID=$3
 MODE=${4:-check}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,11 +32,16 @@ if [ "$MODE" != --update ] && ! grep -q "^$SIG " "$HASHES" 2>/dev/null; then
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-S=$SHARED/models
-CAL_GUT=$SHARED/data/gutenberg/calib/gutenberg_calib.txt
-EV_GUT=$SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt
-CAL_TS=$SHARED/data/tinystories/tinystories_train_sample.txt
-EV_TS=$SHARED/data/tinystories/tinystories_valid_sample.txt
+# Paths written into outputs (dashq_config.json's base_model, eval's "model")
+# must not depend on where the checkout or the temporary folder is: run in
+# WORK with ../shared reached as the relative link shared/.
+cd "$WORK"
+ln -s "$SHARED" shared
+S=shared/models
+CAL_GUT=shared/data/gutenberg/calib/gutenberg_calib.txt
+EV_GUT=shared/data/gutenberg/eval/pg35_The_Time_Machine.txt
+CAL_TS=shared/data/tinystories/tinystories_train_sample.txt
+EV_TS=shared/data/tinystories/tinystories_valid_sample.txt
 
 # emit NAME PATH: one "NAME sha256" line per file (a folder: each file in it)
 emit() {
@@ -64,8 +69,8 @@ run_model() {
   local qa=(--calib "$cal" --nsamples 4 --seqlen "$ctx" --seed 1 --quiet)
   local eva=(--ppl "$ev" --ctx "$ctx" --chunks 4 --quiet)
   text "$l/eval-ppl" "$DQ" eval "$m" "${eva[@]}" --json
-  "$DQ" eval "$m" "${eva[@]}" --save-logits "$WORK/$l.kld" >/dev/null
-  emit "$l/base.kld" "$WORK/$l.kld"
+  "$DQ" eval "$m" "${eva[@]}" --save-logits "$l.kld" >/dev/null
+  emit "$l/base.kld" "$l.kld"
   text "$l/eval-llamacpp" "$DQ" eval "$m" "${eva[@]}" --llamacpp-compatible --json
   # packed checkpoints: every method, bit width and the options that change the solve
   local cfg
@@ -73,28 +78,28 @@ run_model() {
     set -- $cfg
     local name="$l/packed-$(echo "$cfg" | tr ' ' '_')" meth=$1 bits=$2 grp=$3
     shift 3
-    "$DQ" quantize "$m" --method "$meth" --bits "$bits" --group "$grp" "${qa[@]}" "$@" -o "$WORK/q" >/dev/null
-    emit "$name" "$WORK/q"
-    text "$name/eval" "$DQ" eval "$WORK/q" "${eva[@]}" --kld "$WORK/$l.kld" --json
-    rm -rf "$WORK/q"
+    "$DQ" quantize "$m" --method "$meth" --bits "$bits" --group "$grp" "${qa[@]}" "$@" -o q >/dev/null
+    emit "$name" q
+    text "$name/eval" "$DQ" eval q "${eva[@]}" --kld "$l.kld" --json
+    rm -rf q
   done
   # GGUF on llama.cpp's grids
   local t meth
   for t in $types; do
     for meth in rtn gptq dashq; do
-      "$DQ" quantize "$m" --method $meth "${qa[@]}" --format gguf --type $t -o "$WORK/q.gguf" >/dev/null
-      emit "$l/gguf-$meth-$t" "$WORK/q.gguf"
+      "$DQ" quantize "$m" --method $meth "${qa[@]}" --format gguf --type $t -o q.gguf >/dev/null
+      emit "$l/gguf-$meth-$t" q.gguf
     done
-    text "$l/gguf-dashq-$t/eval" "$DQ" eval "$WORK/q.gguf" "${eva[@]}" --kld "$WORK/$l.kld" --json
+    text "$l/gguf-dashq-$t/eval" "$DQ" eval q.gguf "${eva[@]}" --kld "$l.kld" --json
   done
   # conversions
   for t in F32 F16 Q8_0; do
-    "$DQ" convert "$m" -o "$WORK/c.gguf" --type $t >/dev/null
-    emit "$l/convert-$t" "$WORK/c.gguf"
+    "$DQ" convert "$m" -o c.gguf --type $t >/dev/null
+    emit "$l/convert-$t" c.gguf
   done
-  "$DQ" convert "$m" --format hf -o "$WORK/hf" >/dev/null
-  emit "$l/convert-hf" "$WORK/hf"
-  rm -rf "$WORK/hf"
+  "$DQ" convert "$m" --format hf -o hf >/dev/null
+  emit "$l/convert-hf" hf
+  rm -rf hf
 }
 
 # all methods and options on the small model; the main paths on gut6l (llama2.c
@@ -106,7 +111,7 @@ ALL=("rtn 4 32" "rtn 3 32 --sym" "rtn 4 32 --mse" "gptq 4 32" "gptq 2 32 --act-o
   run_model gut6l "$S/gut6l/gut6l.bin" "$CAL_GUT" "$EV_GUT" 128 "Q4_K_M Q2_K" "rtn 4 128" "gptq 3 64" "dashq 2 32"
   run_model gut6l-hf "$S/gut6l-hf" "$CAL_GUT" "$EV_GUT" 128 "Q3_K_M" "gptq 4 128"
   text gut6l/tasks "$DQ" eval "$S/gut6l/gut6l.bin" --tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada \
-    --limit 8 --data-dir "$SHARED/data" --json --quiet
+    --limit 8 --data-dir shared/data --json --quiet
   text gut6l/generate "$DQ" generate "$S/gut6l/gut6l.bin" --prompt "The time traveller" -n 24 --temp 0 --quiet
 } >"$WORK/hashes"
 
