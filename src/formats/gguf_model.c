@@ -92,7 +92,13 @@ static dq_status read_config(loader *L) {
     char k[128];
     snprintf(k, sizeof k, "%s.rope.scaling.type", L->arch);
     double f;
-    if (dq_gguf_get_str(L->g, k, &s, &n) && n == 6 && !memcmp(s, "linear", 6) && arch_float(L, "rope.scaling.factor", &f)) {
+    bool typed = dq_gguf_get_str(L->g, k, &s, &n), linear = typed && n == 6 && !memcmp(s, "linear", 6);
+    /* yarn and longrope change attention as well as frequencies: refused, not run unscaled (llama.cpp's Llama-3
+     * scaling has no type here; it is the rope_freqs.weight tensor, read below) */
+    if (typed && !linear && !(n == 4 && !memcmp(s, "none", 4)))
+        return dq_fail(L->err, DQ_ERR_UNSUPPORTED, "%s: metadata %s = \"%.*s\" is not supported (none, linear)",
+                       L->path, k, (int)(n < 32 ? n : 32), s);
+    if (linear && arch_float(L, "rope.scaling.factor", &f)) {
         c->rope_scaling = DQ_ROPE_SCALING_LINEAR;
         if ((st = arch_float_in(L, "rope.scaling.factor", 0, INFINITY, 1.0, &c->rope_factor))) return st;
     }

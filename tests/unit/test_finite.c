@@ -194,6 +194,14 @@ static void test_gguf_keys(void **st) {
         snprintf(want, sizeof want, "badkey.gguf: metadata %s = ", cases[i].key);
         expect_model_error(p, DQ_ERR_FORMAT, want, NULL);
     }
+    /* a RoPE scaling type we do not implement (yarn, longrope, ...) is refused, not run unscaled */
+    memcpy(d, orig, len);
+    char *ty = memmem(d, len, "linear", 6);
+    assert_non_null(ty);
+    memcpy(ty, "custom", 6);
+    tu_write(p, d, len);
+    expect_model_error(p, DQ_ERR_UNSUPPORTED, "badkey.gguf: metadata llama.rope.scaling.type = \"custom\" is not supported",
+                       NULL);
     tu_write(p, orig, len); /* untouched: loads */
     dq_model_free(tu_model(p));
     free(d);
