@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,9 @@
 #include "util/lines.h"
 #include "util/mapped_file.h"
 
-enum { C_MODEL, C_METHOD, C_BITS, C_GROUP, C_NSAMPLES, C_PPL, C_SEED, C_KLD, C_COUNT };
-static const char *const COLUMNS[C_COUNT] = {"model", "method", "bits", "group", "nsamples", "ppl", "seed", "kld"};
+enum { C_MODEL, C_METHOD, C_BITS, C_GROUP, C_NSAMPLES, C_PPL, C_SEED, C_KLD, C_PPL_B, C_KLD_B, C_COUNT };
+static const char *const COLUMNS[C_COUNT] = {"model", "method", "bits", "group", "nsamples", "ppl",
+                                             "seed",  "kld",    "ppl_b", "kld_b"};
 #define N_REQUIRED C_SEED
 
 double dq_bits_per_weight(int bits, int group) { return bits + (group > 0 ? 32.0 / group : 0.0); }
@@ -73,6 +75,13 @@ static const char *parse_row(char **f, int nf, const int *col, dq_result_row *r)
     if (col[C_SEED] < 1000 && !parse_int(f[col[C_SEED]], 0, 0x7fffffff, &r->seed)) return "seed is not an integer";
     r->kld = NAN;
     if (col[C_KLD] < 1000 && (!parse_num(f[col[C_KLD]], &r->kld) || !(r->kld >= 0))) return "kld is not a number >= 0";
+    /* the second held-out text: empty where the model has none */
+    r->ppl_b = r->kld_b = NAN;
+    if (col[C_PPL_B] < 1000 && f[col[C_PPL_B]][0] &&
+        (!parse_num(f[col[C_PPL_B]], &r->ppl_b) || !isfinite(r->ppl_b) || r->ppl_b <= 0))
+        return "ppl_b is not a positive number";
+    if (col[C_KLD_B] < 1000 && f[col[C_KLD_B]][0] && (!parse_num(f[col[C_KLD_B]], &r->kld_b) || !(r->kld_b >= 0)))
+        return "kld_b is not a number >= 0";
     return NULL;
 }
 
@@ -144,7 +153,8 @@ void dq_results_free(dq_results *r) {
 typedef struct {
     const char *model, *method;
     int bits, group, nsamples, n;
-    double ppl, ppl_sd, kld, kld_sd; /* kld NAN when absent */
+    double ppl, ppl_sd, kld, kld_sd;         /* kld NAN when absent */
+    double ppl_b, ppl_b_sd, kld_b, kld_b_sd; /* the second text's; NAN when absent */
 } cell;
 
 static int row_cmp(const void *pa, const void *pb) {
@@ -165,20 +175,31 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
     *sd = n > 1 ? sqrt(s2 / (n - 1)) : 0;
 }
 
+/* Mean and sd over the k rows of one metric (at byte offset off in a row);
+ * NAN unless every row has it. */
+static void metric_mean_sd(const dq_result_row *rows, int k, size_t off, double *v, double *mean, double *sd) {
+    *mean = *sd = NAN;
+    for (int t = 0; t < k; t++)
+        if (isnan(v[t] = *(const double *)((const char *)&rows[t] + off))) return;
+    mean_sd(v, k, mean, sd);
+}
+
 static size_t make_cells(dq_result_row *rows, size_t n, cell *cells) {
     qsort(rows, n, sizeof *rows, row_cmp);
     size_t nc = 0;
     for (size_t i = 0, j; i < n; i = j) {
         for (j = i + 1; j < n && !row_cmp(&rows[i], &rows[j]); j++) {}
         int k = (int)(j - i);
-        double *v = malloc(2 * (size_t)k * sizeof *v);
+        double *v = malloc((size_t)k * sizeof *v);
         if (!v) return 0;
-        bool kld = true;
-        for (int t = 0; t < k; t++) v[t] = rows[i + t].ppl, v[k + t] = rows[i + t].kld, kld &= !isnan(rows[i + t].kld);
+        const dq_result_row *r = &rows[i];
         cell *c = &cells[nc++];
-        *c = (cell){rows[i].model, rows[i].method, rows[i].bits, rows[i].group, rows[i].nsamples, k, 0, 0, NAN, NAN};
-        mean_sd(v, k, &c->ppl, &c->ppl_sd);
-        if (kld) mean_sd(v + k, k, &c->kld, &c->kld_sd);
+        *c = (cell){.model = r->model, .method = r->method, .bits = r->bits, .group = r->group,
+                    .nsamples = r->nsamples, .n = k};
+        metric_mean_sd(r, k, offsetof(dq_result_row, ppl), v, &c->ppl, &c->ppl_sd);
+        metric_mean_sd(r, k, offsetof(dq_result_row, kld), v, &c->kld, &c->kld_sd);
+        metric_mean_sd(r, k, offsetof(dq_result_row, ppl_b), v, &c->ppl_b, &c->ppl_b_sd);
+        metric_mean_sd(r, k, offsetof(dq_result_row, kld_b), v, &c->kld_b, &c->kld_b_sd);
         free(v);
     }
     return nc;
@@ -330,16 +351,29 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
     return DQ_OK;
 }
 
+/* " | mean[ ± sd]" with `digits` decimals, or " | –" when absent */
+static void mean_cell(FILE *md, double mean, double sd, int n, int digits) {
+    if (isnan(mean)) fprintf(md, " | –");
+    else if (n > 1) fprintf(md, " | %.*f ± %.*f", digits, mean, digits, sd);
+    else fprintf(md, " | %.*f", digits, mean);
+}
+
 static void table(FILE *md, const cell *c, size_t nc) {
-    fprintf(md, "| method | bits | group | bits/weight | calib samples | seeds | perplexity | KLD |\n"
-                "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    bool second = false; /* the second held-out text's columns, where any row has them */
+    for (size_t i = 0; i < nc; i++) second |= !isnan(c[i].ppl_b) || !isnan(c[i].kld_b);
+    fprintf(md, "| method | bits | group | bits/weight | calib samples | seeds | perplexity | KLD |%s\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
+            second ? " perplexity (2nd text) | KLD (2nd text) |" : "", second ? "---:|---:|" : "");
     for (size_t i = 0; i < nc; i++) {
-        fprintf(md, "| %s | %d | %d | %.3f | %d | %d | %.4f", c[i].method, c[i].bits, c[i].group,
-                dq_bits_per_weight(c[i].bits, c[i].group), c[i].nsamples, c[i].n, c[i].ppl);
-        if (c[i].n > 1) fprintf(md, " ± %.4f", c[i].ppl_sd);
-        if (isnan(c[i].kld)) fprintf(md, " | – |\n");
-        else if (c[i].n > 1) fprintf(md, " | %.6f ± %.6f |\n", c[i].kld, c[i].kld_sd);
-        else fprintf(md, " | %.6f |\n", c[i].kld);
+        fprintf(md, "| %s | %d | %d | %.3f | %d | %d", c[i].method, c[i].bits, c[i].group,
+                dq_bits_per_weight(c[i].bits, c[i].group), c[i].nsamples, c[i].n);
+        mean_cell(md, c[i].ppl, c[i].ppl_sd, c[i].n, 4);
+        mean_cell(md, c[i].kld, c[i].kld_sd, c[i].n, 6);
+        if (second) {
+            mean_cell(md, c[i].ppl_b, c[i].ppl_b_sd, c[i].n, 4);
+            mean_cell(md, c[i].kld_b, c[i].kld_b_sd, c[i].n, 6);
+        }
+        fprintf(md, " |\n");
     }
 }
 

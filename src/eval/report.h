@@ -10,7 +10,8 @@
 typedef struct {
     char model[64], method[32];
     int bits, group, nsamples, seed;
-    double ppl, kld; /* kld NAN when the file has none */
+    double ppl, kld;     /* kld NAN when the file has none */
+    double ppl_b, kld_b; /* on a second held-out text (bench/quant_sweep.sh's *_b columns); NAN when absent */
 } dq_result_row;
 
 typedef struct {
@@ -24,7 +25,8 @@ typedef struct {
 #define DQ_REPORT_MAX_WARNINGS 50
 
 /* Reads the CSV; columns are found by header name (model, method, bits,
- * group, nsamples, ppl required; seed, kld optional). Bad rows are skipped
+ * group, nsamples, ppl required; seed, kld, ppl_b, kld_b optional; an
+ * empty ppl_b/kld_b field is absent). Bad rows are skipped
  * and named in warnings; a missing column or an unreadable file fails. */
 dq_status dq_results_load(const char *path, dq_results *out, dq_error *err);
 void dq_results_free(dq_results *r);

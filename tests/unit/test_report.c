@@ -48,6 +48,41 @@ static void test_load_and_skip(void **st) {
     assert_true(fabs(dq_bits_per_weight(4, 128) - 4.25) < 1e-12);
 }
 
+/* The sweep's second held-out text (ppl_b, kld_b): averaged like the first, empty where a model has none,
+ * its own columns in the table only where some row has them; a bad value names the column. */
+static void test_second_text(void **st) {
+    (void)st;
+    static const char *csv = "model,method,bits,group,nsamples,seed,ppl,kld,same_top,quant_seconds,quant_peak_mb,"
+                             "quant_cpu_seconds,ppl_b,kld_b,same_top_b\n"
+                             "m2,gptq,3,128,2,0,10.0,0.50,0.8,1,10,1,20.0,0.30,0.7\n"
+                             "m2,gptq,3,128,2,1,12.0,0.70,0.8,1,10,1,24.0,0.50,0.7\n"
+                             "m2,rtn,3,128,8,0,11.0,0.60,0.8,1,10,1,,,\n"
+                             "m2,rtn,4,128,8,0,11.0,0.60,0.8,1,10,1,x,0.1,0.7\n"
+                             "m2,rtn,4,128,8,0,11.0,0.60,0.8,1,10,1,22,-1,0.7\n";
+    dq_results r;
+    dq_error err = {0};
+    assert_int_equal(dq_results_load(write_csv(csv), &r, &err), DQ_OK);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.n_skipped, 2);
+    assert_non_null(strstr(r.warnings[0], "sweep.csv:5: ppl_b"));
+    assert_non_null(strstr(r.warnings[1], "sweep.csv:6: kld_b"));
+    char dir[1024], **scripts;
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    assert_int_equal(dq_report_write(&r, "sweep.csv", dir, &scripts, &err), DQ_OK);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    size_t len;
+    char *md = tu_read(path, &len);
+    assert_non_null(strstr(md, "| KLD (2nd text) |"));
+    assert_non_null(strstr(md, "| gptq | 3 | 128 | 3.250 | 2 | 2 | 11.0000 ± 1.4142 | 0.600000 ± 0.141421 | "
+                               "22.0000 ± 2.8284 | 0.400000 ± 0.141421 |"));
+    assert_non_null(strstr(md, "| rtn | 3 | 128 | 3.250 | 8 | 1 | 11.0000 | 0.600000 | – | – |"));
+    free(md);
+    for (char **s = scripts; *s; s++) free(*s);
+    free(scripts);
+    dq_results_free(&r);
+}
+
 static void test_report_files(void **st) {
     (void)st;
     dq_results r;
@@ -98,6 +133,7 @@ static void test_cli_renders_svg(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_skip),
+        cmocka_unit_test(test_second_text),
         cmocka_unit_test(test_report_files),
         cmocka_unit_test(test_cli_renders_svg),
     };
