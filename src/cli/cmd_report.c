@@ -96,6 +96,14 @@ int dq_cmd_report(int argc, char **argv) {
     }
     dq_results r;
     if (dq_results_load(argv[optind], &r, &err)) return dq_cli_error(&err);
+    char zs[PATH_MAX]; /* RESULTS.csv's zero-shot lines: RESULTS_zeroshot.jsonl, as bench/quant_sweep.sh writes them */
+    size_t n = strlen(csv);
+    if (n > 4 && !strcmp(csv + n - 4, ".csv") &&
+        !dq_path_fmt(zs, sizeof zs, &err, "%.*s_zeroshot.jsonl", (int)(n - 4), csv) &&
+        dq_results_load_zeroshot(zs, &r, &err)) {
+        dq_results_free(&r);
+        return dq_cli_error(&err);
+    }
     for (size_t i = 0; i < r.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", r.warnings[i]);
     if (r.n_skipped > r.n_warnings) fprintf(stderr, "dashq: warning: %zu more bad rows skipped\n", r.n_skipped - r.n_warnings);
     char **scripts;

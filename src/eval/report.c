@@ -1,12 +1,15 @@
 #define _POSIX_C_SOURCE 200809L
 #include "eval/report.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util/error.h"
 #include "util/files.h"
@@ -141,10 +144,81 @@ dq_status dq_results_load(const char *path, dq_results *out, dq_error *err) {
     return st;
 }
 
+/* Each task's headline metric in the average, as the model cards and the
+ * SmolLM2 comparison in the README quote them (acc_norm where length
+ * normalisation is the convention, acc elsewhere). */
+static const struct {
+    const char *task, *metric;
+} ZS_METRIC[] = {{"piqa", "acc_norm"},  {"arc_easy", "acc"}, {"arc_challenge", "acc_norm"}, {"hellaswag", "acc_norm"},
+                 {"winogrande", "acc"}, {"boolq", "acc"},    {"lambada", "acc"}};
+
+static const char *zs_metric(const char *task) {
+    for (size_t i = 0; i < sizeof ZS_METRIC / sizeof ZS_METRIC[0]; i++)
+        if (!strcmp(task, ZS_METRIC[i].task)) return ZS_METRIC[i].metric;
+    return NULL;
+}
+
+/* One JSON line into r->zs; returns NULL or what is wrong with it. */
+static const char *zs_line(const char *line, dq_results *r) {
+    cJSON *o = cJSON_Parse(line);
+    const char *bad = NULL;
+    const cJSON *cell = cJSON_GetObjectItemCaseSensitive(o, "cell"), *task = cJSON_GetObjectItemCaseSensitive(o, "task"),
+                *n = cJSON_GetObjectItemCaseSensitive(o, "n");
+    const char *metric = cJSON_IsString(task) ? zs_metric(task->valuestring) : NULL;
+    const cJSON *v = metric ? cJSON_GetObjectItemCaseSensitive(o, metric) : NULL;
+    if (!o) bad = "not a JSON object";
+    else if (!cJSON_IsString(cell) || strlen(cell->valuestring) >= sizeof r->zs->cell) bad = "no cell tag";
+    else if (!metric) bad = "unknown task";
+    else if (!cJSON_IsNumber(n) || !(n->valuedouble >= 1 && n->valuedouble < 1e9)) bad = "n is not a count";
+    else if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1)) bad = "metric is not in [0, 1]";
+    if (bad) {
+        cJSON_Delete(o);
+        return bad;
+    }
+    size_t i = 0;
+    while (i < r->n_zs && strcmp(r->zs[i].cell, cell->valuestring)) i++;
+    if (i == r->n_zs) {
+        dq_zeroshot_cell *grown = realloc(r->zs, (r->n_zs + 1) * sizeof *grown);
+        if (!grown) {
+            cJSON_Delete(o);
+            return "out of memory";
+        }
+        r->zs = grown;
+        r->zs[r->n_zs++] = (dq_zeroshot_cell){.n_items = INT32_MAX};
+        snprintf(r->zs[i].cell, sizeof r->zs[i].cell, "%s", cell->valuestring);
+    }
+    r->zs[i].n_tasks++;
+    r->zs[i].sum += v->valuedouble;
+    if (n->valuedouble < r->zs[i].n_items) r->zs[i].n_items = (int)n->valuedouble;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+dq_status dq_results_load_zeroshot(const char *path, dq_results *r, dq_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) && errno == ENOENT) return DQ_OK; /* no zero-shot runs */
+    char *text;
+    size_t len;
+    dq_status st = dq_read_file(path, (size_t)1 << 30, &text, &len, err);
+    if (st) return st;
+    long lineno = 0;
+    for (char *cur = text, *line; (line = dq_next_line(&cur, text + len));) {
+        lineno++;
+        const char *bad = line[0] ? zs_line(line, r) : NULL;
+        if (bad) {
+            r->n_skipped++;
+            dq_note_skip(&r->warnings, &r->n_warnings, DQ_REPORT_MAX_WARNINGS, path, lineno, bad, "line");
+        }
+    }
+    free(text);
+    return DQ_OK;
+}
+
 void dq_results_free(dq_results *r) {
     for (size_t i = 0; i < r->n_warnings; i++) free(r->warnings[i]);
     free(r->warnings);
     free(r->rows);
+    free(r->zs);
     memset(r, 0, sizeof *r);
 }
 
@@ -209,6 +283,7 @@ static size_t make_cells(dq_result_row *rows, size_t n, cell *cells) {
 
 typedef struct {
     const char *dir, *source; /* source: the CSV read, never overwritten */
+    const dq_results *results;
     char **scripts;
     size_t n_scripts;
     dq_error *err;
@@ -358,12 +433,26 @@ static void mean_cell(FILE *md, double mean, double sd, int n, int digits) {
     else fprintf(md, " | %.*f", digits, mean);
 }
 
-static void table(FILE *md, const cell *c, size_t nc) {
-    bool second = false; /* the second held-out text's columns, where any row has them */
-    for (size_t i = 0; i < nc; i++) second |= !isnan(c[i].ppl_b) || !isnan(c[i].kld_b);
-    fprintf(md, "| method | bits | group | bits/weight | calib samples | seeds | perplexity | KLD |%s\n"
-                "|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
-            second ? " perplexity (2nd text) | KLD (2nd text) |" : "", second ? "---:|---:|" : "");
+/* The zero-shot results tagged `tag`, or NULL. */
+static const dq_zeroshot_cell *zeroshot_of(const dq_results *r, const char *tag) {
+    for (size_t i = 0; i < r->n_zs; i++)
+        if (!strcmp(r->zs[i].cell, tag)) return &r->zs[i];
+    return NULL;
+}
+
+static const dq_zeroshot_cell *cell_zeroshot(const dq_results *r, const cell *c) {
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s,%s,%d,%d,%d", c->model, c->method, c->bits, c->group, c->nsamples);
+    return zeroshot_of(r, tag);
+}
+
+static void table(FILE *md, const dq_results *r, const cell *c, size_t nc) {
+    bool second = false, zs = false; /* the second held-out text's and zero-shot columns, where any row has them */
+    for (size_t i = 0; i < nc; i++) second |= !isnan(c[i].ppl_b) || !isnan(c[i].kld_b), zs |= !!cell_zeroshot(r, &c[i]);
+    fprintf(md, "| method | bits | group | bits/weight | calib samples | seeds | perplexity | KLD |%s%s\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|%s%s\n",
+            second ? " perplexity (2nd text) | KLD (2nd text) |" : "", zs ? " zero-shot avg (tasks × items) |" : "",
+            second ? "---:|---:|" : "", zs ? "---:|" : "");
     for (size_t i = 0; i < nc; i++) {
         fprintf(md, "| %s | %d | %d | %.3f | %d | %d", c[i].method, c[i].bits, c[i].group,
                 dq_bits_per_weight(c[i].bits, c[i].group), c[i].nsamples, c[i].n);
@@ -373,6 +462,9 @@ static void table(FILE *md, const cell *c, size_t nc) {
             mean_cell(md, c[i].ppl_b, c[i].ppl_b_sd, c[i].n, 4);
             mean_cell(md, c[i].kld_b, c[i].kld_b_sd, c[i].n, 6);
         }
+        const dq_zeroshot_cell *z = zs ? cell_zeroshot(r, &c[i]) : NULL;
+        if (z) fprintf(md, " | %.3f (%d × %d)", z->sum / z->n_tasks, z->n_tasks, z->n_items);
+        else if (zs) fprintf(md, " | –");
         fprintf(md, " |\n");
     }
 }
@@ -380,8 +472,15 @@ static void table(FILE *md, const cell *c, size_t nc) {
 static dq_status model_section(writer *w, FILE *md, const cell *c, size_t nc) {
     bool kld = true;
     for (size_t i = 0; i < nc; i++) kld &= !isnan(c[i].kld);
-    fprintf(md, "\n## %s\n\nMean over seeds (± sample standard deviation where there are several).\n\n", c[0].model);
-    table(md, c, nc);
+    fprintf(md, "\n## %s\n\nMean over seeds (± sample standard deviation where there are several).\n", c[0].model);
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s,fp", c[0].model);
+    const dq_zeroshot_cell *fp = zeroshot_of(w->results, tag);
+    if (fp)
+        fprintf(md, "Zero-shot average at full precision: %.3f over %d tasks (%d items each; PIQA, ARC-Challenge and "
+                    "HellaSwag by acc_norm, the others by acc).\n", fp->sum / fp->n_tasks, fp->n_tasks, fp->n_items);
+    fprintf(md, "\n");
+    table(md, w->results, c, nc);
     char name[300], title[400];
     bool any;
     for (int k = kld ? 1 : 0; k >= 0; k--) {
@@ -408,7 +507,7 @@ dq_status dq_report_write(const dq_results *r, const char *source, const char *d
     if (!r->n) return dq_fail(err, DQ_ERR_FORMAT, "%s: no usable rows", source);
     dq_result_row *rows = malloc(r->n * sizeof *rows);
     cell *cells = malloc(r->n * sizeof *cells);
-    writer w = {dir, source, calloc(4 * r->n + 8, sizeof(char *)), 0, err};
+    writer w = {dir, source, r, calloc(4 * r->n + 8, sizeof(char *)), 0, err};
     dq_status st = rows && cells && w.scripts ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "report: out of memory");
     size_t nc = 0;
     if (!st) {

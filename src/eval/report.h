@@ -14,9 +14,19 @@ typedef struct {
     double ppl_b, kld_b; /* on a second held-out text (bench/quant_sweep.sh's *_b columns); NAN when absent */
 } dq_result_row;
 
+/* One cell's zero-shot results (bench/quant_sweep.sh's RESULTS_zeroshot.jsonl). */
+typedef struct {
+    char cell[160]; /* the sweep's tag: "MODEL,fp" or "MODEL,METHOD,BITS,GROUP,NSAMPLES" */
+    int n_tasks;    /* tasks averaged */
+    int n_items;    /* the smallest item count among them */
+    double sum;     /* of each task's headline metric (see ZS_METRIC in report.c) */
+} dq_zeroshot_cell;
+
 typedef struct {
     dq_result_row *rows;
     size_t n;
+    dq_zeroshot_cell *zs; /* NULL until dq_results_load_zeroshot finds some */
+    size_t n_zs;
     size_t n_skipped;
     char **warnings; /* "FILE:LINE: what is wrong", at most DQ_REPORT_MAX_WARNINGS */
     size_t n_warnings;
@@ -30,6 +40,9 @@ typedef struct {
  * and named in warnings; a missing column or an unreadable file fails. */
 dq_status dq_results_load(const char *path, dq_results *out, dq_error *err);
 void dq_results_free(dq_results *r);
+/* Adds the zero-shot JSON lines at path ({"cell": ..., "task": ..., "n": ..., "acc": ...[, "acc_norm": ...]})
+ * to r, one dq_zeroshot_cell per cell; a missing file adds nothing, bad lines are named in r's warnings. */
+dq_status dq_results_load_zeroshot(const char *path, dq_results *r, dq_error *err);
 
 /* Storage cost of a weight with fp16 scale and zero per group (group <= 0:
  * per channel, counted as free). */

@@ -83,6 +83,49 @@ static void test_second_text(void **st) {
     dq_results_free(&r);
 }
 
+/* The sweep's zero-shot lines: each cell's average of the tasks' headline metrics (acc_norm for PIQA, ARC-Challenge
+ * and HellaSwag, acc for the others), the smallest item count, the full-precision line; bad lines named. */
+static void test_zeroshot_average(void **st) {
+    (void)st;
+    static const char *jsonl =
+        "{\"cell\": \"m3,fp\", \"task\": \"piqa\", \"n\": 100, \"acc\": 0.6, \"acc_norm\": 0.7}\n"
+        "{\"cell\": \"m3,fp\", \"task\": \"boolq\", \"n\": 100, \"acc\": 0.4}\n"
+        "{\"cell\": \"m3,dashq,3,128,8\", \"task\": \"arc_easy\", \"n\": 100, \"acc\": 0.5, \"acc_norm\": 0.9}\n"
+        "{\"cell\": \"m3,dashq,3,128,8\", \"task\": \"hellaswag\", \"n\": 50, \"acc\": 0.3, \"acc_norm\": 0.4}\n"
+        "{\"cell\": \"m3,dashq,3,128,8\", \"task\": \"sst2\", \"n\": 50, \"acc\": 0.3}\n"
+        "{\"cell\": \"m3,dashq,3,128,8\", \"task\": \"piqa\", \"n\": 50, \"acc\": 3}\n"
+        "not json\n";
+    dq_results r;
+    dq_error err = {0};
+    assert_int_equal(dq_results_load(write_csv("model,method,bits,group,nsamples,seed,ppl,kld\n"
+                                               "m3,dashq,3,128,8,0,10.0,0.5\nm3,rtn,3,128,8,0,11.0,0.6\n"),
+                                     &r, &err), DQ_OK);
+    char zs[1024];
+    snprintf(zs, sizeof zs, "%s", tu_tmp("sweep_zeroshot.jsonl"));
+    tu_write(zs, jsonl, strlen(jsonl));
+    assert_int_equal(dq_results_load_zeroshot(zs, &r, &err), DQ_OK);
+    assert_int_equal(r.n_zs, 2);
+    assert_int_equal(r.n_skipped, 3);
+    assert_non_null(strstr(r.warnings[0], "sweep_zeroshot.jsonl:5: unknown task"));
+    assert_non_null(strstr(r.warnings[1], "sweep_zeroshot.jsonl:6: metric"));
+    assert_non_null(strstr(r.warnings[2], "sweep_zeroshot.jsonl:7: not a JSON object"));
+    assert_int_equal(dq_results_load_zeroshot(tu_tmp("absent.jsonl"), &r, &err), DQ_OK); /* none: nothing added */
+    assert_int_equal(r.n_zs, 2);
+    char dir[1024], **scripts;
+    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
+    assert_int_equal(dq_report_write(&r, "sweep.csv", dir, &scripts, &err), DQ_OK);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = tu_read(path, NULL);
+    assert_non_null(strstr(md, "Zero-shot average at full precision: 0.550 over 2 tasks (100 items each"));
+    assert_non_null(strstr(md, "| dashq | 3 | 128 | 3.250 | 8 | 1 | 10.0000 | 0.500000 | 0.450 (2 × 50) |"));
+    assert_non_null(strstr(md, "| rtn | 3 | 128 | 3.250 | 8 | 1 | 11.0000 | 0.600000 | – |"));
+    free(md);
+    for (char **s = scripts; *s; s++) free(*s);
+    free(scripts);
+    dq_results_free(&r);
+}
+
 static void test_report_files(void **st) {
     (void)st;
     dq_results r;
@@ -134,6 +177,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_skip),
         cmocka_unit_test(test_second_text),
+        cmocka_unit_test(test_zeroshot_average),
         cmocka_unit_test(test_report_files),
         cmocka_unit_test(test_cli_renders_svg),
     };
