@@ -1,6 +1,6 @@
 /* libFuzzer target for the evaluation inputs users hand us: task lines (JSON
  * for six tasks, six-line HellaSwag items, its text cleanup) and sweep CSVs
- * for `dashq report`. The first byte picks the task; any input must end in
+ * and zero-shot lines for `dashq report`. The first byte picks the task; any input must end in
  * DQ_OK or a clean error, ASan/UBSan catch the rest. */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -40,7 +40,9 @@ static void load_csv(const uint8_t *data, size_t size) {
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     dq_results r;
     dq_error err = {0};
-    if (dq_results_load(path, &r, &err) == DQ_OK) dq_results_free(&r);
+    if (dq_results_load(path, &r, &err) != DQ_OK) memset(&r, 0, sizeof r);
+    dq_results_load_zeroshot(path, &r, &err); /* the same bytes as the sweep's zero-shot lines */
+    dq_results_free(&r);
     close(fd);
 }
 

@@ -37,7 +37,8 @@ case $what in
       i=$((i + 1))
     done
     { printf "\\x03"; bzcat "$SHARED/data/hellaswag/hellaswag_val_full.txt.bz2" | head -n 12 || true; } >"$corpus/seed-3" # bzcat stops on SIGPIPE
-    { printf '\x00'; head -n 5 results/quant_sweep.csv; } >"$corpus/seed-csv" ;;
+    { printf '\x00'; head -n 5 results/quant_sweep.csv; } >"$corpus/seed-csv"
+    { printf '\x00'; head -n 3 results/smollm2_sweep_zeroshot.jsonl; } >"$corpus/seed-zeroshot" ;;
   safetensors|hf|tokenizer|llama2c|kld)
     cp tests/fuzz/corpus/"$what"/* "$corpus"/ ;;
   *) echo "unknown fuzz target $what (gguf, tasks, safetensors, hf, tokenizer, llama2c, kld)" >&2; exit 2 ;;
