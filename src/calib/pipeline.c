@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "model/forward.h"
+#include "quant/methods.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -22,13 +23,15 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---- statistics: H = Σ x xᵀ (GPTQ) or its diagonal (DASH-Q), in double ---- */
+/* ---- statistics: what the method's row names (dq_stat_kind), in double ----
+ * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle); DQ_STAT_DIAG: its diagonal;
+ * DQ_STAT_NONE: nothing (no calibration pass runs). */
 
 typedef struct {
-    dq_method method;
+    dq_stat_kind kind;
     int nt;
     int cols[N_TAPS];
-    double *H[N_TAPS], *diag[N_TAPS];
+    double *sum[N_TAPS]; /* per tap: dq_stat_floats(kind, cols) sums over tokens */
     size_t tokens[N_TAPS];
     float *tiles; /* nt x GRAM_TILE² scratch */
     double seconds;
@@ -66,12 +69,14 @@ static void diag_add(double *h, const float *X, int T, int n, int nt) {
 static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
     stats_ctx *s = ctx;
     double t0 = now();
-    if (s->method == DQ_METHOD_GPTQ) {
-        if (!s->H[tap] && !(s->H[tap] = calloc((size_t)cols * cols, sizeof(double)))) s->oom = true;
-        if (s->H[tap]) gram_add(s->H[tap], x, T, cols, s->nt, s->tiles);
-    } else if (s->method == DQ_METHOD_DASHQ) {
-        if (!s->diag[tap] && !(s->diag[tap] = calloc((size_t)cols, sizeof(double)))) s->oom = true;
-        if (s->diag[tap]) diag_add(s->diag[tap], x, T, cols, s->nt);
+    size_t n = dq_stat_floats(s->kind, cols);
+    if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
+    if (s->sum[tap]) {
+        switch (s->kind) { /* the one place that knows how each statistic accumulates */
+        case DQ_STAT_HESSIAN: gram_add(s->sum[tap], x, T, cols, s->nt, s->tiles); break;
+        case DQ_STAT_DIAG: diag_add(s->sum[tap], x, T, cols, s->nt); break;
+        default: break;
+        }
     }
     s->cols[tap] = cols;
     s->tokens[tap] += (size_t)T;
@@ -80,9 +85,8 @@ static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
 
 static void stats_reset(stats_ctx *s) {
     for (int t = 0; t < N_TAPS; t++) {
-        free(s->H[t]);
-        free(s->diag[t]);
-        s->H[t] = s->diag[t] = NULL;
+        free(s->sum[t]);
+        s->sum[t] = NULL;
         s->tokens[t] = 0;
     }
 }
@@ -176,25 +180,28 @@ static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer 
 
 /* The statistic of W's input, as the method takes it (mean over tokens),
  * widened to cols + pad columns with zeros: the padding has no curvature.
- * NULL for RTN. */
-static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, dq_method method, float **out,
-                            dq_error *err) {
+ * NULL for DQ_STAT_NONE. */
+static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, float **out, dq_error *err) {
     double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
     int n = cols + pad;
+    size_t nf = dq_stat_floats(s->kind, n);
+    const double *sum = s->sum[tap];
     *out = NULL;
-    if (method == DQ_METHOD_GPTQ) {
-        float *H = calloc((size_t)n * n, sizeof *H);
-        if (!H) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    if (!nf) return DQ_OK;
+    float *st = calloc(nf, sizeof *st);
+    if (!st) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    switch (s->kind) {
+    case DQ_STAT_HESSIAN:
         for (int i = 0; i < cols; i++)
             for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
-                H[(size_t)i * n + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-        *out = H;
-    } else if (method == DQ_METHOD_DASHQ) {
-        float *h = calloc((size_t)n, sizeof *h);
-        if (!h) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-        for (int j = 0; j < cols; j++) h[j] = (float)(s->diag[tap][j] * inv);
-        *out = h;
+                st[(size_t)i * n + j] = (float)(sum[i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
+        break;
+    case DQ_STAT_DIAG:
+        for (int j = 0; j < cols; j++) st[j] = (float)(sum[j] * inv);
+        break;
+    default: break;
     }
+    *out = st;
     return DQ_OK;
 }
 
@@ -213,13 +220,11 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
     }
     const float *Wq = Wp ? Wp : W;
-    if ((st = layer_stat(s, tap, cols, q.pad, o->q.method, &stat, err))) {
+    if ((st = layer_stat(s, tap, cols, q.pad, &stat, err))) {
         free(Wp);
         return dq_fail(err, st, "%s: out of memory", ql->name);
     }
-    if (o->q.method == DQ_METHOD_GPTQ) st = dq_quantize_gptq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
-    else if (o->q.method == DQ_METHOD_DASHQ) st = dq_quantize_dashq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
-    else st = dq_quantize_rtn(Wq, rows, qcols, &q, o->n_threads, &ql->qt, err);
+    st = dq_method_of(o->q.method)->solve(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
     free(stat);
     free(Wp);
     if (st) {
@@ -273,7 +278,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
     double t0 = now();
     stats_reset(&c->st);
-    dq_status st = c->o->q.method == DQ_METHOD_RTN ? DQ_OK : collect_block_stats(c, l, err);
+    dq_status st = c->st.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
     double t_pass1 = now() - t0;
     err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
@@ -323,7 +328,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->st);
     double t0 = now();
-    for (int w = 0; w < cs->n && c->o->q.method != DQ_METHOD_RTN; w++) {
+    for (int w = 0; w < cs->n && c->st.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
         stats_tap(&c->st, site->tap, c->scratch, cs->len, d);
     }
@@ -404,10 +409,12 @@ static dq_status embed_windows(run_ctx *c, dq_error *err) {
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
                             dq_error *err) {
     memset(r, 0, sizeof *r);
+    if ((unsigned)o->q.method >= DQ_METHOD_COUNT)
+        return dq_fail(err, DQ_ERR_ARG, "unknown method %d", (int)o->q.method);
     int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.method = o->q.method, .nt = nt}};
+    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.kind = dq_method_of(o->q.method)->stat, .nt = nt}};
     double t0 = now();
     r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 2, sizeof *r->layers);
     bool head = o->quantize_head || o->plan;
