@@ -25,7 +25,7 @@ static double now(void) {
 
 /* ---- statistics: what the method's row names (dq_stat_kind), in double ----
  * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle); DQ_STAT_DIAG: its diagonal;
- * DQ_STAT_NONE: nothing (no calibration pass runs). */
+ * DQ_STAT_NONE: nothing (no calibration pass runs). STATS[] below says how. */
 
 typedef struct {
     dq_stat_kind kind;
@@ -57,7 +57,8 @@ static void gram_add(double *H, const float *X, int T, int n, int nt, float *til
     }
 }
 
-static void diag_add(double *h, const float *X, int T, int n, int nt) {
+static void diag_add(double *h, const float *X, int T, int n, int nt, float *tiles) {
+    (void)tiles; /* one pass per column: no tiles */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int j = 0; j < n; j++) {
         double s = 0;
@@ -66,18 +67,38 @@ static void diag_add(double *h, const float *X, int T, int n, int nt) {
     }
 }
 
+/* sum (cols x cols, upper triangle accumulated) → the mean, mirrored, into
+ * out (n x n, n >= cols; the rest stays zero). */
+static void hessian_mean(const double *sum, int cols, int n, double inv, float *out) {
+    for (int i = 0; i < cols; i++)
+        for (int j = 0; j < cols; j++)
+            out[(size_t)i * n + j] = (float)(sum[i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
+}
+
+static void diag_mean(const double *sum, int cols, int n, double inv, float *out) {
+    (void)n;
+    for (int j = 0; j < cols; j++) out[j] = (float)(sum[j] * inv);
+}
+
+/* The statistics table: how each dq_stat_kind a method row names is summed
+ * from a tap (in double, thread-count independent) and turned into the mean
+ * the solver takes. DQ_STAT_NONE has no row: no pass runs for it. */
+typedef struct {
+    void (*add)(double *sum, const float *x, int T, int cols, int nt, float *tiles);
+    void (*mean)(const double *sum, int cols, int n, double inv, float *out);
+} stat_ops;
+
+static const stat_ops STATS[DQ_STAT_COUNT] = {
+    [DQ_STAT_DIAG] = {diag_add, diag_mean},
+    [DQ_STAT_HESSIAN] = {gram_add, hessian_mean},
+};
+
 static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
     stats_ctx *s = ctx;
     double t0 = now();
     size_t n = dq_stat_floats(s->kind, cols);
     if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
-    if (s->sum[tap]) {
-        switch (s->kind) { /* the one place that knows how each statistic accumulates */
-        case DQ_STAT_HESSIAN: gram_add(s->sum[tap], x, T, cols, s->nt, s->tiles); break;
-        case DQ_STAT_DIAG: diag_add(s->sum[tap], x, T, cols, s->nt); break;
-        default: break;
-        }
-    }
+    if (s->sum[tap]) STATS[s->kind].add(s->sum[tap], x, T, cols, s->nt, s->tiles);
     s->cols[tap] = cols;
     s->tokens[tap] += (size_t)T;
     s->seconds += now() - t0;
@@ -190,17 +211,7 @@ static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, floa
     if (!nf) return DQ_OK;
     float *st = calloc(nf, sizeof *st);
     if (!st) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    switch (s->kind) {
-    case DQ_STAT_HESSIAN:
-        for (int i = 0; i < cols; i++)
-            for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
-                st[(size_t)i * n + j] = (float)(sum[i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-        break;
-    case DQ_STAT_DIAG:
-        for (int j = 0; j < cols; j++) st[j] = (float)(sum[j] * inv);
-        break;
-    default: break;
-    }
+    STATS[s->kind].mean(sum, cols, n, inv, st);
     *out = st;
     return DQ_OK;
 }
