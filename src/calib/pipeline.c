@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "model/forward.h"
+#include "quant/methods.h"
 #include "util/error.h"
 #include "util/half.h"
 
@@ -22,13 +23,15 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---- statistics: H = Σ x xᵀ (GPTQ) or its diagonal (DASH-Q), in double ---- */
+/* ---- statistics: what the method's row names (dq_stat_kind), in double ----
+ * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle); DQ_STAT_DIAG: its diagonal;
+ * DQ_STAT_NONE: nothing (no calibration pass runs). STATS[] below says how. */
 
 typedef struct {
-    dq_method method;
+    dq_stat_kind kind;
     int nt;
     int cols[N_TAPS];
-    double *H[N_TAPS], *diag[N_TAPS];
+    double *sum[N_TAPS]; /* per tap: dq_stat_floats(kind, cols) sums over tokens */
     size_t tokens[N_TAPS];
     float *tiles; /* nt x GRAM_TILE² scratch */
     double seconds;
@@ -54,7 +57,8 @@ static void gram_add(double *H, const float *X, int T, int n, int nt, float *til
     }
 }
 
-static void diag_add(double *h, const float *X, int T, int n, int nt) {
+static void diag_add(double *h, const float *X, int T, int n, int nt, float *tiles) {
+    (void)tiles; /* one pass per column: no tiles */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int j = 0; j < n; j++) {
         double s = 0;
@@ -63,16 +67,38 @@ static void diag_add(double *h, const float *X, int T, int n, int nt) {
     }
 }
 
+/* sum (cols x cols, upper triangle accumulated) → the mean, mirrored, into
+ * out (n x n, n >= cols; the rest stays zero). */
+static void hessian_mean(const double *sum, int cols, int n, double inv, float *out) {
+    for (int i = 0; i < cols; i++)
+        for (int j = 0; j < cols; j++)
+            out[(size_t)i * n + j] = (float)(sum[i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
+}
+
+static void diag_mean(const double *sum, int cols, int n, double inv, float *out) {
+    (void)n;
+    for (int j = 0; j < cols; j++) out[j] = (float)(sum[j] * inv);
+}
+
+/* The statistics table: how each dq_stat_kind a method row names is summed
+ * from a tap (in double, thread-count independent) and turned into the mean
+ * the solver takes. DQ_STAT_NONE has no row: no pass runs for it. */
+typedef struct {
+    void (*add)(double *sum, const float *x, int T, int cols, int nt, float *tiles);
+    void (*mean)(const double *sum, int cols, int n, double inv, float *out);
+} stat_ops;
+
+static const stat_ops STATS[DQ_STAT_COUNT] = {
+    [DQ_STAT_DIAG] = {diag_add, diag_mean},
+    [DQ_STAT_HESSIAN] = {gram_add, hessian_mean},
+};
+
 static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
     stats_ctx *s = ctx;
     double t0 = now();
-    if (s->method == DQ_METHOD_GPTQ) {
-        if (!s->H[tap] && !(s->H[tap] = calloc((size_t)cols * cols, sizeof(double)))) s->oom = true;
-        if (s->H[tap]) gram_add(s->H[tap], x, T, cols, s->nt, s->tiles);
-    } else if (s->method == DQ_METHOD_DASHQ) {
-        if (!s->diag[tap] && !(s->diag[tap] = calloc((size_t)cols, sizeof(double)))) s->oom = true;
-        if (s->diag[tap]) diag_add(s->diag[tap], x, T, cols, s->nt);
-    }
+    size_t n = dq_stat_floats(s->kind, cols);
+    if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
+    if (s->sum[tap]) STATS[s->kind].add(s->sum[tap], x, T, cols, s->nt, s->tiles);
     s->cols[tap] = cols;
     s->tokens[tap] += (size_t)T;
     s->seconds += now() - t0;
@@ -80,9 +106,8 @@ static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
 
 static void stats_reset(stats_ctx *s) {
     for (int t = 0; t < N_TAPS; t++) {
-        free(s->H[t]);
-        free(s->diag[t]);
-        s->H[t] = s->diag[t] = NULL;
+        free(s->sum[t]);
+        s->sum[t] = NULL;
         s->tokens[t] = 0;
     }
 }
@@ -176,25 +201,18 @@ static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer 
 
 /* The statistic of W's input, as the method takes it (mean over tokens),
  * widened to cols + pad columns with zeros: the padding has no curvature.
- * NULL for RTN. */
-static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, dq_method method, float **out,
-                            dq_error *err) {
+ * NULL for DQ_STAT_NONE. */
+static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, float **out, dq_error *err) {
     double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
     int n = cols + pad;
+    size_t nf = dq_stat_floats(s->kind, n);
+    const double *sum = s->sum[tap];
     *out = NULL;
-    if (method == DQ_METHOD_GPTQ) {
-        float *H = calloc((size_t)n * n, sizeof *H);
-        if (!H) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-        for (int i = 0; i < cols; i++)
-            for (int j = 0; j < cols; j++) /* mirror the accumulated upper triangle; mean over tokens */
-                H[(size_t)i * n + j] = (float)(s->H[tap][i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-        *out = H;
-    } else if (method == DQ_METHOD_DASHQ) {
-        float *h = calloc((size_t)n, sizeof *h);
-        if (!h) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-        for (int j = 0; j < cols; j++) h[j] = (float)(s->diag[tap][j] * inv);
-        *out = h;
-    }
+    if (!nf) return DQ_OK;
+    float *st = calloc(nf, sizeof *st);
+    if (!st) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    STATS[s->kind].mean(sum, cols, n, inv, st);
+    *out = st;
     return DQ_OK;
 }
 
@@ -213,13 +231,11 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
     }
     const float *Wq = Wp ? Wp : W;
-    if ((st = layer_stat(s, tap, cols, q.pad, o->q.method, &stat, err))) {
+    if ((st = layer_stat(s, tap, cols, q.pad, &stat, err))) {
         free(Wp);
         return dq_fail(err, st, "%s: out of memory", ql->name);
     }
-    if (o->q.method == DQ_METHOD_GPTQ) st = dq_quantize_gptq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
-    else if (o->q.method == DQ_METHOD_DASHQ) st = dq_quantize_dashq(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
-    else st = dq_quantize_rtn(Wq, rows, qcols, &q, o->n_threads, &ql->qt, err);
+    st = dq_method_of(o->q.method)->solve(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
     free(stat);
     free(Wp);
     if (st) {
@@ -273,7 +289,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
     double t0 = now();
     stats_reset(&c->st);
-    dq_status st = c->o->q.method == DQ_METHOD_RTN ? DQ_OK : collect_block_stats(c, l, err);
+    dq_status st = c->st.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
     double t_pass1 = now() - t0;
     err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
@@ -323,7 +339,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->st);
     double t0 = now();
-    for (int w = 0; w < cs->n && c->o->q.method != DQ_METHOD_RTN; w++) {
+    for (int w = 0; w < cs->n && c->st.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
         stats_tap(&c->st, site->tap, c->scratch, cs->len, d);
     }
@@ -404,10 +420,12 @@ static dq_status embed_windows(run_ctx *c, dq_error *err) {
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
                             dq_error *err) {
     memset(r, 0, sizeof *r);
+    if ((unsigned)o->q.method >= DQ_METHOD_COUNT)
+        return dq_fail(err, DQ_ERR_ARG, "unknown method %d", (int)o->q.method);
     int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.method = o->q.method, .nt = nt}};
+    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.kind = dq_method_of(o->q.method)->stat, .nt = nt}};
     double t0 = now();
     r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 2, sizeof *r->layers);
     bool head = o->quantize_head || o->plan;

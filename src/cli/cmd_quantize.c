@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
+#include "quant/methods.h"
 #include "util/files.h"
 
 typedef struct {
@@ -22,14 +23,6 @@ typedef struct {
     bool gguf, pure;
     const char *type; /* llama.cpp type name, with --format gguf */
 } quant_opts;
-
-static bool parse_method(const char *s, dq_method *m) {
-    if (!strcmp(s, "rtn")) *m = DQ_METHOD_RTN;
-    else if (!strcmp(s, "gptq")) *m = DQ_METHOD_GPTQ;
-    else if (!strcmp(s, "dashq")) *m = DQ_METHOD_DASHQ;
-    else return false;
-    return true;
-}
 
 static bool parse_reweight(const char *s, dq_reweight *r) {
     if (!strcmp(s, "none")) *r = DQ_REWEIGHT_NONE;
@@ -42,6 +35,17 @@ static bool parse_reweight(const char *s, dq_reweight *r) {
 static int usage_error(const char *msg, const char *arg) {
     fprintf(stderr, "dashq: error: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
     return DQ_EXIT_ERROR;
+}
+
+/* The method's row in DQ_METHODS[], by name; the message lists the table. */
+static bool parse_method(const char *s, dq_method *m) {
+    const dq_method_info *mi = dq_method_find(s);
+    if (!mi) {
+        fprintf(stderr, "dashq: error: unknown method %s (%s)\n", s, dq_method_names());
+        return false;
+    }
+    *m = mi->method;
+    return true;
 }
 
 static int parse(int argc, char **argv, quant_opts *o) {
@@ -73,7 +77,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
     while ((c = getopt_long(argc, argv, "o:t:", longs, NULL)) != -1) {
         switch (c) {
         case O_TOK: o->c.tokenizer = optarg; break;
-        case O_METHOD: if (!parse_method(optarg, &method)) return usage_error("--method takes rtn, gptq or dashq", optarg); break;
+        case O_METHOD: if (!parse_method(optarg, &method)) return DQ_EXIT_ERROR; break;
         case O_BITS: if (!dq_cli_int("--bits", optarg, 2, 8, &bits)) return DQ_EXIT_ERROR; bits_given = true; break;
         case O_GROUP: if (!dq_cli_int("--group", optarg, -1, 128, &group)) return DQ_EXIT_ERROR; break;
         case O_CALIB: o->calib = optarg; break;
@@ -104,7 +108,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
     }
     if (optind != argc - 1) return usage_error("quantize takes exactly one MODEL", NULL);
     if (!o->out) return usage_error("quantize needs -o OUT (a folder to write)", NULL);
-    if (!o->calib && method != DQ_METHOD_RTN) return usage_error("--calib FILE is required for gptq and dashq", NULL);
+    if (!o->calib && dq_method_of(method)->stat != DQ_STAT_NONE) /* its statistic comes from calibration text */
+        return usage_error("--calib FILE is required for method", dq_method_name(method));
     if (o->gguf && !o->type) return usage_error("--format gguf needs --type (one of these)", dq_type_plan_names());
     if (o->gguf && bits_given)
         return usage_error("--bits does not apply to --format gguf: the --type names the bits (e.g. Q3_K_M, Q4_K_M)", NULL);
@@ -192,7 +197,8 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
     dq_type_plan plan = {0};
     int rc = 0;
     if (o->gguf) {
-        if (dq_type_plan_make(o->type, o->pure, o->p.q.method != DQ_METHOD_RTN, &m->cfg, &plan, &err))
+        bool calibrated = dq_method_of(o->p.q.method)->stat != DQ_STAT_NONE;
+        if (dq_type_plan_make(o->type, o->pure, calibrated, &m->cfg, &plan, &err))
             rc = dq_cli_error(&err);
         else if (plan.n_fallback && !o->c.quiet)
             fprintf(stderr, "dashq: note: %d tensors use llama.cpp's fallback type: their width is not a multiple of %s's block\n",

@@ -8,10 +8,6 @@
 #include "util/error.h"
 #include "util/half.h"
 
-const char *dq_method_name(dq_method m) {
-    return m == DQ_METHOD_GPTQ ? "gptq" : m == DQ_METHOD_DASHQ ? "dashq" : "rtn";
-}
-
 dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
     return (dq_quant_opts){.method = m, .bits = bits, .group = group, .fp16_params = true,
                            .percdamp = 0.01f, .blocksize = 128, .max_iters = 20, .eps = 1e-3f,

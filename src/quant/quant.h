@@ -9,7 +9,9 @@
 #include "dashq.h"
 #include "quant/grid.h"
 
-typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ } dq_method;
+/* Indexes DQ_METHODS[] (quant/methods.h), which names each method, its
+ * statistic and its solver. */
+typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ, DQ_METHOD_COUNT } dq_method;
 
 /* DASH-Q reweighting rule between least-squares iterations (IRLS). */
 typedef enum {
@@ -18,6 +20,8 @@ typedef enum {
     DQ_REWEIGHT_POWER,    /* h_j^p: flattens the curvature spread (p = reweight_param) */
 } dq_reweight;
 
+/* Every method's knobs in one struct for now: moving each method's options
+ * to its row in DQ_METHODS[] is a later step (issue #14). */
 typedef struct {
     dq_method method;
     int bits;            /* 2..8 */
@@ -57,6 +61,7 @@ static inline int dq_grid_starts(const dq_quant_opts *o, bool calibrated) {
 
 /* Defaults per method: the reference settings. */
 dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group);
+/* The method's name from its row in DQ_METHODS[] (quant/methods.c). */
 const char *dq_method_name(dq_method m);
 
 typedef struct {
