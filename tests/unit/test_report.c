@@ -48,6 +48,19 @@ static void test_load_and_skip(void **st) {
     assert_true(fabs(dq_bits_per_weight(4, 128) - 4.25) < 1e-12);
 }
 
+/* Writes r's report into the test folder and returns report.md's text; frees r and the script list. */
+static char *report_md(dq_results *r) {
+    dq_error err = {0};
+    char **scripts;
+    if (dq_report_write(r, "sweep.csv", tu_tmpdir(), &scripts, &err)) fail_msg("%s", err.msg);
+    for (char **s = scripts; *s; s++) free(*s);
+    free(scripts);
+    dq_results_free(r);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/report.md", tu_tmpdir());
+    return tu_read(path, NULL);
+}
+
 /* The sweep's second held-out text (ppl_b, kld_b): averaged like the first, empty where a model has none,
  * its own columns in the table only where some row has them; a bad value names the column. */
 static void test_second_text(void **st) {
@@ -66,21 +79,12 @@ static void test_second_text(void **st) {
     assert_int_equal(r.n_skipped, 2);
     assert_non_null(strstr(r.warnings[0], "sweep.csv:5: ppl_b"));
     assert_non_null(strstr(r.warnings[1], "sweep.csv:6: kld_b"));
-    char dir[1024], **scripts;
-    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
-    assert_int_equal(dq_report_write(&r, "sweep.csv", dir, &scripts, &err), DQ_OK);
-    char path[2048];
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    size_t len;
-    char *md = tu_read(path, &len);
+    char *md = report_md(&r);
     assert_non_null(strstr(md, "| KLD (2nd text) |"));
     assert_non_null(strstr(md, "| gptq | 3 | 128 | 3.250 | 2 | 2 | 11.0000 ± 1.4142 | 0.600000 ± 0.141421 | "
                                "22.0000 ± 2.8284 | 0.400000 ± 0.141421 |"));
     assert_non_null(strstr(md, "| rtn | 3 | 128 | 3.250 | 8 | 1 | 11.0000 | 0.600000 | – | – |"));
     free(md);
-    for (char **s = scripts; *s; s++) free(*s);
-    free(scripts);
-    dq_results_free(&r);
 }
 
 /* The sweep's zero-shot lines: each cell's average of the tasks' headline metrics (acc_norm for PIQA, ARC-Challenge
@@ -111,19 +115,11 @@ static void test_zeroshot_average(void **st) {
     assert_non_null(strstr(r.warnings[2], "sweep_zeroshot.jsonl:7: not a JSON object"));
     assert_int_equal(dq_results_load_zeroshot(tu_tmp("absent.jsonl"), &r, &err), DQ_OK); /* none: nothing added */
     assert_int_equal(r.n_zs, 2);
-    char dir[1024], **scripts;
-    snprintf(dir, sizeof dir, "%s", tu_tmpdir());
-    assert_int_equal(dq_report_write(&r, "sweep.csv", dir, &scripts, &err), DQ_OK);
-    char path[2048];
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    char *md = tu_read(path, NULL);
+    char *md = report_md(&r);
     assert_non_null(strstr(md, "Zero-shot average at full precision: 0.550 over 2 tasks (100 items each"));
     assert_non_null(strstr(md, "| dashq | 3 | 128 | 3.250 | 8 | 1 | 10.0000 | 0.500000 | 0.450 (2 × 50) |"));
     assert_non_null(strstr(md, "| rtn | 3 | 128 | 3.250 | 8 | 1 | 11.0000 | 0.600000 | – |"));
     free(md);
-    for (char **s = scripts; *s; s++) free(*s);
-    free(scripts);
-    dq_results_free(&r);
 }
 
 static void test_report_files(void **st) {
