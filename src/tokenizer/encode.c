@@ -103,26 +103,10 @@ static dq_status pretokenize(const dq_tokenizer *t, const char *s, size_t n, dq_
 static dq_status encode_segment(const dq_tokenizer *t, const char *s, size_t n, bool first,
                                 dq_id_buf *out, dq_error *err) {
     if (n == 0) return DQ_OK;
-    utf8proc_uint8_t *nfc = NULL;
-    if (t->nfc) {
-        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &nfc,
-                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (m < 0) return dq_fail(err, DQ_ERR_FORMAT, "tokenize: NFC failed: %s", utf8proc_errmsg(m));
-        s = (const char *)nfc;
-        n = (size_t)m;
-    }
-    dq_status st;
-    if (t->byte_level) {
-        st = pretokenize(t, s, n, out, err);
-    } else {
-        sbuf norm = {0};
-        if (!spm_normalize(t, s, n, first, false, &norm))
-            st = dq_fail(err, DQ_ERR_NOMEM, "tokenize: out of memory");
-        else
-            st = pretokenize(t, norm.p ? norm.p : "", norm.n, out, err);
-        free(norm.p);
-    }
-    free(nfc);
+    dq_sbuf norm = {0};
+    dq_status st = dq_tok_normalize(t, s, n, first, false, &norm, err);
+    if (!st) st = pretokenize(t, norm.p ? norm.p : "", norm.n, out, err);
+    free(norm.p);
     return st;
 }
 
