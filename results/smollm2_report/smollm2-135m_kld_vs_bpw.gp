@@ -8,5 +8,6 @@ set grid
 set key top right
 set offsets graph 0.03, graph 0.03
 set logscale y
-plot 'smollm2-135m_kld_vs_bpw.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'gptq', \
-     'smollm2-135m_kld_vs_bpw.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'rtn'
+plot 'smollm2-135m_kld_vs_bpw.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'dashq', \
+     'smollm2-135m_kld_vs_bpw.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'gptq', \
+     'smollm2-135m_kld_vs_bpw.dat' index 2 with yerrorlines pt 7 ps 0.6 title 'rtn'

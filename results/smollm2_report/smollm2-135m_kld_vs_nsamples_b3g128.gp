@@ -7,5 +7,6 @@ set ylabel 'KL divergence to the full model'
 set logscale x 2
 set grid
 set key top right
-plot 'smollm2-135m_kld_vs_nsamples_b3g128.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'gptq', \
-     'smollm2-135m_kld_vs_nsamples_b3g128.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'rtn (no calibration)'
+plot 'smollm2-135m_kld_vs_nsamples_b3g128.dat' index 0 with yerrorlines pt 7 ps 0.6 title 'dashq', \
+     'smollm2-135m_kld_vs_nsamples_b3g128.dat' index 1 with yerrorlines pt 7 ps 0.6 title 'gptq', \
+     'smollm2-135m_kld_vs_nsamples_b3g128.dat' index 2 with yerrorlines pt 7 ps 0.6 title 'rtn (no calibration)'
