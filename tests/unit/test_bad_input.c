@@ -63,20 +63,6 @@ static void test_llama2c(void **st) {
 
 /* ---- safetensors / HF folders ---------------------------------------- */
 
-/* Copies the qwen2-tiny fixture folder to tmp/name and returns its path. */
-static const char *hf_copy(const char *name) {
-    const char *dir = tu_tmp(name);
-    mkdir(dir, 0755);
-    char src[1024], dst[1024];
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(src, sizeof src, "%s/%s", tu_fixture("qwen2-tiny"), files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        tu_copy(src, dst, (size_t)-1);
-    }
-    return dir;
-}
-
 static void write_in(const char *dir, const char *file, const void *data, size_t len) {
     char p[1024];
     snprintf(p, sizeof p, "%s/%s", dir, file);
@@ -107,55 +93,55 @@ static void replace_in_config(const char *dir, const char *from, const char *to)
 
 static void test_hf(void **st) {
     (void)st;
-    const char *d = hf_copy("hf-type");
+    const char *d = tu_hf_copy("hf-type");
     replace_in_config(d, "\"qwen2\"", "\"gpt_neox\"");
     expect_model_error(d, DQ_ERR_UNSUPPORTED, "gpt_neox");
-    d = hf_copy("hf-json");
+    d = tu_hf_copy("hf-json");
     write_in(d, "config.json", "{\"model_type\": ", 15);
     expect_model_error(d, DQ_ERR_FORMAT, "config.json");
-    d = hf_copy("hf-dims");
+    d = tu_hf_copy("hf-dims");
     replace_in_config(d, "\"hidden_size\": 64", "\"hidden_size\": 1e300");
     expect_model_error(d, DQ_ERR_FORMAT, "dim");
-    d = hf_copy("hf-heads");
+    d = tu_hf_copy("hf-heads");
     replace_in_config(d, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
     expect_model_error(d, DQ_ERR_FORMAT, "head");
-    d = hf_copy("hf-rope");
+    d = tu_hf_copy("hf-rope");
     replace_in_config(d, "\"rope_theta\": 1000000.0", "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}");
     expect_model_error(d, DQ_ERR_UNSUPPORTED, "yarn");
 
-    d = hf_copy("hf-lying-header");
+    d = tu_hf_copy("hf-lying-header");
     uint64_t big = 1ull << 40;
     char buf[16];
     memcpy(buf, &big, 8);
     memcpy(buf + 8, "{}      ", 8);
     write_in(d, "model.safetensors", buf, 16);
     expect_model_error(d, DQ_ERR_FORMAT, "header claims");
-    d = hf_copy("hf-offsets");
+    d = tu_hf_copy("hf-offsets");
     write_st(d, "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [256, 64], \"data_offsets\": [0, 65536]}}", 100);
     expect_model_error(d, DQ_ERR_FORMAT, "data_offsets");
-    d = hf_copy("hf-size");
+    d = tu_hf_copy("hf-size");
     write_st(d, "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [256, 64], \"data_offsets\": [0, 64]}}", 100);
     expect_model_error(d, DQ_ERR_FORMAT, "model.embed_tokens.weight");
-    d = hf_copy("hf-overflow");
+    d = tu_hf_copy("hf-overflow");
     write_st(d, "{\"x\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296, 4294967296], \"data_offsets\": [0, 0]}}", 0);
     expect_model_error(d, DQ_ERR_FORMAT, "overflows");
-    d = hf_copy("hf-dtype");
+    d = tu_hf_copy("hf-dtype");
     write_st(d, "{\"x\": {\"dtype\": \"Q4\", \"shape\": [1], \"data_offsets\": [0, 1]}}", 1);
     expect_model_error(d, DQ_ERR_FORMAT, "unknown dtype Q4");
-    d = hf_copy("hf-overlap");
+    d = tu_hf_copy("hf-overlap");
     write_st(d, "{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}, "
                 "\"b\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [8, 24]}}", 24);
     expect_model_error(d, DQ_ERR_FORMAT, "overlap");
-    d = hf_copy("hf-missing");
+    d = tu_hf_copy("hf-missing");
     write_st(d, "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [256, 64], \"data_offsets\": [0, 65536]}}", 65536);
     expect_model_error(d, DQ_ERR_FORMAT, "model.norm.weight is missing");
-    d = hf_copy("hf-shape");
+    d = tu_hf_copy("hf-shape");
     write_st(d, "{\"model.embed_tokens.weight\": {\"dtype\": \"F32\", \"shape\": [64, 256], \"data_offsets\": [0, 65536]}}", 65536);
     expect_model_error(d, DQ_ERR_FORMAT, "shape");
-    d = hf_copy("hf-i32");
+    d = tu_hf_copy("hf-i32");
     write_st(d, "{\"model.embed_tokens.weight\": {\"dtype\": \"I32\", \"shape\": [256, 64], \"data_offsets\": [0, 65536]}}", 65536);
     expect_model_error(d, DQ_ERR_UNSUPPORTED, "dtype I32");
-    d = hf_copy("hf-nothing");
+    d = tu_hf_copy("hf-nothing");
     char p[1024];
     snprintf(p, sizeof p, "%s/model.safetensors", d);
     remove(p);
@@ -164,7 +150,7 @@ static void test_hf(void **st) {
 
 static void test_hf_nan(void **st) {
     (void)st;
-    const char *d = hf_copy("hf-nan");
+    const char *d = tu_hf_copy("hf-nan");
     char p[1024];
     snprintf(p, sizeof p, "%s/model.safetensors", d);
     size_t n;

@@ -98,21 +98,8 @@ static bool holds_prefix(const char *dir, const char *prefix) {
 
 /* ---- hyperparameters ------------------------------------------------------------------ */
 
-static const char *hf_copy(const char *name) {
-    const char *dir = tu_tmp(name);
-    mkdir(dir, 0755);
-    char src[1024], dst[1024];
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        snprintf(src, sizeof src, "%s/%s", tu_fixture("qwen2-tiny"), files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        tu_copy(src, dst, (size_t)-1);
-    }
-    return dir;
-}
-
 static const char *hf_with_config(const char *name, const char *from, const char *to) {
-    const char *dir = hf_copy(name);
+    const char *dir = tu_hf_copy(name);
     char p[1024];
     snprintf(p, sizeof p, "%s/config.json", dir);
     char *cfg = tu_read(p, NULL), *at = strstr(cfg, from), out[8192];
@@ -413,15 +400,15 @@ static void add_tensor(const char *dir, const char *name, int64_t n) {
 
 static void test_hf_unused_tensors(void **st) {
     (void)st;
-    const char *d = hf_copy("hf-extra-layer");
+    const char *d = tu_hf_copy("hf-extra-layer");
     add_tensor(d, "model.layers.2.input_layernorm.weight", 64);
     expect_model_error(d, DQ_ERR_FORMAT, "tensor model.layers.2.input_layernorm.weight belongs to layer 2",
                        "num_hidden_layers 2");
-    d = hf_copy("hf-extra-other");
+    d = tu_hf_copy("hf-extra-other");
     add_tensor(d, "model.layers.0.mlp.extra_proj.weight", 64);
     expect_model_error(d, DQ_ERR_FORMAT, "tensor model.layers.0.mlp.extra_proj.weight is not part of a qwen2 model",
                        NULL);
-    d = hf_copy("hf-inv-freq"); /* old Llama checkpoints carry it; transformers and llama.cpp skip it */
+    d = tu_hf_copy("hf-inv-freq"); /* old Llama checkpoints carry it; transformers and llama.cpp skip it */
     add_tensor(d, "model.layers.0.self_attn.rotary_emb.inv_freq", 8);
     dq_model_free(tu_model(d));
 }

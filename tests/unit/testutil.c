@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -146,4 +147,17 @@ void tu_write_overflowing_stories(const char *path) {
     for (int i = 0; i < 64; i++) memcpy(data + 28 + 4 * ((size_t)512 * 64 + i), &big, 4);
     tu_write(path, data, n);
     free(data);
+}
+
+const char *tu_hf_copy(const char *name) {
+    const char *dir = tu_tmp(name);
+    mkdir(dir, 0755);
+    char src[1024], dst[1024];
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/%s", tu_fixture("qwen2-tiny"), files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        tu_copy(src, dst, (size_t)-1);
+    }
+    return dir;
 }

@@ -33,6 +33,8 @@ char *tu_read(const char *path, size_t *len);
 void tu_write(const char *path, const void *data, size_t len);
 /* Copies src to dst, keeping only the first `keep` bytes (SIZE_MAX: all). */
 void tu_copy(const char *src, const char *dst, size_t keep);
+/* Copies the qwen2-tiny fixture folder (config.json, model.safetensors) to tmp/name; returns its path. */
+const char *tu_hf_copy(const char *name);
 
 /* Loads a model or fails the test with the library's message. */
 dq_model *tu_model(const char *path);
