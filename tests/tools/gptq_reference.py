@@ -11,6 +11,10 @@ H (fp32 parameters, as the reference keeps them), and reports the fraction of
 identical codes and parameters.
 
 Usage: /usr/bin/python3 tests/tools/gptq_reference.py GPTQ_DIR SHARED_DIR [BUILD_DIR]
+       ... GPTQ_DIR SHARED_DIR BUILD_DIR --hf HF_DIR IDS   real activations instead: layer 0's
+           q_proj, gate_proj and up_proj of a Hugging Face folder (F32 safetensors, e.g.
+           `dashq convert MODEL --format hf --type F32`), fed the RMS-normed embeddings of the token
+           ids in IDS (whitespace-separated, `dashq tokenize`), as the pipeline's first block sees them
        ... GPTQ_DIR SHARED_DIR --fixture   writes tests/fixtures/gptq/ (W = first 64 rows of
        gut6l layer-5 wq, H, and the reference's codes/scales/zeros) for test_quant.c"""
 import os, subprocess, sys, tempfile, types
@@ -83,7 +87,41 @@ def ours(W, H, bits, group, act_order, tmp):
     z = np.repeat(np.fromfile(f"{tmp}/out.zero", np.float32).reshape(W.shape[0], -1), G, axis=1)
     return q, s, z
 
-weights = llama2c_weights(os.path.join(shared, "models/gut6l/gut6l.bin"))
+def safetensors(path):
+    import json, struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        base = 8 + n
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    def get(name):
+        t = head[name]
+        assert t["dtype"] == "F32", f"{path}: {name} is {t['dtype']}, want F32 (dashq convert --type F32)"
+        a, b = t["data_offsets"]
+        return np.frombuffer(raw[base + a:base + b], dtype=np.float32).reshape(t["shape"])
+    return get
+
+def real_cases(hf, ids_file):
+    """Layer 0's inputs: RMSNorm(embedding[ids]) * input_layernorm, exactly what
+    the pipeline accumulates H from in the first block (no upstream layer)."""
+    import json
+    cfg = json.load(open(os.path.join(hf, "config.json")))
+    get = safetensors(os.path.join(hf, "model.safetensors"))
+    ids = np.array(open(ids_file).read().split(), dtype=np.int64)[:4096]
+    E = get("model.embed_tokens.weight")[ids].astype(np.float64)
+    X = E / np.sqrt((E * E).mean(axis=1, keepdims=True) + cfg["rms_norm_eps"])
+    X = (X * get("model.layers.0.input_layernorm.weight")).astype(np.float32)
+    return [(f"layer0.{m}", np.ascontiguousarray(get(f"model.layers.0.{m}.weight")), X)
+            for m in ("self_attn.q_proj", "mlp.gate_proj", "mlp.up_proj")]
+
+if "--hf" in sys.argv:
+    i = sys.argv.index("--hf")
+    cases = real_cases(sys.argv[i + 1], sys.argv[i + 2])
+    configs = [(4, 64, False), (3, 64, False), (3, 64, True), (2, 32, False), (2, 32, True)]  # groups dividing 576
+else:
+    weights = llama2c_weights(os.path.join(shared, "models/gut6l/gut6l.bin"))
+    cases = [(f"{n}[{l}]", weights[n][l], activations(weights[n][l].shape[1], 4096, l)) for n, l in [("w1", 0), ("w2", 3), ("wq", 5)]]
+    configs = [(4, 128, False), (3, 128, False), (3, 64, False), (2, 32, False), (4, -1, False), (3, 128, True), (2, 32, True)]
 if build == "--fixture":
     fix = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "gptq")
     os.makedirs(fix, exist_ok=True)
@@ -101,17 +139,14 @@ if build == "--fixture":
     sys.exit(0)
 worst = 1.0
 with tempfile.TemporaryDirectory() as tmp:
-    for name, layer in [("w1", 0), ("w2", 3), ("wq", 5)]:
-        W = weights[name][layer]
-        X = activations(W.shape[1], 4096, layer)
-        for bits, group, act in [(4, 128, False), (3, 128, False), (3, 64, False), (2, 32, False),
-                                 (4, -1, False), (3, 128, True), (2, 32, True)]:
+    for name, W, X in cases:
+        for bits, group, act in configs:
             H, Qr, Sr, Zr = reference(W, X, bits, group, act)
             Qo, So, Zo = ours(W, H, bits, group, act, tmp)
             same = (Qr == Qo).mean()
             ps = np.isclose(Sr, So, rtol=1e-5, atol=0).mean(); pz = (Zr == Zo).mean()
             worst = min(worst, same)
-            print(f"{name}[{layer}] {W.shape} w{bits} g{group} act_order={act}: codes {100*same:.3f}% equal, "
+            print(f"{name} {W.shape} w{bits} g{group} act_order={act}: codes {100*same:.3f}% equal, "
                   f"scales {100*ps:.2f}%, zeros {100*pz:.2f}%")
 print(f"worst: {100*worst:.3f}% of codes equal")
 sys.exit(0 if worst >= 0.999 else 1)
