@@ -25,6 +25,7 @@ typedef enum {
     DQ_ERR_NOMEM,       /* allocation failed or a size would overflow */
     DQ_ERR_ARG,         /* a caller-supplied argument is invalid */
     DQ_ERR_NUMERIC,     /* NaN/Inf in weights or activations */
+    DQ_ERR_CANCELLED,   /* the caller's progress callback asked to stop */
 } dq_status;
 
 typedef struct {
@@ -167,11 +168,17 @@ dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *l
 
 /* ---- progress --------------------------------------------------------- */
 
-typedef struct dq_progress dq_progress;
-/* Progress bar with ETA on stderr; silent when quiet or while under a second. */
-dq_progress *dq_progress_start(const char *label, size_t total, bool quiet);
-void dq_progress_update(dq_progress *p, size_t done);
-void dq_progress_finish(dq_progress *p);
+/* Long jobs (quantization, perplexity, zero-shot tasks) report progress to
+ * the caller; the library itself never writes to a terminal. fn gets the
+ * stage ("quantize", "perplexity", a task name), the units done and the
+ * stage's total, after each unit; done == total closes the stage. Returning
+ * false stops the job, which then fails with DQ_ERR_CANCELLED (llama.cpp's
+ * llama_progress_callback works the same way). fn == NULL: no reports. */
+typedef bool (*dq_progress_fn)(const char *stage, size_t done, size_t total, void *user);
+typedef struct {
+    dq_progress_fn fn;
+    void *user;
+} dq_progress;
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 #include "quant/methods.h"
 #include "util/error.h"
 #include "util/half.h"
+#include "util/progress.h"
 
 #define GRAM_TILE 64
 #define N_TAPS DQ_TAP_COUNT /* the four block inputs, and the head's input */
@@ -434,13 +435,13 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
-    dq_progress *p = dq_progress_start("quantize", (size_t)nl + (head ? 1 : 0), o->quiet);
+    size_t units = (size_t)nl + (head ? 1 : 0);
     for (int l = 0; !st && l < nl; l++) {
         st = quantize_block(&c, l, err);
-        dq_progress_update(p, (size_t)l + 1);
+        if (!st && !dq_progress_report(&o->progress, "quantize", (size_t)l + 1, units, err)) st = DQ_ERR_CANCELLED;
     }
     if (!st && head) st = quantize_head(&c, err);
-    dq_progress_finish(p);
+    if (!st && head && !dq_progress_report(&o->progress, "quantize", units, units, err)) st = DQ_ERR_CANCELLED;
     r->t_total = now() - t0;
     stats_reset(&c.st);
     free(c.st.tiles);

@@ -15,7 +15,7 @@
 typedef struct {
     dq_quant_opts q;
     int n_threads;
-    bool quiet;
+    dq_progress progress; /* one unit per block (and the head) */
     bool quantize_head; /* the output head too (untying it from the embedding) */
     /* GGUF target: every tensor's llama.cpp type (the head and embedding
      * included; a tied embedding is the head). NULL: q's plain groups. */

@@ -28,6 +28,18 @@ bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double 
 dq_status dq_cli_chat_text(const dq_tokenizer *t, const char *chat_template, const char *system, const char *user,
                            char **text, int32_t *eot, dq_error *err);
 
+/* The progress bar (progress_bar.c): dq_cli_progress gives the callback the
+ * library reports to (silent when quiet); dq_cli_bar_end closes a stage an
+ * error left open. */
+typedef struct {
+    bool quiet, tty, active, drawn;
+    char stage[64];
+    size_t done, total;
+    double start, last_draw;
+} dq_cli_bar;
+dq_progress dq_cli_progress(dq_cli_bar *b, bool quiet);
+void dq_cli_bar_end(dq_cli_bar *b);
+
 int dq_cmd_generate(int argc, char **argv);
 int dq_cmd_eval(int argc, char **argv);
 int dq_cmd_tokenize(int argc, char **argv);

@@ -22,6 +22,7 @@ typedef struct {
     const char *tasks, *data_dir, *items;
     long limit;
     bool no_bos;
+    dq_cli_bar bar; /* o->p.progress reports to it */
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
@@ -76,7 +77,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
         return DQ_EXIT_ERROR;
     }
     o->p.n_threads = o->c.threads;
-    o->p.quiet = o->c.quiet;
+    o->p.progress = dq_cli_progress(&o->bar, o->c.quiet);
     o->p.text_path = o->ppl_file;
     return 0;
 }
@@ -126,7 +127,7 @@ static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_
 }
 
 /* One task: load, report bad lines, score. Returns false if it could not run. */
-static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const char *dir) {
+static bool run_task(eval_opts *o, dq_scorer *sc, dq_task_id id, const char *dir) {
     dq_task_set set;
     dq_error err = {0};
     if (dq_task_load(id, dir, (size_t)o->limit, &set, &err)) {
@@ -144,8 +145,9 @@ static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const cha
     dq_task_result r;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    bool ok = !dq_task_eval(sc, &set, o->c.quiet, &r, &err);
+    bool ok = !dq_task_eval(sc, &set, &o->p.progress, &r, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    dq_cli_bar_end(&o->bar);
     if (!ok) fprintf(stderr, "dashq: error: %s: %s (task stopped)\n", dq_task_name(id), err.msg);
     if (ok && r.n == 0) { /* every item failed to score */
         fprintf(stderr, "dashq: error: %s: no item could be scored, first: %s (task skipped)\n", set.path, r.first_skip);
@@ -159,7 +161,7 @@ static bool run_task(const eval_opts *o, dq_scorer *sc, dq_task_id id, const cha
 
 /* Runs every task named in the comma-separated list; unknown names and
  * unreadable files are reported and skipped, the others still run. */
-static int run_tasks(const eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
+static int run_tasks(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
     const char *dir = o->data_dir ? o->data_dir : getenv("DASHQ_DATA") ? getenv("DASHQ_DATA") : "../shared/data";
     dq_scorer sc;
     dq_error err = {0};
@@ -206,6 +208,7 @@ static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t
     dq_error err = {0};
     dq_status st = o->p.kld_base ? dq_eval_perplexity(m, NULL, 0, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err)
                                  : dq_eval_perplexity_text(m, t, o->ppl_file, &o->p, &r, &err);
+    dq_cli_bar_end(&o->bar);
     if (st) return dq_cli_error(&err);
     report(o, &r);
     return 0;

@@ -22,6 +22,7 @@ typedef struct {
     long nsamples, seqlen, seed;
     bool gguf, pure;
     const char *type; /* llama.cpp type name, with --format gguf */
+    dq_cli_bar bar;   /* p.progress reports to it */
 } quant_opts;
 
 static bool parse_reweight(const char *s, dq_reweight *r) {
@@ -122,7 +123,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
     q.starts = (int)starts;
     o->p.q = q;
     o->p.n_threads = o->c.threads;
-    o->p.quiet = o->c.quiet;
+    o->p.progress = dq_cli_progress(&o->bar, o->c.quiet);
     return 0;
 }
 
@@ -207,6 +208,7 @@ static int run(quant_opts *o, dq_model *m, dq_tokenizer *t) {
     }
     memset(&r, 0, sizeof r);
     if (!rc && dq_quantize_model(m, &cs, &o->p, &r, &err)) { /* numeric failures name a tensor; say which model */
+        dq_cli_bar_end(&o->bar);
         if (err.code == DQ_ERR_NUMERIC) fprintf(stderr, "dashq: error: %s: %s\n", o->c.model, err.msg), rc = DQ_EXIT_ERROR;
         else rc = dq_cli_error(&err);
     }

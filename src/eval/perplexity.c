@@ -12,6 +12,7 @@
 #include "tokenizer/stream.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/progress.h"
 
 /* One scored position: -log p(target) under the model, and against a base. */
 typedef struct {
@@ -247,12 +248,11 @@ static dq_status run_windows(const dq_model *m, logit_io *io, int bos, bool llam
                              const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err) {
     scorer c;
     dq_status st = scorer_open(&c, m, io, bos, llamacpp, o, err);
-    dq_progress *p = dq_progress_start("perplexity", (size_t)io->n_windows, o->quiet);
     for (int w = 0; !st && w < io->n_windows; w++) {
         st = scorer_window(&c, io->tokens + (size_t)w * io->ctx, w, err);
-        dq_progress_update(p, (size_t)w + 1);
+        if (!st && !dq_progress_report(&o->progress, "perplexity", (size_t)w + 1, (size_t)io->n_windows, err))
+            st = DQ_ERR_CANCELLED;
     }
-    dq_progress_finish(p);
     if (!st) summarize(&c.t, io->base != NULL, r);
     scorer_close(&c);
     return st;
@@ -329,9 +329,10 @@ typedef struct {
     size_t first, n, cap;
     size_t total;       /* tokens seen */
     int windows;        /* windows scored (or saved) */
-    size_t *fed;        /* text bytes fed so far, for the progress bar */
-    dq_progress *progress;
-    bool progress_windows;
+    size_t *fed;        /* text bytes fed so far, for the progress reports */
+    const dq_progress *progress;
+    size_t progress_total; /* max_windows, or the text's bytes */
+    size_t progress_done;  /* last reported */
     dq_status st;
     dq_error *err;
 } text_run;
@@ -347,7 +348,12 @@ static void take_windows(text_run *r) {
             r->st = scorer_window(r->c, tok, r->windows, r->err);
         r->first += ctx;
         r->windows++;
-        dq_progress_update(r->progress, r->progress_windows ? (size_t)r->windows : *r->fed);
+        /* bytes fed can reach the total before the last window: the stage closes after the text ends */
+        size_t done = r->max_windows > 0 ? (size_t)r->windows : *r->fed;
+        if (r->max_windows <= 0 && done >= r->progress_total) done = r->progress_total - 1;
+        if (!r->st && !dq_progress_report(r->progress, "perplexity", done, r->progress_total, r->err))
+            r->st = DQ_ERR_CANCELLED;
+        r->progress_done = done;
     }
 }
 
@@ -412,7 +418,7 @@ static dq_status write_save_header(logit_io *io, int32_t nch, const char *path, 
 /* --save-logits: the header now that the window count is known, then the
  * windows read back from the file's token list and scored, their records
  * appended. */
-static dq_status score_saved(scorer *c, logit_io *io, const char *path, dq_progress *p, dq_error *err) {
+static dq_status score_saved(scorer *c, logit_io *io, const char *path, const dq_progress *p, dq_error *err) {
     int32_t nch = io->n_windows;
     size_t ctx = (size_t)io->ctx;
     if (fflush(io->save) != 0 || fseek(io->save, 16, SEEK_SET) != 0 || fwrite(&nch, 4, 1, io->save) != 1 ||
@@ -428,7 +434,7 @@ static dq_status score_saved(scorer *c, logit_io *io, const char *path, dq_progr
     for (int w = 0; !st && w < nch; w++) {
         if (fread(tok, sizeof *tok, ctx, in) != ctx) st = dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
         if (!st) st = scorer_window(c, tok, w, err);
-        dq_progress_update(p, (size_t)w + 1);
+        if (!st && !dq_progress_report(p, "perplexity", (size_t)w + 1, (size_t)nch, err)) st = DQ_ERR_CANCELLED;
     }
     free(tok);
     fclose(in);
@@ -456,22 +462,19 @@ dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, con
     if (!st) st = scorer_open(&c, m, &io, dq_tokenizer_adds_bos(tk) ? dq_tokenizer_bos(tk) : -1, llamacpp, o, err);
     struct stat sb;
     size_t bytes = !st && stat(path, &sb) == 0 ? (size_t)sb.st_size : 1;
-    dq_progress *p = dq_progress_start("perplexity", o->max_windows > 0 ? (size_t)o->max_windows : bytes,
-                                       o->quiet || o->save_logits);
+    dq_progress silent = {0}; /* --save-logits: windows are only written now, scored below */
     text_run run = {.c = &c, .io = &io, .need = need, .limit = limit > need ? limit : need,
-                    .max_windows = o->max_windows, .fed = &fed, .progress = p, .progress_windows = o->max_windows > 0,
-                    .err = err};
+                    .max_windows = o->max_windows, .fed = &fed, .progress = o->save_logits ? &silent : &o->progress,
+                    .progress_total = o->max_windows > 0 ? (size_t)o->max_windows : bytes, .err = err};
     if (!st) st = stream_text(path, tk, block, buf, &run, err);
     if (!st && run.total < need)
         st = dq_fail(err, DQ_ERR_ARG, "%s: the text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
                      path, run.total, io.ctx, need);
-    dq_progress_finish(p);
+    if (!st && run.progress_done != run.progress_total &&
+        !dq_progress_report(run.progress, "perplexity", run.progress_total, run.progress_total, err))
+        st = DQ_ERR_CANCELLED;
     io.n_windows = run.windows;
-    if (!st && io.save) {
-        p = dq_progress_start("perplexity", (size_t)io.n_windows, o->quiet);
-        st = score_saved(&c, &io, o->save_logits, p, err);
-        dq_progress_finish(p);
-    }
+    if (!st && io.save) st = score_saved(&c, &io, o->save_logits, &o->progress, err);
     if (!st) summarize(&c.t, false, r);
     r->n_windows = io.n_windows;
     r->ctx = io.ctx;

@@ -9,7 +9,7 @@ typedef struct {
     bool llamacpp;           /* BOS at each window start, score its second half */
     int max_windows;         /* <= 0: all */
     int n_threads;
-    bool quiet;
+    dq_progress progress;    /* stage "perplexity": windows, or text bytes while streaming a text */
     const char *save_logits; /* write base log-probs here (implies llamacpp) */
     const char *kld_base;    /* compare with log-probs saved earlier (implies llamacpp) */
     const char *text_path;   /* the text the tokens came from, for messages (NULL: "the text") */

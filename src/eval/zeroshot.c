@@ -7,6 +7,7 @@
 
 #include "util/error.h"
 #include "util/fastmath.h"
+#include "util/progress.h"
 
 #define MAX_BATCH 512
 
@@ -277,13 +278,13 @@ static void summarize(const tally *t, dq_task_id id, dq_task_result *r) {
     }
 }
 
-dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_task_result *r, dq_error *err) {
+dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, const dq_progress *progress, dq_task_result *r,
+                       dq_error *err) {
     memset(r, 0, sizeof *r);
     r->id = set->id;
     tally t = {0};
     dq_choice_score s[16];
     size_t forwarded0 = sc->n_forwarded;
-    dq_progress *p = dq_progress_start(dq_task_name(set->id), set->n_items, quiet);
     for (size_t i = 0; i < set->n_items; i++) {
         const dq_task_item *it = &set->items[i];
         dq_error e = {0};
@@ -291,12 +292,10 @@ dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_tas
         if (st == DQ_ERR_ARG || st == DQ_ERR_UNSUPPORTED) { /* this item only: note it, go on */
             if (!r->n_skipped++) snprintf(r->first_skip, sizeof r->first_skip, "%.300s:%ld: %.180s", set->path, it->line, e.msg);
         } else if (st) {
-            dq_progress_finish(p);
             return dq_fail(err, st, "%s:%ld: %s", set->path, it->line, e.msg);
         }
-        dq_progress_update(p, i + 1);
+        if (!dq_progress_report(progress, dq_task_name(set->id), i + 1, set->n_items, err)) return DQ_ERR_CANCELLED;
     }
-    dq_progress_finish(p);
     summarize(&t, set->id, r);
     r->n_forwarded = sc->n_forwarded - forwarded0;
     return DQ_OK;

@@ -69,5 +69,6 @@ void dq_mc_predict(const dq_choice_score *s, const dq_task_item *it, int *pred, 
 /* Mean of 0/1 outcomes and the harness's standard error sqrt(p(1−p)/(n−1)). */
 void dq_mean_stderr(size_t hits, size_t n, double *mean, double *err);
 
-dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, bool quiet, dq_task_result *r, dq_error *err);
+dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, const dq_progress *progress, dq_task_result *r,
+                       dq_error *err);
 #endif

@@ -37,6 +37,7 @@ const char *dq_status_name(dq_status s) {
     case DQ_ERR_NOMEM: return "out of memory";
     case DQ_ERR_ARG: return "invalid argument";
     case DQ_ERR_NUMERIC: return "non-finite value";
+    case DQ_ERR_CANCELLED: return "cancelled";
     }
     return "unknown error";
 }

@@ -41,7 +41,7 @@ static void write_seeds(const char *dir) {
     for (int k = 0; k < 3; k++) {
         char path[512];
         snprintf(path, sizeof path, "%s/seed-ctx%d", dir, ctx[k]);
-        dq_ppl_opts o = {.ctx = ctx[k], .n_threads = 1, .quiet = true, .save_logits = path};
+        dq_ppl_opts o = {.ctx = ctx[k], .n_threads = 1, .save_logits = path};
         dq_ppl_result r;
         dq_error err = {0};
         if (dq_eval_perplexity(model, tokens, (size_t)2 * ctx[k] + 1, 1, &o, &r, &err)) {
@@ -74,7 +74,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
     int fd = fz_memfd("kld", data, size, path);
-    dq_ppl_opts o = {.ctx = 0, .n_threads = 1, .quiet = true, .kld_base = path};
+    dq_ppl_opts o = {.ctx = 0, .n_threads = 1, .kld_base = path};
     dq_ppl_result r;
     dq_error err = {0};
     dq_status st = dq_eval_perplexity(model, NULL, 0, 1, &o, &r, &err);

@@ -289,7 +289,7 @@ static void test_packed_scale_overflow(void **st) {
     dq_model *m = tu_model(tu_shared(STORIES));
     int32_t toks[16] = {1, 403, 407, 261, 378, 429, 271, 262, 1, 403, 407, 261, 378, 429, 271, 262};
     dq_calib_set cs = {.n = 1, .len = 16, .tokens = toks}; /* RTN does not use it */
-    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 1, .quiet = true};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 1};
     dq_quant_result r;
     dq_error err = {0};
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);

@@ -222,7 +222,7 @@ static void gguf_roundtrip(const char *model, const char *tok, dq_method method,
     dq_type_plan plan;
     dq_error err = {0};
     if (dq_type_plan_make(type, false, method != DQ_METHOD_RTN, &m->cfg, &plan, &err)) fail_msg("%s", err.msg);
-    dq_pipeline_opts o = {.q = dq_quant_defaults(method, 4, 32), .n_threads = 2, .quiet = true, .plan = &plan};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(method, 4, 32), .n_threads = 2, .plan = &plan};
     dq_quant_result r;
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
     dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = &r, .file_type = plan.file_type};

@@ -114,7 +114,7 @@ static void check_layout(const layout_case *k, const char *name) {
     dq_calib_set cs = {.n = k->nsamples, .len = k->seqlen, .tokens = malloc(sizeof(int32_t) * k->nsamples * k->seqlen)};
     uint32_t seed = 11;
     for (int i = 0; i < cs.n * cs.len; i++) cs.tokens[i] = (int32_t)((seed = seed * 1664525u + 1013904223u) >> 8) % c->vocab_size;
-    dq_pipeline_opts o = {.q = dq_quant_defaults(k->method, k->bits, k->group), .n_threads = 2, .quiet = true,
+    dq_pipeline_opts o = {.q = dq_quant_defaults(k->method, k->bits, k->group), .n_threads = 2,
                           .quantize_head = k->quantize_head};
     dq_quant_result r;
     dq_error err = {0};
@@ -238,7 +238,7 @@ static void test_config_numbers(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
     dq_calib_set cs = {.n = 1, .len = 16, .tokens = calloc(16, sizeof(int32_t))};
-    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 2, .quiet = true};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 2};
     dq_quant_result r;
     dq_error err = {0};
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);

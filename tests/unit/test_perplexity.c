@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "eval/perplexity.h"
 #include "testutil.h"
@@ -28,7 +29,6 @@ static dq_ppl_result eval(const char *model, const int32_t *ids, size_t n, int b
     dq_model *m = tu_model(model);
     dq_ppl_result r;
     dq_error err = {0};
-    o.quiet = true;
     o.n_threads = 2;
     if (dq_eval_perplexity(m, ids, n, bos, &o, &r, &err)) fail_msg("%s", err.msg);
     dq_model_free(m);
@@ -199,7 +199,7 @@ static void test_bad_logits_file(void **st) {
     tu_write(cut, data, len - 1000);
     dq_model *m = tu_model(model);
     dq_error err = {0};
-    dq_ppl_opts o = {.kld_base = cut, .quiet = true};
+    dq_ppl_opts o = {.kld_base = cut};
     assert_int_equal(dq_eval_perplexity(m, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "cut.logits"));
     assert_non_null(strstr(err.msg, "truncated"));
@@ -217,7 +217,7 @@ static void test_bad_logits_file(void **st) {
     assert_int_equal(dq_eval_perplexity(other, NULL, 0, bos, &o, &r, &err), DQ_ERR_FORMAT);
     assert_non_null(strstr(err.msg, "vocabulary"));
     /* too little text for the context */
-    dq_ppl_opts small = {.ctx = 256, .quiet = true};
+    dq_ppl_opts small = {.ctx = 256};
     assert_int_equal(dq_eval_perplexity(m, ids, 100, bos, &small, &r, &err), DQ_ERR_ARG);
     dq_model_free(other);
     dq_model_free(m);
@@ -232,7 +232,6 @@ static dq_ppl_result eval_text(const char *model, const char *text, dq_ppl_opts 
     dq_tokenizer *t;
     if (dq_tokenizer_for_model(model, dq_model_config(m)->vocab_size, &t, err)) fail_msg("%s", err->msg);
     dq_ppl_result r;
-    o.quiet = true;
     o.n_threads = 2;
     dq_status st = dq_eval_perplexity_text(m, t, text, &o, &r, err);
     if (st != want) fail_msg("status %d, want %d: %s", st, want, err->msg);
@@ -371,7 +370,7 @@ static void test_kld_lying_header(void **st) {
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_error err = {0};
     dq_ppl_result r;
-    dq_ppl_opts o = {.kld_base = bad, .quiet = true};
+    dq_ppl_opts o = {.kld_base = bad};
     uint32_t big_ctx = 1u << 20;
     int32_t many = 2048;
     char *buf = malloc(len + 1);
@@ -408,7 +407,7 @@ static void test_kld_lying_records(void **st) {
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_error err = {0};
     dq_ppl_result r;
-    dq_ppl_opts o = {.kld_base = bad, .quiet = true};
+    dq_ppl_opts o = {.kld_base = bad};
     /* the minimum log-probability of window 1's second record (31 records of 4100 uint16 per window) */
     size_t rec = 20 + 3 * 64 * 4 + (31 * 4100 + 4100) * 2 + 4;
     float lies[] = {100.0f, -1e30f, -5000.0f};
@@ -427,9 +426,47 @@ static void test_kld_lying_records(void **st) {
     dq_model_free(m);
 }
 
+/* The streamed path reports to the caller's callback: bytes of text while
+ * the window count is unknown, closed with done == total; windows with
+ * --chunks; returning false stops it with DQ_ERR_CANCELLED. */
+typedef struct {
+    size_t calls, last, total, stop_at;
+    bool ordered;
+} ppl_log;
+
+static bool ppl_progress(const char *stage, size_t done, size_t total, void *user) {
+    ppl_log *l = user;
+    if (strcmp(stage, "perplexity") || done < l->last || done > total) l->ordered = false;
+    l->calls++, l->last = done, l->total = total;
+    return !l->stop_at || l->calls < l->stop_at;
+}
+
+static void test_progress_and_cancel(void **state) {
+    (void)state;
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt");
+    dq_error err = {0};
+    ppl_log bytes = {.ordered = true}, windows = {.ordered = true}, stop = {.ordered = true, .stop_at = 2};
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 0, .progress = {ppl_progress, &bytes}}, &err, DQ_OK);
+    assert_true(bytes.ordered);
+    assert_true(bytes.calls > 2);
+    assert_int_equal(bytes.last, bytes.total); /* closed */
+    struct stat sb;
+    assert_int_equal(stat(text, &sb), 0);
+    assert_int_equal(bytes.total, (size_t)sb.st_size);
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, &windows}}, &err, DQ_OK);
+    assert_true(windows.ordered);
+    assert_int_equal(windows.calls, 5);
+    assert_int_equal(windows.total, 5);
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, &stop}}, &err,
+              DQ_ERR_CANCELLED);
+    assert_int_equal(stop.calls, 2);
+    assert_non_null(strstr(err.msg, "cancelled"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llamacpp_protocol),
+        cmocka_unit_test(test_progress_and_cancel),
         cmocka_unit_test(test_gptq_protocol_by_hand),
         cmocka_unit_test(test_kld_self),
         cmocka_unit_test(test_kld_matches_direct),

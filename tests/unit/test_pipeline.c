@@ -34,7 +34,7 @@ static dq_calib_set book_windows(const char *model, int n, int len, uint64_t see
 }
 
 static dq_quant_result quantize(dq_model *m, const dq_calib_set *cs, dq_method method, int bits, int group, int nt) {
-    dq_pipeline_opts o = {.q = dq_quant_defaults(method, bits, group), .n_threads = nt, .quiet = true};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(method, bits, group), .n_threads = nt};
     dq_quant_result r;
     dq_error err = {0};
     if (dq_quantize_model(m, cs, &o, &r, &err)) fail_msg("%s", err.msg);
@@ -207,7 +207,7 @@ static void test_head_and_padding(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
     dq_calib_set cs = random_windows(4, 32, 512, 9);
-    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 2, .quiet = true,
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 2,
                           .quantize_head = true};
     dq_quant_result r;
     dq_error err = {0};
@@ -284,7 +284,7 @@ static void test_nonfinite_activations(void **st) {
     tu_write_overflowing_stories(p);
     dq_model *m = tu_model(p);
     dq_calib_set cs = random_windows(2, 16, 512, 1);
-    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 32), .n_threads = 1, .quiet = true};
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_DASHQ, 4, 32), .n_threads = 1};
     dq_quant_result r;
     dq_error err = {0};
     dq_status s = dq_quantize_model(m, &cs, &o, &r, &err);
@@ -294,12 +294,62 @@ static void test_nonfinite_activations(void **st) {
     dq_model_free(m);
 }
 
+/* Progress goes to the caller's callback, one report per block, the last one
+ * closing the stage; a callback that returns false stops the job with
+ * DQ_ERR_CANCELLED and nothing half-done in the result. */
+typedef struct {
+    size_t calls, last, total, stop_at;
+    bool ordered;
+    char stage[32];
+} progress_log;
+
+static bool log_progress(const char *stage, size_t done, size_t total, void *user) {
+    progress_log *l = user;
+    if (done != l->last + 1 || done > total) l->ordered = false;
+    l->calls++, l->last = done, l->total = total;
+    snprintf(l->stage, sizeof l->stage, "%s", stage);
+    return !l->stop_at || done < l->stop_at;
+}
+
+static void test_progress_and_cancel(void **state) {
+    (void)state;
+    for (int stop = 0; stop <= 2; stop += 2) {
+        dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+        const dq_config *c = dq_model_config(m);
+        dq_calib_set cs = random_windows(2, 16, c->vocab_size, 3);
+        progress_log log = {.ordered = true, .stop_at = (size_t)stop};
+        dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 1,
+                              .progress = {log_progress, &log}};
+        dq_quant_result r;
+        dq_error err = {0};
+        dq_status st = dq_quantize_model(m, &cs, &o, &r, &err);
+        assert_true(log.ordered);
+        assert_string_equal(log.stage, "quantize");
+        assert_int_equal(log.total, c->n_layers);
+        if (!stop) {
+            assert_int_equal(st, DQ_OK);
+            assert_int_equal(log.calls, c->n_layers);
+            assert_int_equal(log.last, log.total); /* the stage closes */
+        } else {
+            assert_int_equal(st, DQ_ERR_CANCELLED);
+            assert_int_equal(err.code, DQ_ERR_CANCELLED);
+            assert_non_null(strstr(err.msg, "cancelled"));
+            assert_int_equal(log.calls, stop); /* no block runs after the refusal */
+            assert_int_equal(r.n, 0);
+            assert_null(r.layers);
+        }
+        dq_quant_result_free(&r);
+        dq_calib_free(&cs);
+        dq_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_packed_format),
         cmocka_unit_test(test_thread_invariance), cmocka_unit_test(test_methods_sanity),
         cmocka_unit_test(test_head_and_padding), cmocka_unit_test(test_bad_calibration),
-        cmocka_unit_test(test_nonfinite_activations),
+        cmocka_unit_test(test_nonfinite_activations), cmocka_unit_test(test_progress_and_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

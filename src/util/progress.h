@@ -1,0 +1,15 @@
+/* How library code reports progress: through the caller's dq_progress
+ * callback (include/dashq.h), never to a terminal. */
+#ifndef DQ_UTIL_PROGRESS_H
+#define DQ_UTIL_PROGRESS_H
+#include "dashq.h"
+#include "util/error.h"
+
+/* One report; false when the caller asked to stop (err then says so). */
+static inline bool dq_progress_report(const dq_progress *p, const char *stage, size_t done, size_t total,
+                                      dq_error *err) {
+    if (!p || !p->fn || p->fn(stage, done, total, p->user)) return true;
+    dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled by the progress callback after %zu of %zu", stage, done, total);
+    return false;
+}
+#endif
