@@ -175,10 +175,76 @@ dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *l
  * false stops the job, which then fails with DQ_ERR_CANCELLED (llama.cpp's
  * llama_progress_callback works the same way). fn == NULL: no reports. */
 typedef bool (*dq_progress_fn)(const char *stage, size_t done, size_t total, void *user);
+/* A message worth showing the user while a job runs (overlapping windows, a
+ * padded width, a context past the training length): one line, no newline;
+ * warning: the result may not be what was meant, else informational. */
+typedef void (*dq_note_fn)(bool warning, const char *msg, void *user);
 typedef struct {
     dq_progress_fn fn;
+    dq_note_fn note; /* NULL: notes are dropped */
     void *user;
 } dq_progress;
+
+/* ---- quantization: the main job ---------------------------------------- */
+
+/* What dq_quantize does. dq_quantize_default_params() gives DASH-Q, 4 bits,
+ * groups of 128, 128 windows, a DASH-Q packed checkpoint. */
+typedef struct {
+    const char *method;    /* a row of the quantizer table: dq_quantize_methods() lists them */
+    const char *options;   /* the method's own options, "name=value,flag,..." (e.g. "act_order,percdamp=0.05");
+                              an option the method does not read is refused. NULL: the reference settings */
+    int bits, group;       /* packed output: 2..8 bits; group 16..128 (a width it does not divide is padded
+                              with zero columns), -1 for one group per row */
+    const char *format;    /* "packed" (a DASH-Q checkpoint folder) or "gguf" (a file llama.cpp runs) */
+    const char *gguf_type; /* with "gguf": Q4_K_M, Q3_K_S, ... (dq_quantize_gguf_types()); it sets bits and groups */
+    bool pure;             /* with "gguf": that type for every tensor, as llama-quantize --pure */
+    const char *calib;     /* calibration text: plain, or JSON lines with "text"; NULL only for a method
+                              without statistics (rtn) */
+    int nsamples, seqlen;  /* windows of seqlen tokens (0: the training context, at most 2048) */
+    uint64_t seed;         /* where the windows start */
+    bool quantize_head;    /* the output head too (GGUF output always quantizes it) */
+    int n_threads;         /* 0: every core; the output does not depend on it */
+    dq_progress progress;  /* stage "quantize", one unit per block; and "note" messages worth showing */
+} dq_quantize_params;
+
+dq_quantize_params dq_quantize_default_params(void);
+/* "rtn, gptq, dashq" and the GGUF types accepted, for help texts. */
+const char *dq_quantize_methods(void);
+const char *dq_quantize_gguf_types(void);
+
+/* One quantized tensor, in model order. */
+typedef struct {
+    char name[96];         /* Hugging Face module name, e.g. model.layers.3.self_attn.q_proj */
+    char type[16];         /* GGUF output: its llama.cpp type; else "" */
+    double rel_err;        /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration windows; -1 when not measured */
+    double seconds;        /* solve time */
+    int in_features, quant_in_features; /* differ when the group padded the width */
+} dq_tensor_report;
+
+typedef struct {
+    dq_tensor_report *tensors;
+    int n_tensors;
+    int n_padded;          /* tensors whose width the group did not divide (padded) */
+    int n_fallback;        /* GGUF: tensors in llama.cpp's fallback type (width not a multiple of the block) */
+    int calib_windows, calib_len;
+    size_t calib_text_tokens;
+    bool calib_overlapping; /* the text was shorter than the windows: drawn with replacement */
+    double t_forward, t_stats, t_solve, t_total; /* seconds */
+    double mean_rel_err;
+    uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
+} dq_quantize_report;
+
+/* Quantizes m (in place: its weights become what was written) with the
+ * calibration text and writes out, atomically: a packed checkpoint folder or
+ * a GGUF file. Refuses, before any work, an output that would replace an
+ * input or an unrelated file. report (may be NULL) receives what was done;
+ * free it with dq_quantize_report_free. */
+/* The parameters alone, before a model is loaded: method, its options,
+ * format and type, calibration. dq_quantize checks them again. */
+dq_status dq_quantize_check(const dq_quantize_params *p, dq_error *err);
+dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const dq_quantize_params *p,
+                      dq_quantize_report *report, dq_error *err);
+void dq_quantize_report_free(dq_quantize_report *r);
 
 #ifdef __cplusplus
 }

@@ -70,9 +70,18 @@ static bool report(const char *stage, size_t done, size_t total, void *user) {
     return true;
 }
 
+/* Warnings always show; notes only without --quiet. A bar mid-line on a
+ * terminal ends its line first. */
+static void note(bool warning, const char *msg, void *user) {
+    dq_cli_bar *b = user;
+    if (!warning && b->quiet) return;
+    if (b->active && b->drawn && b->tty) fputc('\n', stderr), b->drawn = false;
+    fprintf(stderr, "dashq: %s: %s\n", warning ? "warning" : "note", msg);
+}
+
 dq_progress dq_cli_progress(dq_cli_bar *b, bool quiet) {
     memset(b, 0, sizeof *b);
     b->quiet = quiet;
     b->tty = isatty(STDERR_FILENO);
-    return (dq_progress){report, b};
+    return (dq_progress){report, note, b};
 }

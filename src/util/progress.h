@@ -12,4 +12,6 @@ static inline bool dq_progress_report(const dq_progress *p, const char *stage, s
     dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled by the progress callback after %zu of %zu", stage, done, total);
     return false;
 }
+/* A note for the caller (printf-style); dropped without a note callback. */
+void dq_progress_note(const dq_progress *p, bool warning, const char *fmt, ...) DQ_PRINTF(3, 4);
 #endif

@@ -48,6 +48,56 @@ static void unknown_names(void **state) {
     free(out);
 }
 
+/* Each method takes exactly the options its row lists: flags, numbers in
+ * range, enum names; anything else is refused by name, and the CLI's flags
+ * go through the same table. */
+static void method_options(void **state) {
+    (void)state;
+    dq_error err = {0};
+    dq_quant_opts o = dq_quant_defaults(DQ_METHOD_GPTQ, 3, 64);
+    assert_int_equal(dq_method_set_options(dq_method_find("gptq"), "act_order,percdamp=0.05,mse,sym=0", &o, &err), DQ_OK);
+    assert_true(o.act_order && o.mse && !o.sym);
+    assert_float_equal(o.percdamp, 0.05f, 0);
+    assert_int_equal(dq_method_set_options(dq_method_find("gptq"), NULL, &o, &err), DQ_OK);
+    dq_quant_opts d = dq_quant_defaults(DQ_METHOD_DASHQ, 3, 64);
+    assert_int_equal(dq_method_set_options(dq_method_find("dashq"), "iters=3,reweight=huber,reweight_param=0.25,eps=0.1,starts=5",
+                                           &d, &err), DQ_OK);
+    assert_int_equal(d.max_iters, 3);
+    assert_int_equal(d.reweight, DQ_REWEIGHT_HUBER);
+    assert_float_equal(d.reweight_param, 0.25f, 0);
+    assert_int_equal(d.starts, 5);
+    static const struct {
+        const char *method, *options, *want;
+    } bad[] = {
+        {"rtn", "act_order", "method rtn has no option 'act_order' (its options: sym, mse, starts=X)"},
+        {"dashq", "percdamp=0.1", "method dashq has no option 'percdamp'"},
+        {"gptq", "iters=3", "method gptq has no option 'iters'"},
+        {"dashq", "iters=1.5", "dashq option iters expects an integer in [0, 1000], got '1.5'"},
+        {"dashq", "iters", "dashq option iters needs a value"},
+        {"dashq", "eps=2", "dashq option eps expects a number in [0, 1], got '2'"},
+        {"dashq", "eps=nan", "expects a number"},
+        {"dashq", "reweight=tukey", "dashq option reweight takes one of none, huber, power; got 'tukey'"},
+        {"gptq", "act_order=yes", "gptq option act_order is a flag"},
+        {"gptq", "percdamp=", "gptq option percdamp needs a value"},
+        {"gptq", "mse,,sym", "method gptq has no option ''"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        dq_quant_opts q = dq_quant_defaults(DQ_METHOD_GPTQ, 3, 64);
+        err = (dq_error){0};
+        assert_int_equal(dq_method_set_options(dq_method_find(bad[i].method), bad[i].options, &q, &err), DQ_ERR_ARG);
+        if (!strstr(err.msg, bad[i].want)) fail_msg("%s %s: '%s', want '%s'", bad[i].method, bad[i].options, err.msg, bad[i].want);
+    }
+    char cmd[512], *out = NULL; /* before the model is even opened */
+    snprintf(cmd, sizeof cmd, "%s quantize /nonexistent --method rtn --act-order -o x 2>&1", DQ_CLI);
+    assert_int_equal(tu_run(cmd, &out), 2);
+    assert_non_null(strstr(out, "method rtn has no option 'act_order'"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize /nonexistent --method gptq -o x 2>&1", DQ_CLI);
+    assert_int_equal(tu_run(cmd, &out), 2);
+    assert_non_null(strstr(out, "method gptq needs a calibration text (--calib FILE)"));
+    free(out);
+}
+
 /* A statistic of kind k from X (T x COLS), mean over tokens, in an exactly
  * sized buffer (NULL for none). */
 static float *make_stat(dq_stat_kind k, const float *X, int T) {
@@ -110,7 +160,7 @@ static void stat_matches_solver(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lookup_by_name),
-        cmocka_unit_test(unknown_names),
+        cmocka_unit_test(unknown_names), cmocka_unit_test(method_options),
         cmocka_unit_test(stat_matches_solver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

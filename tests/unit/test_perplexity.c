@@ -446,18 +446,18 @@ static void test_progress_and_cancel(void **state) {
     const char *model = tu_shared("models/gut6l/gut6l.bin"), *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt");
     dq_error err = {0};
     ppl_log bytes = {.ordered = true}, windows = {.ordered = true}, stop = {.ordered = true, .stop_at = 2};
-    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 0, .progress = {ppl_progress, &bytes}}, &err, DQ_OK);
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 0, .progress = {ppl_progress, NULL, &bytes}}, &err, DQ_OK);
     assert_true(bytes.ordered);
     assert_true(bytes.calls > 2);
     assert_int_equal(bytes.last, bytes.total); /* closed */
     struct stat sb;
     assert_int_equal(stat(text, &sb), 0);
     assert_int_equal(bytes.total, (size_t)sb.st_size);
-    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, &windows}}, &err, DQ_OK);
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, NULL, &windows}}, &err, DQ_OK);
     assert_true(windows.ordered);
     assert_int_equal(windows.calls, 5);
     assert_int_equal(windows.total, 5);
-    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, &stop}}, &err,
+    eval_text(model, text, (dq_ppl_opts){.ctx = 128, .max_windows = 5, .progress = {ppl_progress, NULL, &stop}}, &err,
               DQ_ERR_CANCELLED);
     assert_int_equal(stop.calls, 2);
     assert_non_null(strstr(err.msg, "cancelled"));

@@ -319,7 +319,7 @@ static void test_progress_and_cancel(void **state) {
         dq_calib_set cs = random_windows(2, 16, c->vocab_size, 3);
         progress_log log = {.ordered = true, .stop_at = (size_t)stop};
         dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 1,
-                              .progress = {log_progress, &log}};
+                              .progress = {log_progress, NULL, &log}};
         dq_quant_result r;
         dq_error err = {0};
         dq_status st = dq_quantize_model(m, &cs, &o, &r, &err);

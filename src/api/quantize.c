@@ -1,0 +1,186 @@
+/* dq_quantize, the public entry point of the main job: checks the output
+ * before any work, draws the calibration windows, plans GGUF types, runs
+ * the block-by-block pipeline (calib/pipeline.c) and writes the packed
+ * checkpoint or GGUF file. Everything worth telling the user goes through
+ * the caller's dq_progress; nothing is printed here. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "calib/pipeline.h"
+#include "export/gguf_export.h"
+#include "formats/dashq_packed.h"
+#include "formats/ggml_types.h"
+#include "quant/methods.h"
+#include "util/error.h"
+#include "util/files.h"
+#include "util/progress.h"
+
+dq_quantize_params dq_quantize_default_params(void) {
+    return (dq_quantize_params){.method = "dashq", .bits = 4, .group = 128, .format = "packed", .nsamples = 128};
+}
+
+const char *dq_quantize_methods(void) { return dq_method_names(); }
+const char *dq_quantize_gguf_types(void) { return dq_type_plan_names(); }
+
+/* The validated job: the method's row and options, the output kind. */
+typedef struct {
+    const dq_method_info *mi;
+    dq_pipeline_opts po;
+    bool gguf;
+    int seqlen;
+} job;
+
+/* The parameters alone (no model yet): method, options, format, data. */
+static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err) {
+    memset(j, 0, sizeof *j);
+    if (!p->method || !(j->mi = dq_method_find(p->method)))
+        return dq_fail(err, DQ_ERR_ARG, "unknown method %s (%s)", p->method ? p->method : "(none)", dq_method_names());
+    const char *fmt = p->format ? p->format : "packed";
+    if (strcmp(fmt, "packed") && strcmp(fmt, "gguf"))
+        return dq_fail(err, DQ_ERR_ARG, "unknown output format %s (packed, gguf)", fmt);
+    j->gguf = !strcmp(fmt, "gguf");
+    if (j->gguf && !p->gguf_type)
+        return dq_fail(err, DQ_ERR_ARG, "GGUF output needs a type (one of %s)", dq_type_plan_names());
+    if (!j->gguf && (p->gguf_type || p->pure))
+        return dq_fail(err, DQ_ERR_ARG, "a GGUF type and pure go with the GGUF format");
+    if (!p->calib && j->mi->stat != DQ_STAT_NONE) /* its statistic comes from calibration text */
+        return dq_fail(err, DQ_ERR_ARG, "method %s needs a calibration text (--calib FILE)", j->mi->name);
+    if (p->calib && (p->nsamples < 1 || p->seqlen < 0))
+        return dq_fail(err, DQ_ERR_ARG, "%d calibration windows of %d tokens", p->nsamples, p->seqlen);
+    j->po.q = dq_quant_defaults(j->mi->method, p->bits, p->group);
+    dq_status st = dq_method_set_options(j->mi, p->options, &j->po.q, err);
+    if (!st && !j->gguf) st = dq_quant_check(&j->po.q, p->group > 0 ? p->group : 1, "quantize", err);
+    j->po.n_threads = p->n_threads;
+    j->po.quantize_head = p->quantize_head;
+    j->po.progress = p->progress;
+    return st;
+}
+
+dq_status dq_quantize_check(const dq_quantize_params *p, dq_error *err) {
+    job j;
+    return check_params(p, &j, err);
+}
+
+static dq_status make_job(const dq_model *m, const dq_quantize_params *p, job *j, dq_error *err) {
+    dq_status st = check_params(p, j, err);
+    const dq_config *c = &m->cfg;
+    j->seqlen = p->seqlen > 0 ? p->seqlen : (c->seq_len < 2048 ? c->seq_len : 2048);
+    return st;
+}
+
+static dq_status load_windows(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
+                              dq_calib_set *cs, dq_error *err) {
+    if (!p->calib) { /* RTN needs no data: a 2-token dummy window, errors reported as not measured */
+        *cs = (dq_calib_set){.n = 1, .len = 2, .tokens = calloc(2, sizeof(int32_t))};
+        return cs->tokens ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    }
+    if (j->seqlen > m->cfg.seq_len)
+        dq_progress_note(&p->progress, true, "calibration windows of %d tokens are beyond %s's training context of %d "
+                         "tokens: activations past it are extrapolated", j->seqlen, m->path, m->cfg.seq_len);
+    dq_status st = dq_calib_load(p->calib, t, p->nsamples, j->seqlen, p->seed, cs, err);
+    if (!st && cs->overlapping)
+        dq_progress_note(&p->progress, true, "%s has %zu tokens, fewer than %d x %d: windows overlap (drawn with "
+                         "replacement)", p->calib, cs->text_tokens, p->nsamples, j->seqlen);
+    return st;
+}
+
+static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p,
+                              const job *j, const dq_quant_result *r, const dq_calib_set *cs, dq_error *err) {
+    if (j->gguf) {
+        dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = r, .file_type = j->po.plan->file_type};
+        return dq_export_gguf(out, m, t, &g, err);
+    }
+    dq_packed_info info = {.method = j->mi->name, .bits = j->po.q.bits, .group = j->po.q.group,
+                           .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
+                           .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
+                           .tokenizer = t};
+    return dq_write_packed(out, m, r, &info, err);
+}
+
+static dq_status fill_report(const char *out, const job *j, const dq_quant_result *r, const dq_calib_set *cs,
+                             bool calibrated, dq_quantize_report *rep, dq_error *err) {
+    memset(rep, 0, sizeof *rep);
+    if (r->n && !(rep->tensors = calloc((size_t)r->n, sizeof *rep->tensors)))
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    double sum = 0;
+    for (int i = 0; i < r->n; i++) {
+        const dq_qlayer *l = &r->layers[i];
+        dq_tensor_report *t = &rep->tensors[i];
+        snprintf(t->name, sizeof t->name, "%s", l->name);
+        const dq_ggml_type_info *ti = l->ggml_type >= 0 ? dq_ggml_info((uint32_t)l->ggml_type) : NULL;
+        snprintf(t->type, sizeof t->type, "%s", ti ? ti->name : "");
+        t->rel_err = calibrated && l->kind != DQ_KIND_EMBED ? l->rel_err : -1;
+        t->seconds = l->seconds;
+        t->in_features = l->qt.q ? l->qt.in_cols : 0;
+        t->quant_in_features = l->qt.q ? l->qt.cols : 0;
+        rep->n_padded += l->pad > 0;
+        sum += l->rel_err;
+    }
+    rep->n_tensors = r->n;
+    rep->mean_rel_err = r->n ? sum / r->n : 0;
+    rep->n_fallback = j->po.plan ? j->po.plan->n_fallback : 0;
+    rep->calib_windows = calibrated ? cs->n : 0;
+    rep->calib_len = calibrated ? cs->len : 0;
+    rep->calib_text_tokens = cs->text_tokens;
+    rep->calib_overlapping = cs->overlapping;
+    rep->t_forward = r->t_forward, rep->t_stats = r->t_stats;
+    rep->t_solve = r->t_solve, rep->t_total = r->t_total;
+    struct stat sb;
+    if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
+    return DQ_OK;
+}
+
+/* Numeric failures name a tensor; the message then says which model too. */
+static dq_status in_model(const dq_model *m, dq_status st, dq_error *err) {
+    if (st != DQ_ERR_NUMERIC || !err) return st;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return dq_fail(err, st, "%s: %s", m->path, msg);
+}
+
+dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const dq_quantize_params *p,
+                      dq_quantize_report *report, dq_error *err) {
+    if (report) memset(report, 0, sizeof *report);
+    job j;
+    dq_status st = make_job(m, p, &j, err);
+    const char *inputs[] = {m->path, dq_tokenizer_path(t), p->calib};
+    /* before minutes of work: the output must not destroy an input or an unrelated file */
+    if (!st) st = dq_check_output(out, j.gguf ? DQ_OUT_GGUF : DQ_OUT_PACKED_DIR, inputs, 3, err);
+    if (!st && !j.gguf) st = dq_packed_check(m, err);
+    dq_type_plan plan = {0};
+    if (!st && j.gguf) {
+        st = dq_type_plan_make(p->gguf_type, p->pure, j.mi->stat != DQ_STAT_NONE, &m->cfg, &plan, err);
+        j.po.plan = &plan;
+        if (!st && plan.n_fallback)
+            dq_progress_note(&p->progress, false, "%d tensors use llama.cpp's fallback type: their width is not a "
+                             "multiple of %s's block", plan.n_fallback, p->gguf_type);
+    }
+    dq_calib_set cs = {0};
+    if (!st) st = load_windows(m, t, p, &j, &cs, err);
+    dq_quant_result r = {0};
+    if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
+    if (!st && r.n && !j.gguf) {
+        int padded = 0;
+        for (int i = 0; i < r.n; i++) padded += r.layers[i].pad > 0;
+        if (padded)
+            dq_progress_note(&p->progress, false, "group %d does not divide the input width of %d tensors; their rows "
+                             "are padded with zero weights to a multiple of it (quant_in_features in dashq_config.json). "
+                             "The official Python loader's forward pass does not drop the padding: for it, pick a group "
+                             "that divides every width", j.po.q.group, padded);
+    }
+    if (!st) st = write_output(out, m, t, p, &j, &r, &cs, err);
+    if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
+    dq_quant_result_free(&r);
+    dq_type_plan_free(&plan);
+    dq_calib_free(&cs);
+    return st;
+}
+
+void dq_quantize_report_free(dq_quantize_report *r) {
+    if (!r) return;
+    free(r->tensors);
+    memset(r, 0, sizeof *r);
+}
