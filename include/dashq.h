@@ -211,6 +211,9 @@ dq_quantize_params dq_quantize_default_params(void);
 /* "rtn, gptq, dashq" and the GGUF types accepted, for help texts. */
 const char *dq_quantize_methods(void);
 const char *dq_quantize_gguf_types(void);
+/* One line per method, "PREFIXgptq: --sym --mse --starts X --act-order --percdamp X\n",
+ * its options spelled as the CLI's flags. */
+void dq_quantize_method_help(char *buf, size_t cap, const char *prefix);
 
 /* One quantized tensor, in model order. */
 typedef struct {

@@ -25,6 +25,23 @@ dq_quantize_params dq_quantize_default_params(void) {
 const char *dq_quantize_methods(void) { return dq_method_names(); }
 const char *dq_quantize_gguf_types(void) { return dq_type_plan_names(); }
 
+void dq_quantize_method_help(char *buf, size_t cap, const char *prefix) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < DQ_METHOD_COUNT && n < cap; i++) {
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s:", prefix, DQ_METHODS[i].name);
+        for (const dq_method_option *const *op = DQ_METHODS[i].options; *op && n < cap; op++) {
+            n += (size_t)snprintf(buf + n, cap - n, " --");
+            for (const char *c = (*op)->name; *c && n + 1 < cap; c++) buf[n++] = *c == '_' ? '-' : *c, buf[n] = '\0';
+            if ((*op)->type == DQ_OPT_ENUM)
+                for (int v = 0; (*op)->values[v] && n < cap; v++)
+                    n += (size_t)snprintf(buf + n, cap - n, "%s%s", v ? "|" : " ", (*op)->values[v]);
+            else if ((*op)->type != DQ_OPT_FLAG && n < cap) n += (size_t)snprintf(buf + n, cap - n, " X");
+        }
+        if (n < cap) n += (size_t)snprintf(buf + n, cap - n, "\n");
+    }
+}
+
 /* The validated job: the method's row and options, the output kind. */
 typedef struct {
     const dq_method_info *mi;

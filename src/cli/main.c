@@ -6,6 +6,8 @@
 #include "util/tmpfiles.h"
 
 static void usage(FILE *f) {
+    char methods[1024]; /* one line per row of the quantizer table, with the options it reads */
+    dq_quantize_method_help(methods, sizeof methods, "                   ");
     fprintf(f,
             "dashq %s — post-training quantization of Llama-family models\n\n"
             "usage: dashq COMMAND MODEL [options]\n\n"
@@ -19,11 +21,11 @@ static void usage(FILE *f) {
             "                 [--tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada]\n"
             "                 [--limit N] [--data-dir DIR] [--no-bos]   (zero-shot, lm-eval-harness scoring)\n"
             "                 [--items F]   (one JSON line per item: log-likelihoods, predictions)\n"
-            "  quantize MODEL [--tokenizer F] --method rtn|gptq|dashq --bits B --group G\n"
+            "  quantize MODEL [--tokenizer F] --method METHOD --bits B --group G\n"
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
-            "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]]\n"
-            "                 [--sym] [--act-order] [--percdamp P] [--mse] [--iters N] [--starts K]\n"
-            "                 [--reweight none|huber|power] [--reweight-param X] [--eps E] [--quantize-head]\n"
+            "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]] [--quantize-head]\n"
+            "                 [METHOD's own options, as flags: --act-order, --percdamp P, ...]\n"
+            "%s"
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"
             "  convert  MODEL -o OUT.gguf [--type F32|F16|BF16|Q8_0]   (GGUF for llama.cpp)\n"
             "  convert  MODEL --format hf -o DIR [--type F32|BF16]   (Hugging Face folder)\n"
@@ -35,7 +37,7 @@ static void usage(FILE *f) {
             "MODEL is a llama2.c .bin checkpoint, a Hugging Face folder (also a DASH-Q packed\n"
             "checkpoint) or a GGUF file; the format is\n"
             "detected from its contents.\n",
-            DQ_VERSION);
+            DQ_VERSION, methods);
 }
 
 int main(int argc, char **argv) {

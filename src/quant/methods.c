@@ -81,8 +81,10 @@ static dq_status set_option(const dq_method_info *mi, const dq_method_option *op
     if (op->type == DQ_OPT_ENUM) {
         for (int i = 0; op->values[i]; i++)
             if (!strcmp(op->values[i], value)) return *(int *)field = i, DQ_OK;
-        return dq_fail(err, DQ_ERR_ARG, "%s option %s takes one of none, huber, power; got '%s'", mi->name, op->name,
-                       value);
+        char names[128] = "";
+        for (int i = 0; op->values[i]; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", op->values[i]);
+        return dq_fail(err, DQ_ERR_ARG, "%s option %s takes one of %s; got '%s'", mi->name, op->name, names, value);
     }
     errno = 0;
     double v = strtod(value, &end);

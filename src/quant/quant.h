@@ -20,8 +20,9 @@ typedef enum {
     DQ_REWEIGHT_POWER,    /* h_j^p: flattens the curvature spread (p = reweight_param) */
 } dq_reweight;
 
-/* Every method's knobs in one struct for now: moving each method's options
- * to its row in DQ_METHODS[] is a later step (issue #14). */
+/* Every method's knobs as fields of one struct; which method reads which is
+ * said once, by the option lists of the rows of DQ_METHODS[] (methods.c),
+ * which also set them from "name=value" text. */
 typedef struct {
     dq_method method;
     int bits;            /* 2..8 */
