@@ -249,6 +249,38 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
                       dq_quantize_report *report, dq_error *err);
 void dq_quantize_report_free(dq_quantize_report *r);
 
+/* ---- evaluation: perplexity and KL divergence -------------------------- */
+
+typedef struct {
+    int ctx;                 /* window length in tokens (0: the training context, at most 2048) */
+    bool llamacpp;           /* llama-perplexity's protocol: BOS at each window start, its second half scored */
+    int max_windows;         /* the first N windows (<= 0: all) */
+    const char *save_logits; /* write the model's distributions there (llama.cpp's --kl-divergence-base format) */
+    const char *kld_base;    /* compare with distributions saved earlier; the tokens then come from that file */
+    int n_threads;           /* 0: every core */
+    dq_progress progress;    /* stage "perplexity": windows, or bytes of text while their count is unknown */
+} dq_perplexity_params;
+
+typedef struct {
+    double ppl, ppl_err;     /* perplexity and its standard error */
+    double nll, nll_err;     /* mean negative log-likelihood (nats) */
+    size_t n_scored;
+    int n_windows, ctx;
+    bool has_kld;
+    double kld, kld_err;     /* mean KL(base || model) per token */
+    double kld_p99, kld_max;
+    double same_top, same_top_err; /* top-1 agreement with the base */
+    double base_ppl;
+    size_t text_read;        /* bytes of the text tokenized (less than all with max_windows) */
+} dq_perplexity_result;
+
+/* Perplexity of the text file (tokenized as it is read: memory follows the
+ * window, not the file), or with kld_base the KL divergence to a saved base
+ * and perplexity on its tokens (text then only names the run). save_logits is
+ * written atomically and may not replace an input. */
+dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
+                        dq_perplexity_result *r, dq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,7 +18,7 @@
 typedef struct {
     dq_common_opts c;
     const char *ppl_file;
-    dq_ppl_opts p;
+    dq_perplexity_params p;
     const char *tasks, *data_dir, *items;
     long limit;
     bool no_bos;
@@ -78,11 +78,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
     }
     o->p.n_threads = o->c.threads;
     o->p.progress = dq_cli_progress(&o->bar, o->c.quiet);
-    o->p.text_path = o->ppl_file;
     return 0;
 }
 
-static void report(const eval_opts *o, const dq_ppl_result *r) {
+static void report(const eval_opts *o, const dq_perplexity_result *r) {
     const char *proto = o->p.llamacpp || o->p.kld_base || o->p.save_logits ? "llamacpp" : "gptq";
     if (o->c.json) {
         printf("{\"model\": \"%s\", \"protocol\": \"%s\", \"ctx\": %d, \"windows\": %d, \"scored\": %zu, "
@@ -199,15 +198,9 @@ static int run_tasks(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
  * follows the window, not the file; a KLD evaluation takes its tokens from
  * the base file. */
 static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
-    int trained = dq_model_config(m)->seq_len;
-    if (o->p.ctx == 0) o->p.ctx = trained < 2048 ? trained : 2048;
-    else if (o->p.ctx > trained)
-        fprintf(stderr, "dashq: warning: --ctx %d is beyond %s's training context of %d tokens: positions past it are extrapolated\n",
-                o->p.ctx, o->c.model, trained);
-    dq_ppl_result r;
+    dq_perplexity_result r;
     dq_error err = {0};
-    dq_status st = o->p.kld_base ? dq_eval_perplexity(m, NULL, 0, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o->p, &r, &err)
-                                 : dq_eval_perplexity_text(m, t, o->ppl_file, &o->p, &r, &err);
+    dq_status st = dq_perplexity(m, t, o->ppl_file, &o->p, &r, &err);
     dq_cli_bar_end(&o->bar);
     if (st) return dq_cli_error(&err);
     report(o, &r);
@@ -223,8 +216,7 @@ int dq_cmd_eval(int argc, char **argv) {
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
     const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.ppl_file};
     dq_error err = {0};
-    if (o.p.save_logits && dq_check_output(o.p.save_logits, DQ_OUT_LOGITS, inputs, 4, &err)) rc = dq_cli_error(&err);
-    if (!rc && o.items && dq_check_output(o.items, DQ_OUT_FILE, inputs, 4, &err)) rc = dq_cli_error(&err);
+    if (o.items && dq_check_output(o.items, DQ_OUT_FILE, inputs, 4, &err)) rc = dq_cli_error(&err);
     if (!rc && (o.ppl_file || o.p.kld_base)) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);

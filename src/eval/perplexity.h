@@ -16,18 +16,7 @@ typedef struct {
     size_t text_block;       /* dq_eval_perplexity_text: bytes read per step (0: 64 KiB; tests set it small) */
 } dq_ppl_opts;
 
-typedef struct {
-    double ppl, ppl_err;     /* perplexity and its standard error */
-    double nll, nll_err;     /* mean negative log-likelihood (nats) */
-    size_t n_scored;
-    int n_windows, ctx;
-    bool has_kld;
-    double kld, kld_err;     /* mean KL(base || model) per token */
-    double kld_p99, kld_max;
-    double same_top, same_top_err; /* top-1 agreement with the base */
-    double base_ppl;
-    size_t text_read;        /* dq_eval_perplexity_text: bytes of the text tokenized (less than all with max_windows) */
-} dq_ppl_result;
+typedef dq_perplexity_result dq_ppl_result; /* dashq.h */
 
 /* tokens: the whole text, tokenized with the tokenizer's BOS convention.
  * bos: the BOS id used at window starts in llamacpp mode (< 0: none). */
