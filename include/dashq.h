@@ -35,6 +35,26 @@ typedef struct {
 
 const char *dq_status_name(dq_status s);
 
+#if defined(__GNUC__)
+#define DQ_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DQ_PRINTF(a, b)
+#endif
+/* Sets err (if non-NULL) and returns code, so callers can `return dq_fail(...)`.
+ * A message longer than err->msg keeps its head and its tail (which says what
+ * went wrong) around " ... ". */
+dq_status dq_fail(dq_error *err, dq_status code, const char *fmt, ...) DQ_PRINTF(3, 4);
+
+/* A whole text file (the --ppl text, calibration, tokenize --file) of at most
+ * max_size bytes, malloc'ed and NUL-terminated: no FIFO or device is opened
+ * for a blocking read, and a NUL byte is refused with its offset. */
+dq_status dq_read_text(const char *path, size_t max_size, char **data, size_t *size, dq_error *err);
+
+/* SIGINT, SIGTERM and SIGHUP then remove the temporaries of interrupted
+ * writes (every output is written to a temporary and renamed) before the
+ * signal's default action. Call once, early, as the CLI does. */
+void dq_tmp_install_handlers(void);
+
 /* ---- model ------------------------------------------------------------ */
 
 typedef enum {
@@ -74,6 +94,9 @@ void dq_model_free(dq_model *m);
 const dq_config *dq_model_config(const dq_model *m);
 /* Total number of parameters (embedding counted once when tied). */
 size_t dq_model_n_params(const dq_model *m);
+/* Whether RoPE uses per-pair frequency divisors (GGUF rope_freqs.weight)
+ * instead of the config's rope_scaling. */
+bool dq_model_has_rope_freq_factors(const dq_model *m);
 
 /* ---- tokenizer -------------------------------------------------------- */
 
@@ -280,6 +303,16 @@ typedef struct {
  * written atomically and may not replace an input. */
 dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
                         dq_perplexity_result *r, dq_error *err);
+
+/* ---- conversion ---------------------------------------------------------- */
+
+/* m with t's tokenizer as format "gguf" (type F32, F16, BF16 or Q8_0: a file
+ * llama.cpp runs) or "hf" (type F32 or BF16: a Hugging Face folder), written
+ * atomically; an output that would replace an input is refused.
+ * dq_convert_check: format and type alone, before a model is loaded. */
+dq_status dq_convert_check(const char *format, const char *type, dq_error *err);
+dq_status dq_convert(const dq_model *m, const dq_tokenizer *t, const char *out, const char *format, const char *type,
+                     dq_error *err);
 
 #ifdef __cplusplus
 }

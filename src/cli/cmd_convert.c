@@ -5,9 +5,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "export/gguf_export.h"
-#include "export/hf_export.h"
-#include "util/files.h"
 
 static int usage_error(const char *msg) {
     fprintf(stderr,
@@ -15,26 +12,6 @@ static int usage_error(const char *msg) {
             "dashq convert MODEL --format hf -o DIR [--type F32|BF16])\n",
             msg);
     return DQ_EXIT_ERROR;
-}
-
-/* A Hugging Face folder: F32 by default, so that it loads back to the same logits. */
-static int convert_hf(const dq_common_opts *c, const char *out, const char *type_name) {
-    dq_hf_export_opts o;
-    if (!strcmp(type_name, "F32")) o.type = DQ_DTYPE_F32;
-    else if (!strcmp(type_name, "BF16")) o.type = DQ_DTYPE_BF16;
-    else return usage_error("--format hf takes --type F32 or BF16");
-    dq_model *m;
-    dq_tokenizer *t;
-    if (dq_cli_load(c, &m, &t)) return DQ_EXIT_ERROR;
-    dq_error err = {0};
-    const char *inputs[] = {c->model, m->path, dq_tokenizer_path(t)};
-    dq_status st = dq_check_output(out, DQ_OUT_PACKED_DIR, inputs, 3, &err);
-    if (!st) st = dq_export_hf(out, m, t, &o, &err);
-    dq_tokenizer_free(t);
-    dq_model_free(m);
-    if (st) return dq_cli_error(&err);
-    printf("wrote %s (Hugging Face folder, %s)\n", out, type_name);
-    return 0;
 }
 
 int dq_cmd_convert(int argc, char **argv) {
@@ -45,7 +22,7 @@ int dq_cmd_convert(int argc, char **argv) {
                                           {"format", required_argument, 0, O_FORMAT},
                                           {0, 0, 0, 0}};
     dq_common_opts c = {0};
-    const char *out = NULL, *type_name = "F32", *format = "gguf";
+    const char *out = NULL, *type_name = "F32", *format = "gguf"; /* F32: loads back to the same logits */
     long threads;
     int opt;
     optind = 1;
@@ -63,22 +40,16 @@ int dq_cmd_convert(int argc, char **argv) {
     if (optind != argc - 1) return usage_error("convert takes exactly one MODEL");
     if (!out) return usage_error("convert needs -o OUT");
     c.model = argv[optind];
-    if (!strcmp(format, "hf")) return convert_hf(&c, out, type_name);
-    if (strcmp(format, "gguf")) return usage_error("--format takes gguf or hf");
-    int type = dq_ggml_type_by_name(type_name);
-    if (type != DQ_GGML_F32 && type != DQ_GGML_F16 && type != DQ_GGML_BF16 && type != DQ_GGML_Q8_0)
-        return usage_error("--type takes F32, F16, BF16 or Q8_0 (low-bit types: dashq quantize --format gguf)");
+    dq_error err = {0};
+    if (dq_convert_check(format, type_name, &err)) return usage_error(err.msg); /* before loading the model */
     dq_model *m;
     dq_tokenizer *t;
     if (dq_cli_load(&c, &m, &t)) return DQ_EXIT_ERROR;
-    dq_gguf_export_opts o = {.type = (dq_ggml_type)type, .name = NULL};
-    dq_error err = {0};
-    const char *inputs[] = {c.model, m->path, dq_tokenizer_path(t)};
-    dq_status st = dq_check_output(out, DQ_OUT_GGUF, inputs, 3, &err);
-    if (!st) st = dq_export_gguf(out, m, t, &o, &err);
+    dq_status st = dq_convert(m, t, out, format, type_name, &err);
     dq_tokenizer_free(t);
     dq_model_free(m);
     if (st) return dq_cli_error(&err);
-    printf("wrote %s (%s)\n", out, type_name);
+    if (!strcmp(format, "hf")) printf("wrote %s (Hugging Face folder, %s)\n", out, type_name);
+    else printf("wrote %s (%s)\n", out, type_name);
     return 0;
 }

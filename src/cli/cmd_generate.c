@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "util/error.h"
 
 typedef struct {
     float p;

@@ -2,7 +2,6 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
-#include "model/model.h"
 
 int dq_cmd_info(int argc, char **argv) {
     if (argc != 2) {
@@ -20,7 +19,7 @@ int dq_cmd_info(int argc, char **argv) {
            c->head_dim, c->vocab_size, c->seq_len, (double)c->norm_eps, (double)c->rope_theta,
            c->rope_style == DQ_ROPE_HALF ? "half" : "interleaved", c->tied_embeddings ? "yes" : "no",
            c->qkv_bias ? "yes" : "no");
-    if (m->rope_freq_factors) printf("rope_scaling: per-pair factors (GGUF rope_freqs.weight)\n");
+    if (dq_model_has_rope_freq_factors(m)) printf("rope_scaling: per-pair factors (GGUF rope_freqs.weight)\n");
     else if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) printf("rope_scaling: linear, factor %g\n", (double)c->rope_factor);
     else if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3)
         printf("rope_scaling: llama3, factor %g, low/high freq factors %g/%g, original context %d\n", (double)c->rope_factor,

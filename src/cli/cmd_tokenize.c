@@ -8,9 +8,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "util/error.h"
-#include "util/lines.h"
-#include "util/mapped_file.h"
 
 static void print_ids(const int32_t *ids, size_t n, bool json) {
     if (json) putchar('[');
@@ -21,9 +18,12 @@ static void print_ids(const int32_t *ids, size_t n, bool json) {
 /* Each line of text[0..len) is a JSON string; prints its ids as a JSON array. */
 static dq_status tokenize_jsonl(const dq_tokenizer *t, const char *path, char *text, size_t len, bool bos,
                                 bool special, dq_error *err) {
-    char *cur = text;
     long line = 0;
-    for (char *l; (l = dq_next_line(&cur, text + len));) {
+    for (char *l = text, *next; l < text + len; l = next) {
+        char *nl = memchr(l, '\n', (size_t)(text + len - l));
+        next = nl ? nl + 1 : text + len;
+        if (nl) *nl = '\0';
+        if (nl && nl > l && nl[-1] == '\r') nl[-1] = '\0';
         line++;
         if (!*l) continue;
         cJSON *s = cJSON_Parse(l);

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "util/error.h"
 
 int dq_cli_error(const dq_error *err) {
     fprintf(stderr, "dashq: error: %s\n", err->msg);

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "util/tmpfiles.h"
 
 static void usage(FILE *f) {
     char methods[1024]; /* one line per row of the quantizer table, with the options it reads */

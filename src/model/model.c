@@ -52,6 +52,8 @@ void dq_model_free(dq_model *m) {
 
 const dq_config *dq_model_config(const dq_model *m) { return &m->cfg; }
 
+bool dq_model_has_rope_freq_factors(const dq_model *m) { return m->rope_freq_factors != NULL; }
+
 size_t dq_model_n_params(const dq_model *m) {
     const dq_config *c = &m->cfg;
     size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, f = (size_t)c->hidden_dim;

@@ -23,10 +23,9 @@ void dq_unmap_file(dq_mapped_file *f);
 dq_status dq_read_file(const char *path, size_t max_size, char **data, size_t *size,
                        dq_error *err);
 
-/* dq_read_file for text (--ppl, calibration, tokenize --file): a NUL byte is
- * refused, naming the file and its offset (a text editor shows nothing there,
- * and tokenizers would silently encode it). */
-dq_status dq_read_text(const char *path, size_t max_size, char **data, size_t *size, dq_error *err);
+/* dq_read_text (dashq.h): dq_read_file for text; a NUL byte is refused,
+ * naming the file and its offset (a text editor shows nothing there, and
+ * tokenizers would silently encode it). */
 
 bool dq_is_dir(const char *path);
 bool dq_file_exists(const char *path);

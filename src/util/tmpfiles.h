@@ -12,12 +12,13 @@
 #define DQ_TMPFILES_H
 #include <stdbool.h>
 
+#include "dashq.h" /* dq_tmp_install_handlers */
+
 #define DQ_TMP_SLOTS 64
 
-/* Installs the handler for SIGINT, SIGTERM and SIGHUP (a signal that was
- * ignored when the program started stays ignored). Call once, early; the CLI
- * does. Without it the table is kept but nothing is cleaned. */
-void dq_tmp_install_handlers(void);
+/* dq_tmp_install_handlers (dashq.h): the handler for SIGINT, SIGTERM and
+ * SIGHUP (a signal that was ignored when the program started stays ignored).
+ * Without it the table is kept but nothing is cleaned. */
 
 /* Registers PATH (a file, or a folder if is_dir); returns a slot number, or
  * -1 when the table is full or the path too long (the temporary is then just

@@ -76,7 +76,7 @@ static void test_errors(void **st) {
         {"generate MODEL -n -5", "-n expects"},
         {"generate MODEL --temp abc", "--temp expects"},
         {"eval MODEL", "--ppl"},
-        {"convert MODEL -o /tmp/x.gguf --type Q3_K", "--type takes"},
+        {"convert MODEL -o /tmp/x.gguf --type Q3_K", "takes type F32, F16, BF16 or Q8_0"},
         {"convert MODEL", "-o OUT.gguf"},
         {"convert MODEL -o /no/such/dir/x.gguf", "/no/such/dir/x.gguf"},
         {"generate MODEL --system hi", "--system and --chat-template need --chat"},
