@@ -304,6 +304,48 @@ typedef struct {
 dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
                         dq_perplexity_result *r, dq_error *err);
 
+/* ---- evaluation: zero-shot tasks, scored as lm-evaluation-harness does ----- */
+
+typedef struct {
+    const char *data_dir;   /* the task files (NULL: $DASHQ_DATA, else ../shared/data) */
+    size_t limit;           /* the first N items of each task (0: all) */
+    bool no_bos;            /* no BOS before contexts, even where the tokenizer adds one */
+    const char *items_path; /* one JSON line per item (log-likelihoods, predictions), written atomically
+                               when the runner is freed; NULL: none */
+    const char *const *inputs; /* further files items_path may not replace (a text evaluated in the same run) */
+    int n_inputs;           /* at most DQ_TASKS_MAX_INPUTS */
+    int n_threads;          /* 0: every core */
+    dq_progress progress;   /* stage: the task's name, one unit per item; warnings: malformed lines */
+} dq_tasks_params;
+#define DQ_TASKS_MAX_INPUTS 8
+
+typedef struct {
+    char task[32];
+    size_t n;               /* items scored */
+    size_t n_malformed;     /* lines of the file skipped (named through the note callback) */
+    size_t n_unscored;      /* items that could not be scored; the first one says why */
+    char first_unscored[512];
+    double acc, acc_err;    /* accuracy and the harness's standard error */
+    bool has_acc_norm;      /* acc_norm: per character of the choice */
+    double acc_norm, acc_norm_err;
+    bool has_ppl;           /* LAMBADA: exp(−mean log-likelihood per item) */
+    double ppl, ppl_err;
+    double chance, majority; /* a uniform guess; always the most frequent answer */
+    size_t n_forwarded;     /* tokens run through the model */
+    double seconds;
+} dq_task_report;
+
+typedef struct dq_task_runner dq_task_runner;
+/* "piqa, arc_easy, ...": the tasks dq_task_run knows. */
+const char *dq_task_names(void);
+dq_status dq_task_runner_new(const dq_model *m, const dq_tokenizer *t, const dq_tasks_params *p, dq_task_runner **out,
+                             dq_error *err);
+/* One task by name; a failure (unknown name, unreadable or empty file, a
+ * model error) leaves the runner usable for the next task. */
+dq_status dq_task_run(dq_task_runner *r, const char *task, dq_task_report *report, dq_error *err);
+/* Frees the runner; fails if the items file could not be written in full. */
+dq_status dq_task_runner_free(dq_task_runner *r, dq_error *err);
+
 /* ---- conversion ---------------------------------------------------------- */
 
 /* m with t's tokenizer as format "gguf" (type F32, F16, BF16 or Q8_0: a file

@@ -9,11 +9,6 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "eval/perplexity.h"
-#include "eval/zeroshot.h"
-#include "util/files.h"
-#include "util/mapped_file.h"
-#include "model/model.h"
 
 typedef struct {
     dq_common_opts c;
@@ -104,92 +99,58 @@ static void report(const eval_opts *o, const dq_perplexity_result *r) {
 
 /* ---- zero-shot tasks ---------------------------------------------------------- */
 
-static void print_task(const eval_opts *o, const dq_task_result *r, size_t load_skipped, double seconds) {
-    const char *name = dq_task_name(r->id);
+static void print_task(const eval_opts *o, const dq_task_report *r) {
     double baseline = r->chance > r->majority ? r->chance : r->majority; /* the better blind guess */
     bool above = r->acc - baseline > 2 * r->acc_err;
+    size_t skipped = r->n_unscored + r->n_malformed;
     if (o->c.json) {
-        printf("{\"task\": \"%s\", \"n\": %zu, \"skipped\": %zu, \"acc\": %.6f, \"acc_stderr\": %.6f", name, r->n,
-               r->n_skipped + load_skipped, r->acc, r->acc_err);
+        printf("{\"task\": \"%s\", \"n\": %zu, \"skipped\": %zu, \"acc\": %.6f, \"acc_stderr\": %.6f", r->task, r->n,
+               skipped, r->acc, r->acc_err);
         if (r->has_acc_norm) printf(", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", r->acc_norm, r->acc_norm_err);
         if (r->has_ppl) printf(", \"perplexity\": %.6f, \"perplexity_stderr\": %.6f", r->ppl, r->ppl_err);
         else printf(", \"chance\": %.6f, \"majority\": %.6f", r->chance, r->majority);
-        printf(", \"tokens\": %zu, \"seconds\": %.3f}\n", r->n_forwarded, seconds);
+        printf(", \"tokens\": %zu, \"seconds\": %.3f}\n", r->n_forwarded, r->seconds);
         return;
     }
-    printf("%-14s n %5zu  acc %.4f +/- %.4f", name, r->n, r->acc, r->acc_err);
+    printf("%-14s n %5zu  acc %.4f +/- %.4f", r->task, r->n, r->acc, r->acc_err);
     if (r->has_acc_norm) printf("  acc_norm %.4f +/- %.4f", r->acc_norm, r->acc_norm_err);
     if (r->has_ppl) printf("  perplexity %.2f +/- %.2f", r->ppl, r->ppl_err);
     else printf("  chance %.4f majority %.4f%s", r->chance, r->majority, above ? "" : "  (not above chance)");
-    if (r->n_skipped + load_skipped) printf("  skipped %zu", r->n_skipped + load_skipped);
-    printf("  [%zu tokens, %.1f s, %.0f tok/s]\n", r->n_forwarded, seconds, seconds > 0 ? r->n_forwarded / seconds : 0);
-}
-
-/* One task: load, report bad lines, score. Returns false if it could not run. */
-static bool run_task(eval_opts *o, dq_scorer *sc, dq_task_id id, const char *dir) {
-    dq_task_set set;
-    dq_error err = {0};
-    if (dq_task_load(id, dir, (size_t)o->limit, &set, &err)) {
-        fprintf(stderr, "dashq: error: %s: %s (task skipped)\n", dq_task_name(id), err.msg);
-        return false;
-    }
-    for (size_t i = 0; i < set.n_warnings; i++) fprintf(stderr, "dashq: warning: %s\n", set.warnings[i]);
-    if (set.n_skipped > set.n_warnings)
-        fprintf(stderr, "dashq: warning: %s: %zu more malformed items skipped\n", set.path, set.n_skipped - set.n_warnings);
-    if (set.n_items == 0) { /* an accuracy over nothing is not 0.0000 */
-        fprintf(stderr, "dashq: error: %s: no well-formed item (%zu malformed) (task skipped)\n", set.path, set.n_skipped);
-        dq_task_set_free(&set);
-        return false;
-    }
-    dq_task_result r;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    bool ok = !dq_task_eval(sc, &set, &o->p.progress, &r, &err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    dq_cli_bar_end(&o->bar);
-    if (!ok) fprintf(stderr, "dashq: error: %s: %s (task stopped)\n", dq_task_name(id), err.msg);
-    if (ok && r.n == 0) { /* every item failed to score */
-        fprintf(stderr, "dashq: error: %s: no item could be scored, first: %s (task skipped)\n", set.path, r.first_skip);
-        ok = false;
-    }
-    else if (r.n_skipped) fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", dq_task_name(id), r.n_skipped, r.first_skip);
-    if (ok) print_task(o, &r, set.n_skipped, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-    dq_task_set_free(&set);
-    return ok;
+    if (skipped) printf("  skipped %zu", skipped);
+    printf("  [%zu tokens, %.1f s, %.0f tok/s]\n", r->n_forwarded, r->seconds,
+           r->seconds > 0 ? (double)r->n_forwarded / r->seconds : 0);
 }
 
 /* Runs every task named in the comma-separated list; unknown names and
  * unreadable files are reported and skipped, the others still run. */
 static int run_tasks(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
-    const char *dir = o->data_dir ? o->data_dir : getenv("DASHQ_DATA") ? getenv("DASHQ_DATA") : "../shared/data";
-    dq_scorer sc;
+    const char *inputs[] = {o->c.model, o->ppl_file, o->p.kld_base};
+    dq_tasks_params tp = {.data_dir = o->data_dir, .limit = (size_t)o->limit, .no_bos = o->no_bos,
+                          .items_path = o->items, .inputs = inputs, .n_inputs = 3, .n_threads = o->c.threads,
+                          .progress = o->p.progress};
+    dq_task_runner *run;
     dq_error err = {0};
-    if (dq_scorer_init(&sc, m, t, !o->no_bos && dq_tokenizer_adds_bos(t), o->c.threads, &err)) return dq_cli_error(&err);
-    if (o->items && !(sc.items = fopen(o->items, "w"))) {
-        fprintf(stderr, "dashq: error: --items %s: cannot write it\n", o->items);
-        dq_scorer_free(&sc);
-        return DQ_EXIT_ERROR;
-    }
+    if (dq_task_runner_new(m, t, &tp, &run, &err)) return dq_cli_error(&err);
     char list[1024], skipped[1024] = "";
     snprintf(list, sizeof list, "%s", o->tasks);
     int n_bad = 0;
     for (char *save, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        dq_task_id id;
-        bool known = dq_task_lookup(name, &id);
-        if (!known) {
-            fprintf(stderr, "dashq: error: unknown task '%s' (known:", name);
-            for (int i = 0; i < DQ_TASK_COUNT; i++) fprintf(stderr, "%s %s", i ? "," : "", dq_task_name((dq_task_id)i));
-            fprintf(stderr, ")\n");
-        }
-        if (!known || !run_task(o, &sc, id, dir)) {
+        dq_task_report r;
+        err = (dq_error){0};
+        dq_status st = dq_task_run(run, name, &r, &err);
+        dq_cli_bar_end(&o->bar);
+        if (st) {
+            fprintf(stderr, "dashq: error: %s: %s (task skipped)\n", name, err.msg);
             n_bad++;
             size_t used = strlen(skipped);
             snprintf(skipped + used, sizeof skipped - used, "%s%s", used ? ", " : "", name);
+            continue;
         }
+        if (r.n_unscored)
+            fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", name, r.n_unscored, r.first_unscored);
+        print_task(o, &r);
     }
-    if (sc.items && fclose(sc.items)) fprintf(stderr, "dashq: error: --items %s: write failed\n", o->items), n_bad++;
-    sc.items = NULL;
-    dq_scorer_free(&sc);
+    if (dq_task_runner_free(run, &err)) fprintf(stderr, "dashq: error: --items: %s\n", err.msg), n_bad++;
     if (n_bad) fprintf(stderr, "dashq: %d task(s) skipped: %s\n", n_bad, skipped);
     return n_bad ? DQ_EXIT_ERROR : 0;
 }
@@ -214,10 +175,7 @@ int dq_cmd_eval(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    const char *inputs[] = {o.c.model, m->path, dq_tokenizer_path(t), o.ppl_file};
-    dq_error err = {0};
-    if (o.items && dq_check_output(o.items, DQ_OUT_FILE, inputs, 4, &err)) rc = dq_cli_error(&err);
-    if (!rc && (o.ppl_file || o.p.kld_base)) rc = run_perplexity(&o, m, t);
+    if (o.ppl_file || o.p.kld_base) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);
     dq_model_free(m);
