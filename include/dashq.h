@@ -346,6 +346,18 @@ dq_status dq_task_run(dq_task_runner *r, const char *task, dq_task_report *repor
 /* Frees the runner; fails if the items file could not be written in full. */
 dq_status dq_task_runner_free(dq_task_runner *r, dq_error *err);
 
+/* ---- the sweep report --------------------------------------------------- */
+
+typedef struct {
+    size_t rows, skipped; /* results read; bad rows skipped (named through the note callback) */
+} dq_report_summary;
+
+/* RESULTS.csv from bench/quant_sweep.sh (and RESULTS_zeroshot.jsonl beside
+ * it) as DIR/report.md with gnuplot scripts; with plots, each rendered to SVG
+ * by gnuplot (it must be installed). DIR may exist; the CSV is never replaced. */
+dq_status dq_report(const char *csv, const char *dir, bool plots, const dq_progress *progress, dq_report_summary *out,
+                    dq_error *err);
+
 /* ---- conversion ---------------------------------------------------------- */
 
 /* m with t's tokenizer as format "gguf" (type F32, F16, BF16 or Q8_0: a file

@@ -1,7 +1,7 @@
 /* dashq info: what a model file holds. */
 #include <stdio.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 int dq_cmd_info(int argc, char **argv) {
     if (argc != 2) {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 static void print_ids(const int32_t *ids, size_t n, bool json) {
     if (json) putchar('[');

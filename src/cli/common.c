@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 int dq_cli_error(const dq_error *err) {
     fprintf(stderr, "dashq: error: %s\n", err->msg);

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli.h"
 
 static void usage(FILE *f) {
     char methods[1024]; /* one line per row of the quantizer table, with the options it reads */
