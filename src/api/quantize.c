@@ -129,7 +129,7 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
         snprintf(t->name, sizeof t->name, "%s", l->name);
         const dq_ggml_type_info *ti = l->ggml_type >= 0 ? dq_ggml_info((uint32_t)l->ggml_type) : NULL;
         snprintf(t->type, sizeof t->type, "%s", ti ? ti->name : "");
-        t->rel_err = calibrated && l->kind != DQ_KIND_EMBED ? l->rel_err : -1;
+        t->rel_err = calibrated && !dq_qlayer_is(l, DQ_SITE_TOKEN_EMBD) ? l->rel_err : -1;
         t->seconds = l->seconds;
         t->in_features = l->qt.q ? l->qt.in_cols : 0;
         t->quant_in_features = l->qt.q ? l->qt.cols : 0;

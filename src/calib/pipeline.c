@@ -260,7 +260,7 @@ typedef struct {
     dq_session *s;
     float *X;       /* (n, len, dim) hidden states entering the current block */
     float *scratch; /* (len, dim) */
-    stats_ctx st;
+    stats_ctx stats; /* the method's statistic for the current block (st is a status everywhere) */
     dq_quant_result *r;
 } run_ctx;
 
@@ -276,12 +276,12 @@ static dq_status in_window(dq_status st, int w, bool quantized, dq_error *err) {
 static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     size_t wsz = (size_t)cs->len * c->m->cfg.dim;
-    dq_taps taps = {stats_tap, &c->st};
+    dq_taps taps = {stats_tap, &c->stats};
     for (int w = 0; w < cs->n; w++) {
         memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
         dq_status st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
         if (st) return st;
-        if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
+        if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
     }
     return DQ_OK;
 }
@@ -289,8 +289,8 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
 static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
     double t0 = now();
-    stats_reset(&c->st);
-    dq_status st = c->st.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
+    stats_reset(&c->stats);
+    dq_status st = c->stats.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
     double t_pass1 = now() - t0;
     err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
@@ -299,7 +299,8 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         const dq_site *site = dq_site_of_linear(k);
         dq_site_hf_module(site, l, ql->name, sizeof ql->name);
         ql->layer = l;
-        ql->kind = k;
+        ql->site = site;
+        ql->expert = -1;
         int rows, cols;
         dq_site_shape(site, &m->cfg, &rows, &cols);
         const float **slot = dq_site_tensor(&m->layers[l], site);
@@ -308,7 +309,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
         int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(m, slot, rows, cols, &c->st, site->tap, c->o, type, ql, &e.D[k], err);
+        st = solve_linear(m, slot, rows, cols, &c->stats, site->tap, c->o, type, ql, &e.D[k], err);
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
     double t1 = now();
@@ -324,9 +325,9 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         free(e.D[k]);
     }
     free(e.buf);
-    c->r->t_stats += c->st.seconds;
-    c->r->t_forward += t_pass1 - c->st.seconds + (now() - t1);
-    c->st.seconds = 0;
+    c->r->t_stats += c->stats.seconds;
+    c->r->t_forward += t_pass1 - c->stats.seconds + (now() - t1);
+    c->stats.seconds = 0;
     return st;
 }
 
@@ -338,22 +339,23 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     int V, d, nt = c->o->n_threads;
     dq_site_shape(site, &m->cfg, &V, &d);
     size_t wsz = (size_t)cs->len * d;
-    stats_reset(&c->st);
+    stats_reset(&c->stats);
     double t0 = now();
-    for (int w = 0; w < cs->n && c->st.kind != DQ_STAT_NONE; w++) {
+    for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
-        stats_tap(&c->st, site->tap, c->scratch, cs->len, d);
+        stats_tap(&c->stats, site->tap, c->scratch, cs->len, d);
     }
-    if (c->st.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
+    if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
     dq_qlayer *ql = &c->r->layers[c->r->n];
     dq_site_hf_module(site, 0, ql->name, sizeof ql->name);
-    ql->layer = m->cfg.n_layers;
-    ql->kind = DQ_KIND_HEAD;
+    ql->layer = -1;
+    ql->site = site;
+    ql->expert = -1;
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
     float *D = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     int type = c->o->plan ? (int)c->o->plan->head : -1;
-    dq_status st = solve_linear(m, slot, V, d, &c->st, site->tap, c->o, type, ql, &D, err);
+    dq_status st = solve_linear(m, slot, V, d, &c->stats, site->tap, c->o, type, ql, &D, err);
     if (!st) {
         c->r->n++;
         c->r->t_solve += ql->seconds;
@@ -368,8 +370,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
         ql->rel_err = den > 0 ? sqrt(num / den) : 0;
         c->r->t_forward += now() - t1;
     }
-    c->r->t_stats += c->st.seconds;
-    c->r->t_forward += now() - t0 - c->st.seconds - ql->seconds;
+    c->r->t_stats += c->stats.seconds;
+    c->r->t_forward += now() - t0 - c->stats.seconds - ql->seconds;
     free(D);
     free(buf);
     return st;
@@ -387,7 +389,8 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     dq_site_shape(site, &m->cfg, &V, &d);
     dq_site_hf_module(site, -1, ql->name, sizeof ql->name);
     ql->layer = -1;
-    ql->kind = DQ_KIND_EMBED;
+    ql->site = site;
+    ql->expert = -1;
     ql->ggml_type = (int)c->o->plan->embed;
     float *D = NULL;
     double t0 = now();
@@ -426,12 +429,12 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .st = {.kind = dq_method_of(o->q.method)->stat, .nt = nt}};
+    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .stats = {.kind = dq_method_of(o->q.method)->stat, .nt = nt}};
     double t0 = now();
-    r->layers = calloc((size_t)nl * DQ_LIN_PER_BLOCK + 2, sizeof *r->layers);
+    r->layers = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *r->layers);
     bool head = o->quantize_head || o->plan;
-    c.st.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
-    dq_status st = (!r->layers || !c.st.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
+    dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
@@ -443,13 +446,23 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     if (!st && head) st = quantize_head(&c, err);
     if (!st && head && !dq_progress_report(&o->progress, "quantize", units, units, err)) st = DQ_ERR_CANCELLED;
     r->t_total = now() - t0;
-    stats_reset(&c.st);
-    free(c.st.tiles);
+    stats_reset(&c.stats);
+    free(c.stats.tiles);
     free(c.X);
     free(c.scratch);
     dq_session_free(c.s);
     if (st) dq_quant_result_free(r);
     return st;
+}
+
+int dq_quant_result_capacity(const dq_config *c) {
+    int n = 0;
+    for (int i = 0; i < DQ_SITE_COUNT; i++) {
+        const dq_site *s = &DQ_SITES[i];
+        if (s->role == DQ_SITE_LINEAR && s->per_block) n += c->n_layers; /* x n_experts once per_expert sites exist */
+        else if (s->role == DQ_SITE_LINEAR || s->role == DQ_SITE_EMBEDDING) n++;
+    }
+    return n;
 }
 
 void dq_quant_result_free(dq_quant_result *r) {

@@ -9,6 +9,7 @@
 #define DQ_PIPELINE_H
 #include "calib/calib_data.h"
 #include "model/model.h"
+#include "model/sites.h"
 #include "quant/presets.h"
 #include "quant/quant.h"
 
@@ -22,11 +23,12 @@ typedef struct {
     const dq_type_plan *plan;
 } dq_pipeline_opts;
 
-enum { DQ_KIND_HEAD = -1, DQ_KIND_EMBED = -2 };
-
+/* One quantized tensor, keyed by its row in the site table. */
 typedef struct {
     char name[96];  /* Hugging Face module name, e.g. model.layers.3.self_attn.q_proj */
-    int layer, kind; /* block index and DQ_LIN_*, or DQ_KIND_HEAD / DQ_KIND_EMBED */
+    const dq_site *site; /* a block linear, the output head or the token embedding */
+    int layer;      /* block index; -1 for a model-level site (head, embedding) */
+    int expert;     /* expert index of a per_expert site; -1 otherwise (every site today) */
     dq_qtensor qt;   /* empty when the plan keeps the layer in F16 */
     int ggml_type;   /* with a plan: the layer's type; else -1 */
     double rel_err; /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration inputs (quantized upstream) */
@@ -34,6 +36,7 @@ typedef struct {
     int pad; /* zero columns appended because the group did not divide the width (qt.cols = width + pad) */
 } dq_qlayer;
 
+/* At most dq_quant_result_capacity(cfg) tensors, in the order quantized. */
 typedef struct {
     dq_qlayer *layers;
     int n;
@@ -45,4 +48,9 @@ typedef struct {
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
                             dq_error *err);
 void dq_quant_result_free(dq_quant_result *r);
+/* Whether ql is the block linear `lin` (DQ_LIN_*), or a model-level site. */
+static inline bool dq_qlayer_is(const dq_qlayer *ql, dq_site_id id) { return ql->site == &DQ_SITES[id]; }
+/* Tensors a model of config c can have quantized: every linear site per
+ * block (and expert), plus the model-level head and embedding. */
+int dq_quant_result_capacity(const dq_config *c);
 #endif

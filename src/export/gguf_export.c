@@ -309,10 +309,10 @@ static bool index_quant(const dq_quant_result *r, int n_layers, quant_index *qi)
     if (!(qi->lin = calloc((size_t)n_layers * DQ_LIN_PER_BLOCK, sizeof *qi->lin))) return false;
     for (int i = 0; i < r->n; i++) {
         const dq_qlayer *ql = &r->layers[i];
-        if (ql->kind == DQ_KIND_HEAD) qi->head = ql;
-        else if (ql->kind == DQ_KIND_EMBED) qi->embed = ql;
-        else if (ql->layer >= 0 && ql->layer < n_layers && ql->kind >= 0 && ql->kind < DQ_LIN_PER_BLOCK)
-            qi->lin[(size_t)ql->layer * DQ_LIN_PER_BLOCK + ql->kind] = ql;
+        if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) qi->head = ql;
+        else if (dq_qlayer_is(ql, DQ_SITE_TOKEN_EMBD)) qi->embed = ql;
+        else if (ql->layer >= 0 && ql->layer < n_layers && ql->site->lin >= 0)
+            qi->lin[(size_t)ql->layer * DQ_LIN_PER_BLOCK + ql->site->lin] = ql;
     }
     return true;
 }

@@ -101,15 +101,14 @@ static void build_tensors(dq_st_list *l, const dq_model *m, const dq_quant_resul
     add_site_fp(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0);
     for (int i = 0; i < r->n; i++) {
         const dq_qlayer *ql = &r->layers[i];
-        if (ql->kind == DQ_LIN_Q) add_block_fp(l, m, ql->layer); /* once per block */
-        bool rope_rows = ql->kind >= 0 && ql->kind < DQ_LIN_PER_BLOCK && dq_site_of_linear(ql->kind)->rope_rows;
-        add_quantized(l, ql, interleaved && rope_rows, c->head_dim);
+        if (dq_qlayer_is(ql, DQ_SITE_Q)) add_block_fp(l, m, ql->layer); /* once per block */
+        add_quantized(l, ql, interleaved && ql->site->rope_rows, c->head_dim);
     }
     add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0);
     /* The head is always in the file: the official loader (JaeminK/dashq,
      * transformers + accelerate) leaves a tied lm_head unloaded when
      * lm_head.weight is missing. A tied head is the embedding's copy. */
-    bool head_quantized = r->n > 0 && r->layers[r->n - 1].kind == DQ_KIND_HEAD;
+    bool head_quantized = r->n > 0 && dq_qlayer_is(&r->layers[r->n - 1], DQ_SITE_OUTPUT);
     if (!head_quantized) add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0);
 }
 

@@ -68,7 +68,7 @@ typedef struct {
 extern const dq_site DQ_SITES[DQ_SITE_COUNT];
 
 /* The row of block linear `lin`, which must be a DQ_LIN_* (0 <= lin < DQ_LIN_PER_BLOCK;
- * DQ_KIND_HEAD / DQ_KIND_EMBED are DQ_SITES[DQ_SITE_OUTPUT] / [DQ_SITE_TOKEN_EMBD]). Never NULL. */
+ * the head and the embedding are DQ_SITES[DQ_SITE_OUTPUT] / [DQ_SITE_TOKEN_EMBD]). Never NULL. */
 const dq_site *dq_site_of_linear(int lin);
 /* Whether a model with config c has the tensor (biases only with qkv_bias). */
 bool dq_site_present(const dq_site *s, const dq_config *c);

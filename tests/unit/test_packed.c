@@ -101,8 +101,8 @@ typedef struct {
  * (HF order: q/k rows of an interleaved-RoPE source were reordered). */
 static const float *evaluated_row(const dq_model *m, const dq_qlayer *ql, int r, int cols) {
     const dq_config *c = &m->cfg;
-    if (ql->kind == DQ_KIND_HEAD) return m->output + (size_t)r * cols;
-    const dq_site *site = dq_site_of_linear(ql->kind);
+    if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) return m->output + (size_t)r * cols;
+    const dq_site *site = ql->site;
     bool perm = c->rope_style == DQ_ROPE_INTERLEAVED && site->rope_rows;
     const float *w = dq_site_get(&m->layers[ql->layer], site);
     return w + (size_t)(perm ? dq_interleaved_row_of_half_row(r, c->head_dim) : r) * cols;
@@ -143,8 +143,7 @@ static void check_layout(const layout_case *k, const char *name) {
     for (int i = 0; i < r.n; i++) {
         const dq_qlayer *ql = &r.layers[i];
         int rows, cols;
-        if (ql->kind == DQ_KIND_HEAD) rows = c->vocab_size, cols = c->dim;
-        else dq_linear_shape(c, ql->kind, &rows, &cols);
+        dq_site_shape(ql->site, c, &rows, &cols);
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(mods, ql->name);
         if (!meta) fail_msg("%s is not in quantized_modules", ql->name);
         int G = k->group, qin = (cols + G - 1) / G * G, bits = k->bits, per = 32 / bits;
@@ -212,12 +211,10 @@ static void check_layout(const layout_case *k, const char *name) {
     for (int i = 0; i < r.n; i++) {
         const dq_qlayer *ql = &r.layers[i];
         int rows, cols;
-        if (ql->kind == DQ_KIND_HEAD) rows = c->vocab_size, cols = c->dim;
-        else dq_linear_shape(c, ql->kind, &rows, &cols);
+        dq_site_shape(ql->site, c, &rows, &cols);
         for (int rr = 0; rr < rows; rr++) {
             /* back is in HF row order already */
-            const float *b = ql->kind == DQ_KIND_HEAD ? back->output + (size_t)rr * cols : NULL;
-            if (!b) b = dq_site_get(&back->layers[ql->layer], dq_site_of_linear(ql->kind)) + (size_t)rr * cols;
+            const float *b = dq_site_data(back, ql->layer, ql->site) + (size_t)rr * cols;
             if (memcmp(b, evaluated_row(m, ql, rr, cols), (size_t)cols * sizeof *b))
                 fail_msg("%s: %s row %d: dashq's reader differs from the evaluated weights", name, ql->name, rr);
         }
