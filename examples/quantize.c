@@ -23,7 +23,8 @@ static void on_note(bool warning, const char *msg, void *user) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL CALIB OUT [METHOD [OPTIONS]]   (methods: %s)\n", argv[0], dq_quantize_methods());
+        fprintf(stderr, "usage: %s MODEL CALIB OUT [METHOD [OPTIONS]]   (methods: %s)\n", argv[0],
+                dq_quantize_methods());
         return 2;
     }
     dq_error err = {0};

@@ -143,8 +143,10 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->calib_len = calibrated ? cs->len : 0;
     rep->calib_text_tokens = cs->text_tokens;
     rep->calib_overlapping = cs->overlapping;
-    rep->t_forward = r->t_forward, rep->t_stats = r->t_stats;
-    rep->t_solve = r->t_solve, rep->t_total = r->t_total;
+    rep->t_forward = r->t_forward;
+    rep->t_stats = r->t_stats;
+    rep->t_solve = r->t_solve;
+    rep->t_total = r->t_total;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
     return DQ_OK;
@@ -183,10 +185,13 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
         int padded = 0;
         for (int i = 0; i < r.n; i++) padded += r.layers[i].pad > 0;
         if (padded)
-            dq_progress_note(&p->progress, false, "group %d does not divide the input width of %d tensors; their rows "
-                             "are padded with zero weights to a multiple of it (quant_in_features in dashq_config.json). "
-                             "The official Python loader's forward pass does not drop the padding: for it, pick a group "
-                             "that divides every width", j.po.q.group, padded);
+            dq_progress_note(
+                &p->progress, false,
+                "group %d does not divide the input width of %d tensors; their rows "
+                "are padded with zero weights to a multiple of it (quant_in_features in dashq_config.json). "
+                "The official Python loader's forward pass does not drop the padding: for it, pick a group "
+                "that divides every width",
+                j.po.q.group, padded);
     }
     if (!st) st = write_output(out, m, t, p, &j, &r, &cs, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);

@@ -84,15 +84,18 @@ dq_status dq_report(const char *csv, const char *dir, bool plots, const dq_progr
     memset(out, 0, sizeof *out);
     dq_status st = dq_check_output(dir, DQ_OUT_DIR, &csv, 1, err);
     if (st) return st;
-    if (mkdir(dir, 0777) && errno != EEXIST) return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    if (mkdir(dir, 0777) && errno != EEXIST)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     dq_results r;
     if ((st = load_all(csv, &r, err))) return st;
     for (size_t i = 0; i < r.n_warnings; i++) dq_progress_note(progress, true, "%s", r.warnings[i]);
-    if (r.n_skipped > r.n_warnings) dq_progress_note(progress, true, "%zu more bad rows skipped", r.n_skipped - r.n_warnings);
+    if (r.n_skipped > r.n_warnings)
+        dq_progress_note(progress, true, "%zu more bad rows skipped", r.n_skipped - r.n_warnings);
     char **scripts = NULL;
     st = dq_report_write(&r, csv, dir, &scripts, err);
     if (!st && plots) st = render(dir, scripts, err);
-    out->rows = r.n, out->skipped = r.n_skipped;
+    out->rows = r.n;
+    out->skipped = r.n_skipped;
     for (char **s = scripts; s && *s; s++) free(*s);
     free(scripts);
     dq_results_free(&r);

@@ -66,12 +66,16 @@ static void fill(const dq_task_result *res, size_t load_skipped, double seconds,
     rep->n_unscored = res->n_skipped;
     rep->n_malformed = load_skipped;
     snprintf(rep->first_unscored, sizeof rep->first_unscored, "%s", res->first_skip);
-    rep->acc = res->acc, rep->acc_err = res->acc_err;
+    rep->acc = res->acc;
+    rep->acc_err = res->acc_err;
     rep->has_acc_norm = res->has_acc_norm;
-    rep->acc_norm = res->acc_norm, rep->acc_norm_err = res->acc_norm_err;
+    rep->acc_norm = res->acc_norm;
+    rep->acc_norm_err = res->acc_norm_err;
     rep->has_ppl = res->has_ppl;
-    rep->ppl = res->ppl, rep->ppl_err = res->ppl_err;
-    rep->chance = res->chance, rep->majority = res->majority;
+    rep->ppl = res->ppl;
+    rep->ppl_err = res->ppl_err;
+    rep->chance = res->chance;
+    rep->majority = res->majority;
     rep->n_forwarded = res->n_forwarded;
     rep->seconds = seconds;
 }
@@ -86,7 +90,8 @@ dq_status dq_task_run(dq_task_runner *r, const char *task, dq_task_report *rep, 
     memset(rep, 0, sizeof *rep);
     snprintf(rep->task, sizeof rep->task, "%s", task);
     dq_task_id id;
-    if (!dq_task_lookup(task, &id)) return dq_fail(err, DQ_ERR_ARG, "unknown task '%s' (known: %s)", task, dq_task_names());
+    if (!dq_task_lookup(task, &id))
+        return dq_fail(err, DQ_ERR_ARG, "unknown task '%s' (known: %s)", task, dq_task_names());
     dq_task_set set;
     dq_status st = dq_task_load(id, r->data_dir, r->p.limit, &set, err);
     if (st) return st;

@@ -46,7 +46,8 @@ static dq_status tokenize_jsonl(const char *path, char *text, const dq_tokenizer
         cJSON *o = cJSON_ParseWithLength(p, len);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "text");
         dq_status rc = cJSON_IsString(v) ? append_doc(t, v->valuestring, strlen(v->valuestring), st, err)
-                                         : dq_fail(err, DQ_ERR_FORMAT, "%s:%zu: not a JSON object with a \"text\" string", path, line);
+                                         : dq_fail(err, DQ_ERR_FORMAT,
+                                                   "%s:%zu: not a JSON object with a \"text\" string", path, line);
         cJSON_Delete(o);
         if (rc == DQ_ERR_FORMAT && cJSON_IsString(v) && err) { /* bad UTF-8 */
             char msg[sizeof err->msg];

@@ -228,7 +228,8 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
     if (st) return st;
     float *stat = NULL, *Wp = NULL;
     if (q.pad) { /* (rows, qcols): W with zero columns appended to every row */
-        if (!(Wp = calloc((size_t)rows * qcols, sizeof *Wp))) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+        if (!(Wp = calloc((size_t)rows * qcols, sizeof *Wp)))
+            return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
         for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
     }
     const float *Wq = Wp ? Wp : W;

@@ -21,7 +21,22 @@ typedef struct {
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
-    enum { O_TOK = 256, O_PPL, O_CTX, O_LLAMACPP, O_SAVE, O_KLD, O_CHUNKS, O_JSON, O_QUIET, O_TASKS, O_LIMIT, O_DATA, O_NOBOS, O_ITEMS };
+    enum {
+        O_TOK = 256,
+        O_PPL,
+        O_CTX,
+        O_LLAMACPP,
+        O_SAVE,
+        O_KLD,
+        O_CHUNKS,
+        O_JSON,
+        O_QUIET,
+        O_TASKS,
+        O_LIMIT,
+        O_DATA,
+        O_NOBOS,
+        O_ITEMS
+    };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"ppl", required_argument, 0, O_PPL},
         {"ctx", required_argument, 0, O_CTX},       {"llamacpp-compatible", no_argument, 0, O_LLAMACPP},
@@ -46,7 +61,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_LLAMACPP: o->p.llamacpp = true; break;
         case O_SAVE: o->p.save_logits = optarg; break;
         case O_KLD: o->p.kld_base = optarg; break;
-        case O_CHUNKS: if (!dq_cli_int("--chunks", optarg, 1, 1 << 30, &v)) return DQ_EXIT_ERROR; o->p.max_windows = (int)v; break;
+        case O_CHUNKS:
+            if (!dq_cli_int("--chunks", optarg, 1, 1 << 30, &v)) return DQ_EXIT_ERROR;
+            o->p.max_windows = (int)v;
+            break;
         case O_JSON: o->c.json = true; break;
         case O_QUIET: o->c.quiet = true; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
@@ -147,7 +165,8 @@ static int run_tasks(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
             continue;
         }
         if (r.n_unscored)
-            fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", name, r.n_unscored, r.first_unscored);
+            fprintf(stderr, "dashq: warning: %s: %zu items not scored, first: %s\n", name, r.n_unscored,
+                    r.first_unscored);
         print_task(o, &r);
     }
     if (dq_task_runner_free(run, &err)) fprintf(stderr, "dashq: error: --items: %s\n", err.msg), n_bad++;

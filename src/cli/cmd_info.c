@@ -20,10 +20,12 @@ int dq_cmd_info(int argc, char **argv) {
            c->rope_style == DQ_ROPE_HALF ? "half" : "interleaved", c->tied_embeddings ? "yes" : "no",
            c->qkv_bias ? "yes" : "no");
     if (dq_model_has_rope_freq_factors(m)) printf("rope_scaling: per-pair factors (GGUF rope_freqs.weight)\n");
-    else if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR) printf("rope_scaling: linear, factor %g\n", (double)c->rope_factor);
+    else if (c->rope_scaling == DQ_ROPE_SCALING_LINEAR)
+        printf("rope_scaling: linear, factor %g\n", (double)c->rope_factor);
     else if (c->rope_scaling == DQ_ROPE_SCALING_LLAMA3)
-        printf("rope_scaling: llama3, factor %g, low/high freq factors %g/%g, original context %d\n", (double)c->rope_factor,
-               (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_orig_ctx);
+        printf("rope_scaling: llama3, factor %g, low/high freq factors %g/%g, original context %d\n",
+               (double)c->rope_factor, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor,
+               c->rope_orig_ctx);
     else printf("rope_scaling: none\n");
     dq_model_free(m);
     return 0;

@@ -93,13 +93,18 @@ static int parse(int argc, char **argv, quant_opts *o) {
     bool gguf = !strcmp(o->p.format, "gguf");
     if (strcmp(o->p.format, "gguf") && strcmp(o->p.format, "packed"))
         return usage_error("--format takes packed or gguf", o->p.format);
-    if (gguf && !o->p.gguf_type) return usage_error("--format gguf needs --type (one of these)", dq_quantize_gguf_types());
+    if (gguf && !o->p.gguf_type)
+        return usage_error("--format gguf needs --type (one of these)", dq_quantize_gguf_types());
     if (gguf && bits_given)
-        return usage_error("--bits does not apply to --format gguf: the --type names the bits (e.g. Q3_K_M, Q4_K_M)", NULL);
+        return usage_error("--bits does not apply to --format gguf: the --type names the bits (e.g. Q3_K_M, Q4_K_M)",
+                           NULL);
     if (!gguf && (o->p.gguf_type || o->p.pure)) return usage_error("--type and --pure go with --format gguf", NULL);
     o->c.model = argv[optind];
-    o->p.bits = (int)bits, o->p.group = (int)group;
-    o->p.nsamples = (int)ns, o->p.seqlen = (int)sl, o->p.seed = (uint64_t)seed;
+    o->p.bits = (int)bits;
+    o->p.group = (int)group;
+    o->p.nsamples = (int)ns;
+    o->p.seqlen = (int)sl;
+    o->p.seed = (uint64_t)seed;
     o->p.options = o->options;
     o->p.n_threads = o->c.threads;
     o->p.progress = dq_cli_progress(&o->bar, o->c.quiet);

@@ -12,7 +12,8 @@ static void warn(bool warning, const char *msg, void *user) {
 }
 
 int dq_cmd_report(int argc, char **argv) {
-    static const struct option longs[] = {{"no-plots", no_argument, 0, 'n'}, {"output", required_argument, 0, 'o'}, {0, 0, 0, 0}};
+    static const struct option longs[] = {
+        {"no-plots", no_argument, 0, 'n'}, {"output", required_argument, 0, 'o'}, {0, 0, 0, 0}};
     const char *dir = NULL;
     bool plots = true;
     int c;

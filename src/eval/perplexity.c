@@ -269,8 +269,10 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
     if (!st && !o->kld_base) {
         size_t need = (llamacpp ? 2 : 1) * (size_t)io.ctx;
         if (n_tokens < need)
-            st = dq_fail(err, DQ_ERR_ARG, "%s%sthe text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
-                         o->text_path ? o->text_path : "", o->text_path ? ": " : "", n_tokens, io.ctx, need);
+            st = dq_fail(
+                err, DQ_ERR_ARG,
+                "%s%sthe text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
+                o->text_path ? o->text_path : "", o->text_path ? ": " : "", n_tokens, io.ctx, need);
         io.n_windows = (int)(n_tokens / (size_t)io.ctx);
     }
     if (!st && o->max_windows > 0 && io.n_windows > o->max_windows) io.n_windows = o->max_windows;
@@ -432,7 +434,8 @@ static dq_status score_saved(scorer *c, logit_io *io, const char *path, const dq
     int32_t *tok = malloc(ctx * sizeof *tok);
     dq_status st = tok ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     for (int w = 0; !st && w < nch; w++) {
-        if (fread(tok, sizeof *tok, ctx, in) != ctx) st = dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
+        if (fread(tok, sizeof *tok, ctx, in) != ctx)
+            st = dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
         if (!st) st = scorer_window(c, tok, w, err);
         if (!st && !dq_progress_report(p, "perplexity", (size_t)w + 1, (size_t)nch, err)) st = DQ_ERR_CANCELLED;
     }
@@ -468,8 +471,10 @@ dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, con
                     .progress_total = o->max_windows > 0 ? (size_t)o->max_windows : bytes, .err = err};
     if (!st) st = stream_text(path, tk, block, buf, &run, err);
     if (!st && run.total < need)
-        st = dq_fail(err, DQ_ERR_ARG, "%s: the text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)",
-                     path, run.total, io.ctx, need);
+        st = dq_fail(
+            err, DQ_ERR_ARG,
+            "%s: the text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)", path,
+            run.total, io.ctx, need);
     if (!st && run.progress_done != run.progress_total &&
         !dq_progress_report(run.progress, "perplexity", run.progress_total, run.progress_total, err))
         st = DQ_ERR_CANCELLED;

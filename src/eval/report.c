@@ -69,7 +69,8 @@ static const char *parse_row(char **f, int nf, const int *col, dq_result_row *r)
     for (int c = 0; c < C_COUNT; c++)
         if (col[c] < 1000 && col[c] >= nf) return "too few fields";
     if (!safe_name(f[col[C_MODEL]], r->model, sizeof r->model)) return "bad model name (letters, digits, _-.+ only)";
-    if (!safe_name(f[col[C_METHOD]], r->method, sizeof r->method)) return "bad method name (letters, digits, _-.+ only)";
+    if (!safe_name(f[col[C_METHOD]], r->method, sizeof r->method))
+        return "bad method name (letters, digits, _-.+ only)";
     if (!parse_int(f[col[C_BITS]], 1, 16, &r->bits)) return "bits is not an integer in 1..16";
     if (!parse_int(f[col[C_GROUP]], -1, 1 << 20, &r->group)) return "group is not an integer";
     if (!parse_int(f[col[C_NSAMPLES]], 0, 1 << 30, &r->nsamples)) return "nsamples is not a count";
@@ -162,8 +163,8 @@ static const char *zs_metric(const char *task) {
 static const char *zs_line(const char *line, dq_results *r) {
     cJSON *o = cJSON_Parse(line);
     const char *bad = NULL;
-    const cJSON *cell = cJSON_GetObjectItemCaseSensitive(o, "cell"), *task = cJSON_GetObjectItemCaseSensitive(o, "task"),
-                *n = cJSON_GetObjectItemCaseSensitive(o, "n");
+    const cJSON *cell = cJSON_GetObjectItemCaseSensitive(o, "cell"),
+                *task = cJSON_GetObjectItemCaseSensitive(o, "task"), *n = cJSON_GetObjectItemCaseSensitive(o, "n");
     const char *metric = cJSON_IsString(task) ? zs_metric(task->valuestring) : NULL;
     const cJSON *v = metric ? cJSON_GetObjectItemCaseSensitive(o, metric) : NULL;
     if (!o) bad = "not a JSON object";
@@ -295,7 +296,8 @@ typedef struct {
 static dq_out_file *open_out(writer *w, const char *name) {
     char path[PATH_MAX];
     if (strchr(name, '/')) { /* names come from the CSV's model column */
-        dq_fail(w->err, DQ_ERR_FORMAT, "%s: a model name makes the file name '%s', which is not a plain name", w->source, name);
+        dq_fail(w->err, DQ_ERR_FORMAT, "%s: a model name makes the file name '%s', which is not a plain name",
+                w->source, name);
         return NULL;
     }
     if (dq_path_fmt(path, sizeof path, w->err, "%s/%s", w->dir, name) ||
@@ -322,7 +324,9 @@ static void abort_out(dq_out_file *o) {
 
 static bool same_model(const cell *a, const cell *b) { return !strcmp(a->model, b->model); }
 static bool same_method(const cell *a, const cell *b) { return same_model(a, b) && !strcmp(a->method, b->method); }
-static bool same_config(const cell *a, const cell *b) { return same_method(a, b) && a->bits == b->bits && a->group == b->group; }
+static bool same_config(const cell *a, const cell *b) {
+    return same_method(a, b) && a->bits == b->bits && a->group == b->group;
+}
 
 typedef struct {
     double x, y, sd;
@@ -357,8 +361,8 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
             fprintf(d->f, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
             for (int k = 0; k < np; k++) fprintf(d->f, "%.4f %.8g %.8g\n", p[k].x, p[k].y, p[k].sd);
             size_t used = strlen(plot);
-            snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s'", blocks ? ", \\\n     " : "",
-                     file, blocks, c[i].method);
+            snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s'",
+                     blocks ? ", \\\n     " : "", file, blocks, c[i].method);
             blocks++;
         }
         i = j;
@@ -369,8 +373,12 @@ static dq_status plot_vs_bpw(writer *w, const cell *c, size_t nc, bool kld, cons
     snprintf(file, sizeof file, "%s.gp", name);
     dq_out_file *g = open_out(w, file);
     if (!g) return w->err ? w->err->code : DQ_ERR_IO;
-    fprintf(g->f, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nif (!exists('out')) out = '%s.svg'\nset output out\nset title '%s'\n"
-               "set xlabel 'bits per weight'\nset ylabel '%s'\nset grid\nset key top right\nset offsets graph 0.03, graph 0.03\n%splot %s\n",
+    fprintf(g->f,
+            "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\n"
+            "if (!exists('out')) out = '%s.svg'\n"
+            "set output out\nset title '%s'\n"
+            "set xlabel 'bits per weight'\nset ylabel '%s'\nset grid\nset key top right\n"
+            "set offsets graph 0.03, graph 0.03\n%splot %s\n",
             name, title, kld ? "KL divergence to the full model" : "perplexity", kld ? "set logscale y\n" : "", plot);
     if ((st = close_out(w, g))) return st;
     w->scripts[w->n_scripts++] = strdup(file);
@@ -402,11 +410,12 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
         if (c[i].bits == bits && c[i].group == group && !isnan(kld ? c[i].kld : c[i].ppl)) {
             fprintf(d->f, "%s# %s\n", blocks ? "\n\n" : "", c[i].method);
             for (size_t k = i; k < j; k++)
-                fprintf(d->f, "%d %.8g %.8g\n", j - i == 1 ? lo : c[k].nsamples, kld ? c[k].kld : c[k].ppl, kld ? c[k].kld_sd : c[k].ppl_sd);
+                fprintf(d->f, "%d %.8g %.8g\n", j - i == 1 ? lo : c[k].nsamples, kld ? c[k].kld : c[k].ppl,
+                        kld ? c[k].kld_sd : c[k].ppl_sd);
             if (j - i == 1) fprintf(d->f, "%d %.8g 0\n", hi, kld ? c[i].kld : c[i].ppl); /* ignores the data */
             size_t used = strlen(plot);
-            snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s%s'", blocks ? ", \\\n     " : "",
-                     file, blocks, c[i].method, j - i == 1 ? " (no calibration)" : "");
+            snprintf(plot + used, sizeof plot - used, "%s'%s' index %d with yerrorlines pt 7 ps 0.6 title '%s%s'",
+                     blocks ? ", \\\n     " : "", file, blocks, c[i].method, j - i == 1 ? " (no calibration)" : "");
             blocks++;
         }
         i = j;
@@ -416,10 +425,14 @@ static dq_status plot_vs_samples(writer *w, const cell *c, size_t nc, int bits, 
     snprintf(file, sizeof file, "%s.gp", name);
     dq_out_file *g = open_out(w, file);
     if (!g) return w->err ? w->err->code : DQ_ERR_IO;
-    fprintf(g->f, "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\nif (!exists('out')) out = '%s.svg'\nset output out\n"
-               "set title '%s: %d-bit, group %d: quality vs calibration samples (mean +/- sd over seeds)'\n"
-               "set xlabel 'calibration samples'\nset ylabel '%s'\nset logscale x 2\nset grid\nset key top right\nplot %s\n",
-            name, c[0].model, bits, group, kld ? "KL divergence to the full model" : "perplexity", plot);
+    fprintf(
+        g->f,
+        "set terminal svg size 720,480 dynamic noenhanced font 'sans,12'\n"
+        "if (!exists('out')) out = '%s.svg'\n"
+        "set output out\n"
+        "set title '%s: %d-bit, group %d: quality vs calibration samples (mean +/- sd over seeds)'\n"
+        "set xlabel 'calibration samples'\nset ylabel '%s'\nset logscale x 2\nset grid\nset key top right\nplot %s\n",
+        name, c[0].model, bits, group, kld ? "KL divergence to the full model" : "perplexity", plot);
     if ((st = close_out(w, g))) return st;
     w->scripts[w->n_scripts++] = strdup(file);
     *any = true;
@@ -485,7 +498,8 @@ static dq_status model_section(writer *w, FILE *md, const cell *c, size_t nc) {
     bool any;
     for (int k = kld ? 1 : 0; k >= 0; k--) {
         snprintf(name, sizeof name, "%s_%s_vs_bpw", c[0].model, k ? "kld" : "ppl");
-        snprintf(title, sizeof title, "%s: %s vs bits per weight (largest calibration set)", c[0].model, k ? "KLD" : "perplexity");
+        snprintf(title, sizeof title, "%s: %s vs bits per weight (largest calibration set)", c[0].model,
+                 k ? "KLD" : "perplexity");
         dq_status st = plot_vs_bpw(w, c, nc, k, name, title, &any);
         if (st) return st;
         if (any) fprintf(md, "\n![%s](%s.svg)\n", title, name);

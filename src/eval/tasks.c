@@ -140,7 +140,8 @@ static dq_status string_array(const cJSON *o, const char *key, int *n, dq_error 
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsArray(a)) return dq_fail(err, DQ_ERR_FORMAT, "field \"%s\" is missing or not a list", key);
     *n = cJSON_GetArraySize(a);
-    if (*n < 1 || *n > 16) return dq_fail(err, DQ_ERR_FORMAT, "field \"%s\" has %d entries (1 to 16 expected)", key, *n);
+    if (*n < 1 || *n > 16)
+        return dq_fail(err, DQ_ERR_FORMAT, "field \"%s\" has %d entries (1 to 16 expected)", key, *n);
     for (int i = 0; i < *n; i++) {
         const cJSON *s = cJSON_GetArrayItem(a, i);
         if (!cJSON_IsString(s)) return dq_fail(err, DQ_ERR_FORMAT, "%s[%d] is not a string", key, i);
@@ -175,7 +176,8 @@ static dq_status parse_choices_item(dq_task_id id, const cJSON *o, dq_task_item 
     if (st) return st;
     if (id == DQ_TASK_BOOLQ) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "choices");
-        if (n != 2 || strcmp(cJSON_GetArrayItem(a, 0)->valuestring, "no") || strcmp(cJSON_GetArrayItem(a, 1)->valuestring, "yes"))
+        if (n != 2 || strcmp(cJSON_GetArrayItem(a, 0)->valuestring, "no") ||
+            strcmp(cJSON_GetArrayItem(a, 1)->valuestring, "yes"))
             return dq_fail(err, DQ_ERR_FORMAT, "BoolQ choices must be [\"no\", \"yes\"]");
     }
     int gold = 0;
@@ -220,7 +222,8 @@ static dq_status parse_lambada(const cJSON *o, dq_task_item *it, dq_error *err) 
 
 dq_status dq_task_parse_json(dq_task_id id, const char *line, size_t len, dq_task_item *out, dq_error *err) {
     memset(out, 0, sizeof *out);
-    if (id >= DQ_TASK_COUNT || id == DQ_TASK_HELLASWAG) return dq_fail(err, DQ_ERR_ARG, "%s is not a JSON-lines task", dq_task_name(id));
+    if (id >= DQ_TASK_COUNT || id == DQ_TASK_HELLASWAG)
+        return dq_fail(err, DQ_ERR_ARG, "%s is not a JSON-lines task", dq_task_name(id));
     cJSON *o = cJSON_ParseWithLength(line, len);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
@@ -283,7 +286,8 @@ static dq_status read_bz2(const char *path, char **data, size_t *size, dq_error 
     free(packed);
     if (rc != BZ_STREAM_END) {
         free(out);
-        return dq_fail(err, DQ_ERR_FORMAT, "%s: bzip2 data is %s", path, rc == BZ_MEM_ERROR ? "too large" : "corrupt or truncated");
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: bzip2 data is %s", path,
+                       rc == BZ_MEM_ERROR ? "too large" : "corrupt or truncated");
     }
     out[len] = 0;
     *data = out, *size = len;
@@ -298,7 +302,10 @@ static dq_status read_task_file(const char *path, char **data, size_t *size, dq_
     dq_status s = dq_path_fmt(bz, sizeof bz, err, "%s.bz2", path);
     if (s) return s;
     if (stat(bz, &st) == 0) return read_bz2(bz, data, size, err);
-    return dq_fail(err, DQ_ERR_IO, "%s: cannot open the task file (nor %s.bz2); --data-dir names the folder holding llm-foundry-icl/ and hellaswag/", path, path);
+    return dq_fail(err, DQ_ERR_IO,
+                   "%s: cannot open the task file (nor %s.bz2); --data-dir names the folder holding llm-foundry-icl/ "
+                   "and hellaswag/",
+                   path, path);
 }
 
 static bool push_item(dq_task_set *s, size_t *cap, dq_task_item *it) {

@@ -160,7 +160,8 @@ static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice
     for (int i = 0; i < n && !st; i++) {
         int32_t *c, *k;
         size_t nk;
-        if ((st = dq_scorer_encode(sc, it->choices[i].context, it->choices[i].continuation, &c, &nc[i], &k, &nk, err))) break;
+        if ((st = dq_scorer_encode(sc, it->choices[i].context, it->choices[i].continuation, &c, &nc[i], &k, &nk, err)))
+            break;
         len[i] = nc[i] + nk;
         seq[i] = nk && len[i] <= (size_t)sc->n_ctx ? realloc(c, len[i] * sizeof *c) : NULL;
         if (seq[i]) memcpy(seq[i] + nc[i], k, nk * sizeof *k);
@@ -178,7 +179,8 @@ static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice
     if (!st && (total > sc->n_batch || (int)p + total > sc->n_ctx)) st = DQ_ERR_UNSUPPORTED;
     if (!st) st = fill_prefix(sc, seq[0], (int)p, err);
     if (!st) {
-        for (int i = 0, t = 0; i < n; t += lens[i++]) memcpy(sc->buf + t, seq[i] + p, (size_t)lens[i] * sizeof *sc->buf);
+        for (int i = 0, t = 0; i < n; t += lens[i++])
+            memcpy(sc->buf + t, seq[i] + p, (size_t)lens[i] * sizeof *sc->buf);
         const float *logits;
         st = dq_forward_branches(sc->session, sc->buf, lens, n, (int)p, &logits, err);
         sc->n_cached = (int)p; /* the branches overwrote the slots after the prefix */
@@ -187,7 +189,8 @@ static dq_status score_branches(dq_scorer *sc, const dq_task_item *it, dq_choice
             int first = (int)(nc[i] - 1 - p);
             out[i] = (dq_choice_score){0, true, lens[i] - first};
             for (int k = first; k < lens[i]; k++)
-                out[i].greedy &= score_row(logits + (size_t)(t + k) * sc->n_vocab, sc->n_vocab, seq[i][p + k + 1], &out[i].loglik);
+                out[i].greedy &=
+                    score_row(logits + (size_t)(t + k) * sc->n_vocab, sc->n_vocab, seq[i][p + k + 1], &out[i].loglik);
         }
     }
     for (int i = 0; i < n; i++) free(seq[i]);
@@ -232,7 +235,8 @@ typedef struct {
 } tally;
 
 /* One line of sc->items (%.17g: the log-likelihoods round-trip exactly). */
-static void dump_item(FILE *f, dq_task_id id, const dq_task_item *it, const dq_choice_score *s, int pred, int pred_norm) {
+static void dump_item(FILE *f, dq_task_id id, const dq_task_item *it, const dq_choice_score *s, int pred,
+                      int pred_norm) {
     fprintf(f, "{\"task\": \"%s\", \"line\": %ld, \"gold\": %d, \"loglik\": [", dq_task_name(id), it->line, it->gold);
     for (int i = 0; i < it->n_choices; i++) fprintf(f, "%s%.17g", i ? ", " : "", s[i].loglik);
     fprintf(f, "], \"greedy\": [");
@@ -290,7 +294,8 @@ dq_status dq_task_eval(dq_scorer *sc, const dq_task_set *set, const dq_progress 
         dq_error e = {0};
         dq_status st = score_item(sc, set->id, it, s, &t, &e);
         if (st == DQ_ERR_ARG || st == DQ_ERR_UNSUPPORTED) { /* this item only: note it, go on */
-            if (!r->n_skipped++) snprintf(r->first_skip, sizeof r->first_skip, "%.300s:%ld: %.180s", set->path, it->line, e.msg);
+            if (!r->n_skipped++)
+                snprintf(r->first_skip, sizeof r->first_skip, "%.300s:%ld: %.180s", set->path, it->line, e.msg);
         } else if (st) {
             return dq_fail(err, st, "%s:%ld: %s", set->path, it->line, e.msg);
         }

@@ -224,7 +224,8 @@ static void check_narrowed(sink *s, const char *name, const float *x, size_t n, 
 
 static void add_weight(sink *s, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd) {
-    if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block) type = DQ_GGML_F16; /* llama.cpp's fallback */
+    if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block)
+        type = DQ_GGML_F16; /* llama.cpp's fallback */
     size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
     uint8_t *out = malloc(bytes ? bytes : 1);
     float *tmp = type == DQ_GGML_Q8_0 || permute_hd ? malloc(n * sizeof *tmp) : NULL;
@@ -232,7 +233,8 @@ static void add_weight(sink *s, const char *name, const float *x, int rows, int 
         const float *src = x;
         if (permute_hd) {
             for (int r = 0; r < rows; r++)
-                memcpy(tmp + (size_t)r * cols, x + (size_t)dq_half_row_of_interleaved_row(r, permute_hd) * cols, (size_t)cols * 4);
+                memcpy(tmp + (size_t)r * cols, x + (size_t)dq_half_row_of_interleaved_row(r, permute_hd) * cols,
+                       (size_t)cols * 4);
             src = tmp;
         }
         if (type == DQ_GGML_F32) memcpy(out, src, n * 4);
@@ -326,8 +328,9 @@ static dq_status rope_freqs(const dq_model *m, const char *path, float **out, dq
     float *f = malloc((size_t)(c->head_dim / 2) * sizeof *f);
     if (!f) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < c->head_dim / 2; i++)
-        f[i] = m->rope_freq_factors ? m->rope_freq_factors[i]
-                                    : (float)dq_rope_freq_divisor(c, 1.0 / pow((double)c->rope_theta, 2.0 * i / c->head_dim));
+        f[i] = m->rope_freq_factors
+                   ? m->rope_freq_factors[i]
+                   : (float)dq_rope_freq_divisor(c, 1.0 / pow((double)c->rope_theta, 2.0 * i / c->head_dim));
     *out = f;
     return DQ_OK;
 }
@@ -339,7 +342,8 @@ dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer
     const char *arch = c->qkv_bias ? "qwen2" : "llama";
     bool permute = !c->qkv_bias && c->rope_style == DQ_ROPE_HALF;
     if (c->qkv_bias && c->rope_style != DQ_ROPE_HALF)
-        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: q/k/v biases with interleaved RoPE have no GGUF architecture", m->path);
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: q/k/v biases with interleaved RoPE have no GGUF architecture",
+                       m->path);
     dq_gguf_writer *w = dq_gguf_writer_new();
     if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     write_hparams(w, m, o, arch);

@@ -215,10 +215,11 @@ static dq_status copy_tokenizer(const char *tok, const char *dir, const dq_packe
 
 dq_status dq_packed_check(const dq_model *m, dq_error *err) {
     if (m->rope_freq_factors)
-        return dq_fail(err, DQ_ERR_UNSUPPORTED,
-                       "%s: its RoPE scaling is stored as per-pair factors (rope_freqs.weight), which a packed "
-                       "checkpoint's config.json cannot hold; quantize to --format gguf, or from the Hugging Face folder",
-                       m->path);
+        return dq_fail(
+            err, DQ_ERR_UNSUPPORTED,
+            "%s: its RoPE scaling is stored as per-pair factors (rope_freqs.weight), which a packed "
+            "checkpoint's config.json cannot hold; quantize to --format gguf, or from the Hugging Face folder",
+            m->path);
     return DQ_OK;
 }
 

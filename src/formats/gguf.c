@@ -149,8 +149,9 @@ static dq_status parse_header(cursor *c, dq_gguf *g, uint64_t *n_tensors, uint64
         return dq_fail(c->err, DQ_ERR_UNSUPPORTED, "%s: GGUF version %u (dashq reads 2 and 3)", c->path, g->version);
     /* every KV takes at least 12 bytes and every tensor info at least 28 */
     if (*n_kv > c->n / 12 || *n_tensors > c->n / 28)
-        return dq_fail(c->err, DQ_ERR_FORMAT, "%s: header claims %llu tensors and %llu metadata entries, more than the file holds",
-                       c->path, (unsigned long long)*n_tensors, (unsigned long long)*n_kv);
+        return dq_fail(c->err, DQ_ERR_FORMAT,
+                       "%s: header claims %llu tensors and %llu metadata entries, more than the file holds", c->path,
+                       (unsigned long long)*n_tensors, (unsigned long long)*n_kv);
     return DQ_OK;
 }
 

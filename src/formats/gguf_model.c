@@ -173,15 +173,16 @@ static dq_status load_tensors(loader *L) {
         return st;
     for (int i = 0; m->rope_freq_factors && i < c->head_dim / 2; i++)
         if (!(m->rope_freq_factors[i] > 0))
-            return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor rope_freqs.weight: factor %d is %g (must be > 0)", L->path,
-                           i, m->rope_freq_factors[i]);
+            return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor rope_freqs.weight: factor %d is %g (must be > 0)",
+                           L->path, i, m->rope_freq_factors[i]);
     /* a tensor the model has no place for (a block beyond block_count, a
      * misspelt name) means the file is not the model we would run; llama.cpp
      * refuses it too ("wrong number of tensors") */
     for (size_t i = 0; i < L->g->n_tensors; i++)
         if (!L->used[i])
-            return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is not part of a %d-block %s model (block_count, names)",
-                           L->path, L->g->tensors[i].name, c->n_layers, L->arch);
+            return dq_fail(L->err, DQ_ERR_FORMAT,
+                           "%s: tensor %s is not part of a %d-block %s model (block_count, names)", L->path,
+                           L->g->tensors[i].name, c->n_layers, L->arch);
     /* full-precision storage type, for writers that keep tensors as they came */
     char q0[64];
     dq_site_gguf_name(&DQ_SITES[DQ_SITE_Q], 0, q0, sizeof q0);

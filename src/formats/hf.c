@@ -87,7 +87,8 @@ static dq_status read_config(const char *dir, dq_config *c, dq_error *err) {
     if (strcmp(type, "llama") && strcmp(type, "mistral") && strcmp(type, "qwen2")) {
         st = dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: model_type %s is not supported (llama, mistral, qwen2)",
                      path, type);
-    } else if (num(cfg, "attention_bias", 0) != 0 || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias"))) {
+    } else if (num(cfg, "attention_bias", 0) != 0 ||
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias"))) {
         st = dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: attention_bias is not supported", path);
     } else {
         snprintf(c->arch, sizeof c->arch, "%s", type);
@@ -237,7 +238,8 @@ static dq_status bind_packed(dq_model *m, shards *s, const char *module, const c
     int bits = inum(meta, "nbits", 0), G = inum(meta, "group_size", 0); /* 0 when out of int range */
     double ng = num(meta, "num_groups", -1), qin = num(meta, "quant_in_features", (double)cols);
     if (num(meta, "in_features", -1) != cols || num(meta, "out_features", -1) != rows || bits < 1 || bits > 8 ||
-        num(meta, "nbits", 0) != bits || G <= 0 || num(meta, "group_size", 0) != G || !(qin >= (double)cols && qin < (double)cols + G) || qin != (double)(int64_t)qin || (int64_t)qin % G ||
+        num(meta, "nbits", 0) != bits || G <= 0 || num(meta, "group_size", 0) != G ||
+        !(qin >= (double)cols && qin < (double)cols + G) || qin != (double)(int64_t)qin || (int64_t)qin % G ||
         ng != (double)rows * ((int64_t)qin / G))
         return dq_fail(err, DQ_ERR_FORMAT, "%s/dashq_config.json: module %s does not describe a %lld x %lld linear",
                        s->dir, module, (long long)rows, (long long)cols);

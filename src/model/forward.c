@@ -396,12 +396,14 @@ dq_status dq_forward_branches(dq_session *s, const int32_t *tokens, const int *l
                               const float **logits, dq_error *err) {
     int n = 0;
     for (int b = 0; b < n_branches; b++) {
-        if (lens[b] <= 0 || lens[b] > s->n_batch) return dq_fail(err, DQ_ERR_ARG, "forward: branch %d has %d tokens", b, lens[b]);
+        if (lens[b] <= 0 || lens[b] > s->n_batch)
+            return dq_fail(err, DQ_ERR_ARG, "forward: branch %d has %d tokens", b, lens[b]);
         n += lens[b];
     }
-    dq_status st = n_branches > 0 && n <= s->n_batch ? check_tokens(s, tokens, n, pos, err)
-                                                     : dq_fail(err, DQ_ERR_ARG, "forward: %d branches, %d tokens (batch %d)",
-                                                               n_branches, n, s->n_batch);
+    dq_status st =
+        n_branches > 0 && n <= s->n_batch
+            ? check_tokens(s, tokens, n, pos, err)
+            : dq_fail(err, DQ_ERR_ARG, "forward: %d branches, %d tokens (batch %d)", n_branches, n, s->n_batch);
     if (st) return st;
     s->prefix = pos;
     for (int b = 0, t = 0; b < n_branches; b++)

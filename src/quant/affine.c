@@ -206,7 +206,8 @@ dq_status dq_quantize_rtn(const float *W, int rows, int cols, const dq_quant_opt
             dq_group_params p = dq_find_params(o, w, G);
             out->scale[(size_t)r * gpr + g] = p.scale;
             out->zero[(size_t)r * gpr + g] = p.zero;
-            for (int j = 0; j < G; j++) out->q[(size_t)r * cols + (size_t)g * G + j] = (uint8_t)dq_quant_code(w[j], p, maxq);
+            for (int j = 0; j < G; j++)
+                out->q[(size_t)r * cols + (size_t)g * G + j] = (uint8_t)dq_quant_code(w[j], p, maxq);
         }
     return DQ_OK;
 }

@@ -45,7 +45,9 @@ static void reweight(const solver *s, const float *w, const float *a, const uint
     for (int j = 0; j < n; j++) {
         double r = fabs(w[j] - (double)p.scale * (q[j] - p.zero)) / p.scale; /* in grid steps */
         switch (s->o->reweight) {
-        case DQ_REWEIGHT_HUBER: out[j] = a[j] * (float)(r > s->o->reweight_param ? s->o->reweight_param / r : 1.0); break;
+        case DQ_REWEIGHT_HUBER:
+            out[j] = a[j] * (float)(r > s->o->reweight_param ? s->o->reweight_param / r : 1.0);
+            break;
         case DQ_REWEIGHT_POWER: out[j] = powf(a[j], s->o->reweight_param); break;
         default: out[j] = a[j];
         }
@@ -149,7 +151,8 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
     mean /= live;
     if (!(mean > 0)) mean = 1.0; /* an all-dead layer: fall back to plain least squares */
     for (int j = 0; j < cols; j++) a[j] = (float)(h[j] + o->eps * mean);
-    dq_status st = o->grid ? dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out, err) /* same objective, on the format's grid */
+    dq_status st = o->grid ? dq_quantize_grid(W, rows, cols, a, true, o, n_threads, out,
+                                              err) /* same objective, on the format's grid */
                            : dq_qtensor_alloc(out, rows, cols, o->group, o->bits, err);
     if (st || o->grid) {
         free(a);
@@ -173,7 +176,8 @@ dq_status dq_quantize_dashq(const float *W, int rows, int cols, const float *h, 
                 size_t off = (size_t)r * cols + (size_t)g * G;
                 int n = live - g * G < G ? live - g * G : G; /* the last group may end in padding */
                 dq_group_params p = solve_group(&s, W + off, a + (size_t)g * G, n, out->q + off, q_new, b);
-                for (int j = n; j < G; j++) out->q[off + j] = (uint8_t)code(0.0f, p, s.maxq); /* padding: the code of 0 */
+                for (int j = n; j < G; j++)
+                    out->q[off + j] = (uint8_t)code(0.0f, p, s.maxq); /* padding: the code of 0 */
                 out->scale[(size_t)r * gpr + g] = p.scale;
                 out->zero[(size_t)r * gpr + g] = p.zero;
             }

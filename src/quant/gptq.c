@@ -85,7 +85,8 @@ static void sweep_rows(const gptq_ctx *c, float *W, int nr, int r0, uint8_t *Q, 
                 float *w1 = W1 + (size_t)r * bs, wq;
                 int q;
                 if (c->grid) {
-                    if (dynamic && col % c->grid->block == 0) fit_grid_block(c, W + (size_t)r * cols + col, r0 + r, col / c->grid->block);
+                    if (dynamic && col % c->grid->block == 0)
+                        fit_grid_block(c, W + (size_t)r * cols + col, r0 + r, col / c->grid->block);
                     dq_grid_step st = c->steps[(size_t)(r0 + r) * c->gpr + g];
                     q = dq_grid_code(c->grid, st, w1[i]);
                     wq = dq_grid_value(c->grid, st, q);
@@ -161,7 +162,8 @@ static dq_status run(gptq_ctx *c, float *Wp, int rows, int n_threads, dq_qtensor
         memcpy(out->blocks, c->blocks, (size_t)rows * (size_t)(cols / c->grid->block) * sizeof *out->blocks);
         dq_qtensor_fill_steps(out);
     } else {
-        for (size_t g = 0; g < (size_t)rows * c->gpr; g++) out->scale[g] = c->params[g].scale, out->zero[g] = c->params[g].zero;
+        for (size_t g = 0; g < (size_t)rows * c->gpr; g++)
+            out->scale[g] = c->params[g].scale, out->zero[g] = c->params[g].zero;
     }
     free(Qp);
     return DQ_OK;

@@ -34,7 +34,8 @@ static const dq_method_option PERCDAMP = {"percdamp", DQ_OPT_FLOAT, OPT(percdamp
                                           "damping as a fraction of mean diag(H) (reference 0.01)"};
 static const dq_method_option ITERS = {"iters", DQ_OPT_INT, OPT(max_iters), 0, 1000, NULL,
                                        "least-squares iterations per group (stops when the codes settle)"};
-static const dq_method_option EPS = {"eps", DQ_OPT_FLOAT, OPT(eps), 0, 1, NULL, "dead-channel floor: h + eps * mean(h)"};
+static const dq_method_option EPS = {
+    "eps", DQ_OPT_FLOAT, OPT(eps), 0, 1, NULL, "dead-channel floor: h + eps * mean(h)"};
 static const dq_method_option REWEIGHT = {"reweight", DQ_OPT_ENUM, OPT(reweight), 0, 0, REWEIGHTS,
                                           "IRLS rule between iterations"};
 static const dq_method_option REWEIGHT_PARAM = {"reweight_param", DQ_OPT_FLOAT, OPT(reweight_param), 0, 100, NULL,
@@ -77,7 +78,8 @@ static dq_status set_option(const dq_method_info *mi, const dq_method_option *op
         *(bool *)field = !value || !strcmp(value, "1");
         return DQ_OK;
     }
-    if (!value || !*value) return dq_fail(err, DQ_ERR_ARG, "%s option %s needs a value (%s=...)", mi->name, op->name, op->name);
+    if (!value || !*value)
+        return dq_fail(err, DQ_ERR_ARG, "%s option %s needs a value (%s=...)", mi->name, op->name, op->name);
     if (op->type == DQ_OPT_ENUM) {
         for (int i = 0; op->values[i]; i++)
             if (!strcmp(op->values[i], value)) return *(int *)field = i, DQ_OK;

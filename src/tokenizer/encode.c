@@ -166,7 +166,8 @@ dq_status dq_tokenize(const dq_tokenizer *t, const char *text, size_t len, bool 
     size_t seg = 0, pos = 0;
     while (st == DQ_OK && pos < len) {
         int32_t id;
-        size_t m = first_byte[(uint8_t)text[pos]] ? dq_tok_match_added(t, text + pos, len - pos, parse_special, &id) : 0;
+        size_t m =
+            first_byte[(uint8_t)text[pos]] ? dq_tok_match_added(t, text + pos, len - pos, parse_special, &id) : 0;
         if (m == 0) {
             pos++;
             continue;

@@ -125,8 +125,8 @@ static dq_status load(ctx *c) {
     const char *model;
     size_t n;
     if (!dq_gguf_get_str(c->g, "tokenizer.ggml.model", &model, &n))
-        return dq_fail(c->err, DQ_ERR_FORMAT, "%s: no tokenizer in this GGUF file (tokenizer.ggml.model); pass --tokenizer",
-                       c->t->path);
+        return dq_fail(c->err, DQ_ERR_FORMAT,
+                       "%s: no tokenizer in this GGUF file (tokenizer.ggml.model); pass --tokenizer", c->t->path);
     bool spm = n == 5 && !memcmp(model, "llama", 5), bpe = n == 4 && !memcmp(model, "gpt2", 4);
     if (!spm && !bpe)
         return dq_fail(c->err, DQ_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (llama, gpt2)",

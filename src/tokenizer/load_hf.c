@@ -155,7 +155,8 @@ static dq_status apply_normalizer(dq_tokenizer *t, const cJSON *n, dq_error *err
             return DQ_OK; /* spm_normalize always reads a literal "▁" as a space */
         /* sentencepiece's whitespace collapsing, as our HF export writes it */
         const char *re = json_str(pat, "Regex");
-        if (re && to && ((!strcmp(re, DQ_HF_STRIP_SPACES) && !*to) || (!strcmp(re, DQ_HF_COLLAPSE_SPACES) && !strcmp(to, " ")))) {
+        if (re && to &&
+            ((!strcmp(re, DQ_HF_STRIP_SPACES) && !*to) || (!strcmp(re, DQ_HF_COLLAPSE_SPACES) && !strcmp(to, " ")))) {
             t->collapse_ws = true;
             return DQ_OK;
         }

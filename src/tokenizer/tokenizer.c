@@ -148,8 +148,9 @@ dq_status dq_tok_set_pre_type(dq_tokenizer *t, const char *name, size_t len, dq_
         t->ignore_merges = PRE_TYPES[i].ignore_merges;
         return st;
     }
-    return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%.*s\" is not supported (llama-bpe, qwen2, smollm, gpt-2)",
-                   t->path, (int)len, name);
+    return dq_fail(err, DQ_ERR_UNSUPPORTED,
+                   "%s: pre-tokenizer \"%.*s\" is not supported (llama-bpe, qwen2, smollm, gpt-2)", t->path, (int)len,
+                   name);
 }
 
 const char *dq_tok_pre_name(const dq_tokenizer *t) {

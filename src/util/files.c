@@ -24,8 +24,13 @@ const char *dq_path_brief(const char *path, char *buf, size_t cap) {
 }
 
 static const char *kind_of(mode_t m) {
-    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
-           : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : S_ISREG(m) ? "a regular file" : "not a regular file";
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISSOCK(m) ? "a socket"
+           : S_ISREG(m)  ? "a regular file"
+                         : "not a regular file";
 }
 
 dq_status dq_path_fmt(char *buf, size_t cap, dq_error *err, const char *fmt, ...) {
@@ -141,7 +146,8 @@ dq_status dq_check_output(const char *out, dq_out_kind kind, const char *const *
     const out_rule *r = &RULES[0];
     for (size_t i = 0; i < sizeof RULES / sizeof *RULES; i++)
         if (RULES[i].kind == kind) r = &RULES[i];
-    if (!out || !*out) return dq_fail(err, DQ_ERR_ARG, "the output path is empty: name a %s to write", r->dir ? "folder" : "file");
+    if (!out || !*out)
+        return dq_fail(err, DQ_ERR_ARG, "the output path is empty: name a %s to write", r->dir ? "folder" : "file");
     char b[160], b2[160];
     const char *p = dq_path_brief(out, b, sizeof b);
     size_t len = strlen(out);
@@ -161,26 +167,35 @@ dq_status dq_check_output(const char *out, dq_out_kind kind, const char *const *
         int e = stat(dir, &ds) != 0 ? errno : 0;
         if (e || !S_ISDIR(ds.st_mode))
             return dq_fail(err, DQ_ERR_IO, "%s: cannot write there: %s is not an existing folder%s%s", p,
-                           dq_path_brief(dir, b2, sizeof b2), e && e != ENOENT ? ": " : "", e && e != ENOENT ? strerror(e) : "");
+                           dq_path_brief(dir, b2, sizeof b2), e && e != ENOENT ? ": " : "",
+                           e && e != ENOENT ? strerror(e) : "");
         return DQ_OK;
     }
     for (size_t i = 0; i < n_inputs; i++) {
         struct stat is;
         if (!inputs[i] || stat(inputs[i], &is) != 0) continue;
-        /* a replaced folder must not hold an input; a folder written into (DQ_OUT_DIR) may, its files are checked one by one */
+        /* a replaced folder must not hold an input; a folder written into (DQ_OUT_DIR) may, its files are checked one
+         * by one */
         bool hit = kind == DQ_OUT_PACKED_DIR ? S_ISDIR(os.st_mode) && dir_holds_input(out, inputs[i])
                    : r->dir ? same_file(&os, &is) : file_is_input(&os, inputs[i], &is);
-        const char *how = same_file(&os, &is) ? "is the input" : r->dir ? "holds the input" : "is a file of the input folder";
+        const char *how = same_file(&os, &is) ? "is the input"
+                          : r->dir            ? "holds the input"
+                                              : "is a file of the input folder";
         if (hit)
-            return dq_fail(err, DQ_ERR_ARG, "%s: the output %s %s; writing would destroy it: choose another name", p, how,
-                           dq_path_brief(inputs[i], b2, sizeof b2));
+            return dq_fail(err, DQ_ERR_ARG, "%s: the output %s %s; writing would destroy it: choose another name", p,
+                           how, dq_path_brief(inputs[i], b2, sizeof b2));
     }
     bool ok = r->dir ? S_ISDIR(os.st_mode) : S_ISREG(os.st_mode) && (!r->magic || starts_with_magic(out, r->magic));
     if (ok && kind == DQ_OUT_PACKED_DIR) ok = dq_dir_is_dashq(out);
     if (!ok)
-        return dq_fail(err, DQ_ERR_ARG, "%s exists and is %s, which an output may only replace if it is %s: "
-                       "remove it first or choose another name", p,
-                       S_ISREG(os.st_mode) ? "a file" : S_ISDIR(os.st_mode) ? "a folder" : kind_of(os.st_mode), r->what);
+        return dq_fail(err, DQ_ERR_ARG,
+                       "%s exists and is %s, which an output may only replace if it is %s: "
+                       "remove it first or choose another name",
+                       p,
+                       S_ISREG(os.st_mode)   ? "a file"
+                       : S_ISDIR(os.st_mode) ? "a folder"
+                                             : kind_of(os.st_mode),
+                       r->what);
     return DQ_OK;
 }
 
@@ -246,7 +261,8 @@ dq_status dq_replace_dir(const char *tmp, const char *out, char *old, size_t old
     if (old_cap) old[0] = 0;
     struct stat st;
     if (lstat(out, &st) != 0) {
-        if (rename(tmp, out) != 0) return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", p, strerror(errno));
+        if (rename(tmp, out) != 0)
+            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", p, strerror(errno));
         return DQ_OK;
     }
 #ifdef RENAME_EXCHANGE
@@ -263,7 +279,8 @@ dq_status dq_replace_dir(const char *tmp, const char *out, char *old, size_t old
     if (rename(tmp, out) != 0) {
         int e = errno;
         if (rename(old, out) != 0)
-            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place (%s); the old folder is at %s", p, strerror(e), old);
+            return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place (%s); the old folder is at %s", p, strerror(e),
+                           old);
         old[0] = 0;
         return dq_fail(err, DQ_ERR_IO, "%s: cannot rename into place: %s", p, strerror(e));
     }
