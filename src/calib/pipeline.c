@@ -436,6 +436,7 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     bool head = o->quantize_head || o->plan;
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
     dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);

@@ -21,6 +21,12 @@ typedef struct {
     /* GGUF target: every tensor's llama.cpp type (the head and embedding
      * included; a tied embedding is the head). NULL: q's plain groups. */
     const dq_type_plan *plan;
+    /* Runs first, before any statistic or solve, with write access to every
+     * tensor through dq_site_writable: a transform that must keep the model's
+     * function (rotations, scalings folded into norms, embedding and head).
+     * Calibration and the written file see its result. NULL: none. */
+    dq_status (*prepare)(dq_model *m, const dq_calib_set *cs, void *user, dq_error *err);
+    void *prepare_user;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */

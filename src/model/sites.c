@@ -1,6 +1,9 @@
 #include "model/sites.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include "util/error.h"
 
 /* Row builders, in dq_site's field order. A block linear reads a tap; a norm
  * or a bias is a vector of `rows`; only biases are optional. */
@@ -96,6 +99,39 @@ const float **dq_site_model_tensor(dq_model *m, const dq_site *s) {
 const float *dq_site_data(const dq_model *m, int layer, const dq_site *s) {
     if (s->per_block) return dq_site_get(&m->layers[layer], s);
     return *(const float *const *)(const void *)((const char *)m + s->offset);
+}
+
+static bool model_owns(const dq_model *m, const float *p) {
+    for (size_t i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == (const void *)p) return true;
+    return false;
+}
+
+float *dq_site_writable(dq_model *m, int layer, const dq_site *s, dq_error *err) {
+    char name[160];
+    dq_site_hf_name(s, layer, name, sizeof name);
+    if (s->per_block && (layer < 0 || layer >= m->cfg.n_layers)) {
+        dq_fail(err, DQ_ERR_ARG, "%s: no block %d in a model of %d", name, layer, m->cfg.n_layers);
+        return NULL;
+    }
+    const float **slot = s->per_block ? dq_site_tensor(&m->layers[layer], s) : dq_site_model_tensor(m, s);
+    if (!*slot) {
+        dq_fail(err, DQ_ERR_ARG, "%s: the model has no such tensor", name);
+        return NULL;
+    }
+    bool tied = m->output == m->tok_embeddings, head = s == &DQ_SITES[DQ_SITE_OUTPUT];
+    if (!(tied && head) && model_owns(m, *slot)) return (float *)*slot;
+    size_t bytes = dq_site_elems(s, &m->cfg) * sizeof(float);
+    float *w = dq_model_alloc(m, bytes);
+    if (!w) {
+        dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for a writable copy", name);
+        return NULL;
+    }
+    memcpy(w, *slot, bytes);
+    if (tied && s == &DQ_SITES[DQ_SITE_TOKEN_EMBD]) m->output = w; /* still one tensor */
+    if (tied && head) m->cfg.tied_embeddings = false;
+    *slot = w;
+    return w;
 }
 
 int dq_site_hf_module(const dq_site *s, int layer, char *buf, size_t cap) {

@@ -90,6 +90,16 @@ const float **dq_site_model_tensor(dq_model *m, const dq_site *s);
  * (0 <= layer < n_layers), the model's own otherwise (layer ignored). */
 const float *dq_site_data(const dq_model *m, int layer, const dq_site *s);
 
+/* The tensor of a site in block `layer` (ignored for model-level sites),
+ * writable, for transforms that rewrite weights before quantization (norms,
+ * embedding and head included): a tensor the model does not own (mapped from
+ * the file) is first copied into a model-owned buffer and the model points to
+ * the copy. A tied model stays tied when its embedding is written (both
+ * point to the copy) and is untied when its head is written (the embedding
+ * keeps its values). NULL with err set when the tensor is absent or memory
+ * runs out. */
+float *dq_site_writable(dq_model *m, int layer, const dq_site *s, dq_error *err);
+
 /* Names of a site's tensor in block `layer` (ignored for model-level sites)
  * into buf (cap bytes, always terminated); return snprintf's count:
  *   hf_module "model.layers.3.self_attn.q_proj"   hf_name   "model.layers.3.self_attn.q_proj.weight"

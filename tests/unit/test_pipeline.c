@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "calib/pipeline.h"
+#include "model/sites.h"
 #include "formats/dashq_packed.h"
 #include "formats/safetensors.h"
 #include "testutil.h"
@@ -344,12 +345,139 @@ static void test_progress_and_cancel(void **state) {
     }
 }
 
+/* ---- the pre-quantization hook and writable tensors ---- */
+
+/* Scales each RMSNorm weight by s_j and divides the input columns of the
+ * linears that read it by s_j: the model computes the same function (the
+ * classic folding a rotation/scaling pre-pass relies on). */
+static dq_status fold_scales(dq_model *m, const dq_calib_set *cs, void *user, dq_error *err) {
+    (void)cs;
+    int *calls = user;
+    const dq_config *c = dq_model_config(m);
+    static const struct {
+        dq_site_id norm, lin[3];
+        int n_lin;
+    } groups[] = {{DQ_SITE_ATTN_NORM, {DQ_SITE_Q, DQ_SITE_K, DQ_SITE_V}, 3},
+                  {DQ_SITE_FFN_NORM, {DQ_SITE_GATE, DQ_SITE_UP}, 2}};
+    uint32_t seed = 11;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < 2; g++) {
+            float *norm = dq_site_writable(m, l, &DQ_SITES[groups[g].norm], err);
+            if (!norm) return err->code;
+            float sc[4096];
+            for (int j = 0; j < c->dim; j++) {
+                seed = seed * 1664525u + 1013904223u;
+                sc[j] = expf(((float)(seed >> 8) / 16777216.0f - 0.5f) * 2.0f); /* e^[-1, 1] */
+                norm[j] *= sc[j];
+            }
+            for (int k = 0; k < groups[g].n_lin; k++) {
+                const dq_site *site = &DQ_SITES[groups[g].lin[k]];
+                float *w = dq_site_writable(m, l, site, err);
+                if (!w) return err->code;
+                int rows, cols;
+                dq_site_shape(site, c, &rows, &cols);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < cols; j++) w[(size_t)r * cols + j] /= sc[j];
+            }
+        }
+    (*calls)++;
+    return DQ_OK;
+}
+
+static dq_status refusing_hook(dq_model *m, const dq_calib_set *cs, void *user, dq_error *err) {
+    (void)m, (void)cs, (void)user;
+    return dq_fail(err, DQ_ERR_UNSUPPORTED, "the hook refuses");
+}
+
+static void test_prepare_hook(void **state) {
+    (void)state;
+    const char *path = tu_shared("models/gut6l/gut6l.bin");
+    dq_model *m = tu_model(path), *plain = tu_model(path);
+    const dq_config *c = dq_model_config(m);
+    assert_true(c->dim <= 4096);
+    int32_t toks[24];
+    for (int i = 0; i < 24; i++) toks[i] = (i * 37 + 5) % c->vocab_size;
+    float *before = logits_of(m, toks, 24);
+    const float *norm0 = dq_site_data(m, 0, &DQ_SITES[DQ_SITE_ATTN_NORM]);
+    float first = norm0[0];
+    int calls = 0;
+    dq_error err = {0};
+    assert_int_equal(fold_scales(m, NULL, &calls, &err), DQ_OK);
+    assert_float_equal(first, norm0[0], 0); /* the loaded tensor was copied, not written */
+    assert_true(dq_site_data(m, 0, &DQ_SITES[DQ_SITE_ATTN_NORM]) != norm0);
+    float *after = logits_of(m, toks, 24);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)24 * c->vocab_size; i++) {
+        worst = fmax(worst, fabs((double)after[i] - before[i]));
+        scale = fmax(scale, fabs((double)before[i]));
+    }
+    if (worst > 1e-4 * scale) fail_msg("the folded model's logits moved by %g (max |logit| %g)", worst, scale);
+    free(after);
+    free(before);
+    dq_model_free(m);
+
+    /* in the pipeline: it runs once, before calibration, and its result is what gets quantized */
+    m = tu_model(path);
+    dq_calib_set cs = random_windows(2, 32, c->vocab_size, 5);
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 2, .prepare = fold_scales,
+                          .prepare_user = &calls};
+    dq_quant_result r, rp;
+    calls = 0;
+    if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(calls, 1);
+    rp = quantize(plain, &cs, DQ_METHOD_RTN, 4, 32, 2);
+    assert_int_equal(r.n, rp.n);
+    assert_memory_not_equal(r.layers[0].qt.q, rp.layers[0].qt.q, (size_t)r.layers[0].qt.rows * r.layers[0].qt.cols);
+    float *folded = logits_of(m, toks, 24), *unfolded = logits_of(plain, toks, 24);
+    assert_memory_not_equal(folded, unfolded, (size_t)24 * c->vocab_size * sizeof(float));
+    free(folded);
+    free(unfolded);
+    dq_quant_result_free(&r);
+    dq_quant_result_free(&rp);
+    /* a failing hook stops the job before any work, with its own message */
+    dq_model *m2 = tu_model(path);
+    o.prepare = refusing_hook;
+    assert_int_equal(dq_quantize_model(m2, &cs, &o, &r, &err), DQ_ERR_UNSUPPORTED);
+    assert_string_equal(err.msg, "the hook refuses");
+    assert_int_equal(r.n, 0);
+    dq_calib_free(&cs);
+    dq_model_free(m2);
+    dq_model_free(m);
+    dq_model_free(plain);
+}
+
+/* Writing the head of a tied model unties it (the embedding keeps its
+ * values); writing the embedding keeps it tied; absent tensors are refused. */
+static void test_writable_tied(void **state) {
+    (void)state;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    const dq_config *c = dq_model_config(m);
+    assert_true(c->tied_embeddings);
+    dq_error err = {0};
+    float *emb = dq_site_writable(m, 0, &DQ_SITES[DQ_SITE_TOKEN_EMBD], &err);
+    assert_non_null(emb);
+    emb[0] = 7.0f;
+    assert_float_equal(dq_site_data(m, 0, &DQ_SITES[DQ_SITE_OUTPUT])[0], 7.0f, 0); /* still one tensor */
+    assert_true(dq_model_config(m)->tied_embeddings);
+    float *head = dq_site_writable(m, 0, &DQ_SITES[DQ_SITE_OUTPUT], &err);
+    assert_non_null(head);
+    head[0] = -3.0f;
+    assert_float_equal(dq_site_data(m, 0, &DQ_SITES[DQ_SITE_TOKEN_EMBD])[0], 7.0f, 0);
+    assert_false(dq_model_config(m)->tied_embeddings);
+    assert_null(dq_site_writable(m, 0, &DQ_SITES[DQ_SITE_Q_BIAS], &err)); /* no q bias in a llama2.c model */
+    assert_non_null(strstr(err.msg, "no such tensor"));
+    assert_null(dq_site_writable(m, c->n_layers, &DQ_SITES[DQ_SITE_Q], &err));
+    assert_non_null(strstr(err.msg, "no block"));
+    dq_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_packed_format),
         cmocka_unit_test(test_thread_invariance), cmocka_unit_test(test_methods_sanity),
         cmocka_unit_test(test_head_and_padding), cmocka_unit_test(test_bad_calibration),
         cmocka_unit_test(test_nonfinite_activations), cmocka_unit_test(test_progress_and_cancel),
+        cmocka_unit_test(test_prepare_hook), cmocka_unit_test(test_writable_tied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
