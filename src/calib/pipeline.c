@@ -119,6 +119,7 @@ typedef struct {
     int n, nt;
     int tap[DQ_LIN_PER_BLOCK], rows[DQ_LIN_PER_BLOCK];
     const float *W[DQ_LIN_PER_BLOCK]; /* original */
+    float *K[DQ_LIN_PER_BLOCK];       /* W's own copy when Ŵ replaced it in place (freed with the block) */
     float *D[DQ_LIN_PER_BLOCK];       /* W − Ŵ */
     double num[DQ_LIN_PER_BLOCK], den[DQ_LIN_PER_BLOCK];
     float *buf; /* (T, max rows) */
@@ -157,29 +158,43 @@ static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
 
 /* ---- one linear layer ------------------------------------------------------ */
 
-/* Ŵ into the model (model-owned memory) and W − Ŵ into *delta; Ŵ comes from
- * the codes, or — for a layer the plan keeps in F16 — from rounding W. */
+/* Ŵ into the model and W − Ŵ into *delta; Ŵ comes from the codes, or — for
+ * a layer the plan keeps in F16 — from rounding W. A W the model owns (it
+ * was dequantized or converted on load) is overwritten in place, so the model
+ * is held once, not twice (SmolLM2-135M: 1.35 → 0.9 GB peak; a 1.9B model
+ * took 21 GB); W itself then survives only as *kept (malloc'ed, for the
+ * output error; the caller frees it). A mapped W, or the buffer a tied
+ * embedding and head share, gets a new model-owned Ŵ and *kept = NULL. */
 static dq_status install(dq_model *m, const float **slot, int rows, int cols, const dq_qlayer *ql, float **delta,
-                         dq_error *err) {
+                         float **kept, dq_error *err) {
     const float *W = *slot;
     size_t n = (size_t)rows * cols;
-    float *Wq = dq_model_alloc(m, n * sizeof *Wq), *D = malloc(n * sizeof *D);
-    if (!Wq || !D) {
+    bool shared = W == m->tok_embeddings && W == m->output; /* a tied head: the embedding may stay full precision */
+    bool in_place = dq_model_owns(m, W) && !shared;
+    float *K = in_place ? malloc(n * sizeof *K) : NULL, *D = malloc(n * sizeof *D);
+    float *Wq = in_place ? (float *)W : dq_model_alloc(m, n * sizeof *Wq);
+    *kept = NULL;
+    if (!Wq || !D || (in_place && !K)) {
         free(D);
+        free(K);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
     }
+    if (in_place) W = memcpy(K, W, n * sizeof *K);
     if (ql->qt.q) dq_qtensor_dequantize(&ql->qt, Wq);
     else
         for (size_t i = 0; i < n; i++) Wq[i] = dq_f16_to_f32(dq_f32_to_f16(W[i]));
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(Wq[i])) {
+            if (in_place) memcpy(Wq, K, n * sizeof *K); /* the model keeps W */
             free(D);
+            free(K);
             return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
         }
         D[i] = W[i] - Wq[i];
     }
     *slot = Wq;
     *delta = D;
+    *kept = K;
     return DQ_OK;
 }
 
@@ -218,11 +233,12 @@ static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, floa
 }
 
 static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
-                              const dq_pipeline_opts *o, int type, dq_qlayer *ql, float **delta, dq_error *err) {
+                              const dq_pipeline_opts *o, int type, dq_qlayer *ql, float **delta, float **kept,
+                              dq_error *err) {
     const float *W = *slot;
     dq_quant_opts q;
     double t0 = now();
-    if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, err);
+    if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, kept, err);
     int qcols = cols + q.pad;
     dq_status st = dq_quant_check(&q, qcols, ql->name, err);
     if (st) return st;
@@ -246,7 +262,7 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         return dq_fail(err, st, "%s: %s", ql->name, msg);
     }
     ql->qt.in_cols = cols; /* Ŵ, the model and in_features: the layer's own width */
-    st = install(m, slot, rows, cols, ql, delta, err);
+    st = install(m, slot, rows, cols, ql, delta, kept, err);
     if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
     ql->seconds = now() - t0;
     return st;
@@ -310,7 +326,8 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
         int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(m, slot, rows, cols, &c->stats, site->tap, c->o, type, ql, &e.D[k], err);
+        st = solve_linear(m, slot, rows, cols, &c->stats, site->tap, c->o, type, ql, &e.D[k], &e.K[k], err);
+        if (e.K[k]) e.W[k] = e.K[k];
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
     double t1 = now();
@@ -324,6 +341,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
         if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;
         free(e.D[k]);
+        free(e.K[k]);
     }
     free(e.buf);
     c->r->t_stats += c->stats.seconds;
@@ -353,10 +371,11 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     ql->site = site;
     ql->expert = -1;
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
-    float *D = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
+    float *D = NULL, *K = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     int type = c->o->plan ? (int)c->o->plan->head : -1;
-    dq_status st = solve_linear(m, slot, V, d, &c->stats, site->tap, c->o, type, ql, &D, err);
+    dq_status st = solve_linear(m, slot, V, d, &c->stats, site->tap, c->o, type, ql, &D, &K, err);
+    if (K) W = K;
     if (!st) {
         c->r->n++;
         c->r->t_solve += ql->seconds;
@@ -374,6 +393,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     c->r->t_stats += c->stats.seconds;
     c->r->t_forward += now() - t0 - c->stats.seconds - ql->seconds;
     free(D);
+    free(K);
     free(buf);
     return st;
 }
@@ -393,14 +413,15 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     ql->site = site;
     ql->expert = -1;
     ql->ggml_type = (int)c->o->plan->embed;
-    float *D = NULL;
+    float *D = NULL, *K = NULL;
     double t0 = now();
     dq_quant_opts q = c->o->q;
     q.grid = dq_grid_of(c->o->plan->embed);
     dq_status st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
-    if (!st) st = install(m, slot, V, d, ql, &D, err);
+    if (!st) st = install(m, slot, V, d, ql, &D, &K, err);
     if (st) dq_qtensor_free(&ql->qt);
     free(D);
+    free(K);
     ql->seconds = now() - t0;
     if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     return st;

@@ -28,6 +28,12 @@ dq_model *dq_model_new(const char *path, const char *format) {
     return m;
 }
 
+bool dq_model_owns(const dq_model *m, const void *p) {
+    for (size_t i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == p) return true;
+    return false;
+}
+
 void *dq_model_alloc(dq_model *m, size_t bytes) {
     if (m->n_owned == m->cap_owned) {
         size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;

@@ -101,12 +101,6 @@ const float *dq_site_data(const dq_model *m, int layer, const dq_site *s) {
     return *(const float *const *)(const void *)((const char *)m + s->offset);
 }
 
-static bool model_owns(const dq_model *m, const float *p) {
-    for (size_t i = 0; i < m->n_owned; i++)
-        if (m->owned[i] == (const void *)p) return true;
-    return false;
-}
-
 float *dq_site_writable(dq_model *m, int layer, const dq_site *s, dq_error *err) {
     char name[160];
     dq_site_hf_name(s, layer, name, sizeof name);
@@ -120,7 +114,7 @@ float *dq_site_writable(dq_model *m, int layer, const dq_site *s, dq_error *err)
         return NULL;
     }
     bool tied = m->output == m->tok_embeddings, head = s == &DQ_SITES[DQ_SITE_OUTPUT];
-    if (!(tied && head) && model_owns(m, *slot)) return (float *)*slot;
+    if (!(tied && head) && dq_model_owns(m, *slot)) return (float *)*slot;
     size_t bytes = dq_site_elems(s, &m->cfg) * sizeof(float);
     float *w = dq_model_alloc(m, bytes);
     if (!w) {

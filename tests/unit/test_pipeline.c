@@ -418,6 +418,7 @@ static void test_prepare_hook(void **state) {
 
     /* in the pipeline: it runs once, before calibration, and its result is what gets quantized */
     m = tu_model(path);
+    c = dq_model_config(m); /* the first model's config went with it */
     dq_calib_set cs = random_windows(2, 32, c->vocab_size, 5);
     dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_RTN, 4, 32), .n_threads = 2, .prepare = fold_scales,
                           .prepare_user = &calls};
