@@ -94,8 +94,7 @@ static const stat_ops STATS[DQ_STAT_COUNT] = {
     [DQ_STAT_HESSIAN] = {gram_add, hessian_mean},
 };
 
-static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
-    stats_ctx *s = ctx;
+static void stats_add(stats_ctx *s, dq_tap tap, const float *x, int T, int cols) {
     double t0 = now();
     size_t n = dq_stat_floats(s->kind, cols);
     if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
@@ -104,6 +103,8 @@ static void stats_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
     s->tokens[tap] += (size_t)T;
     s->seconds += now() - t0;
 }
+
+static void stats_tap(void *ctx, const dq_tap_data *d) { stats_add(ctx, d->tap, d->x, d->T, d->cols); }
 
 static void stats_reset(stats_ctx *s) {
     for (int t = 0; t < N_TAPS; t++) {
@@ -147,12 +148,12 @@ static double sumsq_of_product(const float *x, int T, int cols, const float *W, 
     return s;
 }
 
-static void err_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
+static void err_tap(void *ctx, const dq_tap_data *d) {
     err_ctx *e = ctx;
     for (int k = 0; k < e->n; k++) {
-        if (e->tap[k] != (int)tap) continue;
-        e->num[k] += sumsq_of_product(x, T, cols, e->D[k], e->rows[k], e->buf, e->nt);
-        e->den[k] += sumsq_of_product(x, T, cols, e->W[k], e->rows[k], e->buf, e->nt);
+        if (e->tap[k] != (int)d->tap) continue;
+        e->num[k] += sumsq_of_product(d->x, d->T, d->cols, e->D[k], e->rows[k], e->buf, e->nt);
+        e->den[k] += sumsq_of_product(d->x, d->T, d->cols, e->W[k], e->rows[k], e->buf, e->nt);
     }
 }
 
@@ -293,7 +294,7 @@ static dq_status in_window(dq_status st, int w, bool quantized, dq_error *err) {
 static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     size_t wsz = (size_t)cs->len * c->m->cfg.dim;
-    dq_taps taps = {stats_tap, &c->stats};
+    dq_taps taps = {NULL, stats_tap, &c->stats};
     for (int w = 0; w < cs->n; w++) {
         memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
         dq_status st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
@@ -333,7 +334,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     double t1 = now();
     if (!st && !(e.buf = malloc((size_t)c->cs->len * max_rows * sizeof(float))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    dq_taps taps = {err_tap, &e};
+    dq_taps taps = {NULL, err_tap, &e};
     size_t wsz = (size_t)c->cs->len * m->cfg.dim;
     for (int w = 0; !st && w < c->cs->n; w++) { /* the quantized block feeds the next one */
         st = in_window(dq_block_forward(c->s, l, c->X + w * wsz, c->cs->len, &taps, err), w, true, err);
@@ -362,7 +363,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     double t0 = now();
     for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
-        stats_tap(&c->stats, site->tap, c->scratch, cs->len, d);
+        stats_add(&c->stats, site->tap, c->scratch, cs->len, d);
     }
     if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
     dq_qlayer *ql = &c->r->layers[c->r->n];

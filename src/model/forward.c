@@ -25,7 +25,8 @@ struct dq_session {
     float *xb;         /* (n_batch, dim) normalised input of a sub-layer */
     float *q;          /* (n_batch, n_heads*head_dim) */
     float *att;        /* (n_batch, n_heads*head_dim) attention output */
-    float *hb, *hb2;   /* (n_batch, hidden_dim) gate and up projections */
+    float *hb, *hb2;   /* (n_batch, hidden_dim) gate (before silu) and up projections */
+    float *hb3;        /* (n_batch, hidden_dim) silu(gate)·up, the input of down */
     float *scores;     /* (n_threads, DQ_TILE_TOKENS, n_ctx) per-thread attention scores */
     float *key_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
     float *val_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
@@ -91,6 +92,7 @@ dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_thread
     s->att = xcalloc(B * qd, sizeof(float), &ok);
     s->hb = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
     s->hb2 = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
+    s->hb3 = xcalloc(B * c->hidden_dim, sizeof(float), &ok);
     s->scores = xcalloc((size_t)n_threads * DQ_TILE_TOKENS * n_ctx, sizeof(float), &ok);
     s->key_cache = xcalloc(cache, sizeof(float), &ok);
     s->val_cache = xcalloc(cache, sizeof(float), &ok);
@@ -112,7 +114,7 @@ dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_thread
 void dq_session_free(dq_session *s) {
     if (!s) return;
     float *bufs[] = {s->x,         s->xb,        s->q,        s->att,      s->hb,      s->hb2,
-                     s->scores,    s->key_cache, s->val_cache, s->rope_cos, s->rope_sin, s->logits};
+                     s->hb3,       s->scores,    s->key_cache, s->val_cache, s->rope_cos, s->rope_sin, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s->row_pos);
     free(s->row_start);
@@ -236,13 +238,25 @@ static void attention(dq_session *s, int layer, int T, int pos) {
     }
 }
 
-static void swiglu(float *g, const float *u, size_t n, int nt) {
+/* h = silu(g)·u into its own buffer: the gate's pre-activation g and u stay
+ * for a backward pass (d silu(g)/dg needs g). */
+static void swiglu(float *h, const float *g, const float *u, size_t n, int nt) {
 #pragma omp parallel for num_threads(nt) if (n > 4096)
-    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + dq_expf(-g[i])) * u[i];
+    for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + dq_expf(-g[i])) * u[i];
 }
 
-static void tap(const dq_taps *t, dq_tap which, const float *x, int T, int cols) {
-    if (t) t->fn(t->ctx, which, x, T, cols);
+dq_tap_data dq_tap_make(int layer, dq_tap tap, const float *x, int T, int cols) {
+    dq_tap_data d = {.layer = layer, .tap = tap, .x = x, .T = T, .cols = cols};
+    for (int i = 0; i < DQ_SITE_COUNT; i++)
+        if (DQ_SITES[i].role == DQ_SITE_LINEAR && DQ_SITES[i].tap == tap && d.n_sites < DQ_TAP_MAX_SITES)
+            d.sites[d.n_sites++] = &DQ_SITES[i];
+    return d;
+}
+
+static void tap(const dq_taps *t, int layer, dq_tap which, const float *x, int T, int cols) {
+    if (!t || (t->ask && !t->ask(t->ctx, layer, which))) return;
+    dq_tap_data d = dq_tap_make(layer, which, x, T, cols);
+    t->fn(t->ctx, &d);
 }
 
 /* Whether any of n values is inf or NaN: x - x is 0 for every finite x and
@@ -299,7 +313,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
 
     rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
-    tap(taps, DQ_TAP_ATTN_IN, s->xb, T, d);
+    tap(taps, l, DQ_TAP_ATTN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
     linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
     linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
@@ -309,7 +323,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     rope_rows(s, s->q, T, qd, c->n_heads);
     rope_rows(s, kc, T, kvd, c->n_kv_heads);
     attention(s, l, T, pos);
-    tap(taps, DQ_TAP_ATTN_OUT, s->att, T, qd);
+    tap(taps, l, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         const stage st[] = {{site_name(DQ_SITE_ATTN_NORM), s->xb, d, d}, {site_name(DQ_SITE_Q), s->q, qd, qd},
@@ -319,17 +333,18 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     }
 
     rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
-    tap(taps, DQ_TAP_FFN_IN, s->xb, T, d);
+    tap(taps, l, DQ_TAP_FFN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
     linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
-    swiglu(s->hb, s->hb2, (size_t)T * f, nt);
-    tap(taps, DQ_TAP_FFN_HIDDEN, s->hb, T, f);
-    linear(s->hb, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
+    swiglu(s->hb3, s->hb, s->hb2, (size_t)T * f, nt);
+    tap(taps, l, DQ_TAP_FFN_HIDDEN, s->hb3, T, f);
+    linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
     if (any_nonfinite(s->x, (size_t)T * d)) {
-        /* hb holds silu(gate)·up: non-finite with up finite means the gate */
-        const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_UP), s->hb2, f, f},
-                            {site_name(DQ_SITE_GATE), s->hb, f, f}, {site_name(DQ_SITE_DOWN), s->x, d, d}};
-        return nonfinite(s, l, T, st, 4, err);
+        /* hb3 = silu(gate)·up: non-finite with gate and up finite is the gate's product overflowing */
+        const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_GATE), s->hb, f, f},
+                            {site_name(DQ_SITE_UP), s->hb2, f, f},          {site_name(DQ_SITE_GATE), s->hb3, f, f},
+                            {site_name(DQ_SITE_DOWN), s->x, d, d}};
+        return nonfinite(s, l, T, st, 5, err);
     }
     return DQ_OK;
 }

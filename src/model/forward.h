@@ -5,11 +5,29 @@
 #define DQ_FORWARD_H
 #include "model/sites.h" /* dq_tap: which linear input a tap shows */
 
-/* fn sees tap `tap`'s x (T, cols) during dq_block_forward; ctx is the caller's. */
+/* What a tap shows: the input x (T, cols) of the linears `sites` read, in
+ * block `layer` (-1: the head's input, dq_final_norm). In the spirit of
+ * llama.cpp's collect_imatrix(t, ask, user_data): a caller first says
+ * whether it wants a tap at all (ask; NULL: every tap), then gets it (fn).
+ * Output gradients will come the same way once a backward pass exists (OAC,
+ * issue #16). */
 typedef struct {
-    void (*fn)(void *ctx, dq_tap tap, const float *x, int T, int cols);
+    int layer;
+    dq_tap tap;
+    const dq_site *sites[DQ_TAP_MAX_SITES]; /* rows of DQ_SITES reading x: q, k, v for DQ_TAP_ATTN_IN */
+    int n_sites;
+    const float *x;
+    int T, cols;
+} dq_tap_data;
+
+typedef struct {
+    bool (*ask)(void *ctx, int layer, dq_tap tap); /* false: the tap is skipped; NULL: all are wanted */
+    void (*fn)(void *ctx, const dq_tap_data *d);
     void *ctx;
 } dq_taps;
+
+/* A tap's data for block `layer`: its sites from the table. */
+dq_tap_data dq_tap_make(int layer, dq_tap tap, const float *x, int T, int cols);
 
 /* x (T, dim): in = the block's input, out = its output; positions 0..T-1.
  * A non-finite output fails with DQ_ERR_NUMERIC (see dq_forward), x untouched. */

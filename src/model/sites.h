@@ -27,6 +27,8 @@ typedef enum {
     DQ_TAP_COUNT
 } dq_tap;
 
+#define DQ_TAP_MAX_SITES 4 /* linears reading one tap: q, k, v (+ room) */
+
 typedef enum { DQ_SITE_LINEAR, DQ_SITE_NORM, DQ_SITE_BIAS, DQ_SITE_EMBEDDING } dq_site_role;
 
 /* A named config dimension; a shape is (rows, cols) of these. */

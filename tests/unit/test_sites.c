@@ -69,14 +69,25 @@ static void linear_shapes(void **state) {
 }
 
 typedef struct {
-    int cols[DQ_TAP_COUNT], calls[DQ_TAP_COUNT];
+    int cols[DQ_TAP_COUNT], calls[DQ_TAP_COUNT], asked[DQ_TAP_COUNT];
+    int layer, n_sites[DQ_TAP_COUNT];
+    const dq_site *sites[DQ_TAP_COUNT][DQ_TAP_MAX_SITES];
+    dq_tap declined;
 } tap_log;
 
-static void log_tap(void *ctx, dq_tap tap, const float *x, int T, int cols) {
-    (void)x, (void)T;
+static bool ask_tap(void *ctx, int layer, dq_tap tap) {
     tap_log *l = ctx;
-    l->cols[tap] = cols;
-    l->calls[tap]++;
+    l->asked[tap]++;
+    l->layer = layer;
+    return tap != l->declined;
+}
+
+static void log_tap(void *ctx, const dq_tap_data *d) {
+    tap_log *l = ctx;
+    l->cols[d->tap] = d->cols;
+    l->calls[d->tap]++;
+    l->n_sites[d->tap] = d->n_sites;
+    for (int i = 0; i < d->n_sites; i++) l->sites[d->tap][i] = d->sites[i];
 }
 
 /* Every block linear's tap is shown by the forward pass, once, with the
@@ -89,17 +100,34 @@ static void check_model(const char *path) {
     int T = 4;
     float *x = calloc((size_t)T * c->dim, sizeof *x);
     for (int i = 0; i < T * c->dim; i++) x[i] = (float)((i * 37) % 11 - 5) * 0.1f;
-    tap_log log = {0};
-    dq_taps taps = {log_tap, &log};
-    if (dq_session_new(m, T, T, 1, &s, &err) || dq_block_forward(s, 0, x, T, &taps, &err)) fail_msg("%s", err.msg);
+    tap_log log = {.declined = DQ_TAP_NONE};
+    dq_taps taps = {ask_tap, log_tap, &log};
+    int L = c->n_layers - 1; /* the last block: taps say which */
+    if (dq_session_new(m, T, T, 1, &s, &err) || dq_block_forward(s, L, x, T, &taps, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(log.layer, L);
     for (int i = 0; i < DQ_SITE_PER_BLOCK; i++) {
         const dq_site *site = &DQ_SITES[i];
         assert_int_equal(dq_site_get(&m->layers[0], site) != NULL, dq_site_present(site, c));
         if (site->role != DQ_SITE_LINEAR) continue;
         assert_int_equal(log.calls[site->tap], 1);
         assert_int_equal(log.cols[site->tap], dq_dim_size(c, site->cols));
+        bool named = false; /* the tap names every linear that reads it */
+        for (int k = 0; k < log.n_sites[site->tap]; k++) named |= log.sites[site->tap][k] == site;
+        assert_true(named);
     }
+    assert_int_equal(log.n_sites[DQ_TAP_ATTN_IN], 3);
+    assert_int_equal(log.n_sites[DQ_TAP_FFN_IN], 2);
+    assert_int_equal(log.n_sites[DQ_TAP_ATTN_OUT], 1);
+    assert_int_equal(log.n_sites[DQ_TAP_FFN_HIDDEN], 1);
     assert_int_equal(log.calls[DQ_TAP_HEAD_IN], 0);
+    /* a declined tap is asked about and never delivered; the others still are */
+    tap_log some = {.declined = DQ_TAP_FFN_IN};
+    taps.ctx = &some;
+    if (dq_block_forward(s, 0, x, T, &taps, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(some.asked[DQ_TAP_FFN_IN], 1);
+    assert_int_equal(some.calls[DQ_TAP_FFN_IN], 0);
+    assert_int_equal(some.calls[DQ_TAP_ATTN_IN], 1);
+    assert_int_equal(some.calls[DQ_TAP_FFN_HIDDEN], 1);
     for (int i = DQ_SITE_PER_BLOCK; i < DQ_SITE_COUNT; i++) assert_non_null(*dq_site_model_tensor(m, &DQ_SITES[i]));
     free(x);
     dq_session_free(s);
