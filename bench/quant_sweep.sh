@@ -10,7 +10,7 @@
 # Knobs (environment), defaults in brackets:
 #   CONFIGS  bits:group pairs         ["4:128 3:128 3:64 2:32"]
 #   SAMPLES  calibration window counts ["2 8 32 128"]; 3 seeds below 32
-#   METHODS  ["rtn gptq dashq"]
+#   METHODS  ["rtn gptq dashq"]; "gptq+act-order+mse" adds those flags (its own rows, method column as written)
 #   CTX      window length, calibration and evaluation [256]
 #   CHUNKS   evaluate only the first CHUNKS windows [all]
 #   TASKS    zero-shot tasks for the full-precision model and for every cell
@@ -66,12 +66,16 @@ for name in "${@:-gut6l stories260K}"; do
     for method in $METHODS; do
       for ns in $SAMPLES; do
         seeds="0 1 2"; [ "$ns" -ge 32 ] && seeds=0
-        [ $method = rtn ] && { [ "$ns" = "$max_ns" ] || continue; seeds=0; }  # RTN ignores the data
+        [ "${method%%+*}" = rtn ] && { [ "$ns" = "$max_ns" ] || continue; seeds=0; }  # RTN ignores the data
         for seed in $seeds; do
           done_cell "$name1" $method "$bits" "$group" "$ns" "$seed" && continue
           out="$WORK/$name1-$method-$bits-$group-$ns-$seed"
           t0=$(date +%s.%N)
-          /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" --method $method --bits "$bits" \
+          # a METHODS entry "gptq+act-order+mse" is gptq with those flags, a row of its own in the CSV and report
+          IFS=+ read -r -a spec <<<"$method"
+          flags=()
+          for f in "${spec[@]:1}"; do flags+=("--$f"); done
+          /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" --method "${spec[0]}" "${flags[@]}" --bits "$bits" \
             --group "$group" --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
           t1=$(date +%s.%N)
           json=$(build/dashq eval "$out" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --kld "$base" --json --quiet | head -1)
