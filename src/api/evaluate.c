@@ -16,7 +16,7 @@ dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *te
     if (!text && !p->kld_base) return dq_fail(err, DQ_ERR_ARG, "perplexity needs a text or a KLD base file");
     if (p->save_logits && p->kld_base) return dq_fail(err, DQ_ERR_ARG, "save_logits and kld_base are exclusive");
     int trained = m->cfg.seq_len;
-    dq_ppl_opts o = {.ctx = p->ctx > 0 ? p->ctx : (trained < 2048 ? trained : 2048), .llamacpp = p->llamacpp,
+    dq_ppl_opts o = {.ctx = p->ctx > 0 ? p->ctx : dq_default_window(&m->cfg), .llamacpp = p->llamacpp,
                      .max_windows = p->max_windows, .n_threads = p->n_threads, .progress = p->progress,
                      .save_logits = p->save_logits, .kld_base = p->kld_base, .text_path = text};
     if (p->ctx > trained)

@@ -83,8 +83,7 @@ dq_status dq_quantize_check(const dq_quantize_params *p, dq_error *err) {
 
 static dq_status make_job(const dq_model *m, const dq_quantize_params *p, job *j, dq_error *err) {
     dq_status st = check_params(p, j, err);
-    const dq_config *c = &m->cfg;
-    j->seqlen = p->seqlen > 0 ? p->seqlen : (c->seq_len < 2048 ? c->seq_len : 2048);
+    j->seqlen = p->seqlen > 0 ? p->seqlen : dq_default_window(&m->cfg);
     return st;
 }
 
@@ -117,6 +116,13 @@ static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *
     return dq_write_packed(out, m, r, &info, err);
 }
 
+/* Tensors whose width the group did not divide (padded). */
+static int n_padded(const dq_quant_result *r) {
+    int n = 0;
+    for (int i = 0; i < r->n; i++) n += r->layers[i].pad > 0;
+    return n;
+}
+
 static dq_status fill_report(const char *out, const job *j, const dq_quant_result *r, const dq_calib_set *cs,
                              bool calibrated, dq_quantize_report *rep, dq_error *err) {
     memset(rep, 0, sizeof *rep);
@@ -133,10 +139,10 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
         t->seconds = l->seconds;
         t->in_features = l->qt.q ? l->qt.in_cols : 0;
         t->quant_in_features = l->qt.q ? l->qt.cols : 0;
-        rep->n_padded += l->pad > 0;
         sum += l->rel_err;
     }
     rep->n_tensors = r->n;
+    rep->n_padded = n_padded(r);
     rep->mean_rel_err = r->n ? sum / r->n : 0;
     rep->n_fallback = j->po.plan ? j->po.plan->n_fallback : 0;
     rep->calib_windows = calibrated ? cs->n : 0;
@@ -181,18 +187,15 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
     dq_quant_result r = {0};
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
-    if (!st && r.n && !j.gguf) {
-        int padded = 0;
-        for (int i = 0; i < r.n; i++) padded += r.layers[i].pad > 0;
-        if (padded)
-            dq_progress_note(
-                &p->progress, false,
-                "group %d does not divide the input width of %d tensors; their rows "
-                "are padded with zero weights to a multiple of it (quant_in_features in dashq_config.json). "
-                "The official Python loader's forward pass does not drop the padding: for it, pick a group "
-                "that divides every width",
-                j.po.q.group, padded);
-    }
+    int padded = st ? 0 : n_padded(&r);
+    if (padded)
+        dq_progress_note(
+            &p->progress, false,
+            "group %d does not divide the input width of %d tensors; their rows "
+            "are padded with zero weights to a multiple of it (quant_in_features in dashq_config.json). "
+            "The official Python loader's forward pass does not drop the padding: for it, pick a group "
+            "that divides every width",
+            j.po.q.group, padded);
     if (!st) st = write_output(out, m, t, p, &j, &r, &cs, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     dq_quant_result_free(&r);

@@ -54,7 +54,7 @@ typedef struct {
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
                             dq_error *err);
 void dq_quant_result_free(dq_quant_result *r);
-/* Whether ql is the block linear `lin` (DQ_LIN_*), or a model-level site. */
+/* Whether ql is the tensor of site `id` (in whichever block). */
 static inline bool dq_qlayer_is(const dq_qlayer *ql, dq_site_id id) { return ql->site == &DQ_SITES[id]; }
 /* Tensors a model of config c can have quantized: every linear site per
  * block (and expert), plus the model-level head and embedding. */

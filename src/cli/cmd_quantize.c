@@ -25,15 +25,15 @@ static int usage_error(const char *msg, const char *arg) {
 
 /* A method flag (--act-order, --percdamp X) as the option the method's row
  * reads ("act_order", "percdamp=X"); the library checks name and value. */
-static bool add_option(quant_opts *o, const char *flag, const char *value) {
+static bool add_option(quant_opts *o, const char *name, const char *value) {
     size_t n = strlen(o->options);
-    int w = snprintf(o->options + n, sizeof o->options - n, "%s", n ? "," : "");
-    for (const char *f = flag + 2; *f && n + (size_t)w + 1 < sizeof o->options; f++, w++)
-        o->options[n + (size_t)w] = *f == '-' ? '_' : *f;
-    o->options[n + (size_t)w] = '\0';
-    n = strlen(o->options);
-    if (value) snprintf(o->options + n, sizeof o->options - n, "=%s", value);
-    if (strlen(o->options) + 1 >= sizeof o->options) return usage_error("too many method options", flag), false;
+    int w = snprintf(o->options + n, sizeof o->options - n, "%s%s%s%s", n ? "," : "", name, value ? "=" : "",
+                     value ? value : "");
+    if (w < 0 || n + (size_t)w + 1 >= sizeof o->options) {
+        fprintf(stderr, "dashq: error: too many method options: --%s\n", name);
+        return false;
+    }
+    for (char *c = o->options + n; *c && *c != '='; c++) *c = *c == '-' ? '_' : *c; /* the name, not its value */
     return true;
 }
 
@@ -72,12 +72,9 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_SL: if (!dq_cli_int("--seqlen", optarg, 8, 1 << 16, &sl)) return DQ_EXIT_ERROR; break;
         case O_SEED: if (!dq_cli_int("--seed", optarg, 0, 0x7fffffffL, &seed)) return DQ_EXIT_ERROR; break;
         case O_METHOD_FLAG:
-        case O_METHOD_VALUE: {
-            char flag[64];
-            snprintf(flag, sizeof flag, "--%s", longs[idx].name);
-            if (!add_option(o, flag, c == O_METHOD_VALUE ? optarg : NULL)) return DQ_EXIT_ERROR;
+        case O_METHOD_VALUE:
+            if (!add_option(o, longs[idx].name, c == O_METHOD_VALUE ? optarg : NULL)) return DQ_EXIT_ERROR;
             break;
-        }
         case O_HEAD: o->p.quantize_head = true; break;
         case O_QUIET: o->c.quiet = true; break;
         case O_FORMAT: o->p.format = optarg; break;

@@ -334,7 +334,6 @@ typedef struct {
     size_t *fed;        /* text bytes fed so far, for the progress reports */
     const dq_progress *progress;
     size_t progress_total; /* max_windows, or the text's bytes */
-    size_t progress_done;  /* last reported */
     dq_status st;
     dq_error *err;
 } text_run;
@@ -355,7 +354,6 @@ static void take_windows(text_run *r) {
         if (r->max_windows <= 0 && done >= r->progress_total) done = r->progress_total - 1;
         if (!r->st && !dq_progress_report(r->progress, "perplexity", done, r->progress_total, r->err))
             r->st = DQ_ERR_CANCELLED;
-        r->progress_done = done;
     }
 }
 
@@ -475,7 +473,8 @@ dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, con
             err, DQ_ERR_ARG,
             "%s: the text has %zu tokens; a context of %d needs at least %zu (a longer text, or a smaller --ctx)", path,
             run.total, io.ctx, need);
-    if (!st && run.progress_done != run.progress_total &&
+    bool closed = o->max_windows > 0 && run.windows == o->max_windows; /* its last window reported the total */
+    if (!st && !closed &&
         !dq_progress_report(run.progress, "perplexity", run.progress_total, run.progress_total, err))
         st = DQ_ERR_CANCELLED;
     io.n_windows = run.windows;

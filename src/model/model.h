@@ -64,6 +64,9 @@ void dq_linear_shape(const dq_config *c, int kind, int *rows, int *cols);
 dq_model *dq_model_new(const char *path, const char *format);
 /* Allocates a buffer owned by the model (freed in dq_model_free). */
 void *dq_model_alloc(dq_model *m, size_t bytes);
+/* The window length when the caller names none (calibration, perplexity):
+ * the training context, at most 2048 tokens. */
+static inline int dq_default_window(const dq_config *c) { return c->seq_len < 2048 ? c->seq_len : 2048; }
 /* Whether p is the start of a buffer the model owns (dq_model_alloc), which
  * may then be written in place; mapped file data is not. */
 bool dq_model_owns(const dq_model *m, const void *p);

@@ -1,5 +1,4 @@
 #include "util/error.h"
-#include "util/progress.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,14 +40,4 @@ const char *dq_status_name(dq_status s) {
     case DQ_ERR_CANCELLED: return "cancelled";
     }
     return "unknown error";
-}
-
-void dq_progress_note(const dq_progress *p, bool warning, const char *fmt, ...) {
-    if (!p || !p->note) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    p->note(warning, msg, p->user);
 }
