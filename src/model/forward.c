@@ -8,37 +8,9 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "model/session.h"
 #include "util/error.h"
 #include "util/fastmath.h"
-
-/* Work is cut into fixed tiles of tokens x output features, one BLAS call
- * each. The tiling does not depend on the thread count, so every call is the
- * same at any -t and results are bit-identical; BLAS runs single-threaded
- * inside our OpenMP loop, which keeps both cores busy even on small layers. */
-#define DQ_TILE_TOKENS 64
-#define DQ_TILE_FEATURES 128
-
-struct dq_session {
-    const dq_model *m;
-    int n_ctx, n_batch, n_threads;
-    float *x;          /* (n_batch, dim) residual stream */
-    float *xb;         /* (n_batch, dim) normalised input of a sub-layer */
-    float *q;          /* (n_batch, n_heads*head_dim) */
-    float *att;        /* (n_batch, n_heads*head_dim) attention output */
-    float *hb, *hb2;   /* (n_batch, hidden_dim) gate (before silu) and up projections */
-    float *hb3;        /* (n_batch, hidden_dim) silu(gate)·up, the input of down */
-    float *scores;     /* (n_threads, DQ_TILE_TOKENS, n_ctx) per-thread attention scores */
-    float *key_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
-    float *val_cache;  /* (n_layers, n_ctx, n_kv_heads*head_dim) */
-    float *rope_cos;   /* (n_ctx, head_dim/2) */
-    float *rope_sin;   /* (n_ctx, head_dim/2) */
-    float *logits;     /* (n_batch, vocab) */
-    /* Layout of the current batch: row t sits in cache slot pos+t at RoPE
-     * position row_pos[t] and sees slots [0, prefix) and [row_start[t], pos+t].
-     * A plain sequence has prefix = row_start = pos; branches share a prefix. */
-    int *row_pos, *row_start;
-    int prefix;
-};
 
 /* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling
  * (or the per-pair divisors a GGUF file carries). */
@@ -118,11 +90,46 @@ void dq_session_free(dq_session *s) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(s->row_pos);
     free(s->row_start);
+    free(s->acts);
+    free(s->acts_buf);
+    free(s->x_final);
     free(s);
 }
 
+dq_status dq_session_keep_activations(dq_session *s, dq_error *err) {
+    if (s->acts) return DQ_OK;
+    const dq_config *c = &s->m->cfg;
+    size_t B = (size_t)s->n_batch, d = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim;
+    size_t f = (size_t)c->hidden_dim, per_block = B * (2 * d + 2 * qd + 2 * f), total;
+    if (!dq_mul_size(per_block, (size_t)c->n_layers, &total) || !dq_mul_size(total, sizeof(float), &total) ||
+        !(s->acts = calloc((size_t)c->n_layers, sizeof *s->acts)) || !(s->acts_buf = malloc(total)) ||
+        !(s->x_final = malloc(B * d * sizeof(float)))) {
+        free(s->acts);
+        free(s->acts_buf);
+        s->acts = NULL, s->acts_buf = NULL;
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: cannot keep activations of %d layers x %d tokens for a backward pass",
+                       s->m->path, c->n_layers, s->n_batch);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        float *p = s->acts_buf + (size_t)l * per_block;
+        dq_block_acts *a = &s->acts[l];
+        a->x_in = p, p += B * d;
+        a->x_mid = p, p += B * d;
+        a->q = p, p += B * qd;
+        a->att = p, p += B * qd;
+        a->gate = p, p += B * f;
+        a->up = p;
+    }
+    return DQ_OK;
+}
+
+/* dst = src (n floats) when the session keeps activations (dst non-NULL). */
+static void keep(float *dst, const float *src, size_t n) {
+    if (dst) memcpy(dst, src, n * sizeof(float));
+}
+
 /* y (T, out; row stride ldy) = x (T, in) · Wᵀ + beta·y, with W row-major (out, in). */
-static void linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
+void dq_linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
                    float beta, int nt) {
     int tb = (T + DQ_TILE_TOKENS - 1) / DQ_TILE_TOKENS;
     int fb = (out + DQ_TILE_FEATURES - 1) / DQ_TILE_FEATURES;
@@ -147,7 +154,7 @@ static void add_bias(float *y, int T, int n, int ld, const float *b) {
         for (int i = 0; i < n; i++) y[(size_t)t * ld + i] += b[i];
 }
 
-static void rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps,
+void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps,
                          int nt) {
 #pragma omp parallel for num_threads(nt) if (T > 1)
     for (int t = 0; t < T; t++) {
@@ -311,20 +318,24 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     int kvd = c->n_kv_heads * c->head_dim, nt = s->n_threads;
     float *kc = s->key_cache + ((size_t)l * s->n_ctx + pos) * kvd;
     float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
+    dq_block_acts none = {0}, *a = s->acts ? &s->acts[l] : &none;
 
-    rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
+    keep(a->x_in, s->x, (size_t)T * d);
+    dq_rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
     tap(taps, l, DQ_TAP_ATTN_IN, s->xb, T, d);
-    linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
-    linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
-    linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
+    dq_linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
+    dq_linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
+    dq_linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
     add_bias(s->q, T, qd, qd, w->bq);
     add_bias(kc, T, kvd, kvd, w->bk);
     add_bias(vc, T, kvd, kvd, w->bv);
     rope_rows(s, s->q, T, qd, c->n_heads);
     rope_rows(s, kc, T, kvd, c->n_kv_heads);
+    keep(a->q, s->q, (size_t)T * qd);
     attention(s, l, T, pos);
+    keep(a->att, s->att, (size_t)T * qd);
     tap(taps, l, DQ_TAP_ATTN_OUT, s->att, T, qd);
-    linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
+    dq_linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         const stage st[] = {{site_name(DQ_SITE_ATTN_NORM), s->xb, d, d}, {site_name(DQ_SITE_Q), s->q, qd, qd},
                             {site_name(DQ_SITE_K), kc, kvd, kvd},          {site_name(DQ_SITE_V), vc, kvd, kvd},
@@ -332,13 +343,16 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
         return nonfinite(s, l, T, st, 6, err);
     }
 
-    rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
+    keep(a->x_mid, s->x, (size_t)T * d);
+    dq_rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
     tap(taps, l, DQ_TAP_FFN_IN, s->xb, T, d);
-    linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
-    linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
+    dq_linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
+    dq_linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
+    keep(a->gate, s->hb, (size_t)T * f);
+    keep(a->up, s->hb2, (size_t)T * f);
     swiglu(s->hb3, s->hb, s->hb2, (size_t)T * f, nt);
     tap(taps, l, DQ_TAP_FFN_HIDDEN, s->hb3, T, f);
-    linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
+    dq_linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         /* hb3 = silu(gate)·up: non-finite with gate and up finite is the gate's product overflowing */
         const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_GATE), s->hb, f, f},
@@ -383,8 +397,9 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
     }
     int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
-    rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
-    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
+    keep(s->x_final ? s->x_final + (size_t)first * c->dim : NULL, xr, (size_t)rows * c->dim);
+    dq_rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
+    dq_linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
     /* O(vocab) per row against the head's O(vocab·dim) */
     int t = first_bad_row(s->logits, rows, c->vocab_size, c->vocab_size);
     if (t >= 0)
@@ -441,7 +456,7 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
 }
 
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {
-    rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
+    dq_rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
 }
 
 int dq_session_threads(const dq_session *s) { return s->n_threads; }

@@ -1,0 +1,42 @@
+/* Backward pass of the Llama-family forward (model/forward.c) for the
+ * next-token cross-entropy of one sequence: what output-adaptive calibration
+ * (OAC, issue #16) needs, the gradient δ = ∂ℓ/∂y at every linear layer's
+ * output, shown together with that layer's input x through "gradient taps"
+ * (the backward twin of forward.h's taps). Weight gradients are not formed:
+ * a caller that wants ∂ℓ/∂W = δᵀx (or a statistic of δ and x) builds it from
+ * the tap. */
+#ifndef DQ_BACKWARD_H
+#define DQ_BACKWARD_H
+#include "model/forward.h"
+
+/* One linear's view in the backward pass: its input x (T, cols) and output
+ * gradient dy (T, rows), block `layer` (-1: the output head). Row T-1 of
+ * dy is zero (the last token predicts nothing in the window). */
+typedef struct {
+    int layer;
+    const dq_site *site;
+    const float *x, *dy;
+    int T, rows, cols;
+} dq_grad_data;
+
+typedef struct {
+    bool (*ask)(void *ctx, int layer, const dq_site *site); /* false: skipped; NULL: every linear */
+    void (*fn)(void *ctx, const dq_grad_data *g);
+    void *ctx;
+} dq_grad_taps;
+
+/* Allocates the activation store: from now on every forward keeps what
+ * dq_loss_backward needs (per token and block 2·dim + 2·n_heads·head_dim +
+ * 2·hidden_dim floats; SmolLM2-135M at 512 tokens: 330 MB). */
+dq_status dq_session_keep_activations(dq_session *s, dq_error *err);
+
+/* Runs tokens[0..n) (n >= 2) from position 0 forward, keeping activations
+ * (dq_session_keep_activations must have been called), and back: ℓ is the
+ * mean cross-entropy of tokens[t+1] given tokens[..t] over t < n-1, *loss
+ * receives it. Taps see the head first, then blocks from the last to the
+ * first, in each block down, gate, up, o, q, k, v. Deterministic at any
+ * thread count. A non-finite loss or gradient is DQ_ERR_NUMERIC naming the
+ * tensor; the session's logits are overwritten with ∂ℓ/∂logits. */
+dq_status dq_loss_backward(dq_session *s, const int32_t *tokens, int n, const dq_grad_taps *taps, double *loss,
+                           dq_error *err);
+#endif
