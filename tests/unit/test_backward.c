@@ -3,7 +3,8 @@
  * loss on tiny random models (every linear of every block and the head,
  * GQA, tied and untied heads, q/k/v biases, both RoPE layouts, windows longer
  * than one attention tile), bit-identical results at 1 and 2 threads, and
- * the refusals. The PyTorch autograd check is test_backward_torch. */
+ * the refusals; and against PyTorch autograd in float64 on the bundled gut6l
+ * (tests/tools/make_grad_fixture.py made tests/fixtures/grad/) to 1e-4. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,66 @@ static void test_fd_stories(void **st) {
     check_fd(tu_shared("models/stories260K/stories260K.bin"), 90);
 }
 
+/* ‖a − b‖ / ‖b‖ over n doubles (b from the fixture, float32). */
+static double rel_dist(const double *a, const float *b, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += (double)b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+/* dl/dW of every linear of gut6l (6 blocks, GQA 8/4, tied head, bf16 weights)
+ * against autograd: per linear ‖G‖, G·v and Gᵀ·u (make_grad_fixture.py's
+ * record), and the loss. */
+static void test_torch_gut6l(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
+    const dq_config *c = dq_model_config(m);
+    char *text = tu_read(tu_fixture("grad/gut6l_tokens.txt"), NULL);
+    int32_t tok[512];
+    int n = 0;
+    for (char *p = text, *end; n < 512; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        tok[n++] = (int32_t)v;
+    }
+    free(text);
+    size_t len;
+    float *ref = (float *)tu_read(tu_fixture("grad/gut6l.f32"), &len);
+    dq_session *s = session(m, n, 2);
+    grads g = {0};
+    double loss = backward(s, tok, n, &g);
+    assert_true(fabs(loss - ref[0]) <= 1e-5 * ref[0]);
+    static const dq_site_id order[] = {DQ_SITE_Q, DQ_SITE_K, DQ_SITE_V, DQ_SITE_O, DQ_SITE_GATE, DQ_SITE_UP, DQ_SITE_DOWN};
+    size_t at = 1;
+    for (int l = 0; l <= c->n_layers; l++)
+        for (int k = 0; k < (l < c->n_layers ? 7 : 1); k++) {
+            int id = l < c->n_layers ? (int)order[k] : DQ_SITE_OUTPUT, li = l < c->n_layers ? l + 1 : 0;
+            int rows = g.rows[li][id], cols = g.cols[li][id];
+            const double *G = g.G[li][id];
+            assert_non_null(G);
+            assert_true((at + 1 + rows + cols) * sizeof(float) <= len);
+            double norm = 0, *Gv = calloc((size_t)rows, sizeof *Gv), *Gu = calloc((size_t)cols, sizeof *Gu);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) {
+                    double x = G[(size_t)i * cols + j];
+                    norm += x * x, Gv[i] += x * dir((size_t)j), Gu[j] += x * dir((size_t)i);
+                }
+            double e_norm = fabs(sqrt(norm) - ref[at]) / ref[at], e_v = rel_dist(Gv, ref + at + 1, rows);
+            double e_u = rel_dist(Gu, ref + at + 1 + rows, cols);
+            if (e_norm > 1e-4 || e_v > 1e-4 || e_u > 1e-4)
+                fail_msg("gut6l layer %d %s: relative differences from autograd: norm %.2g, Gv %.2g, Gtu %.2g",
+                         l < c->n_layers ? l : -1, DQ_SITES[id].gguf, e_norm, e_v, e_u);
+            at += 1 + (size_t)rows + cols;
+            free(Gv);
+            free(Gu);
+        }
+    assert_int_equal(at * sizeof(float), len);
+    grads_free(&g);
+    free(ref);
+    dq_session_free(s);
+    dq_model_free(m);
+}
+
 static void test_threads_bit_identical(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
@@ -197,6 +258,7 @@ int main(void) {
         cmocka_unit_test(test_fd_llama3_tiny),
         cmocka_unit_test(test_fd_qwen2_tiny),
         cmocka_unit_test(test_fd_stories),
+        cmocka_unit_test(test_torch_gut6l),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_refusals),
     };
