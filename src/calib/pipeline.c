@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "calib/gradients.h"
 #include "model/forward.h"
 #include "quant/methods.h"
 #include "util/error.h"
@@ -17,6 +18,9 @@
 
 #define GRAM_TILE 64
 #define N_TAPS DQ_TAP_COUNT /* the four block inputs, and the head's input */
+/* A statistic per tap (layer curvature: q, k and v share theirs) or per
+ * block linear (output-adaptive: each has its own δ) */
+#define N_SLOTS ((int)N_TAPS > (int)DQ_LIN_PER_BLOCK ? (int)N_TAPS : (int)DQ_LIN_PER_BLOCK)
 
 static double now(void) {
     struct timespec ts;
@@ -30,13 +34,23 @@ static double now(void) {
 
 typedef struct {
     dq_stat_kind kind;
+    dq_curvature curvature;
     int nt;
-    int cols[N_TAPS];
-    double *sum[N_TAPS]; /* per tap: dq_stat_floats(kind, cols) sums over tokens */
-    size_t tokens[N_TAPS];
+    int cols[N_SLOTS];
+    double *sum[N_SLOTS]; /* per slot: dq_stat_floats(kind, cols) sums over tokens */
+    size_t tokens[N_SLOTS];
     float *tiles; /* nt x GRAM_TILE² scratch */
     double seconds;
     bool oom;
+    /* output-adaptive curvature: the gradient pass's store, where the taps
+     * are (block, window), and scratch for δ (T, rows) and G or the
+     * reweighted x (max(T, rows), cols) */
+    dq_grad_store *grads;
+    int layer, window;
+    float *delta, *g;
+    size_t delta_cap, g_cap;
+    dq_status fail;
+    dq_error fail_err;
 } stats_ctx;
 
 /* H += XᵀX over fixed 64x64 tiles of the upper triangle: each tile is one
@@ -104,10 +118,46 @@ static void stats_add(stats_ctx *s, dq_tap tap, const float *x, int T, int cols)
     s->seconds += now() - t0;
 }
 
-static void stats_tap(void *ctx, const dq_tap_data *d) { stats_add(ctx, d->tap, d->x, d->T, d->cols); }
+/* Where a site's statistic is summed: its tap, or its own slot when the
+ * curvature is output-adaptive (block linears only: the head keeps its layer
+ * statistic, its δ being (T, vocab)). */
+static int stat_slot(const stats_ctx *s, const dq_site *site) {
+    return s->curvature != DQ_CURVATURE_LAYER && site->lin >= 0 ? site->lin : (int)site->tap;
+}
+
+static float *scratch(float **buf, size_t *cap, size_t n, stats_ctx *s) {
+    if (n > *cap) {
+        free(*buf);
+        *cap = 0;
+        if (!(*buf = malloc(n * sizeof **buf))) return s->oom = true, NULL;
+        *cap = n;
+    }
+    return *buf;
+}
+
+/* The output-adaptive statistic of one linear of the current block, from
+ * its input x (T, cols) on the current window: the row kind's statistic (the
+ * full matrix or its diagonal) of the rows calib/gradients.c weighs by δ. */
+static void oac_add(stats_ctx *s, const dq_site *site, const float *x, int T, int cols) {
+    if (s->fail || s->oom) return;
+    int rows = dq_grad_store_rows(s->grads, site->lin), big = T > rows ? T : rows, n = 0;
+    float *scr = scratch(&s->delta, &s->delta_cap, (size_t)T * rows, s);
+    float *g = scratch(&s->g, &s->g_cap, (size_t)big * cols, s);
+    if (!scr || !g) return;
+    s->fail = dq_grad_store_weighted_rows(s->grads, s->curvature, s->layer, site->lin, s->window, x, T, cols, scr, g,
+                                          &n, s->nt, &s->fail_err);
+    if (!s->fail) stats_add(s, site->lin, g, n, cols);
+}
+
+static void stats_tap(void *ctx, const dq_tap_data *d) {
+    stats_ctx *s = ctx;
+    if (s->curvature == DQ_CURVATURE_LAYER) stats_add(s, d->tap, d->x, d->T, d->cols);
+    else
+        for (int i = 0; i < d->n_sites; i++) oac_add(s, d->sites[i], d->x, d->T, d->cols);
+}
 
 static void stats_reset(stats_ctx *s) {
-    for (int t = 0; t < N_TAPS; t++) {
+    for (int t = 0; t < N_SLOTS; t++) {
         free(s->sum[t]);
         s->sum[t] = NULL;
         s->tokens[t] = 0;
@@ -219,11 +269,11 @@ static bool layer_opts(const dq_pipeline_opts *o, int type, int cols, dq_qlayer 
 /* The statistic of W's input, as the method takes it (mean over tokens),
  * widened to cols + pad columns with zeros: the padding has no curvature.
  * NULL for DQ_STAT_NONE. */
-static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, float **out, dq_error *err) {
-    double inv = s->tokens[tap] ? 1.0 / (double)s->tokens[tap] : 1.0;
+static dq_status layer_stat(const stats_ctx *s, int slot, int cols, int pad, float **out, dq_error *err) {
+    double inv = s->tokens[slot] ? 1.0 / (double)s->tokens[slot] : 1.0;
     int n = cols + pad;
     size_t nf = dq_stat_floats(s->kind, n);
-    const double *sum = s->sum[tap];
+    const double *sum = s->sum[slot];
     *out = NULL;
     if (!nf) return DQ_OK;
     float *st = calloc(nf, sizeof *st);
@@ -233,7 +283,18 @@ static dq_status layer_stat(const stats_ctx *s, int tap, int cols, int pad, floa
     return DQ_OK;
 }
 
-static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int tap,
+/* Whether a statistic (the row kind's sum) has no curvature at all: an
+ * output-adaptive one where no gradient reached the layer. GPTQ would take
+ * every column for dead and zero the layer; that is an error instead. */
+static bool stat_is_zero(const stats_ctx *s, int slot, int cols) {
+    const double *sum = s->sum[slot];
+    if (!sum) return true;
+    for (int j = 0; j < cols; j++)
+        if (sum[s->kind == DQ_STAT_HESSIAN ? (size_t)j * cols + j : (size_t)j] > 0) return false;
+    return true;
+}
+
+static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int stat_at,
                               const dq_pipeline_opts *o, int type, dq_qlayer *ql, float **delta, float **kept,
                               dq_error *err) {
     const float *W = *slot;
@@ -250,7 +311,14 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
     }
     const float *Wq = Wp ? Wp : W;
-    if ((st = layer_stat(s, tap, cols, q.pad, &stat, err))) {
+    if (s->kind != DQ_STAT_NONE && s->curvature != DQ_CURVATURE_LAYER && stat_is_zero(s, stat_at, cols)) {
+        free(Wp);
+        return dq_fail(err, DQ_ERR_NUMERIC,
+                       "%s: the output-adaptive curvature is zero (no loss gradient reaches the layer); "
+                       "use curvature=layer",
+                       ql->name);
+    }
+    if ((st = layer_stat(s, stat_at, cols, q.pad, &stat, err))) {
         free(Wp);
         return dq_fail(err, st, "%s: out of memory", ql->name);
     }
@@ -295,11 +363,14 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     size_t wsz = (size_t)cs->len * c->m->cfg.dim;
     dq_taps taps = {NULL, stats_tap, &c->stats};
+    c->stats.layer = l;
     for (int w = 0; w < cs->n; w++) {
         memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
+        c->stats.window = w;
         dq_status st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
         if (st) return st;
         if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
+        if (c->stats.fail) return dq_fail(err, c->stats.fail, "%s", c->stats.fail_err.msg);
     }
     return DQ_OK;
 }
@@ -327,7 +398,8 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
         int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(m, slot, rows, cols, &c->stats, site->tap, c->o, type, ql, &e.D[k], &e.K[k], err);
+        st = solve_linear(m, slot, rows, cols, &c->stats, stat_slot(&c->stats, site), c->o, type, ql, &e.D[k], &e.K[k],
+                          err);
         if (e.K[k]) e.W[k] = e.K[k];
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
@@ -452,7 +524,11 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.m = m, .cs = cs, .o = &opts, .r = r, .stats = {.kind = dq_method_of(o->q.method)->stat, .nt = nt}};
+    run_ctx c = {.m = m,
+                 .cs = cs,
+                 .o = &opts,
+                 .r = r,
+                 .stats = {.kind = dq_method_of(o->q.method)->stat, .curvature = o->q.curvature, .nt = nt}};
     double t0 = now();
     r->layers = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *r->layers);
     bool head = o->quantize_head || o->plan;
@@ -460,6 +536,12 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
+    c.stats.grads = o->grads;
+    if (!st && c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads) {
+        dq_grads_kind gk = c.stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
+        st = dq_grad_store_build(m, cs, gk, nt, &o->progress, &c.stats.grads, err);
+        if (!st) r->t_gradients = dq_grad_store_seconds(c.stats.grads), r->grad_loss = dq_grad_store_loss(c.stats.grads);
+    }
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
     size_t units = (size_t)nl + (head ? 1 : 0);
@@ -472,6 +554,9 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     r->t_total = now() - t0;
     stats_reset(&c.stats);
     free(c.stats.tiles);
+    free(c.stats.delta);
+    free(c.stats.g);
+    if (!o->grads) dq_grad_store_free(c.stats.grads);
     free(c.X);
     free(c.scratch);
     dq_session_free(c.s);

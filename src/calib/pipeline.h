@@ -27,6 +27,10 @@ typedef struct {
      * Calibration and the written file see its result. NULL: none. */
     dq_status (*prepare)(dq_model *m, const dq_calib_set *cs, void *user, dq_error *err);
     void *prepare_user;
+    /* Output-adaptive curvature (q.curvature oac / oac-token): output
+     * gradients already gathered on these windows (borrowed; a sweep reuses
+     * one pass). NULL: the pipeline runs the gradient pass itself. */
+    struct dq_grad_store *grads;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
@@ -47,6 +51,8 @@ typedef struct {
     dq_qlayer *layers;
     int n;
     double t_forward, t_stats, t_solve, t_total;
+    double t_gradients; /* output-adaptive curvature: the gradient pass (calib/gradients.h) */
+    double grad_loss;   /* its mean cross-entropy over the windows */
 } dq_quant_result;
 
 /* Quantizes m in place: its linear weights become the dequantized Ŵ that the

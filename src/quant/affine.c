@@ -11,7 +11,8 @@
 dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
     return (dq_quant_opts){.method = m, .bits = bits, .group = group, .fp16_params = true,
                            .percdamp = 0.01f, .blocksize = 128, .max_iters = 20, .eps = 1e-3f,
-                           .reweight = DQ_REWEIGHT_NONE, .reweight_param = 1.0f, .starts = 0};
+                           .reweight = DQ_REWEIGHT_NONE, .reweight_param = 1.0f, .starts = 0,
+                           .curvature = m == DQ_METHOD_OAC ? DQ_CURVATURE_OAC : DQ_CURVATURE_LAYER};
 }
 
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {

@@ -23,6 +23,8 @@ static dq_status solve_rtn(const float *W, int rows, int cols, const float *stat
 #define OPT(field) offsetof(dq_quant_opts, field)
 _Static_assert(sizeof(dq_reweight) == sizeof(int), "DQ_OPT_ENUM fields are int-sized");
 static const char *const REWEIGHTS[] = {"none", "huber", "power", NULL}; /* dq_reweight order */
+static const char *const CURVATURES[] = {"layer", "oac", "oac-token", NULL}; /* dq_curvature order */
+_Static_assert(sizeof(dq_curvature) == sizeof(int), "DQ_OPT_ENUM fields are int-sized");
 static const dq_method_option SYM = {"sym", DQ_OPT_FLAG, OPT(sym), 0, 0, NULL, "symmetric: zero fixed mid-range"};
 static const dq_method_option MSE = {"mse", DQ_OPT_FLAG, OPT(mse), 0, 0, NULL,
                                      "clipping search over shrunk ranges (the GPTQ reference's grid, norm 2.4)"};
@@ -41,14 +43,22 @@ static const dq_method_option REWEIGHT = {"reweight", DQ_OPT_ENUM, OPT(reweight)
 static const dq_method_option REWEIGHT_PARAM = {"reweight_param", DQ_OPT_FLOAT, OPT(reweight_param), 0, 100, NULL,
                                                 "huber threshold (grid steps) or power exponent"};
 
+static const dq_method_option CURVATURE = {
+    "curvature", DQ_OPT_ENUM, OPT(curvature), 0, 0, CURVATURES,
+    "layer: Σxxᵀ; oac: Fisher of the loss, Σ_s GᵀG (needs a backward pass); oac-token: Σ‖δ_t‖²xxᵀ"};
+
 static const dq_method_option *const RTN_OPTIONS[] = {&SYM, &MSE, &STARTS, NULL};
-static const dq_method_option *const GPTQ_OPTIONS[] = {&SYM, &MSE, &STARTS, &ACT_ORDER, &PERCDAMP, NULL};
-static const dq_method_option *const DASHQ_OPTIONS[] = {&SYM, &STARTS, &ITERS, &EPS, &REWEIGHT, &REWEIGHT_PARAM, NULL};
+static const dq_method_option *const GPTQ_OPTIONS[] = {&SYM, &MSE, &STARTS, &ACT_ORDER, &PERCDAMP, &CURVATURE, NULL};
+static const dq_method_option *const DASHQ_OPTIONS[] = {&SYM,    &STARTS,         &ITERS,     &EPS,
+                                                        &REWEIGHT, &REWEIGHT_PARAM, &CURVATURE, NULL};
 
 const dq_method_info DQ_METHODS[DQ_METHOD_COUNT] = {
     [DQ_METHOD_RTN] = {DQ_METHOD_RTN, "rtn", DQ_STAT_NONE, solve_rtn, RTN_OPTIONS},
     [DQ_METHOD_GPTQ] = {DQ_METHOD_GPTQ, "gptq", DQ_STAT_HESSIAN, dq_quantize_gptq, GPTQ_OPTIONS},
     [DQ_METHOD_DASHQ] = {DQ_METHOD_DASHQ, "dashq", DQ_STAT_DIAG, dq_quantize_dashq, DASHQ_OPTIONS},
+    /* GPTQ's solve on the output-adaptive Hessian (its defaults: curvature
+     * oac and its own damping, affine.c) */
+    [DQ_METHOD_OAC] = {DQ_METHOD_OAC, "oac", DQ_STAT_HESSIAN, dq_quantize_gptq, GPTQ_OPTIONS},
 };
 
 const char *dq_method_option_names(const dq_method_info *mi, char *buf, size_t cap) {

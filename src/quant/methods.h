@@ -58,7 +58,7 @@ extern const dq_method_info DQ_METHODS[DQ_METHOD_COUNT];
 const dq_method_info *dq_method_of(dq_method m);
 /* The row named name (exact, case-sensitive), or NULL. */
 const dq_method_info *dq_method_find(const char *name);
-/* "rtn, gptq, dashq": every name in table order, for messages. */
+/* "rtn, gptq, dashq, oac": every name in table order, for messages. */
 const char *dq_method_names(void);
 /* Applies "name=value,flag,..." (NULL or "": nothing) to o, option by
  * option from the method's row; an option the method does not take, or a

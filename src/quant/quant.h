@@ -11,7 +11,7 @@
 
 /* Indexes DQ_METHODS[] (quant/methods.h), which names each method, its
  * statistic and its solver. */
-typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ, DQ_METHOD_COUNT } dq_method;
+typedef enum { DQ_METHOD_RTN = 0, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ, DQ_METHOD_OAC, DQ_METHOD_COUNT } dq_method;
 
 /* DASH-Q reweighting rule between least-squares iterations (IRLS). */
 typedef enum {
@@ -19,6 +19,18 @@ typedef enum {
     DQ_REWEIGHT_HUBER,    /* h_j · min(1, k / |residual_j / scale|): downweights outliers */
     DQ_REWEIGHT_POWER,    /* h_j^p: flattens the curvature spread (p = reweight_param) */
 } dq_reweight;
+
+/* Whose curvature a calibrated method weighs errors by (ALGORITHMS.md §2):
+ * the layer's own output, as GPTQ and DASH-Q do, or the model's loss, as
+ * OAC does (Edalati et al., AAAI-25): with δ_t = ∂ℓ/∂y_t at the layer's
+ * output, the Fisher of the window's loss aggregated over rows,
+ * Σ_s G_sᵀG_s with G_s = Σ_t δ_t x_tᵀ, or its token-level form
+ * Σ_t ‖δ_t‖² x_t x_tᵀ. Which of the two the paper uses is not confirmed. */
+typedef enum {
+    DQ_CURVATURE_LAYER = 0, /* Σ x xᵀ (or its diagonal) */
+    DQ_CURVATURE_OAC,       /* Σ_s G_sᵀ G_s: sequence-level Fisher */
+    DQ_CURVATURE_OAC_TOKEN, /* Σ_t ‖δ_t‖² x_t x_tᵀ */
+} dq_curvature;
 
 /* Every method's knobs as fields of one struct; which method reads which is
  * said once, by the option lists of the rows of DQ_METHODS[] (methods.c),
@@ -35,6 +47,7 @@ typedef struct {
     float percdamp;      /* damping as a fraction of mean(diag H); reference 0.01 */
     int blocksize;       /* lazy-batch width; reference 128 */
     bool act_order;      /* columns by descending diag(H), with static groups */
+    dq_curvature curvature; /* GPTQ, OAC, DASH-Q: which Hessian (or diagonal) they get */
     /* DASH-Q */
     int max_iters;       /* IRLS iterations per group (stops early when codes settle) */
     float eps;           /* dead-channel floor: h_j + eps·mean(h) */

@@ -26,10 +26,14 @@ static void lookup_by_name(void **state) {
     assert_string_equal(dq_method_name(DQ_METHOD_RTN), "rtn");
     assert_string_equal(dq_method_name(DQ_METHOD_GPTQ), "gptq");
     assert_string_equal(dq_method_name(DQ_METHOD_DASHQ), "dashq");
-    assert_string_equal(dq_method_names(), "rtn, gptq, dashq");
+    assert_string_equal(dq_method_name(DQ_METHOD_OAC), "oac");
+    assert_string_equal(dq_method_names(), "rtn, gptq, dashq, oac");
     assert_int_equal(dq_method_of(DQ_METHOD_RTN)->stat, DQ_STAT_NONE);
     assert_int_equal(dq_method_of(DQ_METHOD_GPTQ)->stat, DQ_STAT_HESSIAN);
     assert_int_equal(dq_method_of(DQ_METHOD_DASHQ)->stat, DQ_STAT_DIAG);
+    assert_int_equal(dq_method_of(DQ_METHOD_OAC)->stat, DQ_STAT_HESSIAN); /* GPTQ's solve on H_OAC */
+    assert_int_equal(dq_quant_defaults(DQ_METHOD_OAC, 3, 64).curvature, DQ_CURVATURE_OAC);
+    assert_int_equal(dq_quant_defaults(DQ_METHOD_GPTQ, 3, 64).curvature, DQ_CURVATURE_LAYER);
     assert_int_equal(dq_stat_floats(DQ_STAT_NONE, COLS), 0);
     assert_int_equal(dq_stat_floats(DQ_STAT_DIAG, COLS), COLS);
     assert_int_equal(dq_stat_floats(DQ_STAT_HESSIAN, COLS), COLS * COLS);
@@ -44,7 +48,7 @@ static void unknown_names(void **state) {
     char cmd[512], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s quantize m --method awq -o x 2>&1", DQ_CLI);
     assert_int_not_equal(tu_run(cmd, &out), 0);
-    assert_non_null(strstr(out, "unknown method awq (rtn, gptq, dashq)"));
+    assert_non_null(strstr(out, "unknown method awq (rtn, gptq, dashq, oac)"));
     free(out);
 }
 
@@ -116,7 +120,7 @@ static float *make_stat(dq_stat_kind k, const float *X, int T) {
 
 static dq_status direct(dq_method m, const float *W, const float *stat, const dq_quant_opts *o, dq_qtensor *q,
                         dq_error *err) {
-    if (m == DQ_METHOD_GPTQ) return dq_quantize_gptq(W, ROWS, COLS, stat, o, 1, q, err);
+    if (m == DQ_METHOD_GPTQ || m == DQ_METHOD_OAC) return dq_quantize_gptq(W, ROWS, COLS, stat, o, 1, q, err);
     if (m == DQ_METHOD_DASHQ) return dq_quantize_dashq(W, ROWS, COLS, stat, o, 1, q, err);
     return dq_quantize_rtn(W, ROWS, COLS, o, 1, q, err);
 }

@@ -1,0 +1,207 @@
+/* Output-adaptive calibration (issue #16): the gradient pass's store against
+ * the backward taps it is made of, the free regression check (uniform δ: the
+ * token-level statistic is the layer Hessian, so GPTQ and DASH-Q give the
+ * same codes bit for bit), both curvature forms end to end (thread
+ * invariance, codes that differ from the layer curvature's), and the bad
+ * inputs: zero curvature, an overflowing window. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calib/gradients.h"
+#include "calib/pipeline.h"
+#include "model/backward.h"
+#include "testutil.h"
+
+static dq_calib_set book_windows(const char *tok, int n, int len, uint64_t seed) {
+    dq_tokenizer *t = tu_tokenizer(tu_shared(tok));
+    dq_calib_set cs;
+    dq_error err = {0};
+    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, seed, &cs, &err))
+        fail_msg("%s", err.msg);
+    dq_tokenizer_free(t);
+    return cs;
+}
+
+static dq_quant_result quantize(dq_model *m, const dq_calib_set *cs, dq_method method, dq_curvature curv,
+                                dq_grad_store *grads, int nt) {
+    dq_pipeline_opts o = {.q = dq_quant_defaults(method, 3, 64), .n_threads = nt, .grads = grads};
+    o.q.curvature = curv;
+    dq_quant_result r;
+    dq_error err = {0};
+    if (dq_quantize_model(m, cs, &o, &r, &err)) fail_msg("%s", err.msg);
+    return r;
+}
+
+static bool same_codes(const dq_quant_result *a, const dq_quant_result *b) {
+    assert_int_equal(a->n, b->n);
+    for (int i = 0; i < a->n; i++) {
+        const dq_qtensor *x = &a->layers[i].qt, *y = &b->layers[i].qt;
+        size_t ng = (size_t)x->rows * x->groups_per_row;
+        if (memcmp(x->q, y->q, (size_t)x->rows * x->cols) || memcmp(x->scale, y->scale, ng * sizeof(float)) ||
+            memcmp(x->zero, y->zero, ng * sizeof(float)))
+            return false;
+    }
+    return true;
+}
+
+/* ‖δ_t‖² = 4 everywhere: the token statistic is exactly 4·Σxxᵀ (a power of
+ * two scales every float operation exactly), and GPTQ's relative damping and
+ * DASH-Q's relative floor make the solve scale-free: identical codes. */
+static void test_uniform_delta_is_layer_hessian(void **st) {
+    (void)st;
+    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 48, 3);
+    dq_method methods[] = {DQ_METHOD_GPTQ, DQ_METHOD_DASHQ, DQ_METHOD_OAC};
+    for (int k = 0; k < 3; k++) {
+        dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+        dq_grad_store *g = NULL;
+        dq_error err = {0};
+        if (dq_grad_store_uniform(m2, &cs, 4.0f, &g, &err)) fail_msg("%s", err.msg);
+        dq_quant_result a = quantize(m1, &cs, methods[k], DQ_CURVATURE_LAYER, NULL, 2);
+        dq_quant_result b = quantize(m2, &cs, methods[k], DQ_CURVATURE_OAC_TOKEN, g, 2);
+        if (!same_codes(&a, &b)) fail_msg("%s: uniform δ does not reproduce the layer statistic", dq_method_name(methods[k]));
+        dq_quant_result_free(&a), dq_quant_result_free(&b);
+        dq_grad_store_free(g);
+        dq_model_free(m1), dq_model_free(m2);
+    }
+    dq_calib_free(&cs);
+}
+
+/* What the taps of one backward pass show for (layer, linear) on a window. */
+typedef struct {
+    int layer;
+    const dq_site *site;
+    float *x, *dy;
+    int T, rows, cols;
+} catch_ctx;
+
+static void catch_tap(void *ctx, const dq_grad_data *d) {
+    catch_ctx *c = ctx;
+    if (d->layer != c->layer || d->site != c->site) return;
+    c->T = d->T, c->rows = d->rows, c->cols = d->cols;
+    c->x = malloc((size_t)d->T * d->cols * sizeof(float));
+    c->dy = malloc((size_t)d->T * d->rows * sizeof(float));
+    memcpy(c->x, d->x, (size_t)d->T * d->cols * sizeof(float));
+    memcpy(c->dy, d->dy, (size_t)d->T * d->rows * sizeof(float));
+}
+
+/* The store's weighted rows for a linear against δ and x caught straight
+ * from the backward pass: G = δᵀx to bf16 precision (δ is spilled in bf16),
+ * ‖δ_t‖·x_t to float rounding. */
+static void test_store_matches_backward(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_calib_set cs = book_windows("models/stories260K/tok512.bin", 2, 80, 7);
+    dq_error err = {0};
+    dq_grad_store *full = NULL, *norms = NULL;
+    if (dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, NULL, &full, &err) ||
+        dq_grad_store_build(m, &cs, DQ_GRADS_NORMS, 2, NULL, &norms, &err))
+        fail_msg("%s", err.msg);
+    int lins[] = {DQ_LIN_Q, DQ_LIN_DOWN};
+    for (int k = 0; k < 2; k++) {
+        catch_ctx c = {.layer = 2, .site = dq_site_of_linear(lins[k])};
+        dq_session *s = NULL;
+        double loss;
+        dq_grad_taps taps = {NULL, catch_tap, &c};
+        if (dq_session_new(m, cs.len, cs.len, 1, &s, &err) || dq_session_keep_activations(s, &err) ||
+            dq_loss_backward(s, cs.tokens + cs.len, cs.len, &taps, &loss, &err))
+            fail_msg("%s", err.msg);
+        int big = c.T > c.rows ? c.T : c.rows, n = 0;
+        float *scr = malloc((size_t)c.T * c.rows * sizeof(float)), *out = malloc((size_t)big * c.cols * sizeof(float));
+        if (dq_grad_store_weighted_rows(full, DQ_CURVATURE_OAC, 2, lins[k], 1, c.x, c.T, c.cols, scr, out, &n, 2, &err))
+            fail_msg("%s", err.msg);
+        assert_int_equal(n, c.rows);
+        double num = 0, den = 0;
+        for (int i = 0; i < c.rows; i++)
+            for (int j = 0; j < c.cols; j++) {
+                double g = 0;
+                for (int t = 0; t < c.T; t++) g += (double)c.dy[(size_t)t * c.rows + i] * c.x[(size_t)t * c.cols + j];
+                num += (out[(size_t)i * c.cols + j] - g) * (out[(size_t)i * c.cols + j] - g), den += g * g;
+            }
+        assert_true(den > 0);
+        if (sqrt(num / den) > 4e-3) fail_msg("G = δᵀx from the store off by %.3g relative", sqrt(num / den));
+        for (int who = 0; who < 2; who++) { /* the token form from either store */
+            if (dq_grad_store_weighted_rows(who ? full : norms, DQ_CURVATURE_OAC_TOKEN, 2, lins[k], 1, c.x, c.T, c.cols,
+                                            scr, out, &n, 2, &err))
+                fail_msg("%s", err.msg);
+            assert_int_equal(n, c.T);
+            for (int t = 0; t < c.T; t++) {
+                double w = 0;
+                for (int i = 0; i < c.rows; i++) w += (double)c.dy[(size_t)t * c.rows + i] * c.dy[(size_t)t * c.rows + i];
+                for (int j = 0; j < c.cols; j++)
+                    assert_true(fabs(out[(size_t)t * c.cols + j] - sqrt(w) * c.x[(size_t)t * c.cols + j]) <=
+                                1e-5 * sqrt(w) * fabs(c.x[(size_t)t * c.cols + j]) + 1e-30);
+            }
+        }
+        free(scr), free(out), free(c.x), free(c.dy);
+        dq_session_free(s);
+    }
+    assert_true(dq_grad_store_loss(full) > 0 && dq_grad_store_loss(full) == dq_grad_store_loss(norms));
+    dq_grad_store_free(full), dq_grad_store_free(norms);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+/* Both forms end to end on gut6l: the same codes at 1 and 2 threads, and
+ * not the layer curvature's codes (the statistic is really used). */
+static void test_oac_end_to_end(void **st) {
+    (void)st;
+    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 3, 48, 11);
+    dq_model *m0 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_quant_result layer = quantize(m0, &cs, DQ_METHOD_GPTQ, DQ_CURVATURE_LAYER, NULL, 2);
+    dq_curvature forms[] = {DQ_CURVATURE_OAC, DQ_CURVATURE_OAC_TOKEN};
+    for (int k = 0; k < 2; k++) {
+        dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+        dq_quant_result a = quantize(m1, &cs, DQ_METHOD_OAC, forms[k], NULL, 1);
+        dq_quant_result b = quantize(m2, &cs, DQ_METHOD_OAC, forms[k], NULL, 2);
+        assert_true(same_codes(&a, &b));
+        assert_false(same_codes(&a, &layer));
+        assert_true(a.t_gradients > 0 && a.grad_loss > 0 && isfinite(a.grad_loss));
+        for (int i = 0; i < a.n; i++) assert_true(isfinite(a.layers[i].rel_err) && a.layers[i].rel_err < 0.6);
+        dq_quant_result_free(&a), dq_quant_result_free(&b);
+        dq_model_free(m1), dq_model_free(m2);
+    }
+    dq_quant_result_free(&layer);
+    dq_model_free(m0);
+    dq_calib_free(&cs);
+}
+
+static void test_bad_inputs(void **st) {
+    (void)st;
+    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 32, 1);
+    dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_grad_store *zero = NULL;
+    dq_error err = {0};
+    assert_int_equal(dq_grad_store_uniform(m, &cs, 0.0f, &zero, &err), DQ_OK);
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_OAC, 3, 64), .n_threads = 2, .grads = zero};
+    o.q.curvature = DQ_CURVATURE_OAC_TOKEN;
+    dq_quant_result r;
+    assert_int_equal(dq_quantize_model(m, &cs, &o, &r, &err), DQ_ERR_NUMERIC);
+    assert_non_null(strstr(err.msg, "model.layers.0.self_attn.q_proj: the output-adaptive curvature is zero"));
+    o.q.curvature = DQ_CURVATURE_OAC; /* a store of norms cannot serve the Fisher form */
+    assert_int_equal(dq_quantize_model(m, &cs, &o, &r, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "norms only"));
+    dq_grad_store_free(zero);
+    dq_model_free(m);
+    dq_calib_free(&cs);
+
+    const char *bad = tu_tmp("overflow.bin");
+    tu_write_overflowing_stories(bad);
+    m = tu_model(bad);
+    dq_calib_set cs2 = book_windows("models/stories260K/tok512.bin", 2, 16, 1);
+    o = (dq_pipeline_opts){.q = dq_quant_defaults(DQ_METHOD_OAC, 3, 64), .n_threads = 2};
+    assert_int_equal(dq_quantize_model(m, &cs2, &o, &r, &err), DQ_ERR_NUMERIC);
+    assert_non_null(strstr(err.msg, "calibration window 0 (gradient pass)"));
+    dq_model_free(m);
+    dq_calib_free(&cs2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_uniform_delta_is_layer_hessian),
+        cmocka_unit_test(test_store_matches_backward),
+        cmocka_unit_test(test_oac_end_to_end),
+        cmocka_unit_test(test_bad_inputs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
