@@ -256,6 +256,8 @@ typedef struct {
     size_t calib_text_tokens;
     bool calib_overlapping; /* the text was shorter than the windows: drawn with replacement */
     double t_forward, t_stats, t_solve, t_total; /* seconds */
+    double t_gradients;    /* output-adaptive curvature (OAC): the forward+backward pass over the windows; else 0 */
+    double grad_loss;      /* its mean cross-entropy on the windows */
     double mean_rel_err;
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;

@@ -109,10 +109,11 @@ static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *
         dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = r, .file_type = j->po.plan->file_type};
         return dq_export_gguf(out, m, t, &g, err);
     }
+    static const char *const curvature[] = {NULL, "oac", "oac-token"}; /* dq_curvature order */
     dq_packed_info info = {.method = j->mi->name, .bits = j->po.q.bits, .group = j->po.q.group,
                            .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
                            .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
-                           .tokenizer = t};
+                           .tokenizer = t, .curvature = curvature[j->po.q.curvature]};
     return dq_write_packed(out, m, r, &info, err);
 }
 
@@ -153,6 +154,8 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->t_stats = r->t_stats;
     rep->t_solve = r->t_solve;
     rep->t_total = r->t_total;
+    rep->t_gradients = r->t_gradients;
+    rep->grad_loss = r->grad_loss;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
     return DQ_OK;

@@ -123,8 +123,8 @@ dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grad
             snprintf(msg, sizeof msg, "%s", err->msg);
             st = dq_fail(err, st, "%s, calibration window %d (gradient pass)", msg, w);
         } else if (!st && g->io_errno)
-            st = dq_fail(err, DQ_ERR_IO, "gradient spill file under %s: %s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
-                         strerror(g->io_errno));
+            st = dq_fail(err, DQ_ERR_IO, "gradient spill file under %s: %s",
+                         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(g->io_errno));
         g->loss += loss / cs->n;
         if (!st && !dq_progress_report(progress, "gradients", (size_t)w + 1, (size_t)cs->n, err)) st = DQ_ERR_CANCELLED;
     }

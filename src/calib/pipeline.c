@@ -540,7 +540,10 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     if (!st && c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads) {
         dq_grads_kind gk = c.stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
         st = dq_grad_store_build(m, cs, gk, nt, &o->progress, &c.stats.grads, err);
-        if (!st) r->t_gradients = dq_grad_store_seconds(c.stats.grads), r->grad_loss = dq_grad_store_loss(c.stats.grads);
+        if (!st) {
+            r->t_gradients = dq_grad_store_seconds(c.stats.grads);
+            r->grad_loss = dq_grad_store_loss(c.stats.grads);
+        }
     }
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);

@@ -127,6 +127,8 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     else
         printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", o->p.method, o->p.bits,
                o->p.group, r->mean_rel_err, r->n_tensors);
+    if (r->t_gradients > 0)
+        printf("gradient pass: %.2f s, mean calibration loss %.4f\n", r->t_gradients, r->grad_loss);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,
            r->t_solve, r->t_total);
     if (gguf) printf("wrote %s (%.2f MiB)\n", o->out, (double)r->bytes_written / (1 << 20));

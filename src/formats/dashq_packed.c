@@ -126,6 +126,7 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON_AddStringToObject(o, "base_model", info->base_model ? info->base_model : m->path);
     cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
+    if (info->curvature) cJSON_AddStringToObject(q, "curvature", info->curvature);
     cJSON_AddNumberToObject(q, "bits", info->bits);
     cJSON_AddNumberToObject(q, "group_size", info->group);
     cJSON_AddNumberToObject(q, "nsamples", info->nsamples);
