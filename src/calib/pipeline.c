@@ -375,8 +375,27 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     return DQ_OK;
 }
 
+/* The gradient pass (calib/gradients.h) on the model as it is now: full
+ * precision before the first block, or with blocks quantized so far when
+ * the method refreshes. The first pass's loss is the report's. */
+static dq_status gather_gradients(run_ctx *c, dq_error *err) {
+    dq_grads_kind gk = c->stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
+    dq_grad_store_free(c->stats.grads);
+    c->stats.grads = NULL;
+    dq_status st = dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, &c->o->progress, &c->stats.grads, err);
+    if (st) return st;
+    if (c->r->t_gradients == 0) c->r->grad_loss = dq_grad_store_loss(c->stats.grads);
+    c->r->t_gradients += dq_grad_store_seconds(c->stats.grads);
+    return DQ_OK;
+}
+
 static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
+    int every = c->o->q.refresh;
+    if (every > 0 && l > 0 && l % every == 0 && !c->o->grads && c->stats.grads) {
+        dq_status st = gather_gradients(c, err);
+        if (st) return st;
+    }
     double t0 = now();
     stats_reset(&c->stats);
     dq_status st = c->stats.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
@@ -537,14 +556,8 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     c.stats.grads = o->grads;
-    if (!st && c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads) {
-        dq_grads_kind gk = c.stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
-        st = dq_grad_store_build(m, cs, gk, nt, &o->progress, &c.stats.grads, err);
-        if (!st) {
-            r->t_gradients = dq_grad_store_seconds(c.stats.grads);
-            r->grad_loss = dq_grad_store_loss(c.stats.grads);
-        }
-    }
+    if (!st && c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads)
+        st = gather_gradients(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
     size_t units = (size_t)nl + (head ? 1 : 0);

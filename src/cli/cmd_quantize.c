@@ -51,6 +51,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"iters", required_argument, 0, O_METHOD_VALUE}, {"reweight", required_argument, 0, O_METHOD_VALUE},
         {"reweight-param", required_argument, 0, O_METHOD_VALUE}, {"eps", required_argument, 0, O_METHOD_VALUE},
         {"starts", required_argument, 0, O_METHOD_VALUE}, {"curvature", required_argument, 0, O_METHOD_VALUE},
+        {"refresh", required_argument, 0, O_METHOD_VALUE},
         {"quantize-head", no_argument, 0, O_HEAD},  {"quiet", no_argument, 0, O_QUIET},
         {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
         {"pure", no_argument, 0, O_PURE},

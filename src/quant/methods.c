@@ -47,10 +47,15 @@ static const dq_method_option CURVATURE = {
     "curvature", DQ_OPT_ENUM, OPT(curvature), 0, 0, CURVATURES,
     "layer: Σxxᵀ; oac: Fisher of the loss, Σ_s GᵀG (needs a backward pass); oac-token: Σ‖δ_t‖²xxᵀ"};
 
+static const dq_method_option REFRESH = {
+    "refresh", DQ_OPT_INT, OPT(refresh), 0, 100000, NULL,
+    "oac curvature: gradients again every N blocks, through the blocks quantized so far (0: full precision only)"};
+
 static const dq_method_option *const RTN_OPTIONS[] = {&SYM, &MSE, &STARTS, NULL};
-static const dq_method_option *const GPTQ_OPTIONS[] = {&SYM, &MSE, &STARTS, &ACT_ORDER, &PERCDAMP, &CURVATURE, NULL};
+static const dq_method_option *const GPTQ_OPTIONS[] = {&SYM,      &MSE,       &STARTS,  &ACT_ORDER,
+                                                       &PERCDAMP, &CURVATURE, &REFRESH, NULL};
 static const dq_method_option *const DASHQ_OPTIONS[] = {&SYM,    &STARTS,         &ITERS,     &EPS,
-                                                        &REWEIGHT, &REWEIGHT_PARAM, &CURVATURE, NULL};
+                                                        &REWEIGHT, &REWEIGHT_PARAM, &CURVATURE, &REFRESH, NULL};
 
 const dq_method_info DQ_METHODS[DQ_METHOD_COUNT] = {
     [DQ_METHOD_RTN] = {DQ_METHOD_RTN, "rtn", DQ_STAT_NONE, solve_rtn, RTN_OPTIONS},

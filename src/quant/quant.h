@@ -48,6 +48,8 @@ typedef struct {
     int blocksize;       /* lazy-batch width; reference 128 */
     bool act_order;      /* columns by descending diag(H), with static groups */
     dq_curvature curvature; /* GPTQ, OAC, DASH-Q: which Hessian (or diagonal) they get */
+    int refresh;            /* output-adaptive: rerun the gradient pass on the partly quantized model every
+                               `refresh` blocks; 0: once, on the full-precision model */
     /* DASH-Q */
     int max_iters;       /* IRLS iterations per group (stops early when codes settle) */
     float eps;           /* dead-channel floor: h_j + eps·mean(h) */

@@ -163,6 +163,25 @@ static void test_oac_end_to_end(void **st) {
     }
     dq_quant_result_free(&layer);
     dq_model_free(m0);
+    /* refresh=1: block 0 sees the same full-precision gradients, every later
+     * block gradients through the blocks already quantized */
+    dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
+    dq_quant_result once = quantize(m1, &cs, DQ_METHOD_OAC, DQ_CURVATURE_OAC_TOKEN, NULL, 2);
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_OAC, 3, 64), .n_threads = 2};
+    o.q.curvature = DQ_CURVATURE_OAC_TOKEN, o.q.refresh = 1;
+    dq_quant_result fresh;
+    dq_error err = {0};
+    if (dq_quantize_model(m2, &cs, &o, &fresh, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(once.n, fresh.n);
+    for (int i = 0; i < once.n; i++) {
+        const dq_qtensor *x = &once.layers[i].qt, *y = &fresh.layers[i].qt;
+        bool same = !memcmp(x->q, y->q, (size_t)x->rows * x->cols);
+        if (same != (once.layers[i].layer == 0))
+            fail_msg("%s: refresh=1 %s", once.layers[i].name, same ? "changed nothing" : "changed block 0");
+    }
+    assert_true(fresh.t_gradients > once.t_gradients && fresh.grad_loss == once.grad_loss);
+    dq_quant_result_free(&once), dq_quant_result_free(&fresh);
+    dq_model_free(m1), dq_model_free(m2);
     dq_calib_free(&cs);
 }
 
