@@ -5,6 +5,7 @@
  * invariance, codes that differ from the layer curvature's), and the bad
  * inputs: zero curvature, an overflowing window. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,12 +216,53 @@ static void test_bad_inputs(void **st) {
     dq_calib_free(&cs2);
 }
 
+/* Through the command line: OAC into both output kinds (a packed checkpoint
+ * with act-order and MSE clipping, a GGUF K-quant file on llama.cpp's grid)
+ * that evaluate, the curvature recorded, and the options refused where a
+ * method does not take them. */
+static void test_cli_outputs(void **st) {
+    (void)st;
+    char cmd[2048], *out = NULL;
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *calib = tu_shared("data/gutenberg/calib/gutenberg_calib.txt");
+    const char *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt");
+    snprintf(cmd, sizeof cmd,
+             "%s quantize %s --method oac --act-order --mse --bits 3 --group 64 --calib %s --nsamples 2 --seqlen 64 "
+             "-o %s --quiet && %s eval %s --ppl %s --ctx 64 --chunks 4 --quiet",
+             DQ_CLI, model, calib, tu_tmp("oac-packed"), DQ_CLI, tu_tmp("oac-packed"), text);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "gradient pass:"));
+    assert_non_null(strstr(out, "perplexity: "));
+    free(out);
+    char *cfg = tu_read(tu_tmp("oac-packed/dashq_config.json"), NULL);
+    assert_non_null(strstr(cfg, "\"curvature\":\t\"oac\""));
+    assert_non_null(strstr(cfg, "\"method\":\t\"oac\""));
+    free(cfg);
+    snprintf(cmd, sizeof cmd,
+             "%s quantize %s --method dashq --curvature oac-token --format gguf --type Q3_K_S --calib %s --nsamples 2 "
+             "--seqlen 64 -o %s --quiet && %s eval %s --ppl %s --ctx 64 --chunks 4 --quiet",
+             DQ_CLI, model, calib, tu_tmp("dashq-oac.gguf"), DQ_CLI, tu_tmp("dashq-oac.gguf"), text);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "perplexity: "));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method rtn --curvature oac --bits 3 --group 64 -o %s 2>&1", DQ_CLI,
+             model, tu_tmp("x"));
+    assert_int_equal(tu_run(cmd, &out), 2);
+    assert_non_null(strstr(out, "method rtn has no option 'curvature'"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method oac --curvature fisher --calib %s -o %s 2>&1", DQ_CLI, model,
+             calib, tu_tmp("x"));
+    assert_int_equal(tu_run(cmd, &out), 2);
+    assert_non_null(strstr(out, "oac option curvature takes one of layer, oac, oac-token; got 'fisher'"));
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uniform_delta_is_layer_hessian),
         cmocka_unit_test(test_store_matches_backward),
         cmocka_unit_test(test_oac_end_to_end),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_cli_outputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
