@@ -69,7 +69,7 @@ static bool bwd_alloc(bwd *b, const dq_config *c, int T, int nt) {
 /* ---- kernels ------------------------------------------------------------ */
 
 /* dx (T, in) = dy (T, out) · W + beta·dx, W row-major (out, in): the input
- * gradient of dq_linear, over fixed tiles of tokens x input features. */
+ * gradient of forward.c's linear(), over fixed tiles of tokens x input features. */
 static void linear_backward(const float *dy, int T, int out, const float *W, int in, float *dx, float beta, int nt) {
     int tb = (T + DQ_TILE_TOKENS - 1) / DQ_TILE_TOKENS;
     int fb = (in + DQ_TILE_FEATURES - 1) / DQ_TILE_FEATURES;

@@ -129,7 +129,7 @@ static void keep(float *dst, const float *src, size_t n) {
 }
 
 /* y (T, out; row stride ldy) = x (T, in) · Wᵀ + beta·y, with W row-major (out, in). */
-void dq_linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
+static void linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy,
                    float beta, int nt) {
     int tb = (T + DQ_TILE_TOKENS - 1) / DQ_TILE_TOKENS;
     int fb = (out + DQ_TILE_FEATURES - 1) / DQ_TILE_FEATURES;
@@ -154,7 +154,7 @@ static void add_bias(float *y, int T, int n, int ld, const float *b) {
         for (int i = 0; i < n; i++) y[(size_t)t * ld + i] += b[i];
 }
 
-void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps,
+static void rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps,
                          int nt) {
 #pragma omp parallel for num_threads(nt) if (T > 1)
     for (int t = 0; t < T; t++) {
@@ -321,11 +321,11 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     dq_block_acts none = {0}, *a = s->acts ? &s->acts[l] : &none;
 
     keep(a->x_in, s->x, (size_t)T * d);
-    dq_rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
+    rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
     tap(taps, l, DQ_TAP_ATTN_IN, s->xb, T, d);
-    dq_linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
-    dq_linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
-    dq_linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
+    linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
+    linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
+    linear(s->xb, T, d, w->wv, kvd, vc, kvd, 0.0f, nt);
     add_bias(s->q, T, qd, qd, w->bq);
     add_bias(kc, T, kvd, kvd, w->bk);
     add_bias(vc, T, kvd, kvd, w->bv);
@@ -335,7 +335,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     attention(s, l, T, pos);
     keep(a->att, s->att, (size_t)T * qd);
     tap(taps, l, DQ_TAP_ATTN_OUT, s->att, T, qd);
-    dq_linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
+    linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         const stage st[] = {{site_name(DQ_SITE_ATTN_NORM), s->xb, d, d}, {site_name(DQ_SITE_Q), s->q, qd, qd},
                             {site_name(DQ_SITE_K), kc, kvd, kvd},          {site_name(DQ_SITE_V), vc, kvd, kvd},
@@ -344,15 +344,15 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     }
 
     keep(a->x_mid, s->x, (size_t)T * d);
-    dq_rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
+    rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
     tap(taps, l, DQ_TAP_FFN_IN, s->xb, T, d);
-    dq_linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
-    dq_linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
+    linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
+    linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
     keep(a->gate, s->hb, (size_t)T * f);
     keep(a->up, s->hb2, (size_t)T * f);
     swiglu(s->hb3, s->hb, s->hb2, (size_t)T * f, nt);
     tap(taps, l, DQ_TAP_FFN_HIDDEN, s->hb3, T, f);
-    dq_linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
+    linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
     if (any_nonfinite(s->x, (size_t)T * d)) {
         /* hb3 = silu(gate)·up: non-finite with gate and up finite is the gate's product overflowing */
         const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_GATE), s->hb, f, f},
@@ -398,8 +398,8 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
     int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     keep(s->x_final ? s->x_final + (size_t)first * c->dim : NULL, xr, (size_t)rows * c->dim);
-    dq_rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
-    dq_linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
+    rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
+    linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
     /* O(vocab) per row against the head's O(vocab·dim) */
     int t = first_bad_row(s->logits, rows, c->vocab_size, c->vocab_size);
     if (t >= 0)
@@ -456,7 +456,11 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
 }
 
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {
-    dq_rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
+    rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
+}
+
+void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps, int nt) {
+    rmsnorm_rows(out, x, w, T, n, eps, nt);
 }
 
 int dq_session_threads(const dq_session *s) { return s->n_threads; }

@@ -50,7 +50,6 @@ struct dq_session {
     float *acts_buf, *x_final;
 };
 
-/* Shared kernels of the two passes (forward.c). */
-void dq_linear(const float *x, int T, int in, const float *W, int out, float *y, int ldy, float beta, int nt);
+/* The forward's RMSNorm, for the backward pass's recomputed inputs (forward.c). */
 void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps, int nt);
 #endif
