@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "eval/tasks.h"
 #include "eval/zeroshot.h"
@@ -80,12 +79,6 @@ static void fill(const dq_task_result *res, size_t load_skipped, double seconds,
     rep->seconds = seconds;
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 dq_status dq_task_run(dq_task_runner *r, const char *task, dq_task_report *rep, dq_error *err) {
     memset(rep, 0, sizeof *rep);
     snprintf(rep->task, sizeof rep->task, "%s", task);
@@ -102,11 +95,11 @@ dq_status dq_task_run(dq_task_runner *r, const char *task, dq_task_report *rep, 
     if (set.n_items == 0) /* an accuracy over nothing is not 0.0000 */
         st = dq_fail(err, DQ_ERR_FORMAT, "%s: no well-formed item (%zu malformed)", set.path, set.n_skipped);
     dq_task_result res;
-    double t0 = now();
+    double t0 = dq_now();
     if (!st) st = dq_task_eval(&r->sc, &set, &r->p.progress, &res, err);
     if (!st && res.n == 0) /* every item failed to score */
         st = dq_fail(err, DQ_ERR_ARG, "%s: no item could be scored, first: %s", set.path, res.first_skip);
-    if (!st) fill(&res, set.n_skipped, now() - t0, rep);
+    if (!st) fill(&res, set.n_skipped, dq_now() - t0, rep);
     dq_task_set_free(&set);
     return st;
 }

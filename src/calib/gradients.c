@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "model/backward.h"
@@ -26,12 +25,6 @@ struct dq_grad_store {
     int io_errno;   /* the first failed write, 0 if none */
     double loss, seconds;
 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static size_t norms_at(const dq_grad_store *g, int layer, int lin, int w) {
     return (((size_t)w * g->n_layers + layer) * DQ_LIN_PER_BLOCK + lin) * g->T;
@@ -107,7 +100,7 @@ static dq_status alloc_store(const dq_model *m, const dq_calib_set *cs, dq_grads
 
 dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
                               const dq_progress *progress, dq_grad_store **out, dq_error *err) {
-    double t0 = now();
+    double t0 = dq_now();
     dq_grad_store *g = NULL;
     dq_session *s = NULL;
     dq_status st = alloc_store(m, cs, kind, &g, err);
@@ -129,7 +122,7 @@ dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grad
         if (!st && !dq_progress_report(progress, "gradients", (size_t)w + 1, (size_t)cs->n, err)) st = DQ_ERR_CANCELLED;
     }
     dq_session_free(s);
-    if (g) g->seconds = now() - t0;
+    if (g) g->seconds = dq_now() - t0;
     if (st) dq_grad_store_free(g);
     else *out = g;
     return st;

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "calib/gradients.h"
 #include "model/forward.h"
@@ -21,12 +20,6 @@
 /* A statistic per tap (layer curvature: q, k and v share theirs) or per
  * block linear (output-adaptive: each has its own δ) */
 #define N_SLOTS ((int)N_TAPS > (int)DQ_LIN_PER_BLOCK ? (int)N_TAPS : (int)DQ_LIN_PER_BLOCK)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- statistics: what the method's row names (dq_stat_kind), in double ----
  * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle); DQ_STAT_DIAG: its diagonal;
@@ -109,13 +102,13 @@ static const stat_ops STATS[DQ_STAT_COUNT] = {
 };
 
 static void stats_add(stats_ctx *s, dq_tap tap, const float *x, int T, int cols) {
-    double t0 = now();
+    double t0 = dq_now();
     size_t n = dq_stat_floats(s->kind, cols);
     if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
     if (s->sum[tap]) STATS[s->kind].add(s->sum[tap], x, T, cols, s->nt, s->tiles);
     s->cols[tap] = cols;
     s->tokens[tap] += (size_t)T;
-    s->seconds += now() - t0;
+    s->seconds += dq_now() - t0;
 }
 
 /* Where a site's statistic is summed: its tap, or its own slot when the
@@ -299,7 +292,7 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
                               dq_error *err) {
     const float *W = *slot;
     dq_quant_opts q;
-    double t0 = now();
+    double t0 = dq_now();
     if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, kept, err);
     int qcols = cols + q.pad;
     dq_status st = dq_quant_check(&q, qcols, ql->name, err);
@@ -333,7 +326,7 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
     ql->qt.in_cols = cols; /* Ŵ, the model and in_features: the layer's own width */
     st = install(m, slot, rows, cols, ql, delta, kept, err);
     if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
-    ql->seconds = now() - t0;
+    ql->seconds = dq_now() - t0;
     return st;
 }
 
@@ -396,10 +389,10 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         dq_status st = gather_gradients(c, err);
         if (st) return st;
     }
-    double t0 = now();
+    double t0 = dq_now();
     stats_reset(&c->stats);
     dq_status st = c->stats.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
-    double t_pass1 = now() - t0;
+    double t_pass1 = dq_now() - t0;
     err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
     for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
@@ -422,7 +415,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         if (e.K[k]) e.W[k] = e.K[k];
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
-    double t1 = now();
+    double t1 = dq_now();
     if (!st && !(e.buf = malloc((size_t)c->cs->len * max_rows * sizeof(float))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     dq_taps taps = {NULL, err_tap, &e};
@@ -437,7 +430,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     }
     free(e.buf);
     c->r->t_stats += c->stats.seconds;
-    c->r->t_forward += t_pass1 - c->stats.seconds + (now() - t1);
+    c->r->t_forward += t_pass1 - c->stats.seconds + (dq_now() - t1);
     c->stats.seconds = 0;
     return st;
 }
@@ -451,7 +444,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_site_shape(site, &m->cfg, &V, &d);
     size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->stats);
-    double t0 = now();
+    double t0 = dq_now();
     for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
         stats_add(&c->stats, site->tap, c->scratch, cs->len, d);
@@ -473,17 +466,17 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
         c->r->t_solve += ql->seconds;
         if (c->o->plan && m->cfg.tied_embeddings) m->tok_embeddings = m->output; /* one tensor in the file */
         else m->cfg.tied_embeddings = false; /* the embedding stays full precision */
-        double num = 0, den = 0, t1 = now();
+        double num = 0, den = 0, t1 = dq_now();
         for (int w = 0; w < cs->n; w++) {
             dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
             num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf, nt);
             den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
         }
         ql->rel_err = den > 0 ? sqrt(num / den) : 0;
-        c->r->t_forward += now() - t1;
+        c->r->t_forward += dq_now() - t1;
     }
     c->r->t_stats += c->stats.seconds;
-    c->r->t_forward += now() - t0 - c->stats.seconds - ql->seconds;
+    c->r->t_forward += dq_now() - t0 - c->stats.seconds - ql->seconds;
     free(D);
     free(K);
     free(buf);
@@ -506,7 +499,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     ql->expert = -1;
     ql->ggml_type = (int)c->o->plan->embed;
     float *D = NULL, *K = NULL;
-    double t0 = now();
+    double t0 = dq_now();
     dq_quant_opts q = c->o->q;
     q.grid = dq_grid_of(c->o->plan->embed);
     dq_status st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
@@ -514,7 +507,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     if (st) dq_qtensor_free(&ql->qt);
     free(D);
     free(K);
-    ql->seconds = now() - t0;
+    ql->seconds = dq_now() - t0;
     if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     return st;
 }
@@ -548,7 +541,7 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
                  .o = &opts,
                  .r = r,
                  .stats = {.kind = dq_method_of(o->q.method)->stat, .curvature = o->q.curvature, .nt = nt}};
-    double t0 = now();
+    double t0 = dq_now();
     r->layers = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *r->layers);
     bool head = o->quantize_head || o->plan;
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
@@ -567,7 +560,7 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     }
     if (!st && head) st = quantize_head(&c, err);
     if (!st && head && !dq_progress_report(&o->progress, "quantize", units, units, err)) st = DQ_ERR_CANCELLED;
-    r->t_total = now() - t0;
+    r->t_total = dq_now() - t0;
     stats_reset(&c.stats);
     free(c.stats.tiles);
     free(c.stats.delta);

@@ -99,12 +99,6 @@ static void rmsnorm_backward(float *dx, const float *x, const float *w, const fl
     }
 }
 
-/* h = silu(g)·u (the forward's swiglu), recomputed for the down tap. */
-static void swiglu(float *h, const float *g, const float *u, size_t n, int nt) {
-#pragma omp parallel for num_threads(nt) if (n > 4096)
-    for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + dq_expf(-g[i])) * u[i];
-}
-
 /* dg, du of h = silu(g)·u: silu'(g) = σ(g)·(1 + g·(1 − σ(g))). */
 static void swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n, int nt) {
 #pragma omp parallel for num_threads(nt) if (n > 4096)
@@ -248,7 +242,7 @@ static void block_backward(dq_session *s, int l, int T, const dq_grad_taps *taps
 
     /* x_out = x_mid + down(silu(gate(xb))·up(xb)), xb = ffn_norm(x_mid) */
     dq_rmsnorm_rows(b->xb, a->x_mid, w->ffn_norm, T, d, c->norm_eps, nt);
-    swiglu(b->h, a->gate, a->up, Tf, nt);
+    dq_swiglu(b->h, a->gate, a->up, Tf, nt);
     grad_tap(taps, c, l, DQ_SITE_DOWN, b->h, b->dx, T);
     linear_backward(b->dx, T, d, w->w_down, f, b->dh, 0.0f, nt);
     swiglu_backward(b->dgate, b->dup, b->dh, a->gate, a->up, Tf, nt);
@@ -272,13 +266,6 @@ static void block_backward(dq_session *s, int l, int T, const dq_grad_taps *taps
     linear_backward(b->dk, T, kvd, w->wk, d, b->dxb, 1.0f, nt);
     linear_backward(b->dv, T, kvd, w->wv, d, b->dxb, 1.0f, nt);
     rmsnorm_backward(b->dx, a->x_in, w->attn_norm, b->dxb, T, d, c->norm_eps, nt);
-}
-
-static bool all_finite(const float *x, size_t n) {
-    float z = 0.0f;
-#pragma omp simd reduction(+ : z)
-    for (size_t i = 0; i < n; i++) z += x[i] - x[i];
-    return z == z;
 }
 
 dq_status dq_loss_backward(dq_session *s, const int32_t *tokens, int n, const dq_grad_taps *taps, double *loss,
@@ -310,7 +297,7 @@ dq_status dq_loss_backward(dq_session *s, const int32_t *tokens, int n, const dq
     rmsnorm_backward(b.dx, s->x_final, m->final_norm, b.dxb, n, d, c->norm_eps, nt);
     for (int layer = c->n_layers - 1; layer >= 0 && !st; layer--) {
         block_backward(s, layer, n, taps, &b);
-        if (!all_finite(b.dx, (size_t)n * d))
+        if (dq_any_nonfinite(b.dx, (size_t)n * d))
             st = dq_fail(err, DQ_ERR_NUMERIC, "%s: blk.%d: non-finite gradient (fp32 overflow)", m->path, layer);
     }
     bwd_free(&b);

@@ -266,20 +266,10 @@ static void tap(const dq_taps *t, int layer, dq_tap which, const float *x, int T
     t->fn(t->ctx, &d);
 }
 
-/* Whether any of n values is inf or NaN: x - x is 0 for every finite x and
- * NaN otherwise, and NaN survives the sum. Branch-free, so it vectorises:
- * O(dim) per token and block against the block's O(dim²) matmuls. */
-static bool any_nonfinite(const float *x, size_t n) {
-    float z = 0.0f;
-#pragma omp simd reduction(+ : z)
-    for (size_t i = 0; i < n; i++) z += x[i] - x[i];
-    return z != z;
-}
-
 /* The first row of x (T, ld; n columns) holding a non-finite value, or -1. */
 static int first_bad_row(const float *x, int T, int n, int ld) {
     for (int t = 0; t < T; t++)
-        if (any_nonfinite(x + (size_t)t * ld, (size_t)n)) return t;
+        if (dq_any_nonfinite(x + (size_t)t * ld, (size_t)n)) return t;
     return -1;
 }
 
@@ -299,7 +289,7 @@ static dq_status nonfinite(const dq_session *s, int l, int T, const stage *st, i
     const dq_config *c = &s->m->cfg;
     int t = first_bad_row(s->x, T, c->dim, c->dim), k = 0;
     if (t < 0) t = 0;
-    while (k < n_st - 1 && !any_nonfinite(st[k].y + (size_t)t * st[k].ld, (size_t)st[k].n)) k++;
+    while (k < n_st - 1 && !dq_any_nonfinite(st[k].y + (size_t)t * st[k].ld, (size_t)st[k].n)) k++;
     return dq_fail(err, DQ_ERR_NUMERIC,
                    "%s: blk.%d.%s: non-finite output at position %d (fp32 overflow: weights or activations "
                    "too large)",
@@ -336,7 +326,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     keep(a->att, s->att, (size_t)T * qd);
     tap(taps, l, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
-    if (any_nonfinite(s->x, (size_t)T * d)) {
+    if (dq_any_nonfinite(s->x, (size_t)T * d)) {
         const stage st[] = {{site_name(DQ_SITE_ATTN_NORM), s->xb, d, d}, {site_name(DQ_SITE_Q), s->q, qd, qd},
                             {site_name(DQ_SITE_K), kc, kvd, kvd},          {site_name(DQ_SITE_V), vc, kvd, kvd},
                             {"attention", s->att, qd, qd},                  {site_name(DQ_SITE_O), s->x, d, d}};
@@ -353,7 +343,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     swiglu(s->hb3, s->hb, s->hb2, (size_t)T * f, nt);
     tap(taps, l, DQ_TAP_FFN_HIDDEN, s->hb3, T, f);
     linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
-    if (any_nonfinite(s->x, (size_t)T * d)) {
+    if (dq_any_nonfinite(s->x, (size_t)T * d)) {
         /* hb3 = silu(gate)·up: non-finite with gate and up finite is the gate's product overflowing */
         const stage st[] = {{site_name(DQ_SITE_FFN_NORM), s->xb, d, d}, {site_name(DQ_SITE_GATE), s->hb, f, f},
                             {site_name(DQ_SITE_UP), s->hb2, f, f},          {site_name(DQ_SITE_GATE), s->hb3, f, f},
@@ -462,5 +452,7 @@ void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_t
 void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps, int nt) {
     rmsnorm_rows(out, x, w, T, n, eps, nt);
 }
+
+void dq_swiglu(float *h, const float *g, const float *u, size_t n, int nt) { swiglu(h, g, u, n, nt); }
 
 int dq_session_threads(const dq_session *s) { return s->n_threads; }

@@ -50,6 +50,8 @@ struct dq_session {
     float *acts_buf, *x_final;
 };
 
-/* The forward's RMSNorm, for the backward pass's recomputed inputs (forward.c). */
+/* The forward's RMSNorm and silu(g)·u, for the backward pass's recomputed
+ * inputs (forward.c; wrappers, so the forward's own calls stay inlinable). */
 void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps, int nt);
+void dq_swiglu(float *h, const float *g, const float *u, size_t n, int nt);
 #endif

@@ -4,6 +4,8 @@
  * tested against libm). Inputs below -87.3 flush to 0; above 88.7 give +inf; NaN stays NaN. */
 #ifndef DQ_FASTMATH_H
 #define DQ_FASTMATH_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,5 +28,15 @@ static inline float dq_expf(float x0) {
     float scale;
     memcpy(&scale, &bits, 4);
     return x0 != x0 ? x0 : p * scale;
+}
+
+/* Whether any of n values is inf or NaN: x - x is 0 for every finite x and
+ * NaN otherwise, and NaN survives the sum. Branch-free, so it vectorises:
+ * O(dim) per token and block against a block's O(dim²) matmuls. */
+static inline bool dq_any_nonfinite(const float *x, size_t n) {
+    float z = 0.0f;
+#pragma omp simd reduction(+ : z)
+    for (size_t i = 0; i < n; i++) z += x[i] - x[i];
+    return z != z;
 }
 #endif

@@ -12,6 +12,8 @@ static inline bool dq_progress_report(const dq_progress *p, const char *stage, s
     dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled by the progress callback after %zu of %zu", stage, done, total);
     return false;
 }
+/* Seconds on the monotonic clock, for stage timings and reports. */
+double dq_now(void);
 /* A note for the caller (printf-style); dropped without a note callback. */
 void dq_progress_note(const dq_progress *p, bool warning, const char *fmt, ...) DQ_PRINTF(3, 4);
 #endif

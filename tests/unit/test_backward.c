@@ -169,15 +169,8 @@ static void test_torch_gut6l(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
     const dq_config *c = dq_model_config(m);
-    char *text = tu_read(tu_fixture("grad/gut6l_tokens.txt"), NULL);
-    int32_t tok[512];
     int n = 0;
-    for (char *p = text, *end; n < 512; p = end) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        tok[n++] = (int32_t)v;
-    }
-    free(text);
+    int32_t *tok = tu_read_tokens(tu_fixture("grad/gut6l_tokens.txt"), &n);
     size_t len;
     float *ref = (float *)tu_read(tu_fixture("grad/gut6l.f32"), &len);
     dq_session *s = session(m, n, 2);
@@ -211,6 +204,7 @@ static void test_torch_gut6l(void **st) {
     assert_int_equal(at * sizeof(float), len);
     grads_free(&g);
     free(ref);
+    free(tok);
     dq_session_free(s);
     dq_model_free(m);
 }

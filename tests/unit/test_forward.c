@@ -8,19 +8,6 @@
 
 #include "testutil.h"
 
-static int32_t *read_tokens(const char *path, int *n) {
-    char *text = tu_read(path, NULL);
-    int32_t *t = malloc(4096 * sizeof *t);
-    *n = 0;
-    for (char *p = text, *end; *n < 4096; p = end) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        t[(*n)++] = (int32_t)v;
-    }
-    free(text);
-    return t;
-}
-
 static const float *run(dq_model *m, dq_session **s, const int32_t *toks, int n) {
     dq_error err = {0};
     const float *logits = NULL;
@@ -44,7 +31,7 @@ static void assert_close_rows(const float *a, const float *b, int rows, int cols
 
 static void check_against(const char *model, const char *tokens, const char *ref, double tol) {
     int n;
-    int32_t *toks = read_tokens(tokens, &n);
+    int32_t *toks = tu_read_tokens(tokens, &n);
     dq_model *m = tu_model(model);
     dq_session *s;
     const float *logits = run(m, &s, toks, n);
@@ -88,7 +75,7 @@ static void test_numpy_llama3_sharded(void **st) {
 static void test_hf_matches_llama2c(void **st) {
     (void)st;
     int n;
-    int32_t *toks = read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
+    int32_t *toks = tu_read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
     dq_model *a = tu_model(tu_shared("models/gut6l/gut6l.bin")), *b = tu_model(tu_shared("models/gut6l-hf"));
     dq_session *sa, *sb;
     const float *la = run(a, &sa, toks, n), *lb = run(b, &sb, toks, n);
@@ -115,7 +102,7 @@ static void test_hf_matches_llama2c(void **st) {
 static void test_kv_cache_matches_batch(void **st) {
     (void)st;
     int n;
-    int32_t *toks = read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
+    int32_t *toks = tu_read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
     n = 24;
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_session *batch, *inc;
@@ -141,7 +128,7 @@ static void test_kv_cache_matches_batch(void **st) {
 static void test_thread_count_invariant(void **st) {
     (void)st;
     int n;
-    int32_t *toks = read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
+    int32_t *toks = tu_read_tokens(tu_fixture("logits/gut6l.tokens"), &n);
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_session *s1, *s2;
     dq_error err = {0};

@@ -188,16 +188,6 @@ static void test_presets(void **st) {
     assert_non_null(strstr(err.msg, "Q9_X"));
 }
 
-static dq_calib_set book_windows(const char *tok, int n, int len) {
-    dq_tokenizer *t = tu_tokenizer(tu_shared(tok));
-    dq_calib_set cs;
-    dq_error err = {0};
-    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, 3, &cs, &err))
-        fail_msg("%s", err.msg);
-    dq_tokenizer_free(t);
-    return cs;
-}
-
 static float *logits_of(const dq_model *m, int n) {
     int V = dq_model_config(m)->vocab_size;
     int32_t toks[64];
@@ -218,7 +208,7 @@ static void gguf_roundtrip(const char *model, const char *tok, dq_method method,
                            double tol) {
     dq_model *m = tu_model(tu_shared(model));
     dq_tokenizer *t = tu_tokenizer(tu_shared(tok));
-    dq_calib_set cs = book_windows(tok, 4, 64);
+    dq_calib_set cs = tu_book_windows(tok, 4, 64, 3);
     dq_type_plan plan;
     dq_error err = {0};
     if (dq_type_plan_make(type, false, method != DQ_METHOD_RTN, &m->cfg, &plan, &err)) fail_msg("%s", err.msg);

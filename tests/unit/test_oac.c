@@ -14,16 +14,6 @@
 #include "model/backward.h"
 #include "testutil.h"
 
-static dq_calib_set book_windows(const char *tok, int n, int len, uint64_t seed) {
-    dq_tokenizer *t = tu_tokenizer(tu_shared(tok));
-    dq_calib_set cs;
-    dq_error err = {0};
-    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, seed, &cs, &err))
-        fail_msg("%s", err.msg);
-    dq_tokenizer_free(t);
-    return cs;
-}
-
 static dq_quant_result quantize(dq_model *m, const dq_calib_set *cs, dq_method method, dq_curvature curv,
                                 dq_grad_store *grads, int nt) {
     dq_pipeline_opts o = {.q = dq_quant_defaults(method, 3, 64), .n_threads = nt, .grads = grads};
@@ -51,7 +41,7 @@ static bool same_codes(const dq_quant_result *a, const dq_quant_result *b) {
  * DASH-Q's relative floor make the solve scale-free: identical codes. */
 static void test_uniform_delta_is_layer_hessian(void **st) {
     (void)st;
-    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 48, 3);
+    dq_calib_set cs = tu_book_windows("models/gut6l/tokenizer.bin", 2, 48, 3);
     dq_method methods[] = {DQ_METHOD_GPTQ, DQ_METHOD_DASHQ, DQ_METHOD_OAC};
     for (int k = 0; k < 3; k++) {
         dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
@@ -92,7 +82,7 @@ static void catch_tap(void *ctx, const dq_grad_data *d) {
 static void test_store_matches_backward(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
-    dq_calib_set cs = book_windows("models/stories260K/tok512.bin", 2, 80, 7);
+    dq_calib_set cs = tu_book_windows("models/stories260K/tok512.bin", 2, 80, 7);
     dq_error err = {0};
     dq_grad_store *full = NULL, *norms = NULL;
     if (dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, NULL, &full, &err) ||
@@ -147,7 +137,7 @@ static void test_store_matches_backward(void **st) {
  * not the layer curvature's codes (the statistic is really used). */
 static void test_oac_end_to_end(void **st) {
     (void)st;
-    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 3, 48, 11);
+    dq_calib_set cs = tu_book_windows("models/gut6l/tokenizer.bin", 3, 48, 11);
     dq_model *m0 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_quant_result layer = quantize(m0, &cs, DQ_METHOD_GPTQ, DQ_CURVATURE_LAYER, NULL, 2);
     dq_curvature forms[] = {DQ_CURVATURE_OAC, DQ_CURVATURE_OAC_TOKEN};
@@ -188,7 +178,7 @@ static void test_oac_end_to_end(void **st) {
 
 static void test_bad_inputs(void **st) {
     (void)st;
-    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 32, 1);
+    dq_calib_set cs = tu_book_windows("models/gut6l/tokenizer.bin", 2, 32, 1);
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_grad_store *zero = NULL;
     dq_error err = {0};
@@ -208,7 +198,7 @@ static void test_bad_inputs(void **st) {
     const char *bad = tu_tmp("overflow.bin");
     tu_write_overflowing_stories(bad);
     m = tu_model(bad);
-    dq_calib_set cs2 = book_windows("models/stories260K/tok512.bin", 2, 16, 1);
+    dq_calib_set cs2 = tu_book_windows("models/stories260K/tok512.bin", 2, 16, 1);
     o = (dq_pipeline_opts){.q = dq_quant_defaults(DQ_METHOD_OAC, 3, 64), .n_threads = 2};
     assert_int_equal(dq_quantize_model(m, &cs2, &o, &r, &err), DQ_ERR_NUMERIC);
     assert_non_null(strstr(err.msg, "calibration window 0 (gradient pass)"));

@@ -24,16 +24,6 @@ static dq_calib_set random_windows(int n, int len, int vocab, uint32_t seed) {
     return cs;
 }
 
-static dq_calib_set book_windows(const char *model, int n, int len, uint64_t seed) {
-    dq_tokenizer *t = tu_tokenizer(tu_shared(model));
-    dq_calib_set cs;
-    dq_error err = {0};
-    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, seed, &cs, &err))
-        fail_msg("%s", err.msg);
-    dq_tokenizer_free(t);
-    return cs;
-}
-
 static dq_quant_result quantize(dq_model *m, const dq_calib_set *cs, dq_method method, int bits, int group, int nt) {
     dq_pipeline_opts o = {.q = dq_quant_defaults(method, bits, group), .n_threads = nt};
     dq_quant_result r;
@@ -157,7 +147,7 @@ static void test_thread_invariance(void **st) {
     dq_method methods[] = {DQ_METHOD_RTN, DQ_METHOD_GPTQ, DQ_METHOD_DASHQ};
     for (int k = 0; k < 3; k++) {
         dq_model *m1 = tu_model(tu_shared("models/gut6l/gut6l.bin")), *m2 = tu_model(tu_shared("models/gut6l/gut6l.bin"));
-        dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 2, 48, 1);
+        dq_calib_set cs = tu_book_windows("models/gut6l/tokenizer.bin", 2, 48, 1);
         dq_quant_result a = quantize(m1, &cs, methods[k], 3, 64, 1), b = quantize(m2, &cs, methods[k], 3, 64, 2);
         assert_int_equal(a.n, b.n);
         for (int i = 0; i < a.n; i++) {
@@ -183,13 +173,13 @@ static double mean_err(const dq_quant_result *r) {
  * on the calibration data it was fitted to. */
 static void test_methods_sanity(void **st) {
     (void)st;
-    dq_calib_set cs2 = book_windows("models/gut6l/tokenizer.bin", 2, 64, 5);
+    dq_calib_set cs2 = tu_book_windows("models/gut6l/tokenizer.bin", 2, 64, 5);
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_quant_result d = quantize(m, &cs2, DQ_METHOD_DASHQ, 2, 32, 2);
     for (int i = 0; i < d.n; i++) assert_true(isfinite(d.layers[i].rel_err) && d.layers[i].rel_err < 0.6);
     dq_quant_result_free(&d);
     dq_model_free(m);
-    dq_calib_set cs = book_windows("models/gut6l/tokenizer.bin", 8, 64, 5);
+    dq_calib_set cs = tu_book_windows("models/gut6l/tokenizer.bin", 8, 64, 5);
     double err[3];
     for (int k = 0; k < 3; k++) {
         m = tu_model(tu_shared("models/gut6l/gut6l.bin"));

@@ -17,6 +17,30 @@ static char *next_slot(void) {
     return slots[slot];
 }
 
+int32_t *tu_read_tokens(const char *path, int *n) {
+    char *text = tu_read(path, NULL);
+    int32_t *t = malloc(4096 * sizeof *t);
+    assert_non_null(t);
+    *n = 0;
+    for (char *p = text, *end; *n < 4096; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        t[(*n)++] = (int32_t)v;
+    }
+    free(text);
+    return t;
+}
+
+dq_calib_set tu_book_windows(const char *tokenizer_rel, int n, int len, uint64_t seed) {
+    dq_tokenizer *t = tu_tokenizer(tu_shared(tokenizer_rel));
+    dq_calib_set cs;
+    dq_error err = {0};
+    if (dq_calib_load(tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), t, n, len, seed, &cs, &err))
+        fail_msg("%s", err.msg);
+    dq_tokenizer_free(t);
+    return cs;
+}
+
 const char *tu_shared(const char *rel) {
     const char *root = getenv("DASHQ_SHARED");
     char *p = next_slot();

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "calib/calib_data.h"
 #include "dashq.h"
 
 /* Path under the shared models/data folder ($DASHQ_SHARED or ../shared). */
@@ -35,6 +36,14 @@ void tu_write(const char *path, const void *data, size_t len);
 void tu_copy(const char *src, const char *dst, size_t keep);
 /* Copies the qwen2-tiny fixture folder (config.json, model.safetensors) to tmp/name; returns its path. */
 const char *tu_hf_copy(const char *name);
+
+/* The whitespace-separated token ids of a file (at most 4096; *n of them),
+ * malloc'ed. */
+int32_t *tu_read_tokens(const char *path, int *n);
+
+/* n calibration windows of len tokens from the shared Gutenberg calibration
+ * text, tokenized by the tokenizer at tokenizer_rel under the shared folder. */
+dq_calib_set tu_book_windows(const char *tokenizer_rel, int n, int len, uint64_t seed);
 
 /* Loads a model or fails the test with the library's message. */
 dq_model *tu_model(const char *path);
