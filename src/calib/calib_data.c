@@ -7,6 +7,7 @@
 
 #include "util/error.h"
 #include "util/mapped_file.h"
+#include "util/rng.h"
 
 typedef struct {
     int32_t *ids;
@@ -90,13 +91,6 @@ static dq_status tokenize_text(const char *path, const char *text, size_t n, con
     return DQ_OK;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len, uint64_t seed,
                         dq_calib_set *out, dq_error *err) {
     memset(out, 0, sizeof *out);
@@ -123,7 +117,7 @@ dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len,
     uint64_t s = seed;
     size_t starts = st.n - (size_t)len + 1;
     for (int i = 0; i < n; i++)
-        memcpy(out->tokens + (size_t)i * len, st.ids + splitmix64(&s) % starts, (size_t)len * sizeof(int32_t));
+        memcpy(out->tokens + (size_t)i * len, st.ids + dq_splitmix64(&s) % starts, (size_t)len * sizeof(int32_t));
     out->n = n;
     out->len = len;
     out->text_tokens = st.n;

@@ -1,0 +1,62 @@
+/* Transforms run before quantization (issue #17): a rotation of the
+ * residual stream and of each head's values (R1, R2 of SpinQuant), and a
+ * smoothing of the linears' inputs (SmoothQuant's Λ), each picked from a
+ * table by name and folded into the weights (transform/fold.h) so the
+ * full-precision model computes the same function while its weights, and the
+ * Hessians the quantizer sees (T⁻¹ H T⁻ᵀ), change. The pipeline runs it as
+ * its prepare hook; calibration, the written file and evaluation all see the
+ * transformed model. */
+#ifndef DQ_TRANSFORM_H
+#define DQ_TRANSFORM_H
+#include "calib/calib_data.h"
+#include "model/model.h"
+
+typedef struct {
+    const char *name;
+    const char *help;
+    /* Q (n x n), orthogonal; NULL: no rotation */
+    dq_status (*make)(int n, uint64_t seed, float *Q, dq_error *err);
+} dq_rotation_info;
+
+typedef struct {
+    const char *name;
+    const char *help;
+    bool needs_calib; /* reads activation statistics of the calibration windows */
+    /* s (w) for a tap of width w: amax_j = max |x_j| over the windows, wmax_j
+     * = max |W_ij| over the linears reading it; NULL: no smoothing */
+    void (*scales)(const float *amax, const float *wmax, int w, float alpha, float *s);
+} dq_smoothing_info;
+
+extern const dq_rotation_info DQ_ROTATIONS[];
+extern const dq_smoothing_info DQ_SMOOTHINGS[];
+extern const int DQ_N_ROTATIONS, DQ_N_SMOOTHINGS;
+
+typedef struct {
+    const dq_rotation_info *rotate;   /* NULL or a row with make == NULL: none */
+    const dq_smoothing_info *smooth;  /* NULL or scales == NULL: none */
+    float alpha;                      /* smoothing strength (SmoothQuant's α; 0.5 there) */
+    uint64_t seed;                    /* of the random signs / matrices */
+    int n_threads;
+    dq_progress progress;             /* stage "transform": one unit per calibration window of the statistics */
+    /* filled in by the transform, for reports */
+    double seconds;
+    double orth_err;                  /* max |QᵀQ − I| over the rotations used */
+} dq_transform_opts;
+
+const dq_rotation_info *dq_rotation_find(const char *name);
+const dq_smoothing_info *dq_smoothing_find(const char *name);
+/* "none, hadamard, random" and "none, closed", for messages. */
+const char *dq_rotation_names(void);
+const char *dq_smoothing_names(void);
+/* Whether o changes m at all / unties a tied head (a rotation folds the
+ * final norm into it). */
+bool dq_transform_active(const dq_transform_opts *o);
+bool dq_transform_unties(const dq_transform_opts *o);
+
+/* Rotations first (norms folded, then R1 on the stream, R2 in every block),
+ * then smoothing from statistics of cs on the rotated model. A rotation that
+ * comes out further than 1e-4 from orthogonal is refused (DQ_ERR_NUMERIC). */
+dq_status dq_transform_model(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err);
+/* The same with the pipeline's prepare-hook signature (user: dq_transform_opts). */
+dq_status dq_transform_prepare(dq_model *m, const dq_calib_set *cs, void *user, dq_error *err);
+#endif
