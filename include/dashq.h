@@ -226,13 +226,23 @@ typedef struct {
     int nsamples, seqlen;  /* windows of seqlen tokens (0: the training context, at most 2048) */
     uint64_t seed;         /* where the windows start */
     bool quantize_head;    /* the output head too (GGUF output always quantizes it) */
+    /* Function-preserving transforms folded into the weights before any
+     * statistic (issue #17; dq_quantize_transforms() lists them): */
+    const char *rotate;    /* "none" (or NULL), "hadamard" (QuaRot's random Hadamard R1 on the residual stream
+                              and R2 per head), "random" (Haar-random R1, R2); unties a tied head */
+    const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
+                              q/k/v, gate/up and down, folded into the norms and up_proj) */
+    float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
     int n_threads;         /* 0: every core; the output does not depend on it */
-    dq_progress progress;  /* stage "quantize", one unit per block; and "note" messages worth showing */
+    dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
+                              statistics; and "note" messages worth showing */
 } dq_quantize_params;
 
 dq_quantize_params dq_quantize_default_params(void);
 /* "rtn, gptq, dashq" and the GGUF types accepted, for help texts. */
 const char *dq_quantize_methods(void);
+/* "rotations: none, hadamard, random; smoothings: none, closed", for help texts. */
+const char *dq_quantize_transforms(void);
 const char *dq_quantize_gguf_types(void);
 /* One line per method, "PREFIXgptq: --sym --mse --starts X --act-order --percdamp X\n",
  * its options spelled as the CLI's flags. */
@@ -258,6 +268,8 @@ typedef struct {
     double t_forward, t_stats, t_solve, t_total; /* seconds */
     double t_gradients;    /* output-adaptive curvature (OAC): the forward+backward pass over the windows; else 0 */
     double grad_loss;      /* its mean cross-entropy on the windows */
+    double t_transform;    /* rotate / smooth: folding and the smoothing's statistics; else 0 */
+    double orth_err;       /* the rotations' max |QᵀQ - I| (checked ≤ 1e-4) */
     double mean_rel_err;
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;

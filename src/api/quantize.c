@@ -4,6 +4,7 @@
  * checkpoint or GGUF file. Everything worth telling the user goes through
  * the caller's dq_progress; nothing is printed here. */
 #define _POSIX_C_SOURCE 200809L
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "formats/dashq_packed.h"
 #include "formats/ggml_types.h"
 #include "quant/methods.h"
+#include "transform/transform.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/progress.h"
@@ -24,6 +26,12 @@ dq_quantize_params dq_quantize_default_params(void) {
 
 const char *dq_quantize_methods(void) { return dq_method_names(); }
 const char *dq_quantize_gguf_types(void) { return dq_type_plan_names(); }
+
+const char *dq_quantize_transforms(void) {
+    static char buf[256];
+    snprintf(buf, sizeof buf, "rotations: %s; smoothings: %s", dq_rotation_names(), dq_smoothing_names());
+    return buf;
+}
 
 void dq_quantize_method_help(char *buf, size_t cap, const char *prefix) {
     size_t n = 0;
@@ -46,9 +54,29 @@ void dq_quantize_method_help(char *buf, size_t cap, const char *prefix) {
 typedef struct {
     const dq_method_info *mi;
     dq_pipeline_opts po;
+    dq_transform_opts tr; /* the prepare hook's (po.prepare_user) */
     bool gguf;
     int seqlen;
 } job;
+
+/* The rotation and smoothing by name; the pipeline runs them first. */
+static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *err) {
+    dq_transform_opts *t = &j->tr;
+    t->rotate = dq_rotation_find(p->rotate ? p->rotate : "none");
+    t->smooth = dq_smoothing_find(p->smooth ? p->smooth : "none");
+    if (!t->rotate) return dq_fail(err, DQ_ERR_ARG, "unknown rotation %s (%s)", p->rotate, dq_rotation_names());
+    if (!t->smooth) return dq_fail(err, DQ_ERR_ARG, "unknown smoothing %s (%s)", p->smooth, dq_smoothing_names());
+    if (t->smooth->needs_calib && !p->calib)
+        return dq_fail(err, DQ_ERR_ARG, "smoothing %s needs a calibration text (--calib FILE)", t->smooth->name);
+    if (!(p->smooth_alpha >= 0 && p->smooth_alpha <= 1))
+        return dq_fail(err, DQ_ERR_ARG, "smoothing alpha %g is outside [0, 1]", (double)p->smooth_alpha);
+    t->alpha = p->smooth_alpha > 0 ? p->smooth_alpha : 0.5f;
+    t->seed = p->seed;
+    t->n_threads = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
+    t->progress = p->progress;
+    if (dq_transform_active(t)) j->po.prepare = dq_transform_prepare, j->po.prepare_user = t;
+    return DQ_OK;
+}
 
 /* The parameters alone (no model yet): method, options, format, data. */
 static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err) {
@@ -73,7 +101,7 @@ static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err
     j->po.n_threads = p->n_threads;
     j->po.quantize_head = p->quantize_head;
     j->po.progress = p->progress;
-    return st;
+    return st ? st : check_transform(p, j, err);
 }
 
 dq_status dq_quantize_check(const dq_quantize_params *p, dq_error *err) {
@@ -113,7 +141,9 @@ static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *
     dq_packed_info info = {.method = j->mi->name, .bits = j->po.q.bits, .group = j->po.q.group,
                            .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
                            .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
-                           .tokenizer = t, .curvature = curvature[j->po.q.curvature]};
+                           .tokenizer = t, .curvature = curvature[j->po.q.curvature],
+                           .rotate = j->tr.rotate->make ? j->tr.rotate->name : NULL,
+                           .smooth = j->tr.smooth->scales ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
     return dq_write_packed(out, m, r, &info, err);
 }
 
@@ -156,6 +186,8 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->t_total = r->t_total;
     rep->t_gradients = r->t_gradients;
     rep->grad_loss = r->grad_loss;
+    rep->t_transform = j->tr.seconds;
+    rep->orth_err = j->tr.orth_err;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
     return DQ_OK;
@@ -180,7 +212,9 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st && !j.gguf) st = dq_packed_check(m, err);
     dq_type_plan plan = {0};
     if (!st && j.gguf) {
-        st = dq_type_plan_make(p->gguf_type, p->pure, j.mi->stat != DQ_STAT_NONE, &m->cfg, &plan, err);
+        dq_config c = m->cfg; /* as the file will be: a rotation unties the head */
+        if (dq_transform_unties(&j.tr)) c.tied_embeddings = false;
+        st = dq_type_plan_make(p->gguf_type, p->pure, j.mi->stat != DQ_STAT_NONE, &c, &plan, err);
         j.po.plan = &plan;
         if (!st && plan.n_fallback)
             dq_progress_note(&p->progress, false, "%d tensors use llama.cpp's fallback type: their width is not a "

@@ -39,7 +39,7 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
-           O_QUIET, O_FORMAT, O_TYPE, O_PURE };
+           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -55,11 +55,14 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"quantize-head", no_argument, 0, O_HEAD},  {"quiet", no_argument, 0, O_QUIET},
         {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
         {"pure", no_argument, 0, O_PURE},
+        {"rotate", required_argument, 0, O_ROTATE}, {"smooth", required_argument, 0, O_SMOOTH},
+        {"smooth-alpha", required_argument, 0, O_ALPHA},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
     long bits = 4, group = 128, v = 0, ns = o->p.nsamples, sl = 0, seed = 0;
     bool bits_given = false;
+    double alpha = 0;
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:", longs, &idx)) != -1) {
@@ -81,6 +84,12 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_FORMAT: o->p.format = optarg; break;
         case O_TYPE: o->p.gguf_type = optarg; break;
         case O_PURE: o->p.pure = true; break;
+        case O_ROTATE: o->p.rotate = optarg; break;
+        case O_SMOOTH: o->p.smooth = optarg; break;
+        case O_ALPHA:
+            if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &alpha)) return DQ_EXIT_ERROR;
+            o->p.smooth_alpha = (float)alpha;
+            break;
         case 'o': o->out = optarg; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         default: return DQ_EXIT_ERROR;
@@ -128,6 +137,9 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     else
         printf("method %s, %d-bit, group %d: mean relative error %.6f over %d layers\n", o->p.method, o->p.bits,
                o->p.group, r->mean_rel_err, r->n_tensors);
+    if ((o->p.rotate && strcmp(o->p.rotate, "none")) || (o->p.smooth && strcmp(o->p.smooth, "none")))
+        printf("transform: rotate %s, smooth %s: %.2f s (rotations orthogonal to %.1e)\n",
+               o->p.rotate ? o->p.rotate : "none", o->p.smooth ? o->p.smooth : "none", r->t_transform, r->orth_err);
     if (r->t_gradients > 0)
         printf("gradient pass: %.2f s, mean calibration loss %.4f\n", r->t_gradients, r->grad_loss);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,

@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "  quantize MODEL [--tokenizer F] --method METHOD --bits B --group G\n"
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
             "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]] [--quantize-head]\n"
+            "                 [--rotate none|hadamard|random] [--smooth none|closed [--smooth-alpha A]]\n"
+            "                 (folded into the weights first: the model keeps its function)\n"
             "                 [METHOD's own options, as flags: --act-order, --percdamp P, ...]\n"
             "%s"
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"

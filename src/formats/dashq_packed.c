@@ -127,6 +127,13 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
     if (info->curvature) cJSON_AddStringToObject(q, "curvature", info->curvature);
+    if (info->rotate || info->smooth) { /* already in the weights: nothing for a loader to undo */
+        cJSON *t = cJSON_AddObjectToObject(q, "transform");
+        cJSON_AddStringToObject(t, "rotate", info->rotate ? info->rotate : "none");
+        cJSON_AddStringToObject(t, "smooth", info->smooth ? info->smooth : "none");
+        if (info->smooth) cJSON_AddNumberToObject(t, "alpha", info->smooth_alpha);
+        cJSON_AddBoolToObject(t, "folded", true);
+    }
     cJSON_AddNumberToObject(q, "bits", info->bits);
     cJSON_AddNumberToObject(q, "group_size", info->group);
     cJSON_AddNumberToObject(q, "nsamples", info->nsamples);

@@ -28,6 +28,8 @@ typedef struct {
     const char *base_model;     /* dashq_config.json's base_model; NULL: the model's path */
     const dq_tokenizer *tokenizer; /* written as tokenizer.json when tokenizer_path is no file HF reads (GGUF) */
     const char *curvature; /* "oac", "oac-token"; NULL for the layer's own (not written) */
+    const char *rotate, *smooth; /* transforms folded in before quantization; NULL: none (not written) */
+    double smooth_alpha;
 } dq_packed_info;
 
 /* Writes the folder atomically: everything goes into OUT.tmp-PID, which then

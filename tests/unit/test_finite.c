@@ -295,7 +295,7 @@ static void test_packed_scale_overflow(void **st) {
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
     r.layers[2].qt.scale[5] = 1e6f;
     const char *dir = tu_tmp("bigscale-ckpt");
-    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL, NULL, NULL, NULL};
+    dq_packed_info info = {.method = "rtn", .bits = 4, .group = 32};
     assert_int_equal(dq_write_packed(dir, m, &r, &info, &err), DQ_ERR_NUMERIC);
     if (!strstr(err.msg, "bigscale-ckpt: tensor model.layers.0.self_attn.v_proj.scale: value 1e+06 (group 5)"))
         fail_msg("message: %s", err.msg);

@@ -120,8 +120,9 @@ static void check_layout(const layout_case *k, const char *name) {
     dq_error err = {0};
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
     const char *dir = tu_tmp(name);
-    dq_packed_info info = {dq_method_name(k->method), k->bits, k->group, cs.n, cs.len, 0, NULL,
-                           k->tokenizer ? tu_shared(k->tokenizer) : NULL, "test/base-model", NULL, NULL};
+    dq_packed_info info = {.method = dq_method_name(k->method), .bits = k->bits, .group = k->group, .nsamples = cs.n,
+                           .seqlen = cs.len, .tokenizer_path = k->tokenizer ? tu_shared(k->tokenizer) : NULL,
+                           .base_model = "test/base-model"};
     if (dq_write_packed(dir, m, &r, &info, &err)) fail_msg("%s", err.msg);
 
     char path[1200];
@@ -240,7 +241,7 @@ static void test_config_numbers(void **st) {
     dq_error err = {0};
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
     const char *dir = tu_tmp("packed-config-numbers");
-    dq_packed_info info = {"rtn", 4, 32, cs.n, cs.len, 0, NULL, NULL, "test/base-model", NULL, NULL};
+    dq_packed_info info = {.method = "rtn", .bits = 4, .group = 32, .nsamples = cs.n, .seqlen = cs.len, .base_model = "test/base-model"};
     if (dq_write_packed(dir, m, &r, &info, &err)) fail_msg("%s", err.msg);
     char path[1200];
     snprintf(path, sizeof path, "%s/dashq_config.json", dir);

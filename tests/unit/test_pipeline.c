@@ -46,7 +46,7 @@ static float *logits_of(const dq_model *m, const int32_t *toks, int n) {
 
 static const char *write_out(const dq_model *m, const dq_quant_result *r, const char *name, const char *tok) {
     const char *dir = tu_tmp(name);
-    dq_packed_info info = {"test", 3, 64, 0, 0, 0, NULL, tok ? tu_shared(tok) : NULL, NULL, NULL, NULL};
+    dq_packed_info info = {.method = "test", .bits = 3, .group = 64, .tokenizer_path = tok ? tu_shared(tok) : NULL};
     dq_error err = {0};
     if (dq_write_packed(dir, m, r, &info, &err)) fail_msg("%s", err.msg);
     return dir;
@@ -260,7 +260,7 @@ static void test_bad_calibration(void **st) {
     dq_quant_result r = quantize(m, &rw, DQ_METHOD_RTN, 4, 32, 1);
     const char *dir = tu_tmp("precious");
     mkdir(dir, 0755);
-    dq_packed_info info = {"rtn", 4, 32, 0, 0, 0, NULL, NULL, NULL, NULL, NULL};
+    dq_packed_info info = {.method = "rtn", .bits = 4, .group = 32};
     assert_int_equal(dq_write_packed(dir, m, &r, &info, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "remove it first or choose another name"));
     dq_quant_result_free(&r);

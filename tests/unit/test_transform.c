@@ -187,6 +187,63 @@ static void test_refusals(void **st) {
     dq_model_free(m);
 }
 
+/* max over the output's "kld": N in eval --json */
+static double kld_of(const char *out) {
+    const char *k = strstr(out, "\"kld\": ");
+    if (!k) fail_msg("no kld in: %s", out);
+    return atof(k + 7);
+}
+
+/* The CLI writes what it transformed: a near-lossless 8-bit packed
+ * checkpoint and a Q8_0 GGUF of the rotated (and smoothed) model stay within
+ * a KLD of 1e-3 of the original (a wrong fold costs orders of magnitude more),
+ * dashq_config.json says what was folded, bad names and a smoothing without
+ * calibration text are refused. */
+static void test_cli(void **st) {
+    (void)st;
+    char cmd[2048], *out = NULL;
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *calib = tu_shared("data/gutenberg/calib/gutenberg_calib.txt");
+    const char *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), *base = tu_tmp("tr-base");
+    snprintf(cmd, sizeof cmd, "%s eval %s --ppl %s --ctx 64 --chunks 4 --save-logits %s --quiet", DQ_CLI, model, text,
+             base);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    free(out);
+    const char *runs[][2] = {
+        {"tr-packed", "--method rtn --bits 8 --group 64 --rotate hadamard"},
+        {"tr-packed-smooth", "--method gptq --bits 8 --group 64 --rotate random --smooth closed --smooth-alpha 0.6"},
+        {"tr.gguf", "--method rtn --format gguf --type Q8_0 --rotate hadamard --smooth closed"},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s quantize %s %s --calib %s --nsamples 2 --seqlen 64 -o %s --quiet && "
+                 "%s eval %s --ppl %s --ctx 64 --chunks 4 --kld %s --json --quiet",
+                 DQ_CLI, model, runs[i][1], calib, tu_tmp(runs[i][0]), DQ_CLI, tu_tmp(runs[i][0]), text, base);
+        assert_int_equal(tu_run(cmd, &out), 0);
+        assert_non_null(strstr(out, "transform: rotate "));
+        double k = kld_of(out);
+        printf("%-18s %s: KLD %.2e\n", runs[i][0], runs[i][1], k);
+        if (!(k < 1e-3)) fail_msg("%s: KLD %g to the original", runs[i][1], k);
+        free(out);
+    }
+    char *cfg = tu_read(tu_tmp("tr-packed-smooth/dashq_config.json"), NULL);
+    assert_non_null(strstr(cfg, "\"rotate\":\t\"random\""));
+    assert_non_null(strstr(cfg, "\"smooth\":\t\"closed\""));
+    assert_non_null(strstr(cfg, "\"alpha\":\t0.6"));
+    free(cfg);
+    const char *bad[][2] = {
+        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random)"},
+        {"--method rtn --smooth max", "unknown smoothing max (none, closed)"},
+        {"--method rtn --smooth closed", "smoothing closed needs a calibration text (--calib FILE)"},
+        {"--method rtn --smooth closed --smooth-alpha 2", "--smooth-alpha"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s quantize %s %s -o %s 2>&1", DQ_CLI, model, bad[i][0], tu_tmp("tr-bad"));
+        assert_int_equal(tu_run(cmd, &out), 2);
+        if (!strstr(out, bad[i][1])) fail_msg("%s: wanted '%s', got: %s", bad[i][0], bad[i][1], out);
+        free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hadamard_orders),
@@ -194,6 +251,7 @@ int main(void) {
         cmocka_unit_test(test_function_preserved),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
