@@ -233,6 +233,7 @@ typedef struct {
     const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
+    bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
     int n_threads;         /* 0: every core; the output does not depend on it */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
                               statistics; and "note" messages worth showing */
@@ -255,6 +256,10 @@ typedef struct {
     double rel_err;        /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration windows; -1 when not measured */
     double seconds;        /* solve time */
     int in_features, quant_in_features; /* differ when the group padded the width */
+    /* with dq_quantize_params.spectrum and a method on the full H: the
+     * curvature it was solved with, λ_max, tr/n, and the condition number
+     * with 1 % damping; else 0 */
+    double h_lmax, h_lmean, h_cond;
 } dq_tensor_report;
 
 typedef struct {

@@ -101,6 +101,7 @@ static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err
     j->po.n_threads = p->n_threads;
     j->po.quantize_head = p->quantize_head;
     j->po.progress = p->progress;
+    j->po.spectrum = p->spectrum;
     return st ? st : check_transform(p, j, err);
 }
 
@@ -170,6 +171,9 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
         t->seconds = l->seconds;
         t->in_features = l->qt.q ? l->qt.in_cols : 0;
         t->quant_in_features = l->qt.q ? l->qt.cols : 0;
+        t->h_lmax = l->spectrum.lmax;
+        t->h_lmean = l->spectrum.lmean;
+        t->h_cond = l->spectrum.cond;
         sum += l->rel_err;
     }
     rep->n_tensors = r->n;

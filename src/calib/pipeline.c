@@ -315,7 +315,8 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         free(Wp);
         return dq_fail(err, st, "%s: out of memory", ql->name);
     }
-    st = dq_method_of(o->q.method)->solve(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
+    if (o->spectrum && s->kind == DQ_STAT_HESSIAN) st = dq_spectrum_of(stat, cols, qcols, 0.01, &ql->spectrum, err);
+    if (!st) st = dq_method_of(o->q.method)->solve(Wq, rows, qcols, stat, &q, o->n_threads, &ql->qt, err);
     free(stat);
     free(Wp);
     if (st) {

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/sites.h"
 #include "quant/presets.h"
+#include "quant/spectrum.h"
 #include "quant/quant.h"
 
 typedef struct {
@@ -31,6 +32,9 @@ typedef struct {
      * gradients already gathered on these windows (borrowed; a sweep reuses
      * one pass). NULL: the pipeline runs the gradient pass itself. */
     struct dq_grad_store *grads;
+    /* Each full-H layer's curvature spectrum (quant/spectrum.h) into its
+     * dq_qlayer: one symmetric eigenproblem per layer. */
+    bool spectrum;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
@@ -43,6 +47,7 @@ typedef struct {
     int ggml_type;   /* with a plan: the layer's type; else -1 */
     double rel_err; /* ‖(W−Ŵ)X‖/‖WX‖ over the calibration inputs (quantized upstream) */
     double seconds; /* solve time */
+    dq_spectrum spectrum; /* of the curvature it was solved with; zeros unless dq_pipeline_opts.spectrum */
     int pad; /* zero columns appended because the group did not divide the width (qt.cols = width + pad) */
 } dq_qlayer;
 

@@ -39,7 +39,7 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
-           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA };
+           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -56,7 +56,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"format", required_argument, 0, O_FORMAT}, {"type", required_argument, 0, O_TYPE},
         {"pure", no_argument, 0, O_PURE},
         {"rotate", required_argument, 0, O_ROTATE}, {"smooth", required_argument, 0, O_SMOOTH},
-        {"smooth-alpha", required_argument, 0, O_ALPHA},
+        {"smooth-alpha", required_argument, 0, O_ALPHA}, {"spectrum", no_argument, 0, O_SPECTRUM},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
@@ -85,6 +85,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_TYPE: o->p.gguf_type = optarg; break;
         case O_PURE: o->p.pure = true; break;
         case O_ROTATE: o->p.rotate = optarg; break;
+        case O_SPECTRUM: o->p.spectrum = true; break;
         case O_SMOOTH: o->p.smooth = optarg; break;
         case O_ALPHA:
             if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &alpha)) return DQ_EXIT_ERROR;
@@ -121,14 +122,19 @@ static int parse(int argc, char **argv, quant_opts *o) {
 
 static void report(const quant_opts *o, const dq_quantize_report *r) {
     bool gguf = !strcmp(o->p.format, "gguf");
-    printf("%-44s %8s %12s %s\n", "layer", "solve_s", "rel_error", gguf ? "type" : "");
+    if (o->p.spectrum) printf("%-44s %8s %12s %12s %12s %12s %s\n", "layer", "solve_s", "rel_error", "h_lmax", "h_lmax/mean",
+                              "h_cond", gguf ? "type" : "");
+    else printf("%-44s %8s %12s %s\n", "layer", "solve_s", "rel_error", gguf ? "type" : "");
     for (int i = 0; i < r->n_tensors; i++) {
         const dq_tensor_report *t = &r->tensors[i];
         char mark[48];
         if (t->quant_in_features > t->in_features)
             snprintf(mark, sizeof mark, " (padded %d->%d)", t->in_features, t->quant_in_features);
         else snprintf(mark, sizeof mark, "%s", t->type);
-        if (t->rel_err >= 0) printf("%-44s %8.4f %12.6f %s\n", t->name, t->seconds, t->rel_err, mark);
+        if (o->p.spectrum && t->h_lmean > 0)
+            printf("%-44s %8.4f %12.6f %12.4g %12.4g %12.4g %s\n", t->name, t->seconds, t->rel_err, t->h_lmax,
+                   t->h_lmax / t->h_lmean, t->h_cond, mark);
+        else if (t->rel_err >= 0) printf("%-44s %8.4f %12.6f %s\n", t->name, t->seconds, t->rel_err, mark);
         else printf("%-44s %8.4f %12s %s\n", t->name, t->seconds, "n/a", mark);
     }
     if (gguf)

@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]] [--quantize-head]\n"
             "                 [--rotate none|hadamard|random] [--smooth none|closed [--smooth-alpha A]]\n"
             "                 (folded into the weights first: the model keeps its function)\n"
+            "                 [--spectrum]   (each layer's curvature: λ_max, λ_max / mean, condition number)\n"
             "                 [METHOD's own options, as flags: --act-order, --percdamp P, ...]\n"
             "%s"
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"

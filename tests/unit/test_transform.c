@@ -244,6 +244,38 @@ static void test_cli(void **st) {
     }
 }
 
+/* h_lmax, h_lmax/mean of layer 0's q_proj from quantize --spectrum's table */
+static void spectrum_of(const char *flags, double *lmax, double *ratio) {
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method gptq --bits 4 --group 64 --calib %s --nsamples 2 --seqlen 64 %s "
+             "--spectrum -o %s --quiet", DQ_CLI, tu_shared("models/gut6l/gut6l.bin"),
+             tu_shared("data/gutenberg/calib/gutenberg_calib.txt"), flags, tu_tmp("tr-spectrum"));
+    assert_int_equal(tu_run(cmd, &out), 0);
+    const char *l = strstr(out, "model.layers.0.self_attn.q_proj ");
+    assert_non_null(l);
+    double solve, rel;
+    assert_int_equal(sscanf(l + 32, "%lf %lf %lf %lf", &solve, &rel, lmax, ratio), 4);
+    free(out);
+}
+
+/* A rotation is a similarity of the curvature (RᵀĤR, Ĥ that of the
+ * gain-free normed input once the gains are folded): block 0's q/k/v see the
+ * embedding alone, so two different rotations give them the same λ_max and
+ * tr/n; a smoothing is no similarity (Λ⁻¹HΛ⁻¹): the scale-free λ_max/mean
+ * moves. */
+static void test_spectrum(void **st) {
+    (void)st;
+    double l0, r0, l1, r1, l2, r2, l3, r3;
+    spectrum_of("", &l0, &r0);
+    spectrum_of("--rotate hadamard", &l1, &r1);
+    spectrum_of("--rotate random", &l2, &r2);
+    spectrum_of("--smooth closed", &l3, &r3);
+    printf("block 0 q/k/v lmax, lmax/mean: plain %.5g %.5g; hadamard %.5g %.5g; random %.5g %.5g; smoothed %.5g %.5g\n",
+           l0, r0, l1, r1, l2, r2, l3, r3);
+    assert_true(l1 > 0 && fabs(l2 / l1 - 1) < 1e-3 && fabs(r2 / r1 - 1) < 1e-3);
+    assert_true(fabs(r3 / r0 - 1) > 0.05);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hadamard_orders),
@@ -252,6 +284,7 @@ int main(void) {
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_spectrum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Transforms before quantization (issue #17): each quantizer with no
+# transform, a random Hadamard rotation (QuaRot-style R1 + R2), SmoothQuant's
+# closed-form smoothing and both, on the same calibration windows; KLD to full
+# precision, top-1 agreement and perplexity on held-out text, quantization
+# wall time, the transform's own seconds and peak RSS.
+#   bench/transforms.sh [MODEL] [OUT.tsv]   MODEL from bench/models.sh (default smollm2-135m)
+# Knobs: NSAMPLES [8], SEQLEN [512 for smollm2, 256 otherwise], CONFIGS ["3:128 3:-1"]
+# (bits:group), METHODS ["gptq dashq"], TRANSFORMS ["none:none hadamard:none none:closed
+# hadamard:closed"] (rotate:smooth), CHUNKS [24] evaluation windows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/models.sh
+NAME=${1:-smollm2-135m}
+OUT=${2:-results/transforms_$NAME.tsv}
+read -r model calib text _ <<<"$(model_spec "$NAME")"
+NS=${NSAMPLES:-8}
+SL=${SEQLEN:-$([ "$NAME" = smollm2-135m ] && echo 512 || echo 256)}
+CONFIGS=${CONFIGS:-3:128 3:-1}
+METHODS=${METHODS:-gptq dashq}
+TRANSFORMS=${TRANSFORMS:-none:none hadamard:none none:closed hadamard:closed}
+CHUNKS=${CHUNKS:-24}
+build_dashq
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+build/dashq eval "$model" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --save-logits "$work/base" --quiet >/dev/null
+
+printf 'model\tbits\tgroup\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\tpeak_mb\n' >"$OUT.tmp"
+for cfg in $CONFIGS; do
+  bits=${cfg%%:*} group=${cfg##*:}
+  for method in $METHODS; do
+    for tr in $TRANSFORMS; do
+      rot=${tr%%:*} smo=${tr##*:}
+      log="$work/log"
+      /usr/bin/time -f 'peak_kb %M wall %e' build/dashq quantize "$model" --method "$method" --bits "$bits" \
+        --group "$group" --calib "$calib" --nsamples "$NS" --seqlen "$SL" --seed 0 --rotate "$rot" --smooth "$smo" \
+        -o "$work/q" >"$log" 2>&1 || { tail -3 "$log" >&2; exit 1; }
+      js=$(build/dashq eval "$work/q" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --kld "$work/base" --json --quiet | head -1)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$bits" "$group" "$NS" "$method" "$rot" "$smo" \
+        "$(sed 's/.*"kld": *\([0-9.e-]*\).*/\1/' <<<"$js")" "$(sed 's/.*"same_top": *\([0-9.]*\).*/\1/' <<<"$js")" \
+        "$(sed 's/.*"perplexity": *\([0-9.]*\).*/\1/' <<<"$js")" "$(sed -n 's/^peak_kb [0-9]* wall \([0-9.]*\)/\1/p' "$log")" \
+        "$(sed -n 's/^transform: .*: \([0-9.]*\) s.*/\1/p' "$log")" \
+        "$(( $(sed -n 's/^peak_kb \([0-9]*\).*/\1/p' "$log") / 1024 ))" | tee -a "$OUT.tmp"
+      rm -rf "$work/q"
+    done
+  done
+done
+mv "$OUT.tmp" "$OUT"
