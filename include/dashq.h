@@ -233,6 +233,8 @@ typedef struct {
     const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
+    float hero_beta;       /* smooth hero: weight of the spectral term λ_max/mean (0: 0.1) */
+    int hero_steps;        /* smooth hero: Adam steps per input (0: 40) */
     bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
     int n_threads;         /* 0: every core; the output does not depend on it */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
@@ -275,6 +277,10 @@ typedef struct {
     double grad_loss;      /* its mean cross-entropy on the windows */
     double t_transform;    /* rotate / smooth: folding and the smoothing's statistics; else 0 */
     double orth_err;       /* the rotations' max |QᵀQ - I| (checked ≤ 1e-4) */
+    /* smooth hero, means over the inputs it scaled: RTN output error in the
+     * Hessian norm learned/identity, λ_max/mean of the input Hessian before, after */
+    double hero_err_ratio, hero_rho_before, hero_rho_after;
+    int hero_inputs;
     double mean_rel_err;
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;

@@ -72,6 +72,11 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
         return dq_fail(err, DQ_ERR_ARG, "smoothing alpha %g is outside [0, 1]", (double)p->smooth_alpha);
     t->alpha = p->smooth_alpha > 0 ? p->smooth_alpha : 0.5f;
     t->seed = p->seed;
+    t->bits = j->po.q.bits;
+    t->group = j->po.q.group;
+    t->hero_beta = p->hero_beta > 0 ? p->hero_beta : 0.1f;
+    t->hero_steps = p->hero_steps > 0 ? p->hero_steps : 40;
+    t->hero_lr = 0.05f;
     t->n_threads = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
     t->progress = p->progress;
     if (dq_transform_active(t)) j->po.prepare = dq_transform_prepare, j->po.prepare_user = t;
@@ -144,7 +149,7 @@ static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *
                            .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
                            .tokenizer = t, .curvature = curvature[j->po.q.curvature],
                            .rotate = j->tr.rotate->make ? j->tr.rotate->name : NULL,
-                           .smooth = j->tr.smooth->scales ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
+                           .smooth = j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
     return dq_write_packed(out, m, r, &info, err);
 }
 
@@ -192,6 +197,10 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->grad_loss = r->grad_loss;
     rep->t_transform = j->tr.seconds;
     rep->orth_err = j->tr.orth_err;
+    rep->hero_err_ratio = j->tr.hero.err_ratio;
+    rep->hero_rho_before = j->tr.hero.rho_before;
+    rep->hero_rho_after = j->tr.hero.rho_after;
+    rep->hero_inputs = j->tr.hero.n;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
     return DQ_OK;

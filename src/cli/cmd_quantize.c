@@ -39,7 +39,7 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
-           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM };
+           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -57,6 +57,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"pure", no_argument, 0, O_PURE},
         {"rotate", required_argument, 0, O_ROTATE}, {"smooth", required_argument, 0, O_SMOOTH},
         {"smooth-alpha", required_argument, 0, O_ALPHA}, {"spectrum", no_argument, 0, O_SPECTRUM},
+        {"hero-beta", required_argument, 0, O_HBETA}, {"hero-steps", required_argument, 0, O_HSTEPS},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
@@ -86,6 +87,11 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_PURE: o->p.pure = true; break;
         case O_ROTATE: o->p.rotate = optarg; break;
         case O_SPECTRUM: o->p.spectrum = true; break;
+        case O_HBETA:
+            if (!dq_cli_float("--hero-beta", optarg, 0.0001, 100, &alpha)) return DQ_EXIT_ERROR;
+            o->p.hero_beta = (float)alpha;
+            break;
+        case O_HSTEPS: if (!dq_cli_int("--hero-steps", optarg, 1, 10000, &v)) return DQ_EXIT_ERROR; o->p.hero_steps = (int)v; break;
         case O_SMOOTH: o->p.smooth = optarg; break;
         case O_ALPHA:
             if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &alpha)) return DQ_EXIT_ERROR;
@@ -146,6 +152,10 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     if ((o->p.rotate && strcmp(o->p.rotate, "none")) || (o->p.smooth && strcmp(o->p.smooth, "none")))
         printf("transform: rotate %s, smooth %s: %.2f s (rotations orthogonal to %.1e)\n",
                o->p.rotate ? o->p.rotate : "none", o->p.smooth ? o->p.smooth : "none", r->t_transform, r->orth_err);
+    if (r->hero_rho_before > 0)
+        printf("hero: RTN error in the Hessian norm x%.3f of the identity's, lambda_max/mean of the inputs' Hessians "
+               "%.2f -> %.2f (means over %d inputs)\n", r->hero_err_ratio, r->hero_rho_before, r->hero_rho_after,
+               r->hero_inputs);
     if (r->t_gradients > 0)
         printf("gradient pass: %.2f s, mean calibration loss %.4f\n", r->t_gradients, r->grad_loss);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,

@@ -10,6 +10,7 @@
 #include "model/forward.h"
 #include "transform/fold.h"
 #include "transform/hadamard.h"
+#include "transform/hero.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -29,9 +30,12 @@ const dq_rotation_info DQ_ROTATIONS[] = {
 };
 const int DQ_N_ROTATIONS = sizeof DQ_ROTATIONS / sizeof DQ_ROTATIONS[0];
 
+static dq_status closed_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err);
+
 const dq_smoothing_info DQ_SMOOTHINGS[] = {
     {"none", "no smoothing", false, NULL},
-    {"closed", "SmoothQuant's closed form s = max|X|^α / max|W|^(1−α)", true, smoothquant_scales},
+    {"closed", "SmoothQuant's closed form s = max|X|^α / max|W|^(1−α)", true, closed_smooth},
+    {"hero", "HeRo-Q (reconstructed): s learned against RTN error + β·λ_max/mean of Λ⁻¹HΛ⁻¹", true, dq_hero_smooth},
 };
 const int DQ_N_SMOOTHINGS = sizeof DQ_SMOOTHINGS / sizeof DQ_SMOOTHINGS[0];
 
@@ -64,7 +68,7 @@ const char *dq_smoothing_names(void) {
 }
 
 static bool rotates(const dq_transform_opts *o) { return o->rotate && o->rotate->make; }
-static bool smooths(const dq_transform_opts *o) { return o->smooth && o->smooth->scales; }
+static bool smooths(const dq_transform_opts *o) { return o->smooth && o->smooth->run; }
 bool dq_transform_active(const dq_transform_opts *o) { return rotates(o) || smooths(o); }
 bool dq_transform_unties(const dq_transform_opts *o) { return rotates(o); }
 
@@ -162,19 +166,19 @@ static void weight_absmax(const dq_model *m, int layer, dq_tap tap, float *wmax,
     }
 }
 
-static dq_status smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
+static dq_status closed_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
     const dq_config *c = &m->cfg;
     size_t stride = block_stride(c);
     float *amax = calloc((size_t)c->n_layers * stride, sizeof *amax);
     float *wmax = malloc(stride * sizeof *wmax), *s = malloc(stride * sizeof *s);
     dq_status st = amax && wmax && s ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory for smoothing statistics");
-    if (!st && o->smooth->needs_calib) st = input_absmax(m, cs, o, amax, err);
+    if (!st) st = input_absmax(m, cs, o, amax, err);
     for (int l = 0; !st && l < c->n_layers; l++)
         for (int k = 0; !st && k < N_SMOOTHED; k++) {
             dq_tap t = SMOOTHED[k];
             int w = t == DQ_TAP_FFN_HIDDEN ? c->hidden_dim : c->dim;
             weight_absmax(m, l, t, wmax, w);
-            o->smooth->scales(amax + (size_t)l * stride + tap_offset(c, t), wmax, w, o->alpha, s);
+            smoothquant_scales(amax + (size_t)l * stride + tap_offset(c, t), wmax, w, o->alpha, s);
             st = dq_scale_inputs(m, l, t, s, err);
         }
     free(amax), free(wmax), free(s);
@@ -186,7 +190,7 @@ dq_status dq_transform_model(dq_model *m, const dq_calib_set *cs, dq_transform_o
     o->orth_err = 0;
     dq_status st = DQ_OK;
     if (rotates(o)) st = rotate(m, o, err);
-    if (!st && smooths(o)) st = smooth(m, cs, o, err);
+    if (!st && smooths(o)) st = o->smooth->run(m, cs, o, err);
     o->seconds = dq_now() - t0;
     return st;
 }

@@ -18,29 +18,42 @@ typedef struct {
     dq_status (*make)(int n, uint64_t seed, float *Q, dq_error *err);
 } dq_rotation_info;
 
+struct dq_transform_opts;
 typedef struct {
     const char *name;
     const char *help;
     bool needs_calib; /* reads activation statistics of the calibration windows */
-    /* s (w) for a tap of width w: amax_j = max |x_j| over the windows, wmax_j
-     * = max |W_ij| over the linears reading it; NULL: no smoothing */
-    void (*scales)(const float *amax, const float *wmax, int w, float alpha, float *s);
+    /* scales every block's q/k/v, gate/up and down inputs and folds them in; NULL: no smoothing */
+    dq_status (*run)(dq_model *m, const dq_calib_set *cs, struct dq_transform_opts *o, dq_error *err);
 } dq_smoothing_info;
+
+/* What HeRo-Q's learning did, means over the inputs it scaled. */
+typedef struct {
+    int n;             /* inputs learned (3 per block) */
+    double err_ratio;  /* RTN output error in the Hessian norm, learned / identity (≤ 1) */
+    double rho_before, rho_after; /* λ_max / mean eigenvalue of the input Hessian, before and after */
+} dq_hero_stats;
 
 extern const dq_rotation_info DQ_ROTATIONS[];
 extern const dq_smoothing_info DQ_SMOOTHINGS[];
 extern const int DQ_N_ROTATIONS, DQ_N_SMOOTHINGS;
 
-typedef struct {
+typedef struct dq_transform_opts {
     const dq_rotation_info *rotate;   /* NULL or a row with make == NULL: none */
-    const dq_smoothing_info *smooth;  /* NULL or scales == NULL: none */
-    float alpha;                      /* smoothing strength (SmoothQuant's α; 0.5 there) */
+    const dq_smoothing_info *smooth;  /* NULL or run == NULL: none */
+    float alpha;                      /* closed smoothing's strength (SmoothQuant's α; 0.5 there) */
+    /* HeRo-Q: the quantizer's grid its objective rounds to (bits; group, -1
+     * per row), the weight β of the spectral term, Adam steps and rate */
+    int bits, group;
+    float hero_beta, hero_lr;
+    int hero_steps;
     uint64_t seed;                    /* of the random signs / matrices */
     int n_threads;
     dq_progress progress;             /* stage "transform": one unit per calibration window of the statistics */
     /* filled in by the transform, for reports */
     double seconds;
     double orth_err;                  /* max |QᵀQ − I| over the rotations used */
+    dq_hero_stats hero;
 } dq_transform_opts;
 
 const dq_rotation_info *dq_rotation_find(const char *name);
