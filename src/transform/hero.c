@@ -108,29 +108,29 @@ static double quant_error(problem *p, const double *u, double *grad) {
     return E;
 }
 
-/* ρ(u) = λ_max(H_u)/(tr H_u / n) by power iteration from p->v (kept warm),
- * and ∂ρ/∂u = (2ρ)(diag(H_u)/tr(H_u) − v²). */
-static double concentration(problem *p, const double *u, int iters, double *grad) {
-    int n = p->n;
+double dq_hero_rho(const float *H, int n, const double *u, double *v, double *tmp, int iters, double *grad) {
     double tr = 0, lam = 0;
-    for (int j = 0; j < n; j++) tr += p->H[(size_t)j * n + j] * exp(-2 * u[j]);
+    for (int j = 0; j < n; j++) tr += H[(size_t)j * n + j] * exp(-2 * u[j]);
     for (int it = 0; it < iters; it++) {
-        for (int j = 0; j < n; j++) p->hv[j] = p->v[j] * exp(-u[j]);
+        for (int j = 0; j < n; j++) tmp[j] = v[j] * exp(-u[j]);
         double norm = 0;
         for (int i = 0; i < n; i++) {
             double acc = 0;
-            for (int j = 0; j < n; j++) acc += (double)p->H[(size_t)i * n + j] * p->hv[j];
-            p->v[i] = acc * exp(-u[i]); /* H_u v, unnormalised */
+            for (int j = 0; j < n; j++) acc += (double)H[(size_t)i * n + j] * tmp[j];
+            v[i] = acc * exp(-u[i]); /* H_u v, unnormalised */
         }
-        for (int j = 0; j < n; j++) norm += p->v[j] * p->v[j];
+        for (int j = 0; j < n; j++) norm += v[j] * v[j];
         lam = sqrt(norm);
-        for (int j = 0; j < n; j++) p->v[j] = lam > 0 ? p->v[j] / lam : 1.0 / sqrt(n);
+        for (int j = 0; j < n; j++) v[j] = lam > 0 ? v[j] / lam : 1.0 / sqrt(n);
     }
     double rho = tr > 0 ? lam / (tr / n) : 0;
     if (grad)
-        for (int j = 0; j < n; j++)
-            grad[j] = tr > 0 ? 2 * rho * (p->H[(size_t)j * n + j] * exp(-2 * u[j]) / tr - p->v[j] * p->v[j]) : 0;
+        for (int j = 0; j < n; j++) grad[j] = tr > 0 ? 2 * rho * (H[(size_t)j * n + j] * exp(-2 * u[j]) / tr - v[j] * v[j]) : 0;
     return rho;
+}
+
+static double concentration(problem *p, const double *u, int iters, double *grad) {
+    return dq_hero_rho(p->H, p->n, u, p->v, p->hv, iters, grad);
 }
 
 /* Learns u for one problem; returns it in u (n), the objective's parts in r. */

@@ -8,4 +8,9 @@
  * windows of cs and folded in (transform/fold.h); o->hero receives the means
  * over those inputs; progress: stage "transform", one unit per block. */
 dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err);
+/* ρ(u) = λ_max(H_u) / (tr(H_u)/n), H_u = diag(e^-u) H diag(e^-u) (H: n x n,
+ * symmetric), by `iters` power iterations from v (n, unit; left at the
+ * eigenvector estimate); tmp: n doubles; grad (n, may be NULL): ∂ρ/∂u =
+ * 2ρ(diag(H_u)/tr(H_u) − v²), exact once v is the top eigenvector. */
+double dq_hero_rho(const float *H, int n, const double *u, double *v, double *tmp, int iters, double *grad);
 #endif

@@ -13,8 +13,10 @@
 
 #include "model/sites.h"
 #include "testutil.h"
+#include "util/rng.h"
 #include "transform/fold.h"
 #include "transform/hadamard.h"
+#include "transform/hero.h"
 #include "transform/transform.h"
 
 static void test_hadamard_orders(void **st) {
@@ -292,6 +294,43 @@ static void test_spectrum(void **st) {
     assert_true(fabs(r3 / r0 - 1) > 0.05);
 }
 
+/* HeRo-Q's spectral term: ρ's gradient against central differences on a
+ * random SPD matrix with a clear top eigenvalue (the power iteration
+ * converged: 500 steps), and ρ's invariance to a plain rescale u + c. */
+static void test_hero_rho_gradient(void **st) {
+    (void)st;
+    enum { N = 12 };
+    float H[N * N];
+    double A[N * N], u[N], v[N], tmp[N], g[N];
+    uint64_t s = 5;
+    for (int i = 0; i < N * N; i++) A[i] = dq_rng_normal(&s);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = i == j ? 0.5 : 0;
+            for (int k = 0; k < N; k++) acc += A[i * N + k] * A[j * N + k] * (k == 0 ? 4 : 1);
+            H[i * N + j] = (float)acc;
+        }
+    for (int j = 0; j < N; j++) u[j] = 0.3 * dq_rng_normal(&s);
+    for (int j = 0; j < N; j++) v[j] = 1 / sqrt(N);
+    double rho = dq_hero_rho(H, N, u, v, tmp, 500, g);
+    for (int j = 0; j < N; j++) {
+        double h = 1e-5, up[N], fd;
+        memcpy(up, u, sizeof up);
+        up[j] = u[j] + h;
+        double w[N];
+        memcpy(w, v, sizeof w);
+        double rp = dq_hero_rho(H, N, up, w, tmp, 500, NULL);
+        up[j] = u[j] - h;
+        memcpy(w, v, sizeof w);
+        double rm = dq_hero_rho(H, N, up, w, tmp, 500, NULL);
+        fd = (rp - rm) / (2 * h);
+        if (fabs(fd - g[j]) > 1e-4 * fmax(1, fabs(fd))) fail_msg("d rho / d u_%d: %g analytic, %g by differences", j, g[j], fd);
+    }
+    double c[N];
+    for (int j = 0; j < N; j++) c[j] = u[j] + 0.7;
+    assert_true(fabs(dq_hero_rho(H, N, c, v, tmp, 500, NULL) / rho - 1) < 1e-9);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hadamard_orders),
@@ -301,6 +340,7 @@ int main(void) {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_spectrum),
+        cmocka_unit_test(test_hero_rho_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
