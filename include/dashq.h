@@ -83,6 +83,12 @@ typedef struct {
     bool tied_embeddings; /* output head shares the token embedding */
     int bos_id, eos_id;   /* -1 when unknown */
     char arch[32];        /* "llama", "mistral", "qwen2" */
+    /* Simulated activation quantization (W4A8, issue #17): the input of
+     * every linear, head included, rounded to act_bits-bit symmetric
+     * integers per token (act_group 0) or per act_group values (32: the
+     * blocks of llama.cpp's Q8_0, scale rounded to fp16 as there) before the
+     * product. 0: full precision. A packed checkpoint records it. */
+    int act_bits, act_group;
 } dq_config;
 
 typedef struct dq_model dq_model;
@@ -97,6 +103,9 @@ size_t dq_model_n_params(const dq_model *m);
 /* Whether RoPE uses per-pair frequency divisors (GGUF rope_freqs.weight)
  * instead of the config's rope_scaling. */
 bool dq_model_has_rope_freq_factors(const dq_model *m);
+/* Sets cfg.act_bits / act_group (bits 0: off; else 4..8; group 0: per
+ * token, else 8..4096): evaluation as W·A(bits). */
+dq_status dq_model_set_act_quant(dq_model *m, int bits, int group, dq_error *err);
 
 /* ---- tokenizer -------------------------------------------------------- */
 
@@ -236,6 +245,8 @@ typedef struct {
     float hero_beta;       /* smooth hero: weight of the spectral term λ_max/mean (0: 0.1) */
     int hero_steps;        /* smooth hero: Adam steps per input (0: 40) */
     bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
+    int act_bits, act_group; /* activation quantization (dq_model_set_act_quant) during calibration, kept in the
+                                model and recorded in a packed checkpoint; 0: full-precision activations */
     int n_threads;         /* 0: every core; the output does not depend on it */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
                               statistics; and "note" messages worth showing */

@@ -68,6 +68,9 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
     if (!t->smooth) return dq_fail(err, DQ_ERR_ARG, "unknown smoothing %s (%s)", p->smooth, dq_smoothing_names());
     if (t->smooth->needs_calib && !p->calib)
         return dq_fail(err, DQ_ERR_ARG, "smoothing %s needs a calibration text (--calib FILE)", t->smooth->name);
+    if ((p->act_bits && (p->act_bits < 4 || p->act_bits > 8)) || (p->act_group && (p->act_group < 8 || p->act_group > 4096)))
+        return dq_fail(err, DQ_ERR_ARG, "activation bits %d / group %d: bits 4..8 (0: none), group 8..4096 (0: per token)",
+                       p->act_bits, p->act_group);
     if (!(p->smooth_alpha >= 0 && p->smooth_alpha <= 1))
         return dq_fail(err, DQ_ERR_ARG, "smoothing alpha %g is outside [0, 1]", (double)p->smooth_alpha);
     t->alpha = p->smooth_alpha > 0 ? p->smooth_alpha : 0.5f;
@@ -234,6 +237,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
                              "multiple of %s's block", plan.n_fallback, p->gguf_type);
     }
     dq_calib_set cs = {0};
+    if (!st && (p->act_bits || p->act_group)) st = dq_model_set_act_quant(m, p->act_bits, p->act_group, err);
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
     dq_quant_result r = {0};
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);

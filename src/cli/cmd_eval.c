@@ -16,6 +16,7 @@ typedef struct {
     const char *tasks, *data_dir, *items;
     long limit;
     bool no_bos;
+    long act_bits, act_group; /* -1: as the model says */
     dq_cli_bar bar; /* o->p.progress reports to it */
 } eval_opts;
 
@@ -34,7 +35,9 @@ static int parse(int argc, char **argv, eval_opts *o) {
         O_LIMIT,
         O_DATA,
         O_NOBOS,
-        O_ITEMS
+        O_ITEMS,
+        O_ABITS,
+        O_AGROUP
     };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"ppl", required_argument, 0, O_PPL},
@@ -44,9 +47,11 @@ static int parse(int argc, char **argv, eval_opts *o) {
         {"quiet", no_argument, 0, O_QUIET},         {"threads", required_argument, 0, 't'},
         {"tasks", required_argument, 0, O_TASKS},   {"limit", required_argument, 0, O_LIMIT},
         {"data-dir", required_argument, 0, O_DATA}, {"no-bos", no_argument, 0, O_NOBOS},
-        {"items", required_argument, 0, O_ITEMS},
+        {"items", required_argument, 0, O_ITEMS},   {"act-bits", required_argument, 0, O_ABITS},
+        {"act-group", required_argument, 0, O_AGROUP},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
+    o->act_bits = o->act_group = -1;
     long v = 0;
     int c;
     optind = 1;
@@ -72,6 +77,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_DATA: o->data_dir = optarg; break;
         case O_NOBOS: o->no_bos = true; break;
         case O_ITEMS: o->items = optarg; break;
+        case O_ABITS: if (!dq_cli_int("--act-bits", optarg, 0, 8, &o->act_bits)) return DQ_EXIT_ERROR; break;
+        case O_AGROUP: if (!dq_cli_int("--act-group", optarg, 0, 4096, &o->act_group)) return DQ_EXIT_ERROR; break;
         default: return DQ_EXIT_ERROR;
         }
     }
@@ -193,6 +200,16 @@ int dq_cmd_eval(int argc, char **argv) {
     dq_model *m;
     dq_tokenizer *t;
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
+    if (o.act_bits >= 0 || o.act_group >= 0) { /* overrides what a packed checkpoint records */
+        const dq_config *mc = dq_model_config(m);
+        dq_error err = {0};
+        if (dq_model_set_act_quant(m, o.act_bits >= 0 ? (int)o.act_bits : mc->act_bits,
+                                   o.act_group >= 0 ? (int)o.act_group : mc->act_group, &err)) {
+            dq_model_free(m);
+            dq_tokenizer_free(t);
+            return dq_cli_error(&err);
+        }
+    }
     if (o.ppl_file || o.p.kld_base) rc = run_perplexity(&o, m, t);
     if (!rc && o.tasks) rc = run_tasks(&o, m, t);
     dq_tokenizer_free(t);

@@ -39,7 +39,7 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
-           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS };
+           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS, O_ABITS, O_AGROUP };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -58,6 +58,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"rotate", required_argument, 0, O_ROTATE}, {"smooth", required_argument, 0, O_SMOOTH},
         {"smooth-alpha", required_argument, 0, O_ALPHA}, {"spectrum", no_argument, 0, O_SPECTRUM},
         {"hero-beta", required_argument, 0, O_HBETA}, {"hero-steps", required_argument, 0, O_HSTEPS},
+        {"act-bits", required_argument, 0, O_ABITS}, {"act-group", required_argument, 0, O_AGROUP},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
@@ -87,6 +88,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_PURE: o->p.pure = true; break;
         case O_ROTATE: o->p.rotate = optarg; break;
         case O_SPECTRUM: o->p.spectrum = true; break;
+        case O_ABITS: if (!dq_cli_int("--act-bits", optarg, 0, 8, &v)) return DQ_EXIT_ERROR; o->p.act_bits = (int)v; break;
+        case O_AGROUP: if (!dq_cli_int("--act-group", optarg, 0, 4096, &v)) return DQ_EXIT_ERROR; o->p.act_group = (int)v; break;
         case O_HBETA:
             if (!dq_cli_float("--hero-beta", optarg, 0.0001, 100, &alpha)) return DQ_EXIT_ERROR;
             o->p.hero_beta = (float)alpha;

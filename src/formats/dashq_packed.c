@@ -127,6 +127,10 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
     if (info->curvature) cJSON_AddStringToObject(q, "curvature", info->curvature);
+    if (m->cfg.act_bits) { /* the activations it was calibrated for, which our loader simulates again */
+        cJSON_AddNumberToObject(q, "act_bits", m->cfg.act_bits);
+        cJSON_AddNumberToObject(q, "act_group", m->cfg.act_group);
+    }
     if (info->rotate || info->smooth) { /* already in the weights: nothing for a loader to undo */
         cJSON *t = cJSON_AddObjectToObject(q, "transform");
         cJSON_AddStringToObject(t, "rotate", info->rotate ? info->rotate : "none");

@@ -350,7 +350,16 @@ static dq_status open_quant_map(dq_model *m, shards *s, dq_error *err) {
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     cJSON *mods = cJSON_DetachItemFromObjectCaseSensitive(root, "quantized_modules");
     bool ok = cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "dashq-packed-linear") && cJSON_IsObject(mods);
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization");
+    double abits = num(q, "act_bits", 0), agroup = num(q, "act_group", 0);
     cJSON_Delete(root);
+    bool whole = abits >= 0 && abits <= 8 && agroup >= 0 && agroup <= 4096 && abits == (int)abits &&
+                 agroup == (int)agroup;
+    if (ok && (!whole || dq_model_set_act_quant(m, (int)abits, (int)agroup, err))) {
+        cJSON_Delete(mods);
+        return dq_fail(err, DQ_ERR_FORMAT, "%s: quantization.act_bits %g / act_group %g: not 0 or 4..8 bits, groups 0 "
+                       "or 8..4096", path, abits, agroup);
+    }
     if (!ok) {
         cJSON_Delete(mods);
         return dq_fail(err, DQ_ERR_FORMAT, "%s: not a \"dashq-packed-linear\" config with quantized_modules", path);

@@ -11,6 +11,7 @@
 #include "model/session.h"
 #include "util/error.h"
 #include "util/fastmath.h"
+#include "util/half.h"
 
 /* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling
  * (or the per-pair divisors a GGUF file carries). */
@@ -260,6 +261,28 @@ dq_tap_data dq_tap_make(int layer, dq_tap tap, const float *x, int T, int cols) 
     return d;
 }
 
+/* The activation quantization of cfg (act_bits, act_group), in place on T
+ * rows of n: symmetric, scale = max|x|/(2^(bits-1) − 1) per row or group,
+ * x ← round(x/scale)·scale. A group scale is rounded to fp16 first, as
+ * llama.cpp's quantize_row_q8_0 stores it. Rounding is to nearest-even
+ * (rintf), ggml's roundf rounds halves away: they differ on exact halves only. */
+static void act_quant(float *x, int T, int n, const dq_config *c, int nt) {
+    if (!c->act_bits) return;
+    int g = c->act_group > 0 ? c->act_group : n;
+    float qmax = (float)((1 << (c->act_bits - 1)) - 1);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int c0 = 0; c0 < n; c0 += g) {
+            float *v = x + (size_t)t * n + c0, amax = 0;
+            int len = n - c0 < g ? n - c0 : g;
+            for (int j = 0; j < len; j++) amax = fmaxf(amax, fabsf(v[j]));
+            float d = amax / qmax;
+            if (c->act_group > 0) d = dq_f16_to_f32(dq_f32_to_f16(d));
+            if (d == 0) continue;
+            for (int j = 0; j < len; j++) v[j] = rintf(v[j] / d) * d;
+        }
+}
+
 static void tap(const dq_taps *t, int layer, dq_tap which, const float *x, int T, int cols) {
     if (!t || (t->ask && !t->ask(t->ctx, layer, which))) return;
     dq_tap_data d = dq_tap_make(layer, which, x, T, cols);
@@ -312,6 +335,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
 
     keep(a->x_in, s->x, (size_t)T * d);
     rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);
+    act_quant(s->xb, T, d, c, nt);
     tap(taps, l, DQ_TAP_ATTN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->wq, qd, s->q, qd, 0.0f, nt);
     linear(s->xb, T, d, w->wk, kvd, kc, kvd, 0.0f, nt);
@@ -323,6 +347,7 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     rope_rows(s, kc, T, kvd, c->n_kv_heads);
     keep(a->q, s->q, (size_t)T * qd);
     attention(s, l, T, pos);
+    act_quant(s->att, T, qd, c, nt);
     keep(a->att, s->att, (size_t)T * qd);
     tap(taps, l, DQ_TAP_ATTN_OUT, s->att, T, qd);
     linear(s->att, T, qd, w->wo, d, s->x, d, 1.0f, nt); /* residual: x += att·Woᵀ */
@@ -335,12 +360,14 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
 
     keep(a->x_mid, s->x, (size_t)T * d);
     rmsnorm_rows(s->xb, s->x, w->ffn_norm, T, d, c->norm_eps, nt);
+    act_quant(s->xb, T, d, c, nt);
     tap(taps, l, DQ_TAP_FFN_IN, s->xb, T, d);
     linear(s->xb, T, d, w->w_gate, f, s->hb, f, 0.0f, nt);
     linear(s->xb, T, d, w->w_up, f, s->hb2, f, 0.0f, nt);
     keep(a->gate, s->hb, (size_t)T * f);
     keep(a->up, s->hb2, (size_t)T * f);
     swiglu(s->hb3, s->hb, s->hb2, (size_t)T * f, nt);
+    act_quant(s->hb3, T, f, c, nt);
     tap(taps, l, DQ_TAP_FFN_HIDDEN, s->hb3, T, f);
     linear(s->hb3, T, f, w->w_down, d, s->x, d, 1.0f, nt); /* residual: x += ffn */
     if (dq_any_nonfinite(s->x, (size_t)T * d)) {
@@ -389,6 +416,7 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
     float *xr = s->x + (size_t)first * c->dim;
     keep(s->x_final ? s->x_final + (size_t)first * c->dim : NULL, xr, (size_t)rows * c->dim);
     rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
+    act_quant(s->xb, rows, c->dim, c, s->n_threads);
     linear(s->xb, rows, c->dim, s->m->output, c->vocab_size, s->logits, c->vocab_size, 0.0f, s->n_threads);
     /* O(vocab) per row against the head's O(vocab·dim) */
     int t = first_bad_row(s->logits, rows, c->vocab_size, c->vocab_size);
@@ -447,6 +475,7 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
 
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {
     rmsnorm_rows(out, x, m->final_norm, T, m->cfg.dim, m->cfg.norm_eps, n_threads);
+    act_quant(out, T, m->cfg.dim, &m->cfg, n_threads);
 }
 
 void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, float eps, int nt) {

@@ -116,6 +116,16 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
 #define DQ_MAX_VOCAB (1 << 22)
 #define DQ_MAX_LAYERS 1024
 
+dq_status dq_model_set_act_quant(dq_model *m, int bits, int group, dq_error *err) {
+    if (bits && (bits < 4 || bits > 8))
+        return dq_fail(err, DQ_ERR_ARG, "activation bits %d: 4 to 8, or 0 for full precision", bits);
+    if (group && (group < 8 || group > 4096))
+        return dq_fail(err, DQ_ERR_ARG, "activation group %d: 8 to 4096, or 0 for one scale per token", group);
+    m->cfg.act_bits = bits;
+    m->cfg.act_group = bits ? group : 0;
+    return DQ_OK;
+}
+
 dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err) {
     if (c->dim <= 0 || c->dim > DQ_MAX_DIM || c->hidden_dim <= 0 || c->hidden_dim > 8 * DQ_MAX_DIM)
         return dq_fail(err, DQ_ERR_FORMAT, "%s: implausible dims (dim %d, hidden_dim %d)", file,

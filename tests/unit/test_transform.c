@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* Transforms before quantization (transform/, issue #17): Hadamard matrices
  * of every order the construction claims (H Hᵀ = n I exactly) and refusals
  * of the others; Haar-random rotations orthogonal and reproducible; the
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/forward.h"
 #include "model/sites.h"
 #include "testutil.h"
 #include "util/rng.h"
@@ -331,6 +333,102 @@ static void test_hero_rho_gradient(void **st) {
     assert_true(fabs(dq_hero_rho(H, N, c, v, tmp, 500, NULL) / rho - 1) < 1e-9);
 }
 
+/* Every tap row a block shows under act_bits = 4 lies on the grid
+ * k·max|x|/7, k integer in [-7, 7] (per token) or on its group's grid. */
+typedef struct {
+    int group, rows, bad;
+} grid_ctx;
+
+static void on_grid(void *ctx, const dq_tap_data *d) {
+    grid_ctx *g = ctx;
+    int step = g->group ? g->group : d->cols;
+    for (int t = 0; t < d->T; t++)
+        for (int c0 = 0; c0 < d->cols; c0 += step) {
+            const float *v = d->x + (size_t)t * d->cols + c0;
+            int len = d->cols - c0 < step ? d->cols - c0 : step;
+            float amax = 0;
+            for (int j = 0; j < len; j++) amax = fmaxf(amax, fabsf(v[j]));
+            for (int j = 0; j < len && amax > 0; j++) {
+                double k = v[j] / (amax / 7.0);
+                if (fabs(k - rint(k)) > 2e-2 || fabs(k) > 7.0001) g->bad++; /* group scales are fp16: k is near, not at, an integer */
+            }
+            g->rows++;
+        }
+}
+
+static void test_act_quant(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_fixture("llama3-tiny"));
+    dq_error err = {0};
+    dq_calib_set cs = windows(m, 1, 16);
+    float *fp = logits_of(m, cs.tokens, cs.len, 2);
+    for (int group = 0; group <= 16; group += 16) {
+        assert_int_equal(dq_model_set_act_quant(m, 4, group, &err), DQ_OK);
+        dq_session *s = NULL;
+        assert_int_equal(dq_session_new(m, cs.len, cs.len, 2, &s, &err), DQ_OK);
+        float *x = malloc((size_t)cs.len * m->cfg.dim * sizeof *x);
+        for (int t = 0; t < cs.len; t++)
+            memcpy(x + (size_t)t * m->cfg.dim, m->tok_embeddings + (size_t)cs.tokens[t] * m->cfg.dim, m->cfg.dim * sizeof *x);
+        grid_ctx g = {group, 0, 0};
+        dq_taps taps = {NULL, on_grid, &g};
+        for (int l = 0; l < m->cfg.n_layers; l++) assert_int_equal(dq_block_forward(s, l, x, cs.len, &taps, &err), DQ_OK);
+        printf("act 4-bit group %d: %d rows/groups checked, %d values off the grid\n", group, g.rows, g.bad);
+        assert_true(g.rows > 0 && g.bad == 0);
+        free(x);
+        dq_session_free(s);
+        float *q = logits_of(m, cs.tokens, cs.len, 2);
+        double diff = 0;
+        for (size_t i = 0; i < (size_t)cs.len * m->cfg.vocab_size; i++) diff = fmax(diff, fabs(q[i] - fp[i]));
+        assert_true(diff > 1e-4); /* it does change the model */
+        free(q);
+    }
+    assert_int_equal(dq_model_set_act_quant(m, 3, 0, &err), DQ_ERR_ARG);
+    assert_int_equal(dq_model_set_act_quant(m, 8, 4, &err), DQ_ERR_ARG);
+    assert_int_equal(dq_model_set_act_quant(m, 0, 0, &err), DQ_OK);
+    float *back = logits_of(m, cs.tokens, cs.len, 2);
+    assert_memory_equal(back, fp, (size_t)cs.len * m->cfg.vocab_size * sizeof *fp); /* off again: bit for bit */
+    free(back), free(fp);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+/* W4A8 through the CLI: the packed checkpoint records act_bits / act_group,
+ * eval applies them (and --act-bits 0 takes them off), a config with an
+ * impossible act_bits is refused naming the file. */
+static void test_act_cli(void **st) {
+    (void)st;
+    char cmd[2048], *out = NULL;
+    const char *model = tu_shared("models/gut6l/gut6l.bin"), *calib = tu_shared("data/gutenberg/calib/gutenberg_calib.txt");
+    const char *text = tu_shared("data/gutenberg/eval/pg35_The_Time_Machine.txt"), *dir = tu_tmp("tr-w4a8");
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method gptq --bits 4 --group 64 --act-bits 8 --act-group 32 --calib %s "
+             "--nsamples 2 --seqlen 64 -o %s --quiet", DQ_CLI, model, calib, dir);
+    assert_int_equal(tu_run(cmd, &out), 0);
+    free(out);
+    char *cfg = tu_read(tu_tmp("tr-w4a8/dashq_config.json"), NULL);
+    assert_non_null(strstr(cfg, "\"act_bits\":\t8"));
+    assert_non_null(strstr(cfg, "\"act_group\":\t32"));
+    double ppl[3];
+    const char *flags[3] = {"", "--act-bits 8 --act-group 32", "--act-bits 0"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "%s eval %s --ppl %s --ctx 64 --chunks 4 %s --quiet", DQ_CLI, dir, text, flags[i]);
+        assert_int_equal(tu_run(cmd, &out), 0);
+        const char *p = strstr(out, "perplexity: ");
+        assert_non_null(p);
+        ppl[i] = atof(p + 12);
+        free(out);
+    }
+    printf("W4A8 checkpoint: ppl %.6f as recorded, %.6f with the flags, %.6f with A16\n", ppl[0], ppl[1], ppl[2]);
+    assert_true(ppl[0] == ppl[1] && ppl[0] != ppl[2]);
+    char *bad = strdup(cfg);
+    char *at = strstr(bad, "\"act_bits\":\t8");
+    at[strlen("\"act_bits\":\t")] = '9';
+    tu_write(tu_tmp("tr-w4a8/dashq_config.json"), bad, strlen(bad));
+    snprintf(cmd, sizeof cmd, "%s eval %s --ppl %s --ctx 64 --chunks 1 --quiet 2>&1", DQ_CLI, dir, text);
+    assert_int_equal(tu_run(cmd, &out), 2);
+    assert_non_null(strstr(out, "dashq_config.json: quantization.act_bits 9"));
+    free(out), free(bad), free(cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hadamard_orders),
@@ -341,6 +439,8 @@ int main(void) {
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_spectrum),
         cmocka_unit_test(test_hero_rho_gradient),
+        cmocka_unit_test(test_act_quant),
+        cmocka_unit_test(test_act_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
