@@ -7,7 +7,9 @@
 #   bench/transforms.sh [MODEL] [OUT.tsv]   MODEL from bench/models.sh (default smollm2-135m)
 # Knobs: NSAMPLES [8], SEQLEN [512 for smollm2, 256 otherwise], CONFIGS ["3:128 3:-1"]
 # (bits:group), METHODS ["gptq dashq"], TRANSFORMS ["none:none hadamard:none none:closed
-# hadamard:closed"] (rotate:smooth), CHUNKS [24] evaluation windows.
+# hadamard:closed"] (rotate:smooth), CHUNKS [24] evaluation windows, ACT_BITS [0] (8: W·A8,
+# per-token activations in calibration and evaluation), APPEND=1 adds rows to OUT.
+# The HeRo-Q rows' own time is the transform_s column (hero: the learning step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -25,7 +27,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 build/dashq eval "$model" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --save-logits "$work/base" --quiet >/dev/null
 
-printf 'model\tbits\tgroup\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\tpeak_mb\n' >"$OUT.tmp"
+ACT=${ACT_BITS:-0}
+if [ -n "${APPEND:-}" ] && [ -s "$OUT" ]; then cp "$OUT" "$OUT.tmp"
+else printf 'model\tbits\tgroup\tact_bits\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\thero_err_ratio\thero_rho\tpeak_mb\n' >"$OUT.tmp"; fi
 for cfg in $CONFIGS; do
   bits=${cfg%%:*} group=${cfg##*:}
   for method in $METHODS; do
@@ -33,13 +37,15 @@ for cfg in $CONFIGS; do
       rot=${tr%%:*} smo=${tr##*:}
       log="$work/log"
       /usr/bin/time -f 'peak_kb %M wall %e' build/dashq quantize "$model" --method "$method" --bits "$bits" \
-        --group "$group" --calib "$calib" --nsamples "$NS" --seqlen "$SL" --seed 0 --rotate "$rot" --smooth "$smo" \
+        --group "$group" --calib "$calib" --nsamples "$NS" --seqlen "$SL" --seed 0 --rotate "$rot" --smooth "$smo" --act-bits "$ACT" \
         -o "$work/q" >"$log" 2>&1 || { tail -3 "$log" >&2; exit 1; }
       js=$(build/dashq eval "$work/q" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --kld "$work/base" --json --quiet | head -1)
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$bits" "$group" "$NS" "$method" "$rot" "$smo" \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$bits" "$group" "$ACT" "$NS" "$method" "$rot" "$smo" \
         "$(sed 's/.*"kld": *\([0-9.e-]*\).*/\1/' <<<"$js")" "$(sed 's/.*"same_top": *\([0-9.]*\).*/\1/' <<<"$js")" \
         "$(sed 's/.*"perplexity": *\([0-9.]*\).*/\1/' <<<"$js")" "$(sed -n 's/^peak_kb [0-9]* wall \([0-9.]*\)/\1/p' "$log")" \
         "$(sed -n 's/^transform: .*: \([0-9.]*\) s.*/\1/p' "$log")" \
+        "$(sed -n 's/^hero: RTN error in the Hessian norm x\([0-9.]*\) .*/\1/p' "$log")" \
+        "$(sed -n 's/^hero: .* Hessians \([0-9.]* -> [0-9.]*\) .*/\1/p' "$log")" \
         "$(( $(sed -n 's/^peak_kb \([0-9]*\).*/\1/p' "$log") / 1024 ))" | tee -a "$OUT.tmp"
       rm -rf "$work/q"
     done

@@ -80,6 +80,7 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
     t->hero_beta = p->hero_beta > 0 ? p->hero_beta : 0.1f;
     t->hero_steps = p->hero_steps > 0 ? p->hero_steps : 40;
     t->hero_lr = 0.05f;
+    t->hero_rows = 128;
     t->n_threads = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
     t->progress = p->progress;
     if (dq_transform_active(t)) j->po.prepare = dq_transform_prepare, j->po.prepare_user = t;

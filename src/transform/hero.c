@@ -16,7 +16,8 @@
  * rescale moves neither term). Gradients: ρ by the eigenvector of a warm-
  * started power iteration (∂λ/∂u_j = −2λv_j²); E with rounding passed straight
  * through and the group step's dependence on its extreme weights kept (as
- * LSQ / OmniQuant do). Adam on u, mean(u) held at 0, the best iterate kept:
+ * LSQ / OmniQuant do), E measured on at most hero_rows (128) evenly spaced
+ * rows of the stacked readers. Adam on u, mean(u) held at 0, the best iterate kept:
  * J never ends above J(0) = 1 + β, i.e. the identity. Blocks go in order on
  * the full-precision model (its outputs do not depend on the scales), one
  * block's windows in memory. */
@@ -203,8 +204,11 @@ static void observe(void *ctx, const dq_tap_data *d) {
     }
 }
 
-/* Rows of every linear reading tap in block l, stacked (rows, n). */
-static float *stack_readers(const dq_model *m, int l, dq_tap tap, int *rows) {
+/* Rows of every linear reading tap in block l, stacked (rows, n); at most
+ * cap of them (0: all), evenly spaced over the stack: the objective's cost is
+ * rows·n² per step, and down_proj alone (SmolLM2: 576 x 1536²) would make it
+ * ~6 TFLOP for 40 steps over 30 blocks. */
+static float *stack_readers(const dq_model *m, int l, dq_tap tap, int cap, int *rows) {
     dq_tap_data d = dq_tap_make(l, tap, NULL, 0, 0);
     int total = 0, n = 0;
     for (int i = 0; i < d.n_sites; i++) {
@@ -219,6 +223,11 @@ static float *stack_readers(const dq_model *m, int l, dq_tap tap, int *rows) {
         memcpy(W + (size_t)at * n, dq_site_data(m, l, d.sites[i]), (size_t)r * c * sizeof *W);
         at += r;
     }
+    if (W && cap > 0 && total > cap) {
+        for (int k = 0; k < cap; k++) /* row k·total/cap ≥ k: moving forward never overwrites a row still needed */
+            memmove(W + (size_t)k * n, W + ((size_t)k * total / cap) * n, (size_t)n * sizeof *W);
+        total = cap;
+    }
     *rows = total;
     return W;
 }
@@ -226,7 +235,7 @@ static float *stack_readers(const dq_model *m, int l, dq_tap tap, int *rows) {
 static dq_status learn_tap(dq_model *m, int l, dq_tap tap, const hess_ctx *h, const dq_transform_opts *o,
                            dq_hero_stats *r, dq_error *err) {
     int k = slot_of(tap), n = h->n[k], rows;
-    float *W = stack_readers(m, l, tap, &rows), *H = malloc((size_t)n * n * sizeof *H);
+    float *W = stack_readers(m, l, tap, o->hero_rows, &rows), *H = malloc((size_t)n * n * sizeof *H);
     size_t rn = (size_t)rows * n;
     problem p = {.n = n, .rows = rows, .group = o->group, .maxq = (1 << o->bits) - 1, .W = W, .H = H, .nt = o->n_threads,
                  .Wp = malloc(rn * sizeof(float)), .D = malloc(rn * sizeof(float)), .G = malloc(rn * sizeof(float)),

@@ -46,7 +46,7 @@ typedef struct dq_transform_opts {
      * per row), the weight β of the spectral term, Adam steps and rate */
     int bits, group;
     float hero_beta, hero_lr;
-    int hero_steps;
+    int hero_steps, hero_rows; /* rows of the stacked readers the objective measures (0: all) */
     uint64_t seed;                    /* of the random signs / matrices */
     int n_threads;
     dq_progress progress;             /* stage "transform": one unit per calibration window of the statistics */

@@ -57,6 +57,13 @@ for spec in dashq:Q4_0 dashq:Q4_1 gptq:Q5_0 gptq:Q5_1 dashq:Q8_0 gptq:Q2_K dashq
     -o "$WORK/q.gguf" --quiet -t 2 >/dev/null
   check "$WORK/q.gguf" 0 "gut6l $method $type"
 done
+# Rotated (R1, R2 folded in, norms ones, head untied) and smoothed models are
+# plain Llama files to llama.cpp: exact on Q8_0, sane on Q4_K_M (issue #17)
+"$DQ" quantize "$M" --method rtn --format gguf --type Q8_0 --rotate hadamard -o "$WORK/q.gguf" --quiet -t 2 >/dev/null
+check "$WORK/q.gguf" 1 "gut6l hadamard Q8_0"
+"$DQ" quantize "$M" --method gptq --calib "$C" --nsamples 8 --seqlen 128 --format gguf --type Q4_K_M --rotate hadamard \
+  --smooth hero --hero-steps 10 -o "$WORK/q.gguf" --quiet -t 2 >/dev/null
+check "$WORK/q.gguf" 0 "gut6l gptq+hadamard+hero Q4_K_M"
 # Llama-3 RoPE scaling (rope_freqs.weight): gut6l-hf with a llama3 rope_scaling
 # block (factor 8 over an original context of 64, so it changes the model)
 L3=$WORK/gut6l-llama3
