@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/forward.h"
+#include "transform/block_stats.h"
 #include "transform/fold.h"
 #include "util/error.h"
 #include "util/progress.h"
@@ -167,75 +167,12 @@ static void learn(problem *p, const dq_transform_opts *o, double *u, dq_hero_sta
     free(m1), free(m2), free(gE), free(gR), free(best);
 }
 
-/* ---- the calibration side: block inputs' Hessians, block by block ---- */
+/* ---- per block: learn each input's scales from its Hessian ---- */
 
-static const dq_tap LEARNED[] = {DQ_TAP_ATTN_IN, DQ_TAP_FFN_IN, DQ_TAP_FFN_HIDDEN};
-enum { N_LEARNED = 3 };
-
-typedef struct {
-    int n[N_LEARNED];
-    double *sum[N_LEARNED]; /* (n, n) Σ x xᵀ */
-    size_t tokens;
-    int nt;
-} hess_ctx;
-
-static int slot_of(dq_tap t) { return t == DQ_TAP_ATTN_IN ? 0 : t == DQ_TAP_FFN_IN ? 1 : 2; }
-
-static bool want(void *ctx, int layer, dq_tap tap) {
-    (void)ctx, (void)layer;
-    return tap == DQ_TAP_ATTN_IN || tap == DQ_TAP_FFN_IN || tap == DQ_TAP_FFN_HIDDEN;
-}
-
-static void observe(void *ctx, const dq_tap_data *d) {
-    hess_ctx *h = ctx;
-    int k = slot_of(d->tap), n = d->cols;
-    double *S = h->sum[k];
-    if (k == 0) h->tokens += (size_t)d->T;
-    /* Σ x xᵀ (all of it) by row tiles, one single-threaded sgemm each, added in double */
-    int tiles = (n + TILE - 1) / TILE;
-#pragma omp parallel for num_threads(h->nt) schedule(static)
-    for (int t = 0; t < tiles; t++) {
-        int r0 = t * TILE, nr = n - r0 < TILE ? n - r0 : TILE;
-        float *tmp = malloc((size_t)nr * n * sizeof *tmp);
-        if (!tmp) continue; /* counted as no curvature: the scales stay 1 there */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, n, d->T, 1.0f, d->x + r0, n, d->x, n, 0.0f, tmp, n);
-        for (size_t k2 = 0; k2 < (size_t)nr * n; k2++) S[(size_t)r0 * n + k2] += tmp[k2];
-        free(tmp);
-    }
-}
-
-/* Rows of every linear reading tap in block l, stacked (rows, n); at most
- * cap of them (0: all), evenly spaced over the stack: the objective's cost is
- * rows·n² per step, and down_proj alone (SmolLM2: 576 x 1536²) would make it
- * ~6 TFLOP for 40 steps over 30 blocks. */
-static float *stack_readers(const dq_model *m, int l, dq_tap tap, int cap, int *rows) {
-    dq_tap_data d = dq_tap_make(l, tap, NULL, 0, 0);
-    int total = 0, n = 0;
-    for (int i = 0; i < d.n_sites; i++) {
-        int r, c;
-        dq_site_shape(d.sites[i], &m->cfg, &r, &c);
-        total += r, n = c;
-    }
-    float *W = malloc((size_t)total * n * sizeof *W);
-    for (int i = 0, at = 0; W && i < d.n_sites; i++) {
-        int r, c;
-        dq_site_shape(d.sites[i], &m->cfg, &r, &c);
-        memcpy(W + (size_t)at * n, dq_site_data(m, l, d.sites[i]), (size_t)r * c * sizeof *W);
-        at += r;
-    }
-    if (W && cap > 0 && total > cap) {
-        for (int k = 0; k < cap; k++) /* row k·total/cap ≥ k: moving forward never overwrites a row still needed */
-            memmove(W + (size_t)k * n, W + ((size_t)k * total / cap) * n, (size_t)n * sizeof *W);
-        total = cap;
-    }
-    *rows = total;
-    return W;
-}
-
-static dq_status learn_tap(dq_model *m, int l, dq_tap tap, const hess_ctx *h, const dq_transform_opts *o,
-                           dq_hero_stats *r, dq_error *err) {
-    int k = slot_of(tap), n = h->n[k], rows;
-    float *W = stack_readers(m, l, tap, o->hero_rows, &rows), *H = malloc((size_t)n * n * sizeof *H);
+static dq_status learn_input(dq_model *m, int l, int k, const float *H, dq_transform_opts *o, dq_error *err) {
+    dq_tap tap = DQ_BS_TAPS[k];
+    int rows, n = k == DQ_BS_FFN_HIDDEN ? m->cfg.hidden_dim : m->cfg.dim;
+    float *W = dq_stack_readers(m, l, tap, o->hero_rows, &rows);
     size_t rn = (size_t)rows * n;
     problem p = {.n = n, .rows = rows, .group = o->group, .maxq = (1 << o->bits) - 1, .W = W, .H = H, .nt = o->n_threads,
                  .Wp = malloc(rn * sizeof(float)), .D = malloc(rn * sizeof(float)), .G = malloc(rn * sizeof(float)),
@@ -243,51 +180,31 @@ static dq_status learn_tap(dq_model *m, int l, dq_tap tap, const hess_ctx *h, co
                  .hv = malloc((size_t)n * sizeof(double))};
     double *u = malloc((size_t)n * sizeof *u);
     float *s = malloc((size_t)n * sizeof *s);
-    dq_status st = W && H && p.Wp && p.D && p.G && p.eps && p.v && p.hv && u && s
+    dq_status st = W && p.Wp && p.D && p.G && p.eps && p.v && p.hv && u && s
                        ? DQ_OK
                        : dq_fail(err, DQ_ERR_NOMEM, "block %d: out of memory for HeRo-Q's scales", l);
     if (!st) {
-        double inv = h->tokens ? 1.0 / (double)h->tokens : 0;
-        for (size_t i = 0; i < (size_t)n * n; i++) H[i] = (float)(h->sum[k][i] * inv);
-        learn(&p, o, u, r);
+        learn(&p, o, u, &o->hero);
         for (int j = 0; j < n; j++) s[j] = (float)exp(u[j]);
         st = dq_scale_inputs(m, l, tap, s, err);
     }
-    free(W), free(H), free(p.Wp), free(p.D), free(p.G), free(p.eps), free(p.v), free(p.hv), free(u), free(s);
+    free(W), free(p.Wp), free(p.D), free(p.G), free(p.eps), free(p.v), free(p.hv), free(u), free(s);
+    return st;
+}
+
+static dq_status smooth_block(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_COUNT], dq_error *err) {
+    dq_transform_opts *o = ctx;
+    dq_status st = DQ_OK;
+    for (int k = 0; !st && k < DQ_BS_COUNT; k++) st = learn_input(m, layer, k, H[k], o, err);
     return st;
 }
 
 dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
-    const dq_config *c = &m->cfg;
-    size_t hs = (size_t)cs->n * cs->len * c->dim;
-    float *X = malloc(hs * sizeof *X);
-    hess_ctx h = {.n = {c->dim, c->dim, c->hidden_dim}, .nt = o->n_threads};
-    for (int k = 0; k < N_LEARNED; k++) h.sum[k] = malloc((size_t)h.n[k] * h.n[k] * sizeof(double));
-    dq_session *s = NULL;
-    dq_status st = X && h.sum[0] && h.sum[1] && h.sum[2] ? dq_session_new(m, cs->len, cs->len, o->n_threads, &s, err)
-                                                         : dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q");
-    for (size_t i = 0; !st && i < (size_t)cs->n * cs->len; i++) {
-        int32_t t = cs->tokens[i];
-        if (t < 0 || t >= c->vocab_size) st = dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", t);
-        else memcpy(X + i * c->dim, m->tok_embeddings + (size_t)t * c->dim, (size_t)c->dim * sizeof *X);
-    }
     memset(&o->hero, 0, sizeof o->hero);
-    dq_taps taps = {want, observe, &h};
-    for (int l = 0; !st && l < c->n_layers; l++) {
-        for (int k = 0; k < N_LEARNED; k++) memset(h.sum[k], 0, (size_t)h.n[k] * h.n[k] * sizeof(double));
-        h.tokens = 0;
-        /* the windows through block l: its inputs' Hessians, and its outputs for block l+1 */
-        for (int w = 0; !st && w < cs->n; w++) st = dq_block_forward(s, l, X + (size_t)w * cs->len * c->dim, cs->len, &taps, err);
-        for (int k = 0; !st && k < N_LEARNED; k++) st = learn_tap(m, l, LEARNED[k], &h, o, &o->hero, err);
-        if (!st && !dq_progress_report(&o->progress, "transform", (size_t)l + 1, (size_t)c->n_layers, err))
-            st = DQ_ERR_CANCELLED;
-    }
+    dq_status st = dq_block_hessians(m, cs, true, o->n_threads, &o->progress, smooth_block, o, err);
     if (o->hero.n) {
         o->hero.err_ratio /= o->hero.n;
         o->hero.rho_before /= o->hero.n, o->hero.rho_after /= o->hero.n;
     }
-    dq_session_free(s);
-    free(X);
-    for (int k = 0; k < N_LEARNED; k++) free(h.sum[k]);
     return st;
 }
