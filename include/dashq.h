@@ -238,7 +238,8 @@ typedef struct {
     /* Function-preserving transforms folded into the weights before any
      * statistic (issue #17; dq_quantize_transforms() lists them): */
     const char *rotate;    /* "none" (or NULL), "hadamard" (QuaRot's random Hadamard R1 on the residual stream
-                              and R2 per head), "random" (Haar-random R1, R2); unties a tied head */
+                              and R2 per head), "random" (Haar-random R1, R2), "hero" (R1 learned from the
+                              Hadamard one against the RTN error; needs calib); unties a tied head */
     const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
@@ -292,6 +293,7 @@ typedef struct {
      * Hessian norm learned/identity, λ_max/mean of the input Hessian before, after */
     double hero_err_ratio, hero_rho_before, hero_rho_after;
     int hero_inputs;
+    double hero_rot_err_ratio; /* rotate hero: its objective (mean RTN error in the Hessian norm) learned / start */
     double mean_rel_err;
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;

@@ -66,6 +66,8 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
     t->smooth = dq_smoothing_find(p->smooth ? p->smooth : "none");
     if (!t->rotate) return dq_fail(err, DQ_ERR_ARG, "unknown rotation %s (%s)", p->rotate, dq_rotation_names());
     if (!t->smooth) return dq_fail(err, DQ_ERR_ARG, "unknown smoothing %s (%s)", p->smooth, dq_smoothing_names());
+    if (t->rotate->learn && !p->calib)
+        return dq_fail(err, DQ_ERR_ARG, "rotation %s needs a calibration text (--calib FILE)", t->rotate->name);
     if (t->smooth->needs_calib && !p->calib)
         return dq_fail(err, DQ_ERR_ARG, "smoothing %s needs a calibration text (--calib FILE)", t->smooth->name);
     if ((p->act_bits && (p->act_bits < 4 || p->act_bits > 8)) || (p->act_group && (p->act_group < 8 || p->act_group > 4096)))
@@ -80,6 +82,7 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
     t->hero_beta = p->hero_beta > 0 ? p->hero_beta : 0.1f;
     t->hero_steps = p->hero_steps > 0 ? p->hero_steps : 40;
     t->hero_lr = 0.05f;
+    t->hero_rot_lr = 0.2f;
     t->hero_rows = 128;
     t->n_threads = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
     t->progress = p->progress;
@@ -205,6 +208,7 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->hero_rho_before = j->tr.hero.rho_before;
     rep->hero_rho_after = j->tr.hero.rho_after;
     rep->hero_inputs = j->tr.hero.n;
+    rep->hero_rot_err_ratio = j->tr.hero.rot_err_ratio;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
     return DQ_OK;

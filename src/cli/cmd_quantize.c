@@ -155,6 +155,8 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     if ((o->p.rotate && strcmp(o->p.rotate, "none")) || (o->p.smooth && strcmp(o->p.smooth, "none")))
         printf("transform: rotate %s, smooth %s: %.2f s (rotations orthogonal to %.1e)\n",
                o->p.rotate ? o->p.rotate : "none", o->p.smooth ? o->p.smooth : "none", r->t_transform, r->orth_err);
+    if (r->hero_rot_err_ratio > 0)
+        printf("hero rotation: RTN error in the Hessian norm x%.3f of the starting rotation's\n", r->hero_rot_err_ratio);
     if (r->hero_rho_before > 0)
         printf("hero: RTN error in the Hessian norm x%.3f of the identity's, lambda_max/mean of the inputs' Hessians "
                "%.2f -> %.2f (means over %d inputs)\n", r->hero_err_ratio, r->hero_rho_before, r->hero_rho_after,

@@ -200,7 +200,6 @@ static dq_status smooth_block(void *ctx, dq_model *m, int layer, float *const H[
 }
 
 dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
-    memset(&o->hero, 0, sizeof o->hero);
     dq_status st = dq_block_hessians(m, cs, true, o->n_threads, &o->progress, smooth_block, o, err);
     if (o->hero.n) {
         o->hero.err_ratio /= o->hero.n;

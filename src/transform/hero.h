@@ -12,5 +12,7 @@ dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts 
  * symmetric), by `iters` power iterations from v (n, unit; left at the
  * eigenvector estimate); tmp: n doubles; grad (n, may be NULL): ∂ρ/∂u =
  * 2ρ(diag(H_u)/tr(H_u) − v²), exact once v is the top eigenvector. */
+/* The learned residual rotation (hero_rotate.c), a dq_rotation_info.learn. */
+dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 double dq_hero_rho(const float *H, int n, const double *u, double *v, double *tmp, int iters, double *grad);
 #endif

@@ -23,10 +23,17 @@ static void smoothquant_scales(const float *amax, const float *wmax, int w, floa
     }
 }
 
+/* HeRo-Q's starting point: the random Hadamard rotation where one exists. */
+static dq_status hadamard_or_random(int n, uint64_t seed, float *Q, dq_error *err) {
+    return dq_hadamard_exists(n) ? dq_random_hadamard(n, seed, Q, err) : dq_random_orthogonal(n, seed, Q, err);
+}
+
 const dq_rotation_info DQ_ROTATIONS[] = {
-    {"none", "no rotation", NULL},
-    {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard},
-    {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal},
+    {"none", "no rotation", NULL, NULL},
+    {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard, NULL},
+    {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL},
+    {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", hadamard_or_random,
+     dq_hero_learn_rotation},
 };
 const int DQ_N_ROTATIONS = sizeof DQ_ROTATIONS / sizeof DQ_ROTATIONS[0];
 
@@ -86,11 +93,24 @@ static dq_status make_rotation(const dq_transform_opts *o, int n, uint64_t seed,
     return st;
 }
 
-static dq_status rotate(dq_model *m, dq_transform_opts *o, dq_error *err) {
+/* A learned R must still be orthogonal (it left the manifold only by
+ * rounding): checked, as a made one is. */
+static dq_status learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *Q, dq_error *err) {
+    dq_status st = o->rotate->learn(m, cs, o, Q, err);
+    double e = st ? 0 : dq_orthogonality_error(Q, m->cfg.dim);
+    if (!st && !(e <= 1e-4))
+        st = dq_fail(err, DQ_ERR_NUMERIC, "the learned %s rotation is %g away from orthogonal (max |QᵀQ - I|, 1e-4 "
+                     "allowed): refused rather than change the model", o->rotate->name, e);
+    o->orth_err = fmax(o->orth_err, e);
+    return st;
+}
+
+static dq_status rotate(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
     float *Q = NULL, *P = NULL;
     dq_status st = make_rotation(o, m->cfg.dim, o->seed, &Q, &o->orth_err, err);
     if (!st) st = make_rotation(o, m->cfg.head_dim, o->seed ^ 0x5eedu, &P, &o->orth_err, err);
     if (!st) st = dq_fold_norms(m, err);
+    if (!st && o->rotate->learn) st = learn_rotation(m, cs, o, Q, err);
     if (!st) st = dq_rotate_residual(m, Q, o->n_threads, err);
     for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_rotate_heads(m, l, P, err);
     free(Q);
@@ -189,7 +209,8 @@ dq_status dq_transform_model(dq_model *m, const dq_calib_set *cs, dq_transform_o
     double t0 = dq_now();
     o->orth_err = 0;
     dq_status st = DQ_OK;
-    if (rotates(o)) st = rotate(m, o, err);
+    memset(&o->hero, 0, sizeof o->hero);
+    if (rotates(o)) st = rotate(m, cs, o, err);
     if (!st && smooths(o)) st = o->smooth->run(m, cs, o, err);
     o->seconds = dq_now() - t0;
     return st;

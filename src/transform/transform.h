@@ -11,14 +11,16 @@
 #include "calib/calib_data.h"
 #include "model/model.h"
 
+struct dq_transform_opts;
 typedef struct {
     const char *name;
     const char *help;
     /* Q (n x n), orthogonal; NULL: no rotation */
     dq_status (*make)(int n, uint64_t seed, float *Q, dq_error *err);
+    /* NULL, or: the residual rotation R (dim x dim, made by make) improved
+     * in place on the calibration windows, the model's norms already folded */
+    dq_status (*learn)(dq_model *m, const dq_calib_set *cs, struct dq_transform_opts *o, float *R, dq_error *err);
 } dq_rotation_info;
-
-struct dq_transform_opts;
 typedef struct {
     const char *name;
     const char *help;
@@ -32,6 +34,7 @@ typedef struct {
     int n;             /* inputs learned (3 per block) */
     double err_ratio;  /* RTN output error in the Hessian norm, learned / identity (≤ 1) */
     double rho_before, rho_after; /* λ_max / mean eigenvalue of the input Hessian, before and after */
+    double rot_err_ratio; /* learned rotation: its objective (mean RTN error ratio) against the starting rotation's 1 */
 } dq_hero_stats;
 
 extern const dq_rotation_info DQ_ROTATIONS[];
@@ -45,7 +48,7 @@ typedef struct dq_transform_opts {
     /* HeRo-Q: the quantizer's grid its objective rounds to (bits; group, -1
      * per row), the weight β of the spectral term, Adam steps and rate */
     int bits, group;
-    float hero_beta, hero_lr;
+    float hero_beta, hero_lr, hero_rot_lr;
     int hero_steps, hero_rows; /* rows of the stacked readers the objective measures (0: all) */
     uint64_t seed;                    /* of the random signs / matrices */
     int n_threads;

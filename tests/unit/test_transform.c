@@ -113,13 +113,15 @@ static double transform_error(const char *path, const char *rot, const char *smo
     float *before = logits_of(m, cs.tokens, cs.len, 2);
     dq_transform_opts o = {.rotate = dq_rotation_find(rot), .smooth = dq_smoothing_find(smo), .alpha = 0.5f,
                            .seed = 11, .n_threads = nt, .bits = 3, .group = 32, .hero_beta = 0.1f, .hero_lr = 0.05f,
-                           .hero_steps = 10};
+                           .hero_rot_lr = 0.2f, .hero_steps = 10};
     assert_non_null(o.rotate);
     assert_non_null(o.smooth);
     dq_error err = {0};
     if (dq_transform_model(m, &cs, &o, &err)) fail_msg("%s %s/%s: %s", path, rot, smo, err.msg);
     assert_true(o.orth_err < 1e-5);
     if (dq_transform_unties(&o)) assert_false(m->cfg.tied_embeddings);
+    if (!strcmp(rot, "hero")) /* the best iterate: never above the starting rotation */
+        assert_true(o.hero.rot_err_ratio > 0 && o.hero.rot_err_ratio <= 1.0);
     if (!strcmp(smo, "hero")) { /* the best iterate: never above the identity's objective */
         assert_int_equal(o.hero.n, 3 * m->cfg.n_layers);
         assert_true(o.hero.err_ratio > 0 && o.hero.err_ratio + 0.1 * o.hero.rho_after / o.hero.rho_before <= 1.1 + 1e-9);
@@ -140,10 +142,10 @@ static void test_function_preserved(void **st) {
     const char *models[] = {tu_fixture("llama3-tiny"), tu_fixture("qwen2-tiny"), tu_shared("models/stories260K/stories260K.bin"),
                             tu_shared("models/gut6l-hf")};
     const char *rs[][2] = {{"hadamard", "none"}, {"random", "none"}, {"none", "closed"}, {"hadamard", "closed"},
-                           {"none", "hero"}, {"random", "hero"}};
+                           {"none", "hero"}, {"random", "hero"}, {"hero", "none"}, {"hero", "hero"}};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
-            if (!strcmp(rs[k][0], "hadamard") && strstr(models[i], "tiny")) {
+            if ((!strcmp(rs[k][0], "hadamard") || !strcmp(rs[k][0], "hero")) && strstr(models[i], "tiny")) {
                 dq_model *m = tu_model(models[i]);
                 bool ok = dq_hadamard_exists(m->cfg.dim) && dq_hadamard_exists(m->cfg.head_dim);
                 dq_model_free(m);
@@ -160,8 +162,8 @@ static void test_threads(void **st) {
     (void)st;
     dq_model *a, *b;
     const char *path = tu_shared("models/gut6l-hf");
-    transform_error(path, "hadamard", "hero", 1, &a);
-    transform_error(path, "hadamard", "hero", 2, &b);
+    transform_error(path, "hero", "hero", 1, &a);
+    transform_error(path, "hero", "hero", 2, &b);
     for (int l = 0; l < a->cfg.n_layers; l++)
         for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
             const dq_site *s = &DQ_SITES[k];
@@ -222,7 +224,7 @@ static void test_cli(void **st) {
         {"tr-packed", "--method rtn --bits 8 --group 64 --rotate hadamard"},
         {"tr-packed-smooth", "--method gptq --bits 8 --group 64 --rotate random --smooth closed --smooth-alpha 0.6"},
         {"tr.gguf", "--method rtn --format gguf --type Q8_0 --rotate hadamard --smooth closed"},
-        {"tr-hero", "--method gptq --bits 8 --group 64 --rotate hadamard --smooth hero --hero-steps 8"},
+        {"tr-hero", "--method gptq --bits 8 --group 64 --rotate hero --smooth hero --hero-steps 8"},
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         snprintf(cmd, sizeof cmd,
@@ -240,6 +242,11 @@ static void test_cli(void **st) {
                                        "the inputs' Hessians %lf -> %lf", &ratio, &rho0, &rho1), 3);
             printf("hero: error ratio %.3f, lambda_max/mean %.2f -> %.2f\n", ratio, rho0, rho1);
             assert_true(ratio < 1 && rho1 < rho0);
+            const char *hr = strstr(out, "hero rotation: RTN error in the Hessian norm x");
+            assert_non_null(hr);
+            double rot = atof(hr + strlen("hero rotation: RTN error in the Hessian norm x"));
+            printf("hero rotation: error ratio %.3f\n", rot);
+            assert_true(rot > 0 && rot < 1);
         }
         printf("%-18s %s: KLD %.2e\n", runs[i][0], runs[i][1], k);
         if (!(k < 1e-3)) fail_msg("%s: KLD %g to the original", runs[i][1], k);
@@ -251,9 +258,10 @@ static void test_cli(void **st) {
     assert_non_null(strstr(cfg, "\"alpha\":\t0.6"));
     free(cfg);
     const char *bad[][2] = {
-        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random)"},
+        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, hero)"},
         {"--method rtn --smooth max", "unknown smoothing max (none, closed, hero)"},
         {"--method rtn --smooth closed", "smoothing closed needs a calibration text (--calib FILE)"},
+        {"--method rtn --rotate hero", "rotation hero needs a calibration text (--calib FILE)"},
         {"--method rtn --smooth closed --smooth-alpha 2", "--smooth-alpha"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
