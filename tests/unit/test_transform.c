@@ -257,6 +257,11 @@ static void test_cli(void **st) {
     assert_non_null(strstr(cfg, "\"smooth\":\t\"closed\""));
     assert_non_null(strstr(cfg, "\"alpha\":\t0.6"));
     free(cfg);
+    snprintf(cmd, sizeof cmd, "%s quantize %s --method dashq --bits 4 --group 64 --rotate hadamard --calib %s "
+             "--nsamples 2 --seqlen 64 -o %s --quiet 2>&1", DQ_CLI, model, calib, tu_tmp("tr-dashq"));
+    assert_int_equal(tu_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "a hadamard rotation before dashq's diagonal curvature"));
+    free(out);
     const char *bad[][2] = {
         {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, hero)"},
         {"--method rtn --smooth max", "unknown smoothing max (none, closed, hero)"},
