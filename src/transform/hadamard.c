@@ -83,8 +83,9 @@ dq_status dq_hadamard(int n, float *H, dq_error *err) {
                        "no Hadamard matrix of order %d here: orders are 2^k times one or two factors q+1 with q "
                        "a prime = 3 mod 4 (12, 20, 24, 44, 72, ...); use the random rotation for this width", n);
     int p2 = n / (m1 * m2), m = m1 * m2;
-    signed char *A = malloc((size_t)m1 * m1), *B = malloc((size_t)m2 * m2), *P = malloc((size_t)m * m);
-    signed char *C = malloc((size_t)n * n), *S = malloc((size_t)p2 * p2);
+    /* calloc: every entry is written below, but gcc -fsanitize cannot see it through kron() */
+    signed char *A = calloc((size_t)m1 * m1, 1), *B = calloc((size_t)m2 * m2, 1), *P = calloc((size_t)m * m, 1);
+    signed char *C = calloc((size_t)n * n, 1), *S = calloc((size_t)p2 * p2, 1);
     dq_status st = (A && B && P && C && S) ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory for a %d x %d Hadamard "
                                                                                  "matrix", n, n);
     if (!st) {
