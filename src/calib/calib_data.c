@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/model.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 #include "util/rng.h"
@@ -123,6 +124,17 @@ dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len,
     out->text_tokens = st.n;
     out->overlapping = (size_t)n * len > st.n;
     free(st.ids);
+    return DQ_OK;
+}
+
+dq_status dq_calib_embed(const dq_model *m, const dq_calib_set *cs, int w0, int nw, float *X, dq_error *err) {
+    int d = m->cfg.dim;
+    const int32_t *tok = cs->tokens + (size_t)w0 * cs->len;
+    for (size_t i = 0; i < (size_t)nw * cs->len; i++) {
+        if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
+            return dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", tok[i]);
+        memcpy(X + i * d, m->tok_embeddings + (size_t)tok[i] * d, (size_t)d * sizeof *X);
+    }
     return DQ_OK;
 }
 

@@ -20,4 +20,7 @@ typedef struct {
 dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len, uint64_t seed,
                         dq_calib_set *out, dq_error *err);
 void dq_calib_free(dq_calib_set *c);
+/* X (nw·len, dim) = m's token embeddings of windows [w0, w0 + nw) of cs; a
+ * token outside m's vocabulary is an error (DQ_ERR_ARG) naming it. */
+dq_status dq_calib_embed(const dq_model *m, const dq_calib_set *cs, int w0, int nw, float *X, dq_error *err);
 #endif

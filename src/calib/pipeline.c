@@ -520,13 +520,7 @@ static dq_status embed_windows(run_ctx *c, dq_error *err) {
     if (!dq_mul_size((size_t)cs->n * cs->len, (size_t)d * sizeof(float), &total) ||
         !(c->X = malloc(total)) || !(c->scratch = malloc((size_t)cs->len * d * sizeof(float))))
         return dq_fail(err, DQ_ERR_NOMEM, "out of memory for %d x %d calibration hidden states", cs->n, cs->len);
-    for (size_t i = 0; i < (size_t)cs->n * cs->len; i++) {
-        int32_t t = cs->tokens[i];
-        if (t < 0 || t >= c->m->cfg.vocab_size)
-            return dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", t);
-        memcpy(c->X + i * d, c->m->tok_embeddings + (size_t)t * d, (size_t)d * sizeof(float));
-    }
-    return DQ_OK;
+    return dq_calib_embed(c->m, cs, 0, cs->n, c->X, err);
 }
 
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,

@@ -64,7 +64,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
     o->p = dq_quantize_default_params();
     long bits = 4, group = 128, v = 0, ns = o->p.nsamples, sl = 0, seed = 0;
     bool bits_given = false;
-    double alpha = 0;
+    double x = 0; /* a float flag's value */
     int c, idx = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:", longs, &idx)) != -1) {
@@ -91,14 +91,14 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_ABITS: if (!dq_cli_int("--act-bits", optarg, 0, 8, &v)) return DQ_EXIT_ERROR; o->p.act_bits = (int)v; break;
         case O_AGROUP: if (!dq_cli_int("--act-group", optarg, 0, 4096, &v)) return DQ_EXIT_ERROR; o->p.act_group = (int)v; break;
         case O_HBETA:
-            if (!dq_cli_float("--hero-beta", optarg, 0.0001, 100, &alpha)) return DQ_EXIT_ERROR;
-            o->p.hero_beta = (float)alpha;
+            if (!dq_cli_float("--hero-beta", optarg, 0.0001, 100, &x)) return DQ_EXIT_ERROR;
+            o->p.hero_beta = (float)x;
             break;
         case O_HSTEPS: if (!dq_cli_int("--hero-steps", optarg, 1, 10000, &v)) return DQ_EXIT_ERROR; o->p.hero_steps = (int)v; break;
         case O_SMOOTH: o->p.smooth = optarg; break;
         case O_ALPHA:
-            if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &alpha)) return DQ_EXIT_ERROR;
-            o->p.smooth_alpha = (float)alpha;
+            if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &x)) return DQ_EXIT_ERROR;
+            o->p.smooth_alpha = (float)x;
             break;
         case 'o': o->out = optarg; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;

@@ -17,7 +17,8 @@ const dq_tap DQ_BS_TAPS[DQ_BS_COUNT] = {DQ_TAP_ATTN_IN, DQ_TAP_FFN_IN, DQ_TAP_FF
 typedef struct {
     int n[DQ_BS_COUNT];
     double *sum[DQ_BS_COUNT]; /* (n, n) Σ x xᵀ; NULL: not collected */
-    float *tiles;             /* nt x TILE x max n */
+    float *tiles;             /* nt x TILE x nmax */
+    int nmax;                 /* the widest input: each thread's tile stride */
     size_t tokens;
     int nt;
 } hess_ctx;
@@ -45,7 +46,7 @@ static void observe(void *ctx, const dq_tap_data *d) {
 #pragma omp parallel for num_threads(h->nt) schedule(static)
     for (int t = 0; t < tiles; t++) {
         int r0 = t * TILE, nr = n - r0 < TILE ? n - r0 : TILE;
-        float *tmp = h->tiles + (size_t)omp_get_thread_num() * TILE * h->n[DQ_BS_FFN_HIDDEN];
+        float *tmp = h->tiles + (size_t)omp_get_thread_num() * TILE * h->nmax;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, n, d->T, 1.0f, d->x + r0, n, d->x, n, 0.0f, tmp, n);
         for (size_t i = 0; i < (size_t)nr * n; i++) S[(size_t)r0 * n + i] += tmp[i];
     }
@@ -55,8 +56,7 @@ dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, in
                             dq_block_hessian_fn fn, void *ctx, dq_error *err) {
     const dq_config *c = &m->cfg;
     int nmax = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
-    hess_ctx h = {.n = {c->dim, c->dim, nmax}, .nt = nt};
-    h.n[DQ_BS_FFN_HIDDEN] = c->hidden_dim;
+    hess_ctx h = {.n = {c->dim, c->dim, c->hidden_dim}, .nmax = nmax, .nt = nt};
     float *X = malloc((size_t)cs->n * cs->len * c->dim * sizeof *X), *H[DQ_BS_COUNT] = {0};
     h.tiles = malloc((size_t)nt * TILE * nmax * sizeof *h.tiles);
     bool ok = X && h.tiles;
@@ -69,12 +69,7 @@ dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, in
     dq_session *s = NULL;
     dq_status st = ok ? dq_session_new(m, cs->len, cs->len, nt, &s, err)
                       : dq_fail(err, DQ_ERR_NOMEM, "out of memory for the block inputs' Hessians");
-    for (size_t i = 0; !st && i < (size_t)cs->n * cs->len; i++) {
-        int32_t t = cs->tokens[i];
-        if (t < 0 || t >= c->vocab_size)
-            st = dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", t);
-        else memcpy(X + i * c->dim, m->tok_embeddings + (size_t)t * c->dim, (size_t)c->dim * sizeof *X);
-    }
+    if (!st) st = dq_calib_embed(m, cs, 0, cs->n, X, err);
     dq_taps taps = {want, observe, &h};
     for (int l = 0; !st && l < c->n_layers; l++) {
         for (int k = 0; k < DQ_BS_COUNT; k++)

@@ -21,12 +21,8 @@ const dq_site *dq_norm_of_tap(dq_tap tap) {
     }
 }
 
-/* The linears reading tap in block `layer` (the head for DQ_TAP_HEAD_IN). */
+/* The linears reading tap (the head for DQ_TAP_HEAD_IN), from the site table. */
 static int readers(dq_tap tap, const dq_site **out) {
-    if (tap == DQ_TAP_HEAD_IN) {
-        out[0] = &DQ_SITES[DQ_SITE_OUTPUT];
-        return 1;
-    }
     dq_tap_data d = dq_tap_make(0, tap, NULL, 0, 0);
     memcpy(out, d.sites, (size_t)d.n_sites * sizeof *out);
     return d.n_sites;

@@ -42,7 +42,6 @@ typedef struct {
     const float *W; /* (rows, n) */
     const float *H; /* (n, n) mean input Hessian */
     float *Wp, *D, *G; /* scratch (rows, n): W Λ, W − Ŵ, D H */
-    float *eps;        /* (rows, n) rounding residual of the current forward */
     double *v, *hv;    /* (n) power-iteration vector */
     int nt;
 } problem;
@@ -57,18 +56,12 @@ static double quant_error(problem *p, const double *u, double *grad) {
     for (int i = 0; i < p->rows; i++)
         for (int c0 = 0; c0 < n; c0 += g) {
             int c1 = c0 + g < n ? c0 + g : n;
-            float lo = 0, hi = 0;
+            float *wp = p->Wp + (size_t)i * n;
+            for (int j = c0; j < c1; j++) wp[j] = p->W[(size_t)i * n + j] * (float)s[j];
+            dq_rtn_group q = dq_rtn_group_of(wp + c0, c1 - c0, p->maxq);
             for (int j = c0; j < c1; j++) {
-                float w = p->W[(size_t)i * n + j] * (float)s[j];
-                p->Wp[(size_t)i * n + j] = w;
-                lo = fminf(lo, w), hi = fmaxf(hi, w);
-            }
-            float step = hi > lo ? (hi - lo) / (float)p->maxq : 1.0f, zero = rintf(-lo / step);
-            for (int j = c0; j < c1; j++) {
-                float w = p->Wp[(size_t)i * n + j], q = fminf(fmaxf(rintf(w / step) + zero, 0), (float)p->maxq);
-                float e = q - zero - w / step; /* rounding residual, in steps */
-                p->eps[(size_t)i * n + j] = e;
-                p->D[(size_t)i * n + j] = -step * e / (float)s[j];
+                float e = dq_rtn_code(&q, wp[j], p->maxq) - q.zero - wp[j] / q.step; /* rounding residual, in steps */
+                p->D[(size_t)i * n + j] = -q.step * e / (float)s[j];
             }
         }
     /* G = D H by fixed row tiles (the same at any thread count); E = Σ D∘G */
@@ -87,22 +80,16 @@ static double quant_error(problem *p, const double *u, double *grad) {
         memset(grad, 0, (size_t)n * sizeof *grad);
         for (int i = 0; i < p->rows; i++)
             for (int c0 = 0; c0 < n; c0 += g) {
-                int c1 = c0 + g < n ? c0 + g : n, jlo = -1, jhi = -1;
-                float lo = 0, hi = 0;
+                int c1 = c0 + g < n ? c0 + g : n;
+                dq_rtn_group q = dq_rtn_group_of(p->Wp + (size_t)i * n + c0, c1 - c0, p->maxq);
                 double dstep = 0; /* ∂E/∂step of the group */
-                for (int j = c0; j < c1; j++) {
-                    float w = p->Wp[(size_t)i * n + j];
-                    if (w < lo) lo = w, jlo = j;
-                    if (w > hi) hi = w, jhi = j;
-                }
-                float step = hi > lo ? (hi - lo) / (float)p->maxq : 1.0f;
                 for (int j = c0; j < c1; j++) {
                     double gij = 2.0 * p->G[(size_t)i * n + j], d = p->D[(size_t)i * n + j];
                     grad[j] += gij * -d;
-                    dstep += gij * d / step;
+                    dstep += gij * d / q.step;
                 }
-                if (jhi >= 0) grad[jhi] += dstep * hi / p->maxq;
-                if (jlo >= 0) grad[jlo] -= dstep * lo / p->maxq;
+                if (q.jhi >= 0) grad[c0 + q.jhi] += dstep * q.hi / p->maxq;
+                if (q.jlo >= 0) grad[c0 + q.jlo] -= dstep * q.lo / p->maxq;
             }
     }
     free(s);
@@ -176,11 +163,11 @@ static dq_status learn_input(dq_model *m, int l, int k, const float *H, dq_trans
     size_t rn = (size_t)rows * n;
     problem p = {.n = n, .rows = rows, .group = o->group, .maxq = (1 << o->bits) - 1, .W = W, .H = H, .nt = o->n_threads,
                  .Wp = malloc(rn * sizeof(float)), .D = malloc(rn * sizeof(float)), .G = malloc(rn * sizeof(float)),
-                 .eps = malloc(rn * sizeof(float)), .v = malloc((size_t)n * sizeof(double)),
+                 .v = malloc((size_t)n * sizeof(double)),
                  .hv = malloc((size_t)n * sizeof(double))};
     double *u = malloc((size_t)n * sizeof *u);
     float *s = malloc((size_t)n * sizeof *s);
-    dq_status st = W && p.Wp && p.D && p.G && p.eps && p.v && p.hv && u && s
+    dq_status st = W && p.Wp && p.D && p.G && p.v && p.hv && u && s
                        ? DQ_OK
                        : dq_fail(err, DQ_ERR_NOMEM, "block %d: out of memory for HeRo-Q's scales", l);
     if (!st) {
@@ -188,7 +175,7 @@ static dq_status learn_input(dq_model *m, int l, int k, const float *H, dq_trans
         for (int j = 0; j < n; j++) s[j] = (float)exp(u[j]);
         st = dq_scale_inputs(m, l, tap, s, err);
     }
-    free(W), free(p.Wp), free(p.D), free(p.G), free(p.eps), free(p.v), free(p.hv), free(u), free(s);
+    free(W), free(p.Wp), free(p.D), free(p.G), free(p.v), free(p.hv), free(u), free(s);
     return st;
 }
 

@@ -74,13 +74,9 @@ static double group_error(const rproblem *p, const rgroup *g, const float *R, sc
         for (int c0 = 0; c0 < n; c0 += gs) {
             int c1 = c0 + gs < n ? c0 + gs : n;
             const float *w = s->Wr + (size_t)i * n;
-            float *e = s->N + (size_t)i * n, lo = 0, hi = 0;
-            for (int j = c0; j < c1; j++) lo = fminf(lo, w[j]), hi = fmaxf(hi, w[j]);
-            float step = hi > lo ? (hi - lo) / (float)p->maxq : 1.0f, zero = rintf(-lo / step);
-            for (int j = c0; j < c1; j++) {
-                float q = fminf(fmaxf(rintf(w[j] / step) + zero, 0), (float)p->maxq);
-                e[j] = (q - zero) * step - w[j]; /* N = step·ε */
-            }
+            float *e = s->N + (size_t)i * n;
+            dq_rtn_group q = dq_rtn_group_of(w + c0, c1 - c0, p->maxq);
+            for (int j = c0; j < c1; j++) e[j] = (dq_rtn_code(&q, w[j], p->maxq) - q.zero) * q.step - w[j]; /* N = step·ε */
         }
     /* P = N Rᵀ (the noise in the stream's own coordinates), PH = P H, E = Σ P∘PH */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, n, n, 1.0f, s->N, n, R, n, 0.0f, s->P, n);
@@ -94,18 +90,12 @@ static double group_error(const rproblem *p, const rgroup *g, const float *R, sc
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, n, n, 2.0f, s->PH, n, R, n, 0.0f, s->P, n);
     for (int i = 0; i < r; i++)
         for (int c0 = 0; c0 < n; c0 += gs) {
-            int c1 = c0 + gs < n ? c0 + gs : n, jlo = -1, jhi = -1;
-            const float *w = s->Wr + (size_t)i * n;
-            float lo = 0, hi = 0;
-            for (int j = c0; j < c1; j++) {
-                if (w[j] < lo) lo = w[j], jlo = j;
-                if (w[j] > hi) hi = w[j], jhi = j;
-            }
-            float step = hi > lo ? (hi - lo) / (float)p->maxq : 1.0f;
+            int c1 = c0 + gs < n ? c0 + gs : n;
+            dq_rtn_group q = dq_rtn_group_of(s->Wr + (size_t)i * n + c0, c1 - c0, p->maxq);
             double dstep = 0;
-            for (int j = c0; j < c1; j++) dstep += (double)s->P[(size_t)i * n + j] * s->N[(size_t)i * n + j] / step;
-            if (jhi >= 0) s->GW[(size_t)i * n + jhi] += (float)(dstep / p->maxq);
-            if (jlo >= 0) s->GW[(size_t)i * n + jlo] -= (float)(dstep / p->maxq);
+            for (int j = c0; j < c1; j++) dstep += (double)s->P[(size_t)i * n + j] * s->N[(size_t)i * n + j] / q.step;
+            if (q.jhi >= 0) s->GW[(size_t)i * n + c0 + q.jhi] += (float)(dstep / p->maxq);
+            if (q.jlo >= 0) s->GW[(size_t)i * n + c0 + q.jlo] -= (float)(dstep / p->maxq);
         }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, r, scale, g->W, n, s->GW, n, 1.0f, G, n);
     return E;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "transform/block_stats.h"
 #include "transform/fold.h"
 #include "transform/hadamard.h"
 #include "transform/hero.h"
@@ -118,11 +119,8 @@ static dq_status rotate(dq_model *m, const dq_calib_set *cs, dq_transform_opts *
     return st;
 }
 
-/* The taps smoothing scales, and where each one's max |x_j| sits in a
- * block's slice of the statistics (dim, dim, hidden_dim floats). */
-static const dq_tap SMOOTHED[] = {DQ_TAP_ATTN_IN, DQ_TAP_FFN_IN, DQ_TAP_FFN_HIDDEN};
-enum { N_SMOOTHED = sizeof SMOOTHED / sizeof SMOOTHED[0] };
-
+/* Where each smoothed input's (DQ_BS_TAPS) max |x_j| sits in a block's
+ * slice of the statistics (dim, dim, hidden_dim floats). */
 static size_t block_stride(const dq_config *c) { return 2 * (size_t)c->dim + (size_t)c->hidden_dim; }
 static size_t tap_offset(const dq_config *c, dq_tap t) {
     return t == DQ_TAP_ATTN_IN ? 0 : t == DQ_TAP_FFN_IN ? (size_t)c->dim : 2 * (size_t)c->dim;
@@ -157,12 +155,7 @@ static dq_status input_absmax(const dq_model *m, const dq_calib_set *cs, const d
     absmax_ctx a = {c, amax};
     dq_taps taps = {want, observe, &a};
     for (int w = 0; !st && w < cs->n; w++) {
-        const int32_t *tok = cs->tokens + (size_t)w * cs->len;
-        for (int t = 0; !st && t < cs->len; t++) {
-            if (tok[t] < 0 || tok[t] >= c->vocab_size)
-                st = dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", tok[t]);
-            else memcpy(x + (size_t)t * c->dim, m->tok_embeddings + (size_t)tok[t] * c->dim, c->dim * sizeof *x);
-        }
+        st = dq_calib_embed(m, cs, w, 1, x, err);
         for (int l = 0; !st && l < c->n_layers; l++) st = dq_block_forward(s, l, x, cs->len, &taps, err);
         if (!st && !dq_progress_report(&o->progress, "transform", (size_t)w + 1, (size_t)cs->n, err))
             st = DQ_ERR_CANCELLED;
@@ -194,8 +187,8 @@ static dq_status closed_smooth(dq_model *m, const dq_calib_set *cs, dq_transform
     dq_status st = amax && wmax && s ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory for smoothing statistics");
     if (!st) st = input_absmax(m, cs, o, amax, err);
     for (int l = 0; !st && l < c->n_layers; l++)
-        for (int k = 0; !st && k < N_SMOOTHED; k++) {
-            dq_tap t = SMOOTHED[k];
+        for (int k = 0; !st && k < DQ_BS_COUNT; k++) {
+            dq_tap t = DQ_BS_TAPS[k];
             int w = t == DQ_TAP_FFN_HIDDEN ? c->hidden_dim : c->dim;
             weight_absmax(m, l, t, wmax, w);
             smoothquant_scales(amax + (size_t)l * stride + tap_offset(c, t), wmax, w, o->alpha, s);
