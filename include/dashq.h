@@ -96,6 +96,14 @@ typedef struct dq_model dq_model;
 /* Loads a llama2.c checkpoint (.bin) or a Hugging Face folder (config.json +
  * safetensors); the format is detected from the contents. */
 dq_status dq_model_load(const char *path, dq_model **out, dq_error *err);
+/* For dq_quantize only, when memory matters (issue #15): each block's linear
+ * weights stay in the file, memory-mapped in their stored dtype, until
+ * dq_quantize reaches the block, and are released once the block is written
+ * to a packed checkpoint, so quantization holds one block, not the model.
+ * The model is then consumed: any later forward pass fails, naming the
+ * block. Weights that are not finite are reported when their block is
+ * reached rather than at load. */
+dq_status dq_model_load_lazy(const char *path, dq_model **out, dq_error *err);
 void dq_model_free(dq_model *m);
 const dq_config *dq_model_config(const dq_model *m);
 /* Total number of parameters (embedding counted once when tied). */

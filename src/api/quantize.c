@@ -144,20 +144,31 @@ static dq_status load_windows(const dq_model *m, const dq_tokenizer *t, const dq
     return st;
 }
 
-static dq_status write_output(const char *out, dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p,
-                              const job *j, const dq_quant_result *r, const dq_calib_set *cs, dq_error *err) {
-    if (j->gguf) {
-        dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = r, .file_type = j->po.plan->file_type};
-        return dq_export_gguf(out, m, t, &g, err);
-    }
+static dq_packed_info packed_info(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p,
+                                  const job *j, const dq_calib_set *cs) {
     static const char *const curvature[] = {NULL, "oac", "oac-token"}; /* dq_curvature order */
-    dq_packed_info info = {.method = j->mi->name, .bits = j->po.q.bits, .group = j->po.q.group,
-                           .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
-                           .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
-                           .tokenizer = t, .curvature = curvature[j->po.q.curvature],
-                           .rotate = j->tr.rotate->make ? j->tr.rotate->name : NULL,
-                           .smooth = j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
-    return dq_write_packed(out, m, r, &info, err);
+    return (dq_packed_info){.method = j->mi->name, .bits = j->po.q.bits, .group = j->po.q.group,
+                            .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
+                            .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
+                            .tokenizer = t, .curvature = curvature[j->po.q.curvature],
+                            .rotate = j->tr.rotate->make ? j->tr.rotate->name : NULL,
+                            .smooth = j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
+}
+
+static dq_status emit_packed(void *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    return dq_packed_put(w, m, layers, n, err);
+}
+
+/* A packed checkpoint is written as the blocks finish (so a lazily loaded
+ * model is held one block at a time): laid out before the first solve. */
+static dq_status begin_packed(const char *out, const dq_model *m, job *j, dq_packed_writer **w, dq_error *err) {
+    dq_qlayer *layout = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *layout);
+    if (!layout) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    int n = dq_quant_layout(&m->cfg, &j->po, layout);
+    dq_status st = dq_packed_begin(out, m, layout, n, w, err);
+    free(layout);
+    if (!st) j->po.emit = emit_packed, j->po.emit_user = *w;
+    return st;
 }
 
 /* Tensors whose width the group did not divide (padded). */
@@ -181,8 +192,8 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
         snprintf(t->type, sizeof t->type, "%s", ti ? ti->name : "");
         t->rel_err = calibrated && !dq_qlayer_is(l, DQ_SITE_TOKEN_EMBD) ? l->rel_err : -1;
         t->seconds = l->seconds;
-        t->in_features = l->qt.q ? l->qt.in_cols : 0;
-        t->quant_in_features = l->qt.q ? l->qt.cols : 0;
+        t->in_features = l->qt.rows ? l->qt.in_cols : 0;
+        t->quant_in_features = l->qt.rows ? l->qt.cols : 0;
         t->h_lmax = l->spectrum.lmax;
         t->h_lmean = l->spectrum.lmean;
         t->h_cond = l->spectrum.cond;
@@ -250,6 +261,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st && (p->act_bits || p->act_group)) st = dq_model_set_act_quant(m, p->act_bits, p->act_group, err);
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
     dq_quant_result r = {0};
+    dq_packed_writer *pw = NULL;
+    if (!st && !j.gguf) st = begin_packed(out, m, &j, &pw, err);
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
     int padded = st ? 0 : n_padded(&r);
     if (padded)
@@ -260,7 +273,16 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
             "The official Python loader's forward pass does not drop the padding: for it, pick a group "
             "that divides every width",
             j.po.q.group, padded);
-    if (!st) st = write_output(out, m, t, p, &j, &r, &cs, err);
+    if (!st && j.gguf) {
+        dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = &r, .file_type = j.po.plan->file_type};
+        st = dq_export_gguf(out, m, t, &g, err);
+    }
+    if (pw && !st) {
+        dq_packed_info info = packed_info(m, t, p, &j, &cs);
+        st = dq_packed_finish(pw, m, &r, &info, err);
+    } else if (pw) {
+        dq_packed_abort(pw);
+    }
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     dq_quant_result_free(&r);
     dq_type_plan_free(&plan);

@@ -202,6 +202,14 @@ static void err_tap(void *ctx, const dq_tap_data *d) {
 
 /* ---- one linear layer ------------------------------------------------------ */
 
+/* ql is site `site` of block `layer` (-1: a model-level site). */
+static void qlayer_init(dq_qlayer *ql, const dq_site *site, int layer) {
+    dq_site_hf_module(site, layer < 0 ? 0 : layer, ql->name, sizeof ql->name);
+    ql->layer = layer;
+    ql->site = site;
+    ql->expert = -1;
+}
+
 /* Ŵ into the model and W − Ŵ into *delta; Ŵ comes from the codes, or — for
  * a layer the plan keeps in F16 — from rounding W. A W the model owns (it
  * was dequantized or converted on load) is overwritten in place, so the model
@@ -383,6 +391,16 @@ static dq_status gather_gradients(run_ctx *c, dq_error *err) {
     return DQ_OK;
 }
 
+/* The streaming output: the n layers from `first` go to the writer, then
+ * their codes and (lazy model) block l's weights are released. */
+static dq_status emit(run_ctx *c, int first, int n, int l, dq_error *err) {
+    if (!c->o->emit) return DQ_OK;
+    dq_status st = c->o->emit(c->o->emit_user, c->m, &c->r->layers[first], n, err);
+    for (int i = first; i < first + n; i++) dq_qtensor_drop_data(&c->r->layers[i].qt);
+    if (l >= 0) dq_model_block_unload(c->m, l);
+    return st;
+}
+
 static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
     int every = c->o->q.refresh;
@@ -392,17 +410,15 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     }
     double t0 = dq_now();
     stats_reset(&c->stats);
-    dq_status st = c->stats.kind == DQ_STAT_NONE ? DQ_OK : collect_block_stats(c, l, err);
+    dq_status st = dq_model_block_load(m, l, err); /* a lazy model's block, from its file */
+    if (!st && c->stats.kind != DQ_STAT_NONE) st = collect_block_stats(c, l, err);
     double t_pass1 = dq_now() - t0;
     err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
     int max_rows = 0;
     for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
         dq_qlayer *ql = &c->r->layers[c->r->n];
         const dq_site *site = dq_site_of_linear(k);
-        dq_site_hf_module(site, l, ql->name, sizeof ql->name);
-        ql->layer = l;
-        ql->site = site;
-        ql->expert = -1;
+        qlayer_init(ql, site, l);
         int rows, cols;
         dq_site_shape(site, &m->cfg, &rows, &cols);
         const float **slot = dq_site_tensor(&m->layers[l], site);
@@ -433,7 +449,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     c->r->t_stats += c->stats.seconds;
     c->r->t_forward += t_pass1 - c->stats.seconds + (dq_now() - t1);
     c->stats.seconds = 0;
-    return st;
+    return st ? st : emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err);
 }
 
 /* The output head, on the final-normed hidden states (its own input). */
@@ -452,10 +468,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     }
     if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
     dq_qlayer *ql = &c->r->layers[c->r->n];
-    dq_site_hf_module(site, 0, ql->name, sizeof ql->name);
-    ql->layer = -1;
-    ql->site = site;
-    ql->expert = -1;
+    qlayer_init(ql, site, -1);
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
     float *D = NULL, *K = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
@@ -481,7 +494,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     free(D);
     free(K);
     free(buf);
-    return st;
+    return st ? st : emit(c, c->r->n - 1, 1, -1, err);
 }
 
 /* An untied embedding under a plan: no calibration statistic exists for a
@@ -494,10 +507,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     const float **slot = dq_site_model_tensor(m, site);
     int V, d;
     dq_site_shape(site, &m->cfg, &V, &d);
-    dq_site_hf_module(site, -1, ql->name, sizeof ql->name);
-    ql->layer = -1;
-    ql->site = site;
-    ql->expert = -1;
+    qlayer_init(ql, site, -1);
     ql->ggml_type = (int)c->o->plan->embed;
     float *D = NULL, *K = NULL;
     double t0 = dq_now();
@@ -510,7 +520,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     free(K);
     ql->seconds = dq_now() - t0;
     if (!st) c->r->n++, c->r->t_solve += ql->seconds;
-    return st;
+    return st ? st : emit(c, c->r->n - 1, 1, -1, err);
 }
 
 static dq_status embed_windows(run_ctx *c, dq_error *err) {
@@ -541,6 +551,8 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     bool head = o->quantize_head || o->plan;
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
     dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    bool whole = o->prepare || (c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads);
+    if (!st && whole) st = dq_model_load_all(m, err); /* a transform or the gradient pass sees the whole model */
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     c.stats.grads = o->grads;
@@ -582,4 +594,24 @@ void dq_quant_result_free(dq_quant_result *r) {
     for (int i = 0; i < r->n; i++) dq_qtensor_free(&r->layers[i].qt);
     free(r->layers);
     memset(r, 0, sizeof *r);
+}
+
+/* One layer's entry in the layout: name, padding and quantized dims. */
+static void layout_entry(const dq_config *c, const dq_pipeline_opts *o, const dq_site *site, int layer,
+                         dq_qlayer *ql) {
+    memset(ql, 0, sizeof *ql);
+    qlayer_init(ql, site, layer);
+    int rows, cols;
+    dq_site_shape(site, c, &rows, &cols);
+    dq_quant_opts q;
+    if (layer_opts(o, -1, cols, ql, &q)) dq_qtensor_shape(&ql->qt, rows, cols + q.pad, q.group, q.bits);
+    ql->qt.in_cols = cols;
+}
+
+int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out) {
+    int n = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) layout_entry(c, o, dq_site_of_linear(k), l, &out[n++]);
+    if (o->quantize_head || o->plan) layout_entry(c, o, &DQ_SITES[DQ_SITE_OUTPUT], -1, &out[n++]);
+    return n;
 }

@@ -14,6 +14,8 @@
 #include "quant/spectrum.h"
 #include "quant/quant.h"
 
+struct dq_qlayer;
+
 typedef struct {
     dq_quant_opts q;
     int n_threads;
@@ -35,10 +37,19 @@ typedef struct {
     /* Each full-H layer's curvature spectrum (quant/spectrum.h) into its
      * dq_qlayer: one symmetric eigenproblem per layer. */
     bool spectrum;
+    /* Streaming output: called with each block's finished layers (codes,
+     * rel_err) once the block is done, then with the head; the model's
+     * tensors of that block are final by then (norms and biases too). After
+     * it returns, the layers keep their dims but not their codes
+     * (dq_qtensor_drop_data), and a lazily loaded block is unloaded
+     * (dq_model_block_unload): memory is one block, not the model. NULL:
+     * the result keeps every layer's codes. */
+    dq_status (*emit)(void *user, const dq_model *m, const struct dq_qlayer *layers, int n, dq_error *err);
+    void *emit_user;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
-typedef struct {
+typedef struct dq_qlayer {
     char name[96];  /* Hugging Face module name, e.g. model.layers.3.self_attn.q_proj */
     const dq_site *site; /* a block linear, the output head or the token embedding */
     int layer;      /* block index; -1 for a model-level site (head, embedding) */
@@ -70,4 +81,9 @@ static inline bool dq_qlayer_is(const dq_qlayer *ql, dq_site_id id) { return ql-
 /* Tensors a model of config c can have quantized: every linear site per
  * block (and expert), plus the model-level head and embedding. */
 int dq_quant_result_capacity(const dq_config *c);
+/* The layers dq_quantize_model will produce for config c under o (without a
+ * plan), in order, with their dims (qt without arrays: dq_qtensor_shape) and
+ * padding: a streaming writer's layout, known before any solve. out holds
+ * dq_quant_result_capacity(c) entries; returns how many were filled. */
+int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out);
 #endif

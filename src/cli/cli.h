@@ -12,6 +12,7 @@ typedef struct {
     int threads;
     bool quiet;
     bool json;
+    bool lazy; /* dq_model_load_lazy: quantize holds one block at a time */
 } dq_common_opts;
 
 /* Loads model and tokenizer named by the options; prints the error on failure. */

@@ -175,6 +175,7 @@ int dq_cmd_quantize(int argc, char **argv) {
     if (rc) return rc;
     dq_model *m;
     dq_tokenizer *t;
+    o.c.lazy = true; /* weights stay in the file until their block (issue #15) */
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
     dq_error err = {0};
     dq_quantize_report r;

@@ -42,7 +42,7 @@ int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t) {
         fprintf(stderr, "dashq: error: no MODEL given\n");
         return DQ_EXIT_ERROR;
     }
-    if (dq_model_load(o->model, m, &err)) return dq_cli_error(&err);
+    if ((o->lazy ? dq_model_load_lazy : dq_model_load)(o->model, m, &err)) return dq_cli_error(&err);
     int vocab = dq_model_config(*m)->vocab_size;
     dq_status st = o->tokenizer ? dq_tokenizer_load(o->tokenizer, t, &err)
                                 : dq_tokenizer_for_model(o->model, vocab, t, &err);

@@ -39,77 +39,186 @@ void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q) {
     }
 }
 
-/* A full-precision tensor, converted back to the source dtype (exact: the
- * values came from it). */
-static void add_fp(dq_st_list *l, const char *name, dq_dtype dt, const float *x, int64_t d0, int64_t d1) {
-    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-    if (dt == DQ_DTYPE_F32) {
-        dq_st_list_add(l, name, "F32", d0, d1, x, n * 4);
-        return;
+/* ---- the tensors of model.safetensors ----------------------------------------
+ * The layout (names, dtypes, shapes, in the order of the file) is fixed when
+ * the writer opens, from the model's config and the quantized layers' dims;
+ * each tensor's bytes are written when its data is final: a block's norms,
+ * biases and quantized layers when the pipeline emits the block, the
+ * embedding, final norm and a full-precision head at the end. */
+
+typedef enum { PART_FP, PART_CODES, PART_SCALE, PART_ZERO } part_kind;
+
+typedef struct {
+    dq_st_out out;       /* name, dtype, shape, bytes (no data) */
+    part_kind kind;
+    const dq_site *site; /* PART_FP: the site, of block `layer` */
+    int layer;
+    int owner;           /* the layout layer whose arrival writes it; -1: at finish */
+} entry;
+
+struct dq_packed_writer {
+    char out[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX];
+    dq_st_writer st;
+    entry *e;
+    size_t n, cap;
+    dq_qlayer *layout; /* dims of every quantized layer, in emission order */
+    int n_layout, next; /* the next layer expected */
+    bool oom;
+};
+
+static entry *add_entry(dq_packed_writer *w, const char *name, const char *dtype, int64_t d0, int64_t d1,
+                        size_t nbytes, part_kind kind, int owner) {
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 256;
+        entry *e = realloc(w->e, cap * sizeof *e);
+        if (!e) return w->oom = true, NULL;
+        w->e = e;
+        w->cap = cap;
     }
-    uint16_t *h = dq_st_list_own(l, n * 2);
-    if (!h) return;
-    for (size_t i = 0; i < n; i++) h[i] = dt == DQ_DTYPE_F16 ? dq_f32_to_f16(x[i]) : dq_f32_to_bf16(x[i]);
-    dq_st_list_add(l, name, dt == DQ_DTYPE_F16 ? "F16" : "BF16", d0, d1, h, n * 2);
+    entry *e = &w->e[w->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->out.name, sizeof e->out.name, "%s", name);
+    e->out.dtype = dtype;
+    e->out.ndim = d1 ? 2 : 1;
+    e->out.shape[0] = d0;
+    e->out.shape[1] = d1;
+    e->out.nbytes = nbytes;
+    e->kind = kind;
+    e->owner = owner;
+    return e;
 }
 
-static void add_quantized(dq_st_list *l, const dq_qlayer *ql, bool permute, int hd) {
+static const char *dtype_st(dq_dtype t) { return t == DQ_DTYPE_F16 ? "F16" : t == DQ_DTYPE_BF16 ? "BF16" : "F32"; }
+
+/* Site s of block `layer` (ignored for the model's own sites) in the source dtype. */
+static void add_site_fp(dq_packed_writer *w, const dq_model *m, const dq_site *s, int layer, int owner) {
+    dq_site_ref t;
+    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
+    size_t n = (size_t)t.rows * (size_t)(t.cols ? t.cols : 1);
+    entry *e = add_entry(w, t.name, dtype_st(m->dtype), t.rows, t.cols, n * dq_dtype_size(m->dtype), PART_FP, owner);
+    if (e) e->site = s, e->layer = layer;
+}
+
+/* Block `layer`'s full-precision sites: its norms, then its biases (kept in
+ * their rows' order: biases come only with qwen2's rotate-half heads). */
+static void add_block_fp(dq_packed_writer *w, const dq_model *m, int layer, int owner) {
+    static const dq_site_role roles[2] = {DQ_SITE_NORM, DQ_SITE_BIAS};
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
+            if (DQ_SITES[k].role == roles[r] && dq_site_present(&DQ_SITES[k], &m->cfg))
+                add_site_fp(w, m, &DQ_SITES[k], layer, owner);
+}
+
+static void add_quantized(dq_packed_writer *w, const dq_qlayer *ql, int owner) {
     const dq_qtensor *q = &ql->qt;
+    size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row, nw = dq_packed_words(n, q->bits);
+    char name[160];
+    snprintf(name, sizeof name, "%s.W_q_packed", ql->name);
+    add_entry(w, name, "I32", (int64_t)nw, 0, nw * 4, PART_CODES, owner);
+    snprintf(name, sizeof name, "%s.scale", ql->name);
+    add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_SCALE, owner);
+    snprintf(name, sizeof name, "%s.zero", ql->name);
+    add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_ZERO, owner);
+}
+
+/* Every tensor in the order of the file: embedding, per block its norms and
+ * biases then its quantized linears, final norm, head. The head is always in
+ * the file: the official loader (JaeminK/dashq, transformers + accelerate)
+ * leaves a tied lm_head unloaded when lm_head.weight is missing; a tied head
+ * is the embedding's copy. */
+static void build_layout(dq_packed_writer *w, const dq_model *m) {
+    add_site_fp(w, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, -1);
+    for (int i = 0; i < w->n_layout; i++) {
+        const dq_qlayer *ql = &w->layout[i];
+        if (dq_qlayer_is(ql, DQ_SITE_Q)) add_block_fp(w, m, ql->layer, i); /* once per block */
+        add_quantized(w, ql, i);
+    }
+    add_site_fp(w, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0, -1);
+    bool head_quantized = w->n_layout > 0 && dq_qlayer_is(&w->layout[w->n_layout - 1], DQ_SITE_OUTPUT);
+    if (!head_quantized) add_site_fp(w, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, -1);
+}
+
+/* A full-precision tensor, converted back to the source dtype (exact: the
+ * values came from it). */
+static dq_status put_fp(dq_packed_writer *w, size_t i, const dq_model *m, dq_error *err) {
+    const entry *e = &w->e[i];
+    const float *x = dq_site_data(m, e->layer, e->site);
+    size_t n = e->out.nbytes / dq_dtype_size(m->dtype);
+    if (m->dtype == DQ_DTYPE_F32) return dq_st_writer_put(&w->st, i, 0, x, e->out.nbytes, err);
+    uint16_t *h = malloc(e->out.nbytes);
+    if (!h) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", e->out.name);
+    for (size_t k = 0; k < n; k++) h[k] = m->dtype == DQ_DTYPE_F16 ? dq_f32_to_f16(x[k]) : dq_f32_to_bf16(x[k]);
+    dq_status st = dq_st_writer_put(&w->st, i, 0, h, e->out.nbytes, err);
+    free(h);
+    return st;
+}
+
+/* The format stores scales and zeros as float16: one beyond ±65504 would be
+ * written as inf, which our loader refuses (and the official one turns into
+ * inf weights). Nothing is published then. */
+static dq_status check_f16_params(const char *out, const dq_qlayer *ql, dq_error *err) {
+    const dq_qtensor *q = &ql->qt;
+    size_t ng = (size_t)q->rows * q->groups_per_row;
+    for (size_t g = 0; g < ng; g++) {
+        float v[2] = {q->scale[g], q->zero[g]};
+        for (int k = 0; k < 2; k++)
+            if ((dq_f32_to_f16(v[k]) & 0x7fffu) >= 0x7c00u)
+                return dq_fail(err, DQ_ERR_NUMERIC,
+                               "%s: tensor %s.%s: value %g (group %zu) is beyond the float16 range (±65504) of "
+                               "a packed checkpoint; nothing was written: the weights are too large for this "
+                               "format (use --format gguf)",
+                               out, ql->name, k ? "zero" : "scale", (double)v[k], g);
+    }
+    return DQ_OK;
+}
+
+/* Codes (rows in Hugging Face order from llama2.c's interleaved heads),
+ * scales and zeros of one layer into entries i, i+1, i+2. */
+static dq_status put_quantized(dq_packed_writer *w, size_t i, const dq_model *m, const dq_qlayer *ql,
+                               dq_error *err) {
+    const dq_qtensor *q = &ql->qt;
+    bool permute = m->cfg.rope_style == DQ_ROPE_INTERLEAVED && ql->site->rope_rows;
+    int hd = m->cfg.head_dim;
     size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row;
-    uint8_t *codes = dq_st_list_own(l, n);
-    uint16_t *sc = dq_st_list_own(l, ng * 2), *ze = dq_st_list_own(l, ng * 2);
-    int32_t *words = dq_st_list_own(l, dq_packed_words(n, q->bits) * 4);
-    if (!codes || !sc || !ze || !words) return;
-    for (int r = 0; r < q->rows; r++) {
-        int src = permute ? dq_interleaved_row_of_half_row(r, hd) : r; /* HF order from llama2.c's */
+    uint8_t *codes = malloc(n);
+    uint16_t *sc = malloc(ng * 2), *ze = malloc(ng * 2);
+    int32_t *words = malloc(dq_packed_words(n, q->bits) * 4);
+    dq_status st = codes && sc && ze && words ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
+    for (int r = 0; !st && r < q->rows; r++) {
+        int src = permute ? dq_interleaved_row_of_half_row(r, hd) : r;
         memcpy(codes + (size_t)r * q->cols, q->q + (size_t)src * q->cols, (size_t)q->cols);
         for (int g = 0; g < q->groups_per_row; g++) {
             sc[(size_t)r * q->groups_per_row + g] = dq_f32_to_f16(q->scale[(size_t)src * q->groups_per_row + g]);
             ze[(size_t)r * q->groups_per_row + g] = dq_f32_to_f16(q->zero[(size_t)src * q->groups_per_row + g]);
         }
     }
-    dq_pack_codes(codes, n, q->bits, words);
-    char name[160];
-    snprintf(name, sizeof name, "%s.W_q_packed", ql->name);
-    dq_st_list_add(l, name, "I32", (int64_t)dq_packed_words(n, q->bits), 0, words, dq_packed_words(n, q->bits) * 4);
-    snprintf(name, sizeof name, "%s.scale", ql->name);
-    dq_st_list_add(l, name, "F16", (int64_t)ng, 1, sc, ng * 2);
-    snprintf(name, sizeof name, "%s.zero", ql->name);
-    dq_st_list_add(l, name, "F16", (int64_t)ng, 1, ze, ng * 2);
-}
-
-/* Site s of block `layer` (ignored for the model's own sites) in full precision. */
-static void add_site_fp(dq_st_list *l, const dq_model *m, const dq_site *s, int layer) {
-    dq_site_ref t;
-    dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
-    add_fp(l, t.name, m->dtype, dq_site_data(m, layer, s), t.rows, t.cols);
-}
-
-/* Block `layer`'s full-precision sites: its norms, then its biases (kept in
- * their rows' order: biases come only with qwen2's rotate-half heads). */
-static void add_block_fp(dq_st_list *l, const dq_model *m, int layer) {
-    static const dq_site_role roles[2] = {DQ_SITE_NORM, DQ_SITE_BIAS};
-    for (int r = 0; r < 2; r++)
-        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
-            if (DQ_SITES[k].role == roles[r] && dq_site_present(&DQ_SITES[k], &m->cfg))
-                add_site_fp(l, m, &DQ_SITES[k], layer);
-}
-
-static void build_tensors(dq_st_list *l, const dq_model *m, const dq_quant_result *r) {
-    const dq_config *c = &m->cfg;
-    bool interleaved = c->rope_style == DQ_ROPE_INTERLEAVED;
-    add_site_fp(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0);
-    for (int i = 0; i < r->n; i++) {
-        const dq_qlayer *ql = &r->layers[i];
-        if (dq_qlayer_is(ql, DQ_SITE_Q)) add_block_fp(l, m, ql->layer); /* once per block */
-        add_quantized(l, ql, interleaved && ql->site->rope_rows, c->head_dim);
+    if (!st) {
+        dq_pack_codes(codes, n, q->bits, words);
+        st = dq_st_writer_put(&w->st, i, 0, words, dq_packed_words(n, q->bits) * 4, err);
     }
-    add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0);
-    /* The head is always in the file: the official loader (JaeminK/dashq,
-     * transformers + accelerate) leaves a tied lm_head unloaded when
-     * lm_head.weight is missing. A tied head is the embedding's copy. */
-    bool head_quantized = r->n > 0 && dq_qlayer_is(&r->layers[r->n - 1], DQ_SITE_OUTPUT);
-    if (!head_quantized) add_site_fp(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0);
+    if (!st) st = dq_st_writer_put(&w->st, i + 1, 0, sc, ng * 2, err);
+    if (!st) st = dq_st_writer_put(&w->st, i + 2, 0, ze, ng * 2, err);
+    free(codes);
+    free(sc);
+    free(ze);
+    free(words);
+    return st;
+}
+
+/* Every entry `owner` writes (ql: the layer that arrived; NULL at finish). */
+static dq_status put_owned(dq_packed_writer *w, int owner, const dq_model *m, const dq_qlayer *ql, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (size_t i = 0; !st && i < w->n; i++) {
+        if (w->e[i].owner != owner) continue;
+        if (w->e[i].kind == PART_FP) st = put_fp(w, i, m, err);
+        else if (w->e[i].kind == PART_CODES) st = put_quantized(w, i, m, ql, err), i += 2;
+    }
+    return st;
+}
+
+static bool same_dims(const dq_qtensor *a, const dq_qtensor *b) {
+    return a->rows == b->rows && a->cols == b->cols && a->in_cols == b->in_cols && a->bits == b->bits &&
+           a->group == b->group && a->groups_per_row == b->groups_per_row;
 }
 
 /* ---- JSON side files --------------------------------------------------------- */
@@ -235,48 +344,87 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
     return DQ_OK;
 }
 
-/* The format stores scales and zeros as float16: one beyond ±65504 would be
- * written as inf, which our loader refuses (and the official one turns into
- * inf weights). Checked before the folder is created. */
-static dq_status check_f16_params(const char *out, const dq_quant_result *r, dq_error *err) {
-    for (int i = 0; i < r->n; i++) {
-        const dq_qtensor *q = &r->layers[i].qt;
-        size_t ng = (size_t)q->rows * q->groups_per_row;
-        for (size_t g = 0; g < ng; g++) {
-            float v[2] = {q->scale[g], q->zero[g]};
-            for (int k = 0; k < 2; k++)
-                if ((dq_f32_to_f16(v[k]) & 0x7fffu) >= 0x7c00u)
-                    return dq_fail(err, DQ_ERR_NUMERIC,
-                                   "%s: tensor %s.%s: value %g (group %zu) is beyond the float16 range (±65504) of "
-                                   "a packed checkpoint; nothing was written: the weights are too large for this "
-                                   "format (use --format gguf)",
-                                   out, r->layers[i].name, k ? "zero" : "scale", (double)v[k], g);
-        }
+void dq_packed_abort(dq_packed_writer *w) {
+    if (!w) return;
+    if (w->st.f) dq_st_writer_abort(&w->st);
+    if (w->tmp[0]) dq_dir_remove_flat(w->tmp);
+    free(w->e);
+    free(w->layout);
+    free(w);
+}
+
+dq_status dq_packed_begin(const char *out, const dq_model *m, const dq_qlayer *layout, int n, dq_packed_writer **wp,
+                          dq_error *err) {
+    *wp = NULL;
+    dq_status st = dq_packed_check(m, err);
+    if (st) return st;
+    dq_packed_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->layout = malloc((size_t)(n ? n : 1) * sizeof *w->layout))) {
+        free(w);
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    }
+    snprintf(w->out, sizeof w->out, "%s", out);
+    memcpy(w->layout, layout, (size_t)n * sizeof *layout);
+    w->n_layout = n;
+    build_layout(w, m);
+    dq_st_out *t = w->oom ? NULL : malloc((w->n ? w->n : 1) * sizeof *t);
+    if (!t) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; t && i < w->n; i++) t[i] = w->e[i].out;
+    if (!st && (st = dq_dir_begin(out, w->tmp, sizeof w->tmp, err))) w->tmp[0] = '\0';
+    if (!st) st = dq_path_fmt(w->path, sizeof w->path, err, "%s/model.safetensors", w->tmp);
+    if (!st) {
+        dq_tmp_register(w->path, false);
+        st = dq_st_writer_open(w->path, t, w->n, &w->st, err);
+    }
+    free(t);
+    if (st) {
+        dq_packed_abort(w);
+        return st;
+    }
+    *wp = w;
+    return DQ_OK;
+}
+
+dq_status dq_packed_put(dq_packed_writer *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    for (int k = 0; k < n; k++) {
+        const dq_qlayer *ql = &layers[k];
+        if (w->next >= w->n_layout || strcmp(ql->name, w->layout[w->next].name) ||
+            !same_dims(&ql->qt, &w->layout[w->next].qt))
+            return dq_fail(err, DQ_ERR_ARG, "%s: layer %s (%d x %d, %d-bit) is not the next one the checkpoint "
+                           "was laid out for", w->out, ql->name, ql->qt.rows, ql->qt.cols, ql->qt.bits);
+        dq_status st = check_f16_params(w->out, ql, err);
+        if (!st) st = put_owned(w, w->next, m, ql, err);
+        if (st) return st;
+        w->next++;
     }
     return DQ_OK;
 }
 
-dq_status dq_write_packed(const char *out_arg, const dq_model *m, const dq_quant_result *r,
-                          const dq_packed_info *info, dq_error *err) {
-    dq_status st0 = dq_packed_check(m, err);
-    if (!st0) st0 = check_f16_params(out_arg, r, err);
-    if (st0) return st0;
-    char tmp[PATH_MAX], path[PATH_MAX];
-    if ((st0 = dq_dir_begin(out_arg, tmp, sizeof tmp, err))) return st0;
-    if ((st0 = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp))) {
-        dq_dir_remove_flat(tmp);
-        return st0;
-    }
-    dq_st_list l = {0};
-    build_tensors(&l, m, r);
-    dq_tmp_register(path, false);
-    dq_status st = l.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory packing the checkpoint")
-                         : dq_st_write(path, l.t, l.n, err);
-    if (!st) st = dq_write_json(tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
-    if (!st) st = dq_write_json(tmp, "dashq_config.json", quant_config(m, r, info), false, err);
-    if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, tmp, info, m->cfg.seq_len, err);
-    if (!st) st = dq_dir_publish(tmp, out_arg, err);
-    if (st) dq_dir_remove_flat(tmp);
-    dq_st_list_free(&l);
+dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quant_result *r,
+                           const dq_packed_info *info, dq_error *err) {
+    dq_status st = w->next == w->n_layout ? DQ_OK
+                   : dq_fail(err, DQ_ERR_ARG, "%s: %d of %d quantized layers were written", w->out, w->next,
+                             w->n_layout);
+    if (!st) st = put_owned(w, -1, m, NULL, err);
+    if (!st) st = dq_st_writer_close(&w->st, err);
+    if (!st) st = dq_write_json(w->tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
+    if (!st) st = dq_write_json(w->tmp, "dashq_config.json", quant_config(m, r, info), false, err);
+    if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, w->tmp, info, m->cfg.seq_len, err);
+    if (!st) st = dq_dir_publish(w->tmp, w->out, err);
+    if (!st) w->tmp[0] = '\0'; /* published: nothing to remove */
+    dq_packed_abort(w);
     return st;
+}
+
+dq_status dq_write_packed(const char *out, const dq_model *m, const dq_quant_result *r, const dq_packed_info *info,
+                          dq_error *err) {
+    dq_packed_writer *w;
+    dq_status st = dq_packed_begin(out, m, r->layers, r->n, &w, err);
+    if (st) return st;
+    st = dq_packed_put(w, m, r->layers, r->n, err);
+    if (st) {
+        dq_packed_abort(w);
+        return st;
+    }
+    return dq_packed_finish(w, m, r, info, err);
 }

@@ -41,6 +41,24 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err);
 dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant_result *r,
                           const dq_packed_info *info, dq_error *err);
 
+/* The same folder written as the pipeline goes (dq_pipeline_opts.emit):
+ * begin lays out model.safetensors from the model's config and the layers
+ * to come (dq_quant_layout: dims, no codes) inside OUT.tmp-PID; put writes
+ * the next layers in that order (with a block's first layer, the block's
+ * norms and biases), checking each against its layout; finish writes the
+ * embedding, final norm and full-precision head as they are then, the JSON
+ * files and the tokenizer, and publishes OUT. Any failure: abort, which
+ * removes the temporary folder (OUT is untouched). The bytes are those of
+ * dq_write_packed. */
+typedef struct dq_packed_writer dq_packed_writer;
+dq_status dq_packed_begin(const char *out_dir, const dq_model *m, const dq_qlayer *layout, int n,
+                          dq_packed_writer **w, dq_error *err);
+dq_status dq_packed_put(dq_packed_writer *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
+/* Frees w, published or not. */
+dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quant_result *r,
+                           const dq_packed_info *info, dq_error *err);
+void dq_packed_abort(dq_packed_writer *w);
+
 /* Number of int32 words holding n codes of `bits` bits. */
 size_t dq_packed_words(size_t n, int bits);
 void dq_pack_codes(const uint8_t *q, size_t n, int bits, int32_t *words);

@@ -191,9 +191,10 @@ static dq_status load_tensors(loader *L) {
     return DQ_OK;
 }
 
-dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err) {
+dq_status dq_load_gguf(const char *path, bool lazy, dq_model **out, dq_error *err) {
     *out = NULL;
     dq_model *m = dq_model_new(path, "gguf");
+    if (m) m->lazy = lazy;
     if (!m) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     dq_gguf g;
     dq_status st = dq_gguf_open(path, &g, err);

@@ -395,9 +395,10 @@ static dq_status bind_all(dq_model *m, shards *s, dq_error *err) {
     return bind_model_site(m, s, DQ_SITE_OUTPUT, err);
 }
 
-dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err) {
+dq_status dq_load_hf(const char *dir, bool lazy, dq_model **out, dq_error *err) {
     *out = NULL;
     dq_model *m = dq_model_new(dir, "hf");
+    if (m) m->lazy = lazy;
     shards *s = calloc(1, sizeof *s);
     if (!m || !s) {
         free(s);

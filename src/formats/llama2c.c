@@ -156,9 +156,10 @@ static dq_status map_weights(dq_model *m, cursor *c, bool shared, dq_error *err)
     return take_model_site(m, c, DQ_SITE_OUTPUT, err);
 }
 
-dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err) {
+dq_status dq_load_llama2c(const char *path, bool lazy, dq_model **out, dq_error *err) {
     *out = NULL;
     dq_model *m = dq_model_new(path, "llama2c");
+    if (m) m->lazy = lazy;
     if (!m) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     dq_status st = dq_map_file(path, &m->maps[0], err);
     if (st) goto fail;

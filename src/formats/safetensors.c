@@ -200,31 +200,90 @@ static dq_status write_all(FILE *f, const void *p, size_t n, const char *path, d
     return DQ_OK;
 }
 
-dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err) {
+static char *header_json(const dq_st_out *t, size_t n, size_t *off, size_t *size) {
     cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
-    size_t off = 0;
+    size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         cJSON *e = cJSON_AddObjectToObject(root, t[i].name), *shape = cJSON_AddArrayToObject(e, "shape");
         cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddStringToObject(e, "dtype", t[i].dtype);
         for (int d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t[i].shape[d]));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + t[i].nbytes)));
-        off += t[i].nbytes;
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)at));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(at + t[i].nbytes)));
+        off[i] = at;
+        size[i] = t[i].nbytes;
+        at += t[i].nbytes;
     }
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    if (!json) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for the header", path);
+    return json;
+}
+
+void dq_st_writer_abort(dq_st_writer *w) {
+    if (w->f) fclose(w->f);
+    free(w->off);
+    free(w->size);
+    free(w->done);
+    memset(w, 0, sizeof *w);
+}
+
+dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err) {
+    memset(w, 0, sizeof *w);
+    snprintf(w->path, sizeof w->path, "%s", path);
+    w->n = n;
+    w->off = calloc(n ? n : 1, sizeof *w->off);
+    w->size = calloc(n ? n : 1, sizeof *w->size);
+    w->done = calloc(n ? n : 1, sizeof *w->done);
+    char *json = w->off && w->size && w->done ? header_json(t, n, w->off, w->size) : NULL;
+    if (!json) {
+        dq_st_writer_abort(w);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for the header", path);
+    }
     size_t hl = strlen(json), padded = (hl + 7) / 8 * 8;
-    FILE *f = fopen(path, "wb");
-    dq_status st = f ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: cannot create", path);
     uint64_t h = padded;
-    if (!st) st = write_all(f, &h, 8, path, err);
-    if (!st) st = write_all(f, json, hl, path, err);
-    if (!st) st = write_all(f, "        ", padded - hl, path, err);
-    for (size_t i = 0; !st && i < n; i++) st = write_all(f, t[i].data, t[i].nbytes, path, err);
-    if (f && fclose(f) != 0 && !st) st = dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
+    w->f = fopen(path, "wb");
+    dq_status st = w->f ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: cannot create", path);
+    if (!st) st = write_all(w->f, &h, 8, path, err);
+    if (!st) st = write_all(w->f, json, hl, path, err);
+    if (!st) st = write_all(w->f, "        ", padded - hl, path, err);
     free(json);
+    w->data_start = 8 + padded;
+    if (st) dq_st_writer_abort(w);
     return st;
+}
+
+dq_status dq_st_writer_put(dq_st_writer *w, size_t i, size_t at, const void *data, size_t nbytes, dq_error *err) {
+    if (i >= w->n || at > w->size[i] || nbytes > w->size[i] - at)
+        return dq_fail(err, DQ_ERR_ARG, "%s: bytes [%zu, +%zu) are outside tensor %zu", w->path, at, nbytes, i);
+    if (!nbytes) return DQ_OK;
+    off_t pos = (off_t)(w->data_start + w->off[i] + at);
+    if (fseeko(w->f, pos, SEEK_SET) != 0) return dq_fail(err, DQ_ERR_IO, "%s: seek failed", w->path);
+    dq_status st = write_all(w->f, data, nbytes, w->path, err);
+    if (!st) w->done[i] += nbytes;
+    return st;
+}
+
+dq_status dq_st_writer_close(dq_st_writer *w, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (size_t i = 0; !st && i < w->n; i++)
+        if (w->done[i] != w->size[i])
+            st = dq_fail(err, DQ_ERR_ARG, "%s: tensor %zu got %zu of its %zu bytes", w->path, i, w->done[i],
+                         w->size[i]);
+    if (!st && fclose(w->f) != 0) st = dq_fail(err, DQ_ERR_IO, "%s: write failed (disk full?)", w->path);
+    else if (st) fclose(w->f);
+    w->f = NULL;
+    dq_st_writer_abort(w);
+    return st;
+}
+
+dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err) {
+    dq_st_writer w;
+    dq_status st = dq_st_writer_open(path, t, n, &w, err);
+    for (size_t i = 0; !st && i < n; i++) st = dq_st_writer_put(&w, i, 0, t[i].data, t[i].nbytes, err);
+    if (st) {
+        dq_st_writer_abort(&w);
+        return st;
+    }
+    return dq_st_writer_close(&w, err);
 }

@@ -2,6 +2,8 @@
  * names to {dtype, shape, data_offsets}, then the raw data. */
 #ifndef DQ_SAFETENSORS_H
 #define DQ_SAFETENSORS_H
+#include <stdio.h>
+
 #include "model/model.h"
 #include "util/mapped_file.h"
 
@@ -62,4 +64,24 @@ void dq_st_list_free(dq_st_list *l);
 /* Writes a safetensors file (header padded to 8 bytes, tensors in the given
  * order). The caller makes it atomic by writing inside a temporary folder. */
 dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err);
+
+/* A safetensors file written as its tensors become available (a model
+ * quantized block by block, a synthetic model generated tensor by tensor):
+ * the header is written first from the names, dtypes, shapes and sizes alone
+ * (t[i].data is not read), then each tensor's bytes go to their own offset,
+ * in any order and in pieces. Close checks every byte was written; the
+ * result is byte-identical to dq_st_write of the same tensors. */
+typedef struct {
+    FILE *f;
+    char path[PATH_MAX];
+    size_t n, data_start;
+    size_t *off, *size, *done; /* per tensor: its offset in the data, its bytes, bytes written so far */
+} dq_st_writer;
+
+dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err);
+/* Bytes [at, at + nbytes) of tensor i. */
+dq_status dq_st_writer_put(dq_st_writer *w, size_t i, size_t at, const void *data, size_t nbytes, dq_error *err);
+dq_status dq_st_writer_close(dq_st_writer *w, dq_error *err);
+/* Closes without the completeness check (an output being abandoned). */
+void dq_st_writer_abort(dq_st_writer *w);
 #endif

@@ -332,6 +332,9 @@ static dq_status block(dq_session *s, int l, int T, int pos, const dq_taps *taps
     float *kc = s->key_cache + ((size_t)l * s->n_ctx + pos) * kvd;
     float *vc = s->val_cache + ((size_t)l * s->n_ctx + pos) * kvd;
     dq_block_acts none = {0}, *a = s->acts ? &s->acts[l] : &none;
+    if (!dq_model_block_ready(s->m, l))
+        return dq_fail(err, DQ_ERR_ARG, "%s: block %d's weights are not loaded: the model was opened for streaming "
+                       "quantization, which releases each block once it is written; load it again", s->m->path, l);
 
     keep(a->x_in, s->x, (size_t)T * d);
     rmsnorm_rows(s->xb, s->x, w->attn_norm, T, d, c->norm_eps, nt);

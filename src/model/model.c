@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include "model/model.h"
 
 #include <math.h>
@@ -7,6 +8,7 @@
 
 #include "util/error.h"
 #include "util/half.h"
+#include "model/sites.h"
 
 size_t dq_dtype_size(dq_dtype t) { return t == DQ_DTYPE_F32 ? 4 : 2; }
 
@@ -47,8 +49,19 @@ void *dq_model_alloc(dq_model *m, size_t bytes) {
     return buf;
 }
 
+void dq_model_release(dq_model *m, const void *p) {
+    for (size_t i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->n_owned];
+            return;
+        }
+}
+
 void dq_model_free(dq_model *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_deferred; i++) free(m->deferred[i].file), free(m->deferred[i].name);
+    free(m->deferred);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     for (int i = 0; i < m->n_maps; i++) dq_unmap_file(&m->maps[i]);
@@ -77,8 +90,10 @@ static size_t first_nonfinite(const float *x, size_t n) {
     return n;
 }
 
-dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
-                          dq_dtype dtype, size_t n, const float **out, dq_error *err) {
+/* An fp32 view of n elements at src: the bytes themselves when they are
+ * aligned fp32, else a converted model-owned copy; NaN/Inf refused. */
+static dq_status fp32_view(dq_model *m, const char *file, const char *name, const void *src, dq_dtype dtype,
+                           size_t n, const float **out, dq_error *err) {
     const float *view;
     if (dtype == DQ_DTYPE_F32 && ((uintptr_t)src % _Alignof(float)) == 0) {
         view = src;
@@ -103,11 +118,83 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
         view = buf;
     }
     size_t bad = first_nonfinite(view, n);
-    if (bad < n)
+    if (bad < n) {
+        dq_model_release(m, view);
         return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file,
                        name, (double)view[bad], bad);
+    }
     *out = view;
     return DQ_OK;
+}
+
+/* The block whose linear `slot` is, or -1 (a norm, a bias, a model tensor). */
+static int linear_block_of(const dq_model *m, const float **slot) {
+    uintptr_t p = (uintptr_t)slot, b = (uintptr_t)m->layers;
+    if (!m->layers || p < b || p >= b + (size_t)m->cfg.n_layers * sizeof *m->layers) return -1;
+    int l = (int)((p - b) / sizeof *m->layers);
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
+        if (dq_site_tensor(&m->layers[l], dq_site_of_linear(k)) == slot) return l;
+    return -1;
+}
+
+static dq_status defer(dq_model *m, int l, const char *file, const char *name, const void *src, dq_dtype dtype,
+                       size_t n, const float **out, dq_error *err) {
+    if (m->n_deferred == m->cap_deferred) {
+        int cap = m->cap_deferred ? 2 * m->cap_deferred : 64;
+        dq_deferred *d = realloc(m->deferred, (size_t)cap * sizeof *d);
+        if (!d) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", file);
+        m->deferred = d;
+        m->cap_deferred = cap;
+    }
+    dq_deferred *d = &m->deferred[m->n_deferred];
+    *d = (dq_deferred){out, src, dtype, n, l, strdup(file), strdup(name)};
+    if (!d->file || !d->name) {
+        free(d->file), free(d->name);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", file);
+    }
+    m->n_deferred++;
+    *out = NULL;
+    return DQ_OK;
+}
+
+dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
+                          dq_dtype dtype, size_t n, const float **out, dq_error *err) {
+    int l = m->lazy && !dq_model_owns(m, src) ? linear_block_of(m, out) : -1;
+    if (l >= 0) return defer(m, l, file, name, src, dtype, n, out, err);
+    return fp32_view(m, file, name, src, dtype, n, out, err);
+}
+
+dq_status dq_model_block_load(dq_model *m, int l, dq_error *err) {
+    for (int i = 0; i < m->n_deferred; i++) {
+        dq_deferred *d = &m->deferred[i];
+        if (d->layer != l || *d->slot) continue;
+        dq_status st = fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
+        if (st) return st;
+        if ((const void *)*d->slot != d->src) dq_map_release(d->src, d->n * dq_dtype_size(d->dtype)); /* converted */
+    }
+    return DQ_OK;
+}
+
+void dq_model_block_unload(dq_model *m, int l) {
+    for (int i = 0; i < m->n_deferred; i++) {
+        dq_deferred *d = &m->deferred[i];
+        if (d->layer != l || !*d->slot) continue;
+        dq_model_release(m, *d->slot); /* the fp32 copy or the quantized Ŵ; nothing for a view into the map */
+        dq_map_release(d->src, d->n * dq_dtype_size(d->dtype));
+        *d->slot = NULL;
+    }
+}
+
+dq_status dq_model_load_all(dq_model *m, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_model_block_load(m, l, err);
+    return st;
+}
+
+bool dq_model_block_ready(const dq_model *m, int l) {
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
+        if (!dq_site_get(&m->layers[l], dq_site_of_linear(k))) return false;
+    return true;
 }
 
 /* Limits keep every size product far from overflow while admitting any real

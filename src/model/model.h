@@ -22,6 +22,18 @@ typedef struct {
 
 #define DQ_MAX_MAPS 64
 
+/* A block linear left in its mapped file until its block is needed (a model
+ * loaded lazily for streaming quantization, issue #15): its slot stays NULL
+ * until dq_model_block_load converts it to fp32. */
+typedef struct {
+    const float **slot;  /* its pointer in m->layers[layer] */
+    const void *src;     /* its bytes in one of m->maps */
+    dq_dtype dtype;
+    size_t n;
+    int layer;
+    char *file, *name;   /* for errors (owned) */
+} dq_deferred;
+
 struct dq_model {
     dq_config cfg;
     const float *tok_embeddings; /* (vocab, dim) */
@@ -38,6 +50,9 @@ struct dq_model {
     int n_maps;
     void **owned;                /* heap buffers freed with the model */
     size_t n_owned, cap_owned;
+    bool lazy;                   /* block linears are deferred, not converted on load */
+    dq_deferred *deferred;       /* (n_deferred) in load order */
+    int n_deferred, cap_deferred;
 };
 
 /* q/k row orders of the two RoPE layouts within a head of hd rows:
@@ -67,6 +82,8 @@ void *dq_model_alloc(dq_model *m, size_t bytes);
 /* The window length when the caller names none (calibration, perplexity):
  * the training context, at most 2048 tokens. */
 static inline int dq_default_window(const dq_config *c) { return c->seq_len < 2048 ? c->seq_len : 2048; }
+/* Frees a buffer dq_model_alloc gave (no-op for anything else). */
+void dq_model_release(dq_model *m, const void *p);
 /* Whether p is the start of a buffer the model owns (dq_model_alloc), which
  * may then be written in place; mapped file data is not. */
 bool dq_model_owns(const dq_model *m, const void *p);
@@ -77,6 +94,17 @@ bool dq_model_owns(const dq_model *m, const void *p);
 dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
                           dq_dtype dtype, size_t n, const float **out, dq_error *err);
 
+/* Streaming (a lazily loaded model): block l's deferred linears as fp32,
+ * checked finite (naming file and tensor) as on an eager load; idempotent.
+ * Unload frees them again (whatever the slots then hold: the quantized Ŵ
+ * too) and drops their file pages, leaving the slots NULL: the forward pass
+ * refuses a block that is not loaded. Both do nothing on an eager model. */
+dq_status dq_model_block_load(dq_model *m, int l, dq_error *err);
+void dq_model_block_unload(dq_model *m, int l);
+dq_status dq_model_load_all(dq_model *m, dq_error *err);
+/* Whether block l's seven linears are all present. */
+bool dq_model_block_ready(const dq_model *m, int l);
+
 /* Checks the config for sizes that are inconsistent or would overflow. */
 dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err);
 /* What cfg's context scaling divides a RoPE frequency f by: 1, the linear
@@ -86,7 +114,9 @@ double dq_rope_freq_divisor(const dq_config *c, double f);
 /* Whether the n bytes at p are a whole llama2.c model: a plausible header
  * and exactly the size it implies (the format has no magic). *c: its config. */
 bool dq_llama2c_is_model(const uint8_t *p, size_t n, dq_config *c);
-dq_status dq_load_llama2c(const char *path, dq_model **out, dq_error *err);
-dq_status dq_load_hf(const char *dir, dq_model **out, dq_error *err);
-dq_status dq_load_gguf(const char *path, dq_model **out, dq_error *err);
+/* The loaders; lazy: block linears stored as F32/F16/BF16 in a mapped file
+ * are deferred (dq_deferred) instead of converted. */
+dq_status dq_load_llama2c(const char *path, bool lazy, dq_model **out, dq_error *err);
+dq_status dq_load_hf(const char *dir, bool lazy, dq_model **out, dq_error *err);
+dq_status dq_load_gguf(const char *path, bool lazy, dq_model **out, dq_error *err);
 #endif

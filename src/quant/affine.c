@@ -37,13 +37,17 @@ dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq
     return DQ_OK;
 }
 
-dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err) {
+void dq_qtensor_shape(dq_qtensor *t, int rows, int cols, int group, int bits) {
     memset(t, 0, sizeof *t);
     t->rows = rows;
     t->cols = t->in_cols = cols;
     t->group = group > 0 ? group : cols;
     t->groups_per_row = cols / t->group;
     t->bits = bits;
+}
+
+dq_status dq_qtensor_alloc(dq_qtensor *t, int rows, int cols, int group, int bits, dq_error *err) {
+    dq_qtensor_shape(t, rows, cols, group, bits);
     size_t n = (size_t)rows * cols, ng = (size_t)rows * t->groups_per_row;
     t->q = malloc(n);
     t->scale = malloc(ng * sizeof(float));
@@ -84,11 +88,18 @@ void dq_qtensor_encode_row(const dq_qtensor *t, int r, void *dst) {
     dq_ggml_encode(t->grid->type, t->q + (size_t)r * t->cols, t->blocks + (size_t)r * bpr, (size_t)t->cols, dst);
 }
 
-void dq_qtensor_free(dq_qtensor *t) {
+void dq_qtensor_drop_data(dq_qtensor *t) {
     free(t->blocks);
     free(t->q);
     free(t->scale);
     free(t->zero);
+    t->blocks = NULL;
+    t->q = NULL;
+    t->scale = t->zero = NULL;
+}
+
+void dq_qtensor_free(dq_qtensor *t) {
+    dq_qtensor_drop_data(t);
     memset(t, 0, sizeof *t);
 }
 

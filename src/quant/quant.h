@@ -103,6 +103,10 @@ void dq_qtensor_fill_steps(dq_qtensor *t);
 /* Grid tensors: row r encoded as the llama.cpp blocks (dq_ggml_row_bytes). */
 void dq_qtensor_encode_row(const dq_qtensor *t, int r, void *dst);
 void dq_qtensor_free(dq_qtensor *t);
+/* The dims alone (no arrays): what a tensor will be, for a writer's layout. */
+void dq_qtensor_shape(dq_qtensor *t, int rows, int cols, int group, int bits);
+/* Frees the arrays, keeping the dims: a tensor already written. */
+void dq_qtensor_drop_data(dq_qtensor *t);
 /* Ŵ = scale · (q − zero) into out (rows, in_cols): the padding columns are
  * dropped; for grid tensors, what llama.cpp decodes from the encoded
  * blocks, bit for bit. */

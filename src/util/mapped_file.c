@@ -1,4 +1,4 @@
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include "util/mapped_file.h"
 
 #include <errno.h>
@@ -113,4 +113,11 @@ void dq_path_dir(char *buf, size_t cap, const char *path) {
     size_t n = (size_t)(slash - path);
     if (n == 0) n = 1; /* "/file" -> "/" */
     snprintf(buf, cap, "%.*s", (int)n, path);
+}
+
+void dq_map_release(const void *p, size_t n) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (!p || !n || ps <= 0) return;
+    uintptr_t a = (uintptr_t)p / (uintptr_t)ps * (uintptr_t)ps, e = (uintptr_t)p + n;
+    madvise((void *)a, e - a, MADV_DONTNEED); /* advice: a failure only keeps the pages */
 }

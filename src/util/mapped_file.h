@@ -17,6 +17,10 @@ typedef struct {
 
 dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err);
 void dq_unmap_file(dq_mapped_file *f);
+/* Drops the resident pages of [p, p + n) inside a read-only mapping (the
+ * pages around it included): a tensor already converted or finished stops
+ * counting in the resident set, and is read from the file again if touched. */
+void dq_map_release(const void *p, size_t n);
 
 /* Whole file into a NUL-terminated heap buffer (for JSON and text). max_size
  * guards against reading something absurd by mistake. */

@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         dq_gguf_close(&g);
     }
     dq_model *m = NULL;
-    if (dq_load_gguf(path, &m, &err) == DQ_OK) dq_model_free(m);
+    if (dq_load_gguf(path, false, &m, &err) == DQ_OK) dq_model_free(m);
     dq_tokenizer *t = NULL;
     if (dq_tokenizer_load(path, &t, &err) == DQ_OK) dq_tokenizer_free(t);
     close(fd);

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_put_sections(dir, names, data, size, 4);
     dq_model *m = NULL;
     dq_error err = {0};
-    dq_status st = dq_load_hf(dir, &m, &err);
+    dq_status st = dq_load_hf(dir, false, &m, &err);
     fz_say("hf", st, err.msg);
     if (st == DQ_OK) {
         if (dq_model_n_params(m) == 0) abort();

@@ -59,7 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     write_model(fd);
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     dq_error err = {0};
-    if (dq_load_llama2c(path, &model, &err)) {
+    if (dq_load_llama2c(path, false, &model, &err)) {
         fprintf(stderr, "fuzz_kld: %s\n", err.msg);
         abort();
     }

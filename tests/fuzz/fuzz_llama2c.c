@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int fd = fz_memfd("l2c", data, size, path);
     dq_model *m = NULL;
     dq_error err = {0};
-    dq_status st = dq_load_llama2c(path, &m, &err);
+    dq_status st = dq_load_llama2c(path, false, &m, &err);
     fz_say("llama2c", st, err.msg);
     if (st == DQ_OK) dq_model_free(m);
     m = NULL;
