@@ -306,7 +306,8 @@ typedef struct {
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;
 
-/* Quantizes m (in place: its weights become what was written) with the
+/* Quantizes m (in place: its weights become what was written; a model from
+ * dq_model_load_lazy is consumed instead, block by block) with the
  * calibration text and writes out, atomically: a packed checkpoint folder or
  * a GGUF file. Refuses, before any work, an output that would replace an
  * input or an unrelated file. report (may be NULL) receives what was done;

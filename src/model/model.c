@@ -119,9 +119,9 @@ static dq_status fp32_view(dq_model *m, const char *file, const char *name, cons
     }
     size_t bad = first_nonfinite(view, n);
     if (bad < n) {
-        dq_model_release(m, view);
-        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file,
-                       name, (double)view[bad], bad);
+        double v = view[bad];
+        dq_model_release(m, view); /* nothing for a view into the map */
+        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file, name, v, bad);
     }
     *out = view;
     return DQ_OK;
