@@ -155,20 +155,42 @@ static dq_packed_info packed_info(const dq_model *m, const dq_tokenizer *t, cons
                             .smooth = j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
 }
 
-static dq_status emit_packed(void *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
-    return dq_packed_put(w, m, layers, n, err);
+/* The output, written as the blocks finish (so that a lazily loaded model
+ * is held one block at a time): laid out before the first solve from the
+ * layers the pipeline will produce (dq_quant_layout), fed by its emit. */
+typedef struct {
+    dq_packed_writer *packed;
+    dq_gguf_export *gguf;
+} output;
+
+static dq_status emit_output(void *user, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    output *o = user;
+    return o->gguf ? dq_gguf_export_put(o->gguf, m, layers, n, err) : dq_packed_put(o->packed, m, layers, n, err);
 }
 
-/* A packed checkpoint is written as the blocks finish (so a lazily loaded
- * model is held one block at a time): laid out before the first solve. */
-static dq_status begin_packed(const char *out, const dq_model *m, job *j, dq_packed_writer **w, dq_error *err) {
-    dq_qlayer *layout = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *layout);
+/* c: the file's config (a rotation unties the head). */
+static dq_status begin_output(const char *out, const dq_model *m, const dq_config *c, const dq_tokenizer *t, job *j,
+                              output *o, dq_error *err) {
+    dq_qlayer *layout = calloc((size_t)dq_quant_result_capacity(c), sizeof *layout);
     if (!layout) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    int n = dq_quant_layout(&m->cfg, &j->po, layout);
-    dq_status st = dq_packed_begin(out, m, layout, n, w, err);
+    int n = dq_quant_layout(c, &j->po, layout);
+    dq_gguf_export_opts g = {.type = DQ_GGML_F16, .file_type = j->po.plan ? j->po.plan->file_type : 0};
+    dq_status st = j->gguf ? dq_gguf_export_begin(out, m, c, t, &g, layout, n, &o->gguf, err)
+                           : dq_packed_begin(out, m, layout, n, &o->packed, err);
     free(layout);
-    if (!st) j->po.emit = emit_packed, j->po.emit_user = *w;
+    if (!st) j->po.emit = emit_output, j->po.emit_user = o;
     return st;
+}
+
+/* Completes the output after a successful run (st == DQ_OK), else removes it. */
+static dq_status end_output(output *o, dq_status st, const dq_model *m, const dq_packed_info *info,
+                            const dq_quant_result *r, dq_error *err) {
+    if (st) {
+        dq_gguf_export_abort(o->gguf);
+        dq_packed_abort(o->packed);
+        return st;
+    }
+    return o->gguf ? dq_gguf_export_finish(o->gguf, m, err) : dq_packed_finish(o->packed, m, r, info, err);
 }
 
 /* Tensors whose width the group did not divide (padded). */
@@ -243,10 +265,10 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st) st = dq_check_output(out, j.gguf ? DQ_OUT_GGUF : DQ_OUT_PACKED_DIR, inputs, 3, err);
     if (!st && !j.gguf) st = dq_packed_check(m, err);
     dq_type_plan plan = {0};
+    dq_config file_cfg = m->cfg; /* as the file will be: a rotation unties the head */
+    if (!st && dq_transform_unties(&j.tr)) file_cfg.tied_embeddings = false;
     if (!st && j.gguf) {
-        dq_config c = m->cfg; /* as the file will be: a rotation unties the head */
-        if (dq_transform_unties(&j.tr)) c.tied_embeddings = false;
-        st = dq_type_plan_make(p->gguf_type, p->pure, j.mi->stat != DQ_STAT_NONE, &c, &plan, err);
+        st = dq_type_plan_make(p->gguf_type, p->pure, j.mi->stat != DQ_STAT_NONE, &file_cfg, &plan, err);
         j.po.plan = &plan;
         if (!st && plan.n_fallback)
             dq_progress_note(&p->progress, false, "%d tensors use llama.cpp's fallback type: their width is not a "
@@ -261,8 +283,9 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st && (p->act_bits || p->act_group)) st = dq_model_set_act_quant(m, p->act_bits, p->act_group, err);
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
     dq_quant_result r = {0};
-    dq_packed_writer *pw = NULL;
-    if (!st && !j.gguf) st = begin_packed(out, m, &j, &pw, err);
+    output o = {0};
+    bool begun = false;
+    if (!st) begun = !(st = begin_output(out, m, &file_cfg, t, &j, &o, err));
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
     int padded = st ? 0 : n_padded(&r);
     if (padded)
@@ -273,16 +296,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
             "The official Python loader's forward pass does not drop the padding: for it, pick a group "
             "that divides every width",
             j.po.q.group, padded);
-    if (!st && j.gguf) {
-        dq_gguf_export_opts g = {.type = DQ_GGML_F16, .quant = &r, .file_type = j.po.plan->file_type};
-        st = dq_export_gguf(out, m, t, &g, err);
-    }
-    if (pw && !st) {
-        dq_packed_info info = packed_info(m, t, p, &j, &cs);
-        st = dq_packed_finish(pw, m, &r, &info, err);
-    } else if (pw) {
-        dq_packed_abort(pw);
-    }
+    dq_packed_info info = packed_info(m, t, p, &j, &cs);
+    if (begun) st = end_output(&o, st, m, &info, &r, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     dq_quant_result_free(&r);
     dq_type_plan_free(&plan);

@@ -596,22 +596,30 @@ void dq_quant_result_free(dq_quant_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* One layer's entry in the layout: name, padding and quantized dims. */
-static void layout_entry(const dq_config *c, const dq_pipeline_opts *o, const dq_site *site, int layer,
+/* One layer's entry in the layout: name, type, padding and quantized dims
+ * (as the solver will allocate them: plain groups or the type's grid). */
+static void layout_entry(const dq_config *c, const dq_pipeline_opts *o, const dq_site *site, int layer, int type,
                          dq_qlayer *ql) {
     memset(ql, 0, sizeof *ql);
     qlayer_init(ql, site, layer);
     int rows, cols;
     dq_site_shape(site, c, &rows, &cols);
     dq_quant_opts q;
-    if (layer_opts(o, -1, cols, ql, &q)) dq_qtensor_shape(&ql->qt, rows, cols + q.pad, q.group, q.bits);
-    ql->qt.in_cols = cols;
+    ql->ggml_type = -1;
+    if (layer_opts(o, type, cols, ql, &q)) {
+        if (q.grid) dq_qtensor_shape(&ql->qt, rows, cols, q.grid->sub, dq_grid_bits(q.grid)), ql->qt.grid = q.grid;
+        else dq_qtensor_shape(&ql->qt, rows, cols + q.pad, q.group, q.bits);
+        ql->qt.in_cols = cols;
+    }
 }
 
 int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out) {
     int n = 0;
+    const dq_type_plan *p = o->plan;
+    if (p && !c->tied_embeddings) layout_entry(c, o, &DQ_SITES[DQ_SITE_TOKEN_EMBD], -1, (int)p->embed, &out[n++]);
     for (int l = 0; l < c->n_layers; l++)
-        for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) layout_entry(c, o, dq_site_of_linear(k), l, &out[n++]);
-    if (o->quantize_head || o->plan) layout_entry(c, o, &DQ_SITES[DQ_SITE_OUTPUT], -1, &out[n++]);
+        for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
+            layout_entry(c, o, dq_site_of_linear(k), l, p ? (int)p->linear[l * DQ_LIN_PER_BLOCK + k] : -1, &out[n++]);
+    if (o->quantize_head || p) layout_entry(c, o, &DQ_SITES[DQ_SITE_OUTPUT], -1, p ? (int)p->head : -1, &out[n++]);
     return n;
 }

@@ -81,9 +81,11 @@ static inline bool dq_qlayer_is(const dq_qlayer *ql, dq_site_id id) { return ql-
 /* Tensors a model of config c can have quantized: every linear site per
  * block (and expert), plus the model-level head and embedding. */
 int dq_quant_result_capacity(const dq_config *c);
-/* The layers dq_quantize_model will produce for config c under o (without a
- * plan), in order, with their dims (qt without arrays: dq_qtensor_shape) and
- * padding: a streaming writer's layout, known before any solve. out holds
- * dq_quant_result_capacity(c) entries; returns how many were filled. */
+/* The layers dq_quantize_model will produce for config c (the model's as
+ * it will be written: a rotation unties the head) under o, in order, with
+ * their GGUF types, dims (qt without arrays: dq_qtensor_shape; a grid's
+ * type) and padding: a streaming writer's layout, known before any solve.
+ * out holds dq_quant_result_capacity(c) entries; returns how many were
+ * filled. */
 int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out);
 #endif

@@ -183,13 +183,18 @@ done:
 
 /* ---- tensors ------------------------------------------------------------------- */
 
-/* Where tensors go: the writer, and the first tensor that cannot be written
- * (the file is then not written at all). */
+/* The file is laid out once (every tensor's name, type, shape and size, from
+ * the config and the quantized layers' dims), then each tensor's bytes are
+ * written when they are final: a block's when the pipeline emits it, the
+ * embedding, final norm and head at the end (issue #15: a lazily loaded
+ * model is held one block at a time). The traversal below serves both: in
+ * layout mode it announces, in data mode it encodes and writes. */
 typedef struct {
     dq_gguf_writer *w;
     const char *path;
     dq_error *err;
     dq_status st;
+    bool layout;
 } sink;
 
 static bool is_inf16(const uint8_t *p) {
@@ -222,11 +227,21 @@ static void check_narrowed(sink *s, const char *name, const float *x, size_t n, 
                     type == DQ_GGML_Q8_0 ? " (its F16 block scale overflows)" : "");
 }
 
+/* Announces the tensor (layout mode) or writes its bytes, which it frees. */
+static void emit(sink *s, const char *name, dq_ggml_type type, int rows, int cols, uint8_t *out, size_t bytes) {
+    int64_t ne[2] = {cols, rows};
+    if (s->layout) dq_gguf_add_tensor_info(s->w, name, type, rows > 1 ? 2 : 1, ne, bytes);
+    else if (!s->st && !out) s->st = dq_fail(s->err, DQ_ERR_NOMEM, "%s: out of memory for tensor %s", s->path, name);
+    else if (!s->st) s->st = dq_gguf_stream_put(s->w, name, out, bytes, s->err);
+    free(out);
+}
+
 static void add_weight(sink *s, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd) {
     if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block)
         type = DQ_GGML_F16; /* llama.cpp's fallback */
     size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
+    if (s->layout || s->st) return emit(s, name, type, rows, cols, NULL, bytes);
     uint8_t *out = malloc(bytes ? bytes : 1);
     float *tmp = type == DQ_GGML_Q8_0 || permute_hd ? malloc(n * sizeof *tmp) : NULL;
     if (out && (tmp || !(type == DQ_GGML_Q8_0 || permute_hd))) {
@@ -253,25 +268,21 @@ static void add_weight(sink *s, const char *name, const float *x, int rows, int 
         out = NULL;
     }
     free(tmp);
-    int64_t ne[2] = {cols, rows};
-    dq_gguf_add_tensor(s->w, name, type, rows > 1 ? 2 : 1, ne, out, bytes);
+    emit(s, name, type, rows, cols, out, bytes);
 }
 
 /* A quantized layer's blocks, rows reordered like add_weight's. */
 static void add_blocks(sink *s, const char *name, const dq_qtensor *t, int permute_hd) {
     dq_ggml_type type = t->grid->type;
     size_t rb = dq_ggml_row_bytes(type, (size_t)t->cols), bytes = rb * (size_t)t->rows;
+    if (!s->layout && !t->blocks && !s->st)
+        s->st = dq_fail(s->err, DQ_ERR_ARG, "%s: tensor %s: its blocks were not given", s->path, name);
+    if (s->layout || s->st) return emit(s, name, type, t->rows, t->cols, NULL, bytes);
     uint8_t *out = malloc(bytes ? bytes : 1);
     for (int r = 0; out && r < t->rows; r++)
         dq_qtensor_encode_row(t, permute_hd ? dq_half_row_of_interleaved_row(r, permute_hd) : r, out + (size_t)r * rb);
-    int64_t ne[2] = {t->cols, t->rows};
-    dq_gguf_add_tensor(s->w, name, type, 2, ne, out, bytes);
+    emit(s, name, type, t->rows, t->cols, out, bytes);
 }
-
-typedef struct {
-    const dq_qlayer **lin; /* (n_layers, DQ_LIN_PER_BLOCK) */
-    const dq_qlayer *head, *embed;
-} quant_index;
 
 static void put_matrix(sink *w, const char *name, const float *x, int rows, int cols, dq_ggml_type type,
                        int permute_hd, const dq_qlayer *ql) {
@@ -279,23 +290,22 @@ static void put_matrix(sink *w, const char *name, const float *x, int rows, int 
     else add_weight(w, name, x, rows, cols, ql && ql->ggml_type >= 0 ? (dq_ggml_type)ql->ggml_type : type, permute_hd);
 }
 
-static void add_layer(sink *w, const dq_model *m, int i, dq_ggml_type type, bool permute,
-                      const quant_index *qi) {
-    const dq_config *c = &m->cfg;
-    const dq_qlayer *const *ql = qi->lin ? qi->lin + (size_t)i * DQ_LIN_PER_BLOCK : NULL;
+/* Block i's tensors; lin: its seven quantized layers (NULL: none). */
+static void add_layer(sink *w, const dq_model *m, const dq_config *c, int i, dq_ggml_type type, bool permute,
+                      const dq_qlayer *const *lin) {
     for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
         const dq_site *s = &DQ_SITES[k];
         if (!dq_site_present(s, c)) continue;
         dq_site_ref t;
         dq_site_ref_of(s, c, i, DQ_NAMES_GGUF, &t);
-        const float *x = dq_site_get(&m->layers[i], s);
+        const float *x = w->layout ? NULL : dq_site_get(&m->layers[i], s);
         if (s->role != DQ_SITE_LINEAR) { /* norms, biases: F32 rows; biases come with qwen2, never permuted */
             add_weight(w, t.name, x, 1, t.rows, DQ_GGML_F32, 0);
             continue;
         }
         /* llama.cpp rotates llama heads in interleaved pairs: HF rows go back to that order */
         int phd = permute && s->rope_rows ? c->head_dim : 0;
-        put_matrix(w, t.name, x, t.rows, t.cols, type, phd, ql ? ql[s->lin] : NULL);
+        put_matrix(w, t.name, x, t.rows, t.cols, type, phd, lin ? lin[s->lin] : NULL);
     }
 }
 
@@ -303,20 +313,6 @@ static void add_layer(sink *w, const dq_model *m, int i, dq_ggml_type type, bool
 static const char *model_site_name(dq_site_id id, char buf[64]) {
     dq_site_gguf_name(&DQ_SITES[id], 0, buf, 64);
     return buf;
-}
-
-static bool index_quant(const dq_quant_result *r, int n_layers, quant_index *qi) {
-    memset(qi, 0, sizeof *qi);
-    if (!r) return true;
-    if (!(qi->lin = calloc((size_t)n_layers * DQ_LIN_PER_BLOCK, sizeof *qi->lin))) return false;
-    for (int i = 0; i < r->n; i++) {
-        const dq_qlayer *ql = &r->layers[i];
-        if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) qi->head = ql;
-        else if (dq_qlayer_is(ql, DQ_SITE_TOKEN_EMBD)) qi->embed = ql;
-        else if (ql->layer >= 0 && ql->layer < n_layers && ql->site->lin >= 0)
-            qi->lin[(size_t)ql->layer * DQ_LIN_PER_BLOCK + ql->site->lin] = ql;
-    }
-    return true;
 }
 
 /* Llama-3 context scaling as llama.cpp stores it: one divisor per RoPE pair
@@ -335,40 +331,165 @@ static dq_status rope_freqs(const dq_model *m, const char *path, float **out, dq
     return DQ_OK;
 }
 
-dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
-                         dq_error *err) {
-    const dq_config *c = &m->cfg;
+struct dq_gguf_export {
+    dq_gguf_writer *w;
+    char path[PATH_MAX];
+    dq_config cfg; /* the file's: a rotation unties the head */
+    dq_gguf_export_opts o;
+    bool permute;
+    dq_qlayer *shells; /* the layout's layers: types and dims */
+    int n_shells;
+    const dq_qlayer **lin; /* (n_layers, DQ_LIN_PER_BLOCK) into shells */
+    const dq_qlayer *head, *embed;
+    bool *block_done, embed_done, head_done;
+    const dq_qlayer *pending[DQ_LIN_PER_BLOCK]; /* the block being put */
+    int n_pending;
+};
+
+static bool index_layers(dq_gguf_export *x) {
+    if (!(x->lin = calloc((size_t)x->cfg.n_layers * DQ_LIN_PER_BLOCK, sizeof *x->lin))) return false;
+    for (int i = 0; i < x->n_shells; i++) {
+        const dq_qlayer *ql = &x->shells[i];
+        if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) x->head = ql;
+        else if (dq_qlayer_is(ql, DQ_SITE_TOKEN_EMBD)) x->embed = ql;
+        else if (ql->layer >= 0 && ql->layer < x->cfg.n_layers && ql->site->lin >= 0)
+            x->lin[(size_t)ql->layer * DQ_LIN_PER_BLOCK + ql->site->lin] = ql;
+    }
+    return true;
+}
+
+/* The embedding (a tied one is the head: its quantized form when there is
+ * one), the final norm, an untied head and the RoPE divisors: announced, or
+ * written from m where `which` says (1 embedding, 2 norm, 4 head, 8 freqs). */
+static void model_tensors(dq_gguf_export *x, sink *k, const dq_model *m, unsigned which, const dq_qlayer *embed,
+                          const dq_qlayer *head) {
+    const dq_config *c = &x->cfg;
+    char name[64];
+    if (which & 1)
+        put_matrix(k, model_site_name(DQ_SITE_TOKEN_EMBD, name), m->tok_embeddings, c->vocab_size, c->dim, x->o.type,
+                   0, embed);
+    if (which & 2) add_weight(k, model_site_name(DQ_SITE_OUTPUT_NORM, name), m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
+    if ((which & 4) && !c->tied_embeddings)
+        put_matrix(k, model_site_name(DQ_SITE_OUTPUT, name), m->output, c->vocab_size, c->dim, x->o.type, 0, head);
+    if (which & 8) {
+        float *freqs = NULL;
+        if (!k->st) k->st = rope_freqs(m, x->path, &freqs, k->err);
+        if (freqs) add_weight(k, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);
+        free(freqs);
+    }
+}
+
+void dq_gguf_export_abort(dq_gguf_export *x) {
+    if (!x) return;
+    dq_gguf_writer_free(x->w); /* removes an uncommitted temporary */
+    free(x->shells);
+    free(x->lin);
+    free(x->block_done);
+    free(x);
+}
+
+dq_status dq_gguf_export_begin(const char *path, const dq_model *m, const dq_config *c, const dq_tokenizer *t,
+                               const dq_gguf_export_opts *o, const dq_qlayer *layout, int n, dq_gguf_export **out,
+                               dq_error *err) {
+    *out = NULL;
     /* qwen2 keeps rotate-half heads (llama.cpp's NEOX rope); llama needs Meta order */
-    const char *arch = c->qkv_bias ? "qwen2" : "llama";
-    bool permute = !c->qkv_bias && c->rope_style == DQ_ROPE_HALF;
     if (c->qkv_bias && c->rope_style != DQ_ROPE_HALF)
         return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: q/k/v biases with interleaved RoPE have no GGUF architecture",
                        m->path);
-    dq_gguf_writer *w = dq_gguf_writer_new();
-    if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
-    write_hparams(w, m, o, arch);
-    dq_status st = write_tokenizer(w, t, c->vocab_size, err);
-    quant_index qi;
-    if (!st && !index_quant(o->quant, c->n_layers, &qi)) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
-    if (!st) {
-        /* a tied embedding is the head: its quantized form, when there is one */
-        const dq_qlayer *embed = c->tied_embeddings && qi.head ? qi.head : qi.embed;
-        sink k = {w, path, err, DQ_OK};
-        char name[64];
-        put_matrix(&k, model_site_name(DQ_SITE_TOKEN_EMBD, name), m->tok_embeddings, c->vocab_size, c->dim, o->type,
-                   0, embed);
-        for (int i = 0; i < c->n_layers; i++) add_layer(&k, m, i, o->type, permute, &qi);
-        add_weight(&k, model_site_name(DQ_SITE_OUTPUT_NORM, name), m->final_norm, 1, c->dim, DQ_GGML_F32, 0);
-        if (!c->tied_embeddings)
-            put_matrix(&k, model_site_name(DQ_SITE_OUTPUT, name), m->output, c->vocab_size, c->dim, o->type, 0,
-                       qi.head);
-        float *freqs = NULL;
-        st = k.st ? k.st : rope_freqs(m, path, &freqs, err);
-        if (!k.st && freqs) add_weight(&k, "rope_freqs.weight", freqs, 1, c->head_dim / 2, DQ_GGML_F32, 0);
-        if (!st) st = dq_gguf_write(w, path, err);
-        free(freqs);
-        free(qi.lin);
+    dq_gguf_export *x = calloc(1, sizeof *x);
+    if (!x || !(x->w = dq_gguf_writer_new()) || !(x->shells = malloc((size_t)(n ? n : 1) * sizeof *x->shells)) ||
+        !(x->block_done = calloc((size_t)c->n_layers, sizeof *x->block_done))) {
+        dq_gguf_export_abort(x);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
     }
-    dq_gguf_writer_free(w);
+    snprintf(x->path, sizeof x->path, "%s", path);
+    x->cfg = *c;
+    x->o = *o;
+    x->o.quant = NULL;
+    x->permute = !c->qkv_bias && c->rope_style == DQ_ROPE_HALF;
+    if (n) memcpy(x->shells, layout, (size_t)n * sizeof *layout);
+    x->n_shells = n;
+    write_hparams(x->w, m, o, c->qkv_bias ? "qwen2" : "llama");
+    dq_status st = write_tokenizer(x->w, t, c->vocab_size, err);
+    if (!st && !index_layers(x)) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    sink k = {x->w, x->path, err, st, true};
+    const dq_qlayer *embed = c->tied_embeddings && x->head ? x->head : x->embed;
+    if (!st) model_tensors(x, &k, m, 1, embed, x->head);
+    for (int i = 0; !k.st && i < c->n_layers; i++)
+        add_layer(&k, m, c, i, o->type, x->permute, x->lin + (size_t)i * DQ_LIN_PER_BLOCK);
+    if (!k.st) model_tensors(x, &k, m, 2 | 4 | 8, embed, x->head);
+    st = k.st;
+    if (!st) st = dq_gguf_stream_begin(x->w, path, err);
+    if (st) {
+        dq_gguf_export_abort(x);
+        return st;
+    }
+    *out = x;
+    return DQ_OK;
+}
+
+/* Block l from m, with the given quantized layers (or the layout's, which
+ * must then have none with a grid: a layer announced but never given). */
+static dq_status write_block(dq_gguf_export *x, const dq_model *m, int l, const dq_qlayer *const *lin,
+                             dq_error *err) {
+    sink k = {x->w, x->path, err, DQ_OK, false};
+    add_layer(&k, m, &x->cfg, l, x->o.type, x->permute, lin);
+    x->block_done[l] = true;
+    return k.st;
+}
+
+dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    for (int i = 0; i < n; i++) {
+        const dq_qlayer *ql = &layers[i];
+        sink k = {x->w, x->path, err, DQ_OK, false};
+        if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) { /* a tied head is the embedding */
+            model_tensors(x, &k, m, x->cfg.tied_embeddings ? 1 : 4, ql, ql);
+            x->head_done = true;
+            x->embed_done |= x->cfg.tied_embeddings;
+        } else if (dq_qlayer_is(ql, DQ_SITE_TOKEN_EMBD)) {
+            model_tensors(x, &k, m, 1, ql, NULL);
+            x->embed_done = true;
+        } else {
+            if (x->n_pending && x->pending[0]->layer != ql->layer)
+                return dq_fail(err, DQ_ERR_ARG, "%s: block %d given before block %d was complete", x->path, ql->layer,
+                               x->pending[0]->layer);
+            x->pending[x->n_pending++] = ql;
+            if (x->n_pending < DQ_LIN_PER_BLOCK) continue;
+            const dq_qlayer *lin[DQ_LIN_PER_BLOCK] = {0};
+            for (int j = 0; j < DQ_LIN_PER_BLOCK; j++) lin[x->pending[j]->site->lin] = x->pending[j];
+            x->n_pending = 0;
+            k.st = write_block(x, m, ql->layer, lin, err);
+        }
+        if (k.st) return k.st;
+    }
+    return DQ_OK;
+}
+
+dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *err) {
+    dq_status st = x->n_pending ? dq_fail(err, DQ_ERR_ARG, "%s: block %d is incomplete", x->path, x->pending[0]->layer)
+                   : m->cfg.tied_embeddings != x->cfg.tied_embeddings
+                       ? dq_fail(err, DQ_ERR_ARG, "%s: the head was laid out %s", x->path,
+                                 x->cfg.tied_embeddings ? "tied" : "untied")
+                       : DQ_OK;
+    for (int l = 0; !st && l < x->cfg.n_layers; l++)
+        if (!x->block_done[l]) st = write_block(x, m, l, x->lin + (size_t)l * DQ_LIN_PER_BLOCK, err);
+    sink k = {x->w, x->path, err, st, false};
+    if (!st) model_tensors(x, &k, m, (x->embed_done ? 0 : 1) | 2 | (x->head_done ? 0 : 4) | 8, x->embed, x->head);
+    st = k.st;
+    if (!st) st = dq_gguf_stream_commit(x->w, err);
+    dq_gguf_export_abort(x);
     return st;
+}
+
+dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
+                         dq_error *err) {
+    const dq_quant_result *r = o->quant;
+    dq_gguf_export *x;
+    dq_status st = dq_gguf_export_begin(path, m, &m->cfg, t, o, r ? r->layers : NULL, r ? r->n : 0, &x, err);
+    if (st) return st;
+    if (r && (st = dq_gguf_export_put(x, m, r->layers, r->n, err))) {
+        dq_gguf_export_abort(x);
+        return st;
+    }
+    return dq_gguf_export_finish(x, m, err);
 }

@@ -19,4 +19,21 @@ typedef struct {
 
 dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
                          dq_error *err);
+
+/* The same file written as the pipeline goes (dq_pipeline_opts.emit):
+ * begin lays it out for config c (the model's as it will be written: a
+ * rotation unties the head) and the quantized layers to come (dq_quant_layout:
+ * types and dims, no codes; o->quant is ignored) and writes its header to
+ * PATH.tmp-PID; put takes finished layers (a block's seven write the block
+ * from m, its norms and F16-kept layers included; the head, and with it a
+ * tied embedding; an untied embedding); finish writes what remains from m
+ * (blocks never put, embedding, final norm, head, RoPE divisors), renames
+ * over PATH and frees x; abort removes the temporary. */
+typedef struct dq_gguf_export dq_gguf_export;
+dq_status dq_gguf_export_begin(const char *path, const dq_model *m, const dq_config *c, const dq_tokenizer *t,
+                               const dq_gguf_export_opts *o, const dq_qlayer *layout, int n, dq_gguf_export **x,
+                               dq_error *err);
+dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
+dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *err);
+void dq_gguf_export_abort(dq_gguf_export *x);
 #endif

@@ -344,8 +344,10 @@ typedef struct {
     dq_ggml_type type;
     int n_dims;
     int64_t ne[4];
-    void *data;
+    void *data;      /* owned; NULL for a tensor announced for streaming */
     size_t nbytes;
+    uint64_t offset; /* in the data section (set when the header is written) */
+    bool done;       /* its bytes are in the file */
 } wtensor;
 
 struct dq_gguf_writer {
@@ -355,12 +357,15 @@ struct dq_gguf_writer {
     wtensor *t;
     size_t n_t, cap_t;
     bool oom;
+    dq_out_file out; /* open between header and commit */
+    size_t data_start;
 };
 
 dq_gguf_writer *dq_gguf_writer_new(void) { return calloc(1, sizeof(dq_gguf_writer)); }
 
 void dq_gguf_writer_free(dq_gguf_writer *w) {
     if (!w) return;
+    if (w->out.f) dq_out_abort(&w->out); /* begun, never committed */
     for (size_t i = 0; i < w->n_t; i++) free(w->t[i].data);
     free(w->t);
     free(w->kv);
@@ -425,11 +430,10 @@ void dq_gguf_set_str_array(dq_gguf_writer *w, const char *key, const char *const
     for (size_t i = 0; i < n; i++) put_str(w, s[i], len[i]);
 }
 
-void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
-                        void *data, size_t nbytes) {
-    if (!data || w->oom) {
+static void add(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne, void *data,
+                size_t nbytes) {
+    if (w->oom) {
         free(data);
-        w->oom = true;
         return;
     }
     if (w->n_t == w->cap_t) {
@@ -449,6 +453,19 @@ void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, 
     for (int d = 0; d < 4; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
 }
 
+void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
+                        void *data, size_t nbytes) {
+    if (!data) w->oom = true;
+    add(w, name, type, n_dims, ne, data, nbytes);
+}
+
+void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
+                             size_t nbytes) {
+    add(w, name, type, n_dims, ne, NULL, nbytes);
+}
+
+#define GGUF_ALIGN 32 /* general.alignment's default */
+
 static bool write_pad(FILE *f, size_t *pos, size_t align) {
     static const uint8_t zeros[64];
     size_t pad = (align - *pos % align) % align;
@@ -456,8 +473,9 @@ static bool write_pad(FILE *f, size_t *pos, size_t align) {
     return fwrite(zeros, 1, pad, f) == pad;
 }
 
-static bool write_body(dq_gguf_writer *w, FILE *f) {
-    const size_t align = 32;
+/* Magic, counts, metadata and tensor infos (each tensor's offset padded to
+ * the alignment), then padding: where the data section starts. */
+static bool write_header(dq_gguf_writer *w, FILE *f) {
     uint64_t n_t = w->n_t;
     size_t pos = 0;
     bool ok = fwrite("GGUF", 1, 4, f) == 4;
@@ -467,31 +485,66 @@ static bool write_body(dq_gguf_writer *w, FILE *f) {
     pos = 24 + w->kv_len;
     uint64_t offset = 0;
     for (size_t i = 0; i < w->n_t && ok; i++) {
-        const wtensor *t = &w->t[i];
+        wtensor *t = &w->t[i];
         uint64_t len = strlen(t->name);
         uint32_t nd = (uint32_t)t->n_dims, type = (uint32_t)t->type;
+        t->offset = offset;
         ok = fwrite(&len, 8, 1, f) == 1 && fwrite(t->name, 1, len, f) == len && fwrite(&nd, 4, 1, f) == 1 &&
              fwrite(t->ne, 8, nd, f) == nd && fwrite(&type, 4, 1, f) == 1 && fwrite(&offset, 8, 1, f) == 1;
         pos += 8 + len + 4 + 8 * nd + 4 + 8;
-        offset += (t->nbytes + align - 1) / align * align;
+        offset += (t->nbytes + GGUF_ALIGN - 1) / GGUF_ALIGN * GGUF_ALIGN;
     }
-    ok = ok && write_pad(f, &pos, align);
-    for (size_t i = 0; i < w->n_t && ok; i++) {
-        ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, f) == w->t[i].nbytes;
-        pos += w->t[i].nbytes;
-        ok = ok && write_pad(f, &pos, align);
-    }
+    ok = ok && write_pad(f, &pos, GGUF_ALIGN);
+    w->data_start = pos;
     return ok;
 }
 
-dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err) {
+dq_status dq_gguf_stream_begin(dq_gguf_writer *w, const char *path, dq_error *err) {
     if (w->oom) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory building the GGUF file", path);
-    dq_out_file out;
-    dq_status st = dq_out_open(&out, path, err);
+    dq_status st = dq_out_open(&w->out, path, err);
     if (st) return st;
-    if (!write_body(w, out.f)) {
-        dq_out_abort(&out);
+    if (!write_header(w, w->out.f)) {
+        dq_out_abort(&w->out);
         return dq_fail(err, DQ_ERR_IO, "%s: write failed", path);
     }
-    return dq_out_commit(&out, err);
+    return DQ_OK;
+}
+
+/* Tensor t's bytes and the zeros up to the next aligned offset. */
+static dq_status put_tensor(dq_gguf_writer *w, wtensor *t, const void *data, size_t nbytes, dq_error *err) {
+    if (nbytes != t->nbytes || t->done)
+        return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s: %zu bytes given, %zu expected%s", w->out.path, t->name, nbytes,
+                       t->nbytes, t->done ? " (and already written)" : "");
+    size_t pos = w->data_start + t->offset + nbytes;
+    bool ok = fseeko(w->out.f, (off_t)(w->data_start + t->offset), SEEK_SET) == 0 &&
+              fwrite(data, 1, nbytes, w->out.f) == nbytes && write_pad(w->out.f, &pos, GGUF_ALIGN);
+    if (!ok) return dq_fail(err, DQ_ERR_IO, "%s: write failed (disk full?)", w->out.path);
+    t->done = true;
+    return DQ_OK;
+}
+
+dq_status dq_gguf_stream_put(dq_gguf_writer *w, const char *name, const void *data, size_t nbytes, dq_error *err) {
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!strcmp(w->t[i].name, name)) return put_tensor(w, &w->t[i], data, nbytes, err);
+    return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not in the file's layout", w->out.path, name);
+}
+
+dq_status dq_gguf_stream_commit(dq_gguf_writer *w, dq_error *err) {
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!w->t[i].done) {
+            dq_status st = dq_fail(err, DQ_ERR_ARG, "%s: tensor %s was never written", w->out.path, w->t[i].name);
+            dq_out_abort(&w->out);
+            return st;
+        }
+    return dq_out_commit(&w->out, err);
+}
+
+dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err) {
+    dq_status st = dq_gguf_stream_begin(w, path, err);
+    for (size_t i = 0; !st && i < w->n_t; i++) st = put_tensor(w, &w->t[i], w->t[i].data, w->t[i].nbytes, err);
+    if (st) {
+        dq_out_abort(&w->out);
+        return st;
+    }
+    return dq_gguf_stream_commit(w, err);
 }

@@ -75,4 +75,16 @@ void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, 
                         void *data, size_t nbytes);
 /* Writes to PATH.tmp-PID, then renames over PATH. */
 dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err);
+
+/* The same file written as its tensors become final (quantization block by
+ * block, issue #15): every tensor announced first with its type, shape and
+ * size (add_tensor_info), stream_begin writes PATH.tmp-PID's header, put
+ * writes one tensor's bytes at its offset (any order), commit checks that
+ * every tensor was written and renames over PATH; writer_free of an
+ * uncommitted writer removes the temporary. Byte-identical to dq_gguf_write. */
+void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
+                             size_t nbytes);
+dq_status dq_gguf_stream_begin(dq_gguf_writer *w, const char *path, dq_error *err);
+dq_status dq_gguf_stream_put(dq_gguf_writer *w, const char *name, const void *data, size_t nbytes, dq_error *err);
+dq_status dq_gguf_stream_commit(dq_gguf_writer *w, dq_error *err);
 #endif

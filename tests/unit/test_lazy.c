@@ -6,7 +6,9 @@
  *    dq_st_write; a tensor left short or bytes outside a tensor are errors;
  *  - lazy and eager quantization write byte-identical checkpoints (bf16 with
  *    a tied head, f16 with biases, fp32 llama2.c views with the head
- *    quantized, GPTQ after a rotation, which loads the whole model first);
+ *    quantized, GPTQ after a rotation, which loads the whole model first),
+ *    and GGUF files (tied head as the embedding, fallback types, an untying
+ *    rotation);
  *  - a block is loaded on demand and its memory returned on unload; a
  *    consumed model refuses a forward pass, naming the block;
  *  - a non-finite weight in a deferred block is reported when the block is
@@ -77,7 +79,8 @@ static void test_st_writer_pieces(void **st) {
     assert_non_null(strstr(err.msg, "tensor 1 got 0 of its 6 bytes"));
 }
 
-/* The public job, lazily or not; returns the status. */
+/* The public job, lazily or not; returns the status. gguf_type: GGUF output. */
+static const char *gguf_type;
 static dq_status quantize(const char *model, const char *tok, bool lazy, const char *method, const char *rotate,
                           bool head, const char *out, dq_error *err) {
     dq_model *m;
@@ -94,6 +97,7 @@ static dq_status quantize(const char *model, const char *tok, bool lazy, const c
     p.n_threads = 2;
     p.quantize_head = head;
     p.rotate = rotate;
+    if (gguf_type) p.format = "gguf", p.gguf_type = gguf_type, p.bits = 0, p.group = 0;
     st = dq_quantize(m, t, out, &p, NULL, err);
     dq_tokenizer_free(t);
     dq_model_free(m);
@@ -120,6 +124,30 @@ static void test_same_bytes_bf16_tied(void **st) {
     (void)st;
     same_checkpoint(tu_shared(GUT6L_HF), tu_shared(GUT6L_HF "/tokenizer.json"), "dashq", NULL, false, "gut6l-dashq");
     same_checkpoint(tu_shared(GUT6L_HF), tu_shared(GUT6L_HF "/tokenizer.json"), "gptq", NULL, true, "gut6l-gptq");
+}
+
+static void same_gguf(const char *method, const char *type, const char *rotate, const char *name) {
+    char eager[1100], lazy[1200];
+    snprintf(eager, sizeof eager, "%s", tu_tmp(name));
+    snprintf(lazy, sizeof lazy, "%s-lazy.gguf", eager);
+    dq_error err = {0};
+    gguf_type = type;
+    const char *tok = tu_shared(GUT6L_HF "/tokenizer.json");
+    if (quantize(tu_shared(GUT6L_HF), tok, false, method, rotate, false, eager, &err)) fail_msg("%s", err.msg);
+    if (quantize(tu_shared(GUT6L_HF), tok, true, method, rotate, false, lazy, &err)) fail_msg("%s", err.msg);
+    gguf_type = NULL;
+    if (!same_file(eager, lazy)) fail_msg("%s: the eager and the lazy GGUF differ", name);
+    dq_model *m = tu_model(lazy); /* and it loads */
+    dq_model_free(m);
+}
+
+/* GGUF written block by block: a tied head that is the embedding (Q4_K_M's
+ * Q6_K head), fallback types for widths the blocks do not divide, and a
+ * rotation that unties the head. */
+static void test_same_bytes_gguf(void **st) {
+    (void)st;
+    same_gguf("dashq", "Q4_K_M", NULL, "gut6l-q4km.gguf");
+    same_gguf("gptq", "Q3_K_S", "hadamard", "gut6l-q3ks-rot.gguf");
 }
 
 static void test_same_bytes_llama2c_views(void **st) {
@@ -273,7 +301,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_st_writer_pieces),     cmocka_unit_test(test_same_bytes_bf16_tied),
         cmocka_unit_test(test_same_bytes_llama2c_views), cmocka_unit_test(test_same_bytes_rotated),
-        cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_block_load_unload),
+        cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_same_bytes_gguf),
+        cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
