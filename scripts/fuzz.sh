@@ -37,6 +37,9 @@ for t in "${targets[@]}"; do
   started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   t0=$(date +%s)
   rc=0
+  # one run per target at a time: two would share build-fuzz/fuzz-TARGET.log and lose a count
+  exec 9>"build-fuzz/.lock-$t"
+  flock -n 9 || { echo "fuzz.sh: $t is already being fuzzed by another run" >&2; exit 2; }
   rm -f "build-fuzz/fuzz-$t.log"
   tests/fuzz/run.sh "$secs" "$t" -artifact_prefix="findings/$t/" >/dev/null 2>&1 || rc=$?
   cp "build-fuzz/fuzz-$t.log" "build-fuzz/logs/$t.log" 2>/dev/null || echo "(no output: build failed?)" >"build-fuzz/logs/$t.log"
@@ -50,6 +53,7 @@ for t in "${targets[@]}"; do
   rate=$(awk -v e="${execs:-0}" -v s="$took" 'BEGIN { printf "%.0f", (s > 0 ? e / s : 0) }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$started" "$t" "$took" "${execs:-0}" "$rate" "$found" "$files" >>"$out"
   printf '%-12s %6s s %12s executions %7s/s  findings %s\n' "$t" "$took" "${execs:-0}" "$rate" "$found" >&2
+  exec 9>&-
   if [ "$found" -gt 0 ]; then
     failed=1
     echo "   $t: see build-fuzz/logs/$t.log and build-fuzz/findings/$t/" >&2
