@@ -392,12 +392,14 @@ static dq_status gather_gradients(run_ctx *c, dq_error *err) {
 }
 
 /* The streaming output: the n layers from `first` go to the writer, then
- * their codes and (lazy model) block l's weights are released. */
+ * their codes and (lazy model) block l's weights are released, unless a
+ * refreshed gradient pass will run the quantized blocks again. */
 static dq_status emit(run_ctx *c, int first, int n, int l, dq_error *err) {
     if (!c->o->emit) return DQ_OK;
     dq_status st = c->o->emit(c->o->emit_user, c->m, &c->r->layers[first], n, err);
     for (int i = first; i < first + n; i++) dq_qtensor_drop_data(&c->r->layers[i].qt);
-    if (l >= 0) dq_model_block_unload(c->m, l);
+    bool refreshes = c->o->q.refresh > 0 && c->stats.curvature != DQ_CURVATURE_LAYER && !c->o->grads;
+    if (l >= 0 && !refreshes) dq_model_block_unload(c->m, l);
     return st;
 }
 

@@ -79,8 +79,9 @@ static void test_st_writer_pieces(void **st) {
     assert_non_null(strstr(err.msg, "tensor 1 got 0 of its 6 bytes"));
 }
 
-/* The public job, lazily or not; returns the status. gguf_type: GGUF output. */
-static const char *gguf_type;
+/* The public job, lazily or not; returns the status. gguf_type: GGUF
+ * output; options: the method's. */
+static const char *gguf_type, *options;
 static dq_status quantize(const char *model, const char *tok, bool lazy, const char *method, const char *rotate,
                           bool head, const char *out, dq_error *err) {
     dq_model *m;
@@ -97,6 +98,7 @@ static dq_status quantize(const char *model, const char *tok, bool lazy, const c
     p.n_threads = 2;
     p.quantize_head = head;
     p.rotate = rotate;
+    p.options = options;
     if (gguf_type) p.format = "gguf", p.gguf_type = gguf_type, p.bits = 0, p.group = 0;
     st = dq_quantize(m, t, out, &p, NULL, err);
     dq_tokenizer_free(t);
@@ -153,6 +155,15 @@ static void test_same_bytes_gguf(void **st) {
 static void test_same_bytes_llama2c_views(void **st) {
     (void)st;
     same_checkpoint(tu_shared(STORIES), tu_shared("models/stories260K/tok512.bin"), "gptq", NULL, true, "stories");
+}
+
+/* OAC's gradient pass runs the whole model: first, and again every two
+ * blocks on the partly quantized model (the quantized blocks stay loaded). */
+static void test_same_bytes_oac_refresh(void **st) {
+    (void)st;
+    options = "refresh=2";
+    same_checkpoint(tu_shared(GUT6L_HF), tu_shared(GUT6L_HF "/tokenizer.json"), "oac", NULL, false, "gut6l-oac");
+    options = NULL;
 }
 
 /* A rotation folds into every tensor first: the lazy model is loaded whole. */
@@ -302,7 +313,7 @@ int main(void) {
         cmocka_unit_test(test_st_writer_pieces),     cmocka_unit_test(test_same_bytes_bf16_tied),
         cmocka_unit_test(test_same_bytes_llama2c_views), cmocka_unit_test(test_same_bytes_rotated),
         cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_same_bytes_gguf),
-        cmocka_unit_test(test_block_load_unload),
+        cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,42 @@
+#!/bin/bash
+# Peak memory (RSS, /usr/bin/time) and time of `dashq quantize` on synthetic
+# Llama folders of the sizes users quantize (issue #15), this build against
+# another (OLD=/path/to/old/dashq OLD_COMMIT=a2c4f5f, e.g. a build of commit
+# a2c4f5f, before streaming). The models are made once by build/tests/make_synthetic_llama
+# (random bf16 weights, 4 shards) into ${DASHQ_SYNTHETIC:-~/.cache/dashq/synthetic};
+# never commit them. One line per run is appended to results/memory.tsv.
+#   bench/memory.sh                          # 1.9B: DASH-Q, GPTQ (packed W4 g128), DASH-Q Q4_K_M GGUF
+#   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
+# Run alone: timings beside other jobs on 2 cores mean nothing (RSS still does).
+set -u
+cd "$(dirname "$0")/.."
+NEW=${NEW:-build/dashq} OLD=${OLD:-}
+SHARED=${DASHQ_SHARED:-../shared}
+C=${DASHQ_SYNTHETIC:-$HOME/.cache/dashq/synthetic}
+MODEL=${MODEL:-1.9b} NSAMPLES=${NSAMPLES:-2} SEQLEN=${SEQLEN:-64}
+JOBS=${JOBS:-"dashq gptq dashq-gguf"}
+TOK=$SHARED/models/llama2c-tokenizer32k/tokenizer.model
+CAL=$SHARED/data/wikitext2/wiki.test.raw
+cmake --build build --target make_synthetic_llama >/dev/null || exit 1
+[ -f "$C/$MODEL/config.json" ] || build/tests/make_synthetic_llama "$MODEL" "$C/$MODEL" || exit 1
+out=results/memory.tsv T=${TMPDIR:-/tmp}
+[ -s $out ] || printf 'date\tcommit\tbuild\tmodel\tjob\tcalib_tokens\tpeak_rss_mb\twall_s\n' > $out
+for b in $NEW $OLD; do
+  commit=$(git rev-parse --short HEAD)
+  [ "$b" = "$NEW" ] || commit=${OLD_COMMIT:-old} # the OLD build's commit: say it (OLD_COMMIT=a2c4f5f)
+  for job in $JOBS; do
+    case $job in
+      dashq) args="--method dashq --bits 4 --group 128" o=$T/dq_mem_q ;;
+      gptq) args="--method gptq --bits 4 --group 128" o=$T/dq_mem_q ;;
+      dashq-gguf) args="--method dashq --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
+      *) echo "unknown job $job" >&2; exit 2 ;;
+    esac
+    rm -rf "$o"
+    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b quantize "$C/$MODEL" --tokenizer $TOK $args --calib $CAL \
+      --nsamples $NSAMPLES --seqlen $SEQLEN -o "$o" --quiet > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
+    read -r kb s < $T/dq_mem_time
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $MODEL $job $((NSAMPLES * SEQLEN)) \
+      $((kb / 1024)) $s | tee -a $out
+    rm -rf "$o"
+  done
+done
