@@ -31,6 +31,10 @@ dq_status dq_convert(const dq_model *m, const dq_tokenizer *t, const char *out, 
     bool hf = !st && !strcmp(format, "hf");
     const char *inputs[] = {m->path, dq_tokenizer_path(t)};
     if (!st) st = dq_check_output(out, hf ? DQ_OUT_PACKED_DIR : DQ_OUT_GGUF, inputs, 2, err);
+    for (int l = 0; !st && l < m->cfg.n_layers; l++) /* a model from dq_model_load_lazy is for dq_quantize */
+        if (!dq_model_block_ready(m, l))
+            st = dq_fail(err, DQ_ERR_ARG, "%s: block %d's weights are not loaded (a model opened for streaming "
+                         "quantization); load it with dq_model_load to convert it", m->path, l);
     if (st) return st;
     if (hf) {
         dq_hf_export_opts o = {.type = !strcmp(type, "BF16") ? DQ_DTYPE_BF16 : DQ_DTYPE_F32};

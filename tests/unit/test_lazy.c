@@ -249,6 +249,11 @@ static void test_block_load_unload(void **st) {
     free(x);
     dq_session_free(s);
 
+    dq_tokenizer *tok = tu_tokenizer(tu_shared(GUT6L_HF "/tokenizer.json")); /* convert refuses, never crashes */
+    assert_int_equal(dq_convert(m, tok, tu_tmp("lazy.gguf"), "gguf", "F16", &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "block 0's weights are not loaded"));
+    dq_tokenizer_free(tok);
+
     dq_model_block_unload(m, 2);
     assert_false(dq_model_block_ready(m, 2));
     assert_int_equal(m->n_owned, owned);
