@@ -297,6 +297,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
             "that divides every width",
             j.po.q.group, padded);
     dq_packed_info info = packed_info(m, t, p, &j, &cs);
+    if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
     if (begun) st = end_output(&o, st, m, &info, &r, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     dq_quant_result_free(&r);

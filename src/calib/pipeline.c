@@ -464,6 +464,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->stats);
     double t0 = dq_now();
+    dq_status st0 = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a lazy model's untied head */
+    if (st0) return st0;
     for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
         dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
         stats_add(&c->stats, site->tap, c->scratch, cs->len, d);

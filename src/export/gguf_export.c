@@ -241,6 +241,8 @@ static void add_weight(sink *s, const char *name, const float *x, int rows, int 
     if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block)
         type = DQ_GGML_F16; /* llama.cpp's fallback */
     size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
+    if (!s->layout && !x && !s->st) /* a lazily loaded model's deferred tensor (dq_model_block_load) */
+        s->st = dq_fail(s->err, DQ_ERR_ARG, "%s: tensor %s is not loaded", s->path, name);
     if (s->layout || s->st) return emit(s, name, type, rows, cols, NULL, bytes);
     uint8_t *out = malloc(bytes ? bytes : 1);
     float *tmp = type == DQ_GGML_Q8_0 || permute_hd ? malloc(n * sizeof *tmp) : NULL;

@@ -144,6 +144,8 @@ static dq_status put_fp(dq_packed_writer *w, size_t i, const dq_model *m, dq_err
     const entry *e = &w->e[i];
     const float *x = dq_site_data(m, e->layer, e->site);
     size_t n = e->out.nbytes / dq_dtype_size(m->dtype);
+    if (!x) /* a lazily loaded model's deferred tensor (dq_model_block_load) */
+        return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not loaded", w->out, e->out.name);
     if (m->dtype == DQ_DTYPE_F32) return dq_st_writer_put(&w->st, i, 0, x, e->out.nbytes, err);
     uint16_t *h = malloc(e->out.nbytes);
     if (!h) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", e->out.name);

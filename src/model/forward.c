@@ -415,6 +415,9 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
         dq_status st = block(s, l, n, pos, NULL, err);
         if (st) return st;
     }
+    if (!s->m->output)
+        return dq_fail(err, DQ_ERR_ARG, "%s: the output head is not loaded: the model was opened for streaming "
+                       "quantization; load it again", s->m->path);
     int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     keep(s->x_final ? s->x_final + (size_t)first * c->dim : NULL, xr, (size_t)rows * c->dim);

@@ -127,14 +127,17 @@ static dq_status fp32_view(dq_model *m, const char *file, const char *name, cons
     return DQ_OK;
 }
 
-/* The block whose linear `slot` is, or -1 (a norm, a bias, a model tensor). */
-static int linear_block_of(const dq_model *m, const float **slot) {
+/* The block whose linear `slot` is, DQ_DEFER_HEAD for an untied head (a
+ * tied one is the embedding, needed first), or -2 (a norm, a bias, the
+ * embedding: loaded now). */
+static int deferred_layer_of(const dq_model *m, const float **slot) {
+    if (slot == &m->output && !m->cfg.tied_embeddings) return DQ_DEFER_HEAD;
     uintptr_t p = (uintptr_t)slot, b = (uintptr_t)m->layers;
-    if (!m->layers || p < b || p >= b + (size_t)m->cfg.n_layers * sizeof *m->layers) return -1;
+    if (!m->layers || p < b || p >= b + (size_t)m->cfg.n_layers * sizeof *m->layers) return -2;
     int l = (int)((p - b) / sizeof *m->layers);
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
         if (dq_site_tensor(&m->layers[l], dq_site_of_linear(k)) == slot) return l;
-    return -1;
+    return -2;
 }
 
 static dq_status defer(dq_model *m, int l, const char *file, const char *name, const void *src, dq_dtype dtype,
@@ -159,8 +162,8 @@ static dq_status defer(dq_model *m, int l, const char *file, const char *name, c
 
 dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
                           dq_dtype dtype, size_t n, const float **out, dq_error *err) {
-    int l = m->lazy && !dq_model_owns(m, src) ? linear_block_of(m, out) : -1;
-    if (l >= 0) return defer(m, l, file, name, src, dtype, n, out, err);
+    int l = m->lazy && !dq_model_owns(m, src) ? deferred_layer_of(m, out) : -2;
+    if (l >= DQ_DEFER_HEAD) return defer(m, l, file, name, src, dtype, n, out, err);
     return fp32_view(m, file, name, src, dtype, n, out, err);
 }
 
@@ -186,7 +189,7 @@ void dq_model_block_unload(dq_model *m, int l) {
 }
 
 dq_status dq_model_load_all(dq_model *m, dq_error *err) {
-    dq_status st = DQ_OK;
+    dq_status st = dq_model_block_load(m, DQ_DEFER_HEAD, err);
     for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_model_block_load(m, l, err);
     return st;
 }

@@ -30,7 +30,7 @@ typedef struct {
     const void *src;     /* its bytes in one of m->maps */
     dq_dtype dtype;
     size_t n;
-    int layer;
+    int layer;           /* its block, or DQ_DEFER_HEAD */
     char *file, *name;   /* for errors (owned) */
 } dq_deferred;
 
@@ -99,6 +99,9 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
  * Unload frees them again (whatever the slots then hold: the quantized Ŵ
  * too) and drops their file pages, leaving the slots NULL: the forward pass
  * refuses a block that is not loaded. Both do nothing on an eager model. */
+/* l = DQ_DEFER_HEAD: an untied output head, deferred like a block (the
+ * pipeline loads it for the head's turn, the writer before its end). */
+#define DQ_DEFER_HEAD (-1)
 dq_status dq_model_block_load(dq_model *m, int l, dq_error *err);
 void dq_model_block_unload(dq_model *m, int l);
 dq_status dq_model_load_all(dq_model *m, dq_error *err);
