@@ -88,14 +88,12 @@ static entry *add_entry(dq_packed_writer *w, const char *name, const char *dtype
     return e;
 }
 
-static const char *dtype_st(dq_dtype t) { return t == DQ_DTYPE_F16 ? "F16" : t == DQ_DTYPE_BF16 ? "BF16" : "F32"; }
-
 /* Site s of block `layer` (ignored for the model's own sites) in the source dtype. */
 static void add_site_fp(dq_packed_writer *w, const dq_model *m, const dq_site *s, int layer, int owner) {
     dq_site_ref t;
     dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
     size_t n = (size_t)t.rows * (size_t)(t.cols ? t.cols : 1);
-    entry *e = add_entry(w, t.name, dtype_st(m->dtype), t.rows, t.cols, n * dq_dtype_size(m->dtype), PART_FP, owner);
+    entry *e = add_entry(w, t.name, dq_dtype_name(m->dtype), t.rows, t.cols, n * dq_dtype_size(m->dtype), PART_FP, owner);
     if (e) e->site = s, e->layer = layer;
 }
 

@@ -344,7 +344,6 @@ typedef struct {
     dq_ggml_type type;
     int n_dims;
     int64_t ne[4];
-    void *data;      /* owned; NULL for a tensor announced for streaming */
     size_t nbytes;
     uint64_t offset; /* in the data section (set when the header is written) */
     bool done;       /* its bytes are in the file */
@@ -366,7 +365,6 @@ dq_gguf_writer *dq_gguf_writer_new(void) { return calloc(1, sizeof(dq_gguf_write
 void dq_gguf_writer_free(dq_gguf_writer *w) {
     if (!w) return;
     if (w->out.f) dq_out_abort(&w->out); /* begun, never committed */
-    for (size_t i = 0; i < w->n_t; i++) free(w->t[i].data);
     free(w->t);
     free(w->kv);
     free(w);
@@ -430,17 +428,13 @@ void dq_gguf_set_str_array(dq_gguf_writer *w, const char *key, const char *const
     for (size_t i = 0; i < n; i++) put_str(w, s[i], len[i]);
 }
 
-static void add(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne, void *data,
-                size_t nbytes) {
-    if (w->oom) {
-        free(data);
-        return;
-    }
+void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
+                             size_t nbytes) {
+    if (w->oom) return;
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 64;
         wtensor *t = realloc(w->t, cap * sizeof *t);
         if (!t) {
-            free(data);
             w->oom = true;
             return;
         }
@@ -449,19 +443,8 @@ static void add(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_di
     wtensor *t = &w->t[w->n_t++];
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->type = type, t->n_dims = n_dims, t->data = data, t->nbytes = nbytes;
+    t->type = type, t->n_dims = n_dims, t->nbytes = nbytes;
     for (int d = 0; d < 4; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
-}
-
-void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
-                        void *data, size_t nbytes) {
-    if (!data) w->oom = true;
-    add(w, name, type, n_dims, ne, data, nbytes);
-}
-
-void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
-                             size_t nbytes) {
-    add(w, name, type, n_dims, ne, NULL, nbytes);
 }
 
 #define GGUF_ALIGN 32 /* general.alignment's default */
@@ -537,14 +520,4 @@ dq_status dq_gguf_stream_commit(dq_gguf_writer *w, dq_error *err) {
             return st;
         }
     return dq_out_commit(&w->out, err);
-}
-
-dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err) {
-    dq_status st = dq_gguf_stream_begin(w, path, err);
-    for (size_t i = 0; !st && i < w->n_t; i++) st = put_tensor(w, &w->t[i], w->t[i].data, w->t[i].nbytes, err);
-    if (st) {
-        dq_out_abort(&w->out);
-        return st;
-    }
-    return dq_gguf_stream_commit(w, err);
 }

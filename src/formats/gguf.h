@@ -69,19 +69,13 @@ void dq_gguf_set_bool(dq_gguf_writer *w, const char *key, bool val);
 void dq_gguf_set_array(dq_gguf_writer *w, const char *key, uint32_t type, const void *data, size_t n);
 void dq_gguf_set_str_array(dq_gguf_writer *w, const char *key, const char *const *s, const uint32_t *len,
                            size_t n);
-/* A tensor of shape ne[0..n_dims) already encoded in `type`; the writer
- * takes ownership of data (malloc'ed). */
-void dq_gguf_add_tensor(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
-                        void *data, size_t nbytes);
-/* Writes to PATH.tmp-PID, then renames over PATH. */
-dq_status dq_gguf_write(dq_gguf_writer *w, const char *path, dq_error *err);
-
-/* The same file written as its tensors become final (quantization block by
- * block, issue #15): every tensor announced first with its type, shape and
- * size (add_tensor_info), stream_begin writes PATH.tmp-PID's header, put
- * writes one tensor's bytes at its offset (any order), commit checks that
- * every tensor was written and renames over PATH; writer_free of an
- * uncommitted writer removes the temporary. Byte-identical to dq_gguf_write. */
+/* Tensors are written as they become final (quantization block by block,
+ * issue #15): every tensor announced first with its type, shape ne[0..n_dims)
+ * and size (add_tensor_info), stream_begin writes PATH.tmp-PID's header,
+ * put writes one tensor's bytes (already encoded in its type) at its aligned
+ * offset, in any order, commit checks that every tensor was written and
+ * renames over PATH; writer_free of an uncommitted writer removes the
+ * temporary. */
 void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type type, int n_dims, const int64_t *ne,
                              size_t nbytes);
 dq_status dq_gguf_stream_begin(dq_gguf_writer *w, const char *path, dq_error *err);
