@@ -256,6 +256,12 @@ typedef struct {
     bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
     int act_bits, act_group; /* activation quantization (dq_model_set_act_quant) during calibration, kept in the
                                 model and recorded in a packed checkpoint; 0: full-precision activations */
+    /* Memory (issue #15): the calibration hidden states between blocks are
+     * the largest allocation once weights stream; past the budget they go to
+     * a spill file (read and written a window at a time, removed at exit). */
+    size_t mem_budget;     /* bytes the job may hold; 0: what the system has available now (MemAvailable) */
+    const char *tmp_dir;   /* the spill file's folder; NULL: the output's folder */
+    const char *hidden_dtype; /* "f32" (NULL) or "bf16": half the memory or disk, the stream rounded between blocks */
     int n_threads;         /* 0: every core; the output does not depend on it */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
                               statistics; and "note" messages worth showing */
@@ -303,6 +309,8 @@ typedef struct {
     int hero_inputs;
     double hero_rot_err_ratio; /* rotate hero: its objective (mean RTN error in the Hessian norm) learned / start */
     double mean_rel_err;
+    uint64_t hidden_bytes; /* the calibration hidden states' size */
+    bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */
     uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
 } dq_quantize_report;
 

@@ -57,6 +57,7 @@ typedef struct {
     dq_transform_opts tr; /* the prepare hook's (po.prepare_user) */
     bool gguf;
     int seqlen;
+    char spill_dir[PATH_MAX];
 } job;
 
 /* The rotation and smoothing by name; the pipeline runs them first. */
@@ -114,6 +115,8 @@ static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err
     j->po.quantize_head = p->quantize_head;
     j->po.progress = p->progress;
     j->po.spectrum = p->spectrum;
+    if (!st && p->hidden_dtype && !dq_hidden_dtype_parse(p->hidden_dtype, &j->po.hidden_dtype))
+        st = dq_fail(err, DQ_ERR_ARG, "unknown hidden-state dtype %s (f32, bf16)", p->hidden_dtype);
     return st ? st : check_transform(p, j, err);
 }
 
@@ -151,8 +154,30 @@ static dq_packed_info packed_info(const dq_model *m, const dq_tokenizer *t, cons
                             .nsamples = p->calib ? cs->n : 0, .seqlen = p->calib ? cs->len : 0, .seed = p->seed,
                             .calib_path = p->calib, .tokenizer_path = dq_tokenizer_path(t), .base_model = m->path,
                             .tokenizer = t, .curvature = curvature[j->po.q.curvature],
-                            .rotate = j->tr.rotate->make ? j->tr.rotate->name : NULL,
-                            .smooth = j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
+                            .rotate = j->tr.rotate && j->tr.rotate->make ? j->tr.rotate->name : NULL,
+                            .smooth = j->tr.smooth && j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
+}
+
+/* Where the calibration hidden states live: in RAM while they fit in what
+ * the budget leaves after the pipeline's own peak (an estimate), else in a
+ * spill file under tmp_dir (default: beside the output, which is on a disk
+ * meant for model-sized files, where /tmp may be RAM). */
+static void plan_memory(const char *out, const dq_model *m, const dq_config *c, const dq_quantize_params *p,
+                        const dq_calib_set *cs, job *j, dq_quantize_report *rep) {
+    size_t budget = p->mem_budget ? p->mem_budget : dq_mem_available();
+    size_t working = dq_pipeline_working_bytes(c, &j->po);
+    size_t bytes = dq_hidden_bytes(cs->n, cs->len, m->cfg.dim, j->po.hidden_dtype);
+    if (p->tmp_dir) snprintf(j->spill_dir, sizeof j->spill_dir, "%s", p->tmp_dir);
+    else dq_dir_of(out, j->spill_dir, sizeof j->spill_dir);
+    j->po.spill_dir = j->spill_dir;
+    j->po.hidden_budget = budget == 0 ? 0 : budget > working ? budget - working : 1;
+    bool spill = j->po.hidden_budget && bytes > j->po.hidden_budget;
+    if (rep) rep->hidden_bytes = bytes, rep->hidden_spilled = spill;
+    if (spill)
+        dq_progress_note(&p->progress, false, "the calibration hidden states (%.0f MB, %s) go to a spill file in %s: "
+                         "the memory budget is %.0f MB and the rest of the job needs about %.0f MB",
+                         (double)bytes / 1e6, dq_hidden_dtype_name(j->po.hidden_dtype), j->spill_dir,
+                         (double)budget / 1e6, (double)working / 1e6);
 }
 
 /* The output, written as the blocks finish (so that a lazily loaded model
@@ -285,6 +310,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_quant_result r = {0};
     output o = {0};
     bool begun = false;
+    dq_quantize_report mem = {0};
+    if (!st) plan_memory(out, m, &file_cfg, p, &cs, &j, &mem);
     if (!st) begun = !(st = begin_output(out, m, &file_cfg, t, &j, &o, err));
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
     int padded = st ? 0 : n_padded(&r);
@@ -300,6 +327,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
     if (begun) st = end_output(&o, st, m, &info, &r, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
+    if (!st && report) report->hidden_bytes = mem.hidden_bytes, report->hidden_spilled = mem.hidden_spilled;
     dq_quant_result_free(&r);
     dq_type_plan_free(&plan);
     dq_calib_free(&cs);

@@ -346,7 +346,8 @@ typedef struct {
     const dq_calib_set *cs;
     const dq_pipeline_opts *o;
     dq_session *s;
-    float *X;       /* (n, len, dim) hidden states entering the current block */
+    dq_hidden X;    /* (n, len, dim) hidden states entering the current block */
+    float *win;     /* (len, dim): a window read from X */
     float *scratch; /* (len, dim) */
     stats_ctx stats; /* the method's statistic for the current block (st is a status everywhere) */
     dq_quant_result *r;
@@ -363,13 +364,12 @@ static dq_status in_window(dq_status st, int w, bool quantized, dq_error *err) {
 
 static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     const dq_calib_set *cs = c->cs;
-    size_t wsz = (size_t)cs->len * c->m->cfg.dim;
     dq_taps taps = {NULL, stats_tap, &c->stats};
     c->stats.layer = l;
     for (int w = 0; w < cs->n; w++) {
-        memcpy(c->scratch, c->X + w * wsz, wsz * sizeof(float));
         c->stats.window = w;
-        dq_status st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
+        dq_status st = dq_hidden_read(&c->X, w, c->scratch, err);
+        if (!st) st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
         if (st) return st;
         if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
         if (c->stats.fail) return dq_fail(err, c->stats.fail, "%s", c->stats.fail_err.msg);
@@ -438,9 +438,11 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     if (!st && !(e.buf = malloc((size_t)c->cs->len * max_rows * sizeof(float))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     dq_taps taps = {NULL, err_tap, &e};
-    size_t wsz = (size_t)c->cs->len * m->cfg.dim;
     for (int w = 0; !st && w < c->cs->n; w++) { /* the quantized block feeds the next one */
-        st = in_window(dq_block_forward(c->s, l, c->X + w * wsz, c->cs->len, &taps, err), w, true, err);
+        float *x = dq_hidden_window(&c->X, w), *buf = x ? x : c->win;
+        if (!x) st = dq_hidden_read(&c->X, w, buf, err);
+        if (!st) st = in_window(dq_block_forward(c->s, l, buf, c->cs->len, &taps, err), w, true, err);
+        if (!st) st = dq_hidden_write(&c->X, w, buf, err);
     }
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
         if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;
@@ -454,6 +456,15 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     return st ? st : emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err);
 }
 
+/* c->scratch = window w of the hidden states after the final norm: the
+ * head's input. */
+static dq_status final_normed(run_ctx *c, int w, dq_error *err) {
+    float *x = dq_hidden_window(&c->X, w);
+    dq_status st = x ? DQ_OK : dq_hidden_read(&c->X, w, c->win, err);
+    if (!st) dq_final_norm(c->m, x ? x : c->win, c->scratch, c->cs->len, c->o->n_threads);
+    return st;
+}
+
 /* The output head, on the final-normed hidden states (its own input). */
 static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_model *m = c->m;
@@ -461,13 +472,12 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     const dq_site *site = &DQ_SITES[DQ_SITE_OUTPUT];
     int V, d, nt = c->o->n_threads;
     dq_site_shape(site, &m->cfg, &V, &d);
-    size_t wsz = (size_t)cs->len * d;
     stats_reset(&c->stats);
     double t0 = dq_now();
     dq_status st0 = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a lazy model's untied head */
     if (st0) return st0;
     for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
-        dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
+        if ((st0 = final_normed(c, w, err))) return st0;
         stats_add(&c->stats, site->tap, c->scratch, cs->len, d);
     }
     if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
@@ -485,8 +495,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
         if (c->o->plan && m->cfg.tied_embeddings) m->tok_embeddings = m->output; /* one tensor in the file */
         else m->cfg.tied_embeddings = false; /* the embedding stays full precision */
         double num = 0, den = 0, t1 = dq_now();
-        for (int w = 0; w < cs->n; w++) {
-            dq_final_norm(m, c->X + w * wsz, c->scratch, cs->len, nt);
+        for (int w = 0; !st && w < cs->n; w++) {
+            if ((st = final_normed(c, w, err))) break;
             num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf, nt);
             den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
         }
@@ -527,14 +537,23 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     return st ? st : emit(c, c->r->n - 1, 1, -1, err);
 }
 
+/* The hidden states entering block 0: the windows' token embeddings, in
+ * RAM or (past the budget) in a spill file. */
 static dq_status embed_windows(run_ctx *c, dq_error *err) {
     const dq_calib_set *cs = c->cs;
+    const dq_pipeline_opts *o = c->o;
     int d = c->m->cfg.dim;
-    size_t total;
-    if (!dq_mul_size((size_t)cs->n * cs->len, (size_t)d * sizeof(float), &total) ||
-        !(c->X = malloc(total)) || !(c->scratch = malloc((size_t)cs->len * d * sizeof(float))))
-        return dq_fail(err, DQ_ERR_NOMEM, "out of memory for %d x %d calibration hidden states", cs->n, cs->len);
-    return dq_calib_embed(c->m, cs, 0, cs->n, c->X, err);
+    size_t bytes = dq_hidden_bytes(cs->n, cs->len, d, o->hidden_dtype);
+    bool spill = o->hidden_budget > 0 && bytes > o->hidden_budget;
+    dq_status st = dq_hidden_open(&c->X, cs->n, cs->len, d, o->hidden_dtype, spill ? o->spill_dir : NULL, err);
+    if (!st && (!(c->scratch = malloc((size_t)cs->len * d * sizeof(float))) ||
+                !(c->win = malloc((size_t)cs->len * d * sizeof(float)))))
+        st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (int w = 0; !st && w < cs->n; w++) {
+        st = dq_calib_embed(c->m, cs, w, 1, c->win, err);
+        if (!st) st = dq_hidden_write(&c->X, w, c->win, err);
+    }
+    return st;
 }
 
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
@@ -545,7 +564,8 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.m = m,
+    run_ctx c = {.X = {.fd = -1},
+                 .m = m,
                  .cs = cs,
                  .o = &opts,
                  .r = r,
@@ -577,7 +597,8 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     free(c.stats.delta);
     free(c.stats.g);
     if (!o->grads) dq_grad_store_free(c.stats.grads);
-    free(c.X);
+    dq_hidden_close(&c.X);
+    free(c.win);
     free(c.scratch);
     dq_session_free(c.s);
     if (st) dq_quant_result_free(r);
@@ -626,4 +647,25 @@ int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *ou
             layout_entry(c, o, dq_site_of_linear(k), l, p ? (int)p->linear[l * DQ_LIN_PER_BLOCK + k] : -1, &out[n++]);
     if (o->quantize_head || p) layout_entry(c, o, &DQ_SITES[DQ_SITE_OUTPUT], -1, p ? (int)p->head : -1, &out[n++]);
     return n;
+}
+
+size_t dq_pipeline_working_bytes(const dq_config *c, const dq_pipeline_opts *o) {
+    dq_stat_kind kind = dq_method_of(o->q.method)->stat;
+    bool per_linear = o->q.curvature != DQ_CURVATURE_LAYER;
+    bool tap_seen[N_TAPS] = {false};
+    double block = 0, stats = 0, solver = 0;
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        const dq_site *site = dq_site_of_linear(k);
+        int rows, cols;
+        dq_site_shape(site, c, &rows, &cols);
+        block += 3.0 * rows * cols * sizeof(float);
+        double h = (double)dq_stat_floats(kind, cols) * sizeof(double);
+        if (per_linear || !tap_seen[site->tap]) stats += h;
+        tap_seen[site->tap] = true;
+        if (3.0 * cols * cols * sizeof(float) > solver) solver = 3.0 * cols * cols * sizeof(float);
+    }
+    double vd = (double)c->vocab_size * c->dim * sizeof(float);
+    double blocks = block + stats + solver, head = o->quantize_head || o->plan ? 3 * vd : 0;
+    double total = vd + (blocks > head ? blocks : head);
+    return total >= (double)SIZE_MAX ? SIZE_MAX : (size_t)total;
 }

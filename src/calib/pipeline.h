@@ -8,6 +8,7 @@
 #ifndef DQ_PIPELINE_H
 #define DQ_PIPELINE_H
 #include "calib/calib_data.h"
+#include "calib/hidden_states.h"
 #include "model/model.h"
 #include "model/sites.h"
 #include "quant/presets.h"
@@ -46,6 +47,12 @@ typedef struct {
      * the result keeps every layer's codes. */
     dq_status (*emit)(void *user, const dq_model *m, const struct dq_qlayer *layers, int n, dq_error *err);
     void *emit_user;
+    /* The calibration hidden states (calib/hidden_states.h): stored as
+     * hidden_dtype, and in a spill file under spill_dir when they would take
+     * more than hidden_budget bytes (0: no limit, always in RAM). */
+    dq_hidden_dtype hidden_dtype;
+    size_t hidden_budget;
+    const char *spill_dir;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
@@ -87,5 +94,11 @@ int dq_quant_result_capacity(const dq_config *c);
  * type) and padding: a streaming writer's layout, known before any solve.
  * out holds dq_quant_result_capacity(c) entries; returns how many were
  * filled. */
+/* What the pipeline holds at its peak besides the calibration hidden
+ * states, for config c under o: an estimate (the largest block's weights
+ * three times over — Ŵ, W kept for the error pass, W − Ŵ — its statistics
+ * in double, the embedding and head, the solver's copies), to size
+ * hidden_budget from a memory budget. */
+size_t dq_pipeline_working_bytes(const dq_config *c, const dq_pipeline_opts *o);
 int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out);
 #endif

@@ -21,6 +21,8 @@ int dq_cli_error(const dq_error *err);
 /* Parses a number option; prints an error naming the flag on failure. */
 bool dq_cli_int(const char *flag, const char *s, long lo, long hi, long *out);
 bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double *out);
+/* "2G", "1536M", "800000000" (K, M, G, T are powers of 1024) → bytes, at least 1. */
+bool dq_cli_size(const char *flag, const char *s, size_t *out);
 
 /* A chat prompt: --system (may be NULL) and the user's TEXT rendered in the
  * template of --chat-template (a family name; NULL: the tokenizer's own).

@@ -39,7 +39,8 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
-           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS, O_ABITS, O_AGROUP };
+           O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS, O_ABITS, O_AGROUP,
+           O_MEMB, O_TMPDIR, O_HDTYPE };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -59,6 +60,8 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"smooth-alpha", required_argument, 0, O_ALPHA}, {"spectrum", no_argument, 0, O_SPECTRUM},
         {"hero-beta", required_argument, 0, O_HBETA}, {"hero-steps", required_argument, 0, O_HSTEPS},
         {"act-bits", required_argument, 0, O_ABITS}, {"act-group", required_argument, 0, O_AGROUP},
+        {"mem-budget", required_argument, 0, O_MEMB}, {"tmp-dir", required_argument, 0, O_TMPDIR},
+        {"hidden-dtype", required_argument, 0, O_HDTYPE},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
@@ -100,6 +103,9 @@ static int parse(int argc, char **argv, quant_opts *o) {
             if (!dq_cli_float("--smooth-alpha", optarg, 0.01, 1, &x)) return DQ_EXIT_ERROR;
             o->p.smooth_alpha = (float)x;
             break;
+        case O_MEMB: if (!dq_cli_size("--mem-budget", optarg, &o->p.mem_budget)) return DQ_EXIT_ERROR; break;
+        case O_TMPDIR: o->p.tmp_dir = optarg; break;
+        case O_HDTYPE: o->p.hidden_dtype = optarg; break;
         case 'o': o->out = optarg; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         default: return DQ_EXIT_ERROR;
@@ -163,6 +169,8 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
                r->hero_inputs);
     if (r->t_gradients > 0)
         printf("gradient pass: %.2f s, mean calibration loss %.4f\n", r->t_gradients, r->grad_loss);
+    if (r->hidden_spilled)
+        printf("calibration hidden states: %.1f MB in a spill file (past --mem-budget)\n", (double)r->hidden_bytes / 1e6);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,
            r->t_solve, r->t_total);
     if (gguf) printf("wrote %s (%.2f MiB)\n", o->out, (double)r->bytes_written / (1 << 20));

@@ -34,6 +34,23 @@ bool dq_cli_float(const char *flag, const char *s, double lo, double hi, double 
     return true;
 }
 
+bool dq_cli_size(const char *flag, const char *s, size_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end), unit = 1;
+    if (end != s && *end && !end[1]) {
+        const char *units = "KMGT", *u = strchr(units, *end);
+        if (u) unit = pow(1024.0, (double)(u - units + 1)), end++;
+    }
+    if (errno || *end || end == s || !isfinite(v) || v < 1 || v * unit >= 18e18) {
+        fprintf(stderr, "dashq: error: %s expects a size in bytes, optionally with K, M, G or T (1024s), got '%s'\n",
+                flag, s);
+        return false;
+    }
+    *out = (size_t)(v * unit);
+    return true;
+}
+
 int dq_cli_load(const dq_common_opts *o, dq_model **m, dq_tokenizer **t) {
     dq_error err = {0};
     *m = NULL;

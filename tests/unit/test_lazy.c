@@ -12,7 +12,12 @@
  *  - a block is loaded on demand and its memory returned on unload; a
  *    consumed model refuses a forward pass, naming the block;
  *  - a non-finite weight in a deferred block is reported when the block is
- *    reached, naming file and tensor, and nothing is published. */
+ *    reached, naming file and tensor, and nothing is published;
+ *  - calibration hidden states spilled to a file past the memory budget give
+ *    the bytes they give in RAM (fp32 and bf16), leave no file behind, and a
+ *    spill folder that cannot be used is an error naming it;
+ *  - the hidden-state store itself: windows round-trip in RAM and on disk,
+ *    bf16 rounds as dq_f32_to_bf16. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +25,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
+#include "calib/hidden_states.h"
 #include "calib/pipeline.h"
 #include "formats/dashq_packed.h"
 #include "formats/safetensors.h"
@@ -27,6 +35,7 @@
 #include "model/model.h"
 #include "model/sites.h"
 #include "testutil.h"
+#include "util/half.h"
 
 #define GUT6L_HF "models/gut6l-hf"
 #define STORIES "models/stories260K/stories260K.bin"
@@ -82,6 +91,9 @@ static void test_st_writer_pieces(void **st) {
 /* The public job, lazily or not; returns the status. gguf_type: GGUF
  * output; options: the method's. */
 static const char *gguf_type, *options;
+/* the lazy run's memory budget and spill folder; both runs' hidden dtype */
+static size_t lazy_budget;
+static const char *lazy_tmp_dir, *hidden_dtype;
 static dq_status quantize(const char *model, const char *tok, bool lazy, const char *method, const char *rotate,
                           bool head, const char *out, dq_error *err) {
     dq_model *m;
@@ -99,6 +111,8 @@ static dq_status quantize(const char *model, const char *tok, bool lazy, const c
     p.quantize_head = head;
     p.rotate = rotate;
     p.options = options;
+    p.hidden_dtype = hidden_dtype;
+    if (lazy) p.mem_budget = lazy_budget, p.tmp_dir = lazy_tmp_dir;
     if (gguf_type) p.format = "gguf", p.gguf_type = gguf_type, p.bits = 0, p.group = 0;
     st = dq_quantize(m, t, out, &p, NULL, err);
     dq_tokenizer_free(t);
@@ -321,13 +335,82 @@ static void test_nonfinite_deferred(void **st) {
     dq_model_free(m);
 }
 
+/* Files whose name starts with prefix in dir. */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_spill_same_bytes(void **st) {
+    (void)st;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s", tu_tmp("spill"));
+    mkdir(dir, 0755);
+    char hf[1100], tok[1100], bad[1100]; /* tu_shared and tu_tmp return one static buffer */
+    snprintf(hf, sizeof hf, "%s", tu_shared(GUT6L_HF));
+    snprintf(tok, sizeof tok, "%s", tu_shared(GUT6L_HF "/tokenizer.json"));
+    snprintf(bad, sizeof bad, "%s", tu_tmp("spill-bad"));
+    lazy_budget = 1, lazy_tmp_dir = dir; /* everything past one byte spills */
+    same_checkpoint(hf, tok, "gptq", NULL, true, "spill-gptq");
+    hidden_dtype = "bf16";
+    same_checkpoint(hf, tok, "dashq", NULL, false, "spill-bf16");
+    hidden_dtype = NULL;
+    same_gguf("gptq", "Q3_K_S", NULL, "spill-q3ks.gguf");
+    assert_int_equal(count_prefixed(dir, ".dashq-hidden"), 0); /* unlinked at creation */
+
+    dq_error err = {0};
+    lazy_tmp_dir = tu_tmp("no-such-folder");
+    assert_int_equal(quantize(hf, tok, true, "gptq", NULL, false, bad, &err), DQ_ERR_IO);
+    assert_non_null(strstr(err.msg, "no-such-folder"));
+    assert_false(exists(bad));
+    lazy_budget = 0, lazy_tmp_dir = NULL;
+    hidden_dtype = "fp8";
+    assert_int_equal(quantize(hf, tok, true, "gptq", NULL, false, bad, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "fp8"));
+    hidden_dtype = NULL;
+}
+
+/* The store alone: three windows written out of order, read back. */
+static void test_hidden_store(void **st) {
+    (void)st;
+    enum { N = 3, LEN = 5, DIM = 7 };
+    float x[LEN * DIM], y[LEN * DIM];
+    for (dq_hidden_dtype t = DQ_HIDDEN_F32; t < DQ_HIDDEN_DTYPE_COUNT; t++)
+        for (int spill = 0; spill < 2; spill++) {
+            dq_hidden h;
+            dq_error err = {0};
+            assert_int_equal(dq_hidden_open(&h, N, LEN, DIM, t, spill ? tu_tmpdir() : NULL, &err), DQ_OK);
+            assert_true((dq_hidden_window(&h, 1) != NULL) == (!spill && t == DQ_HIDDEN_F32));
+            for (int w = N - 1; w >= 0; w--) {
+                for (int i = 0; i < LEN * DIM; i++) x[i] = (float)(w * 1000 + i) * 1.0009765625f;
+                assert_int_equal(dq_hidden_write(&h, w, x, &err), DQ_OK);
+            }
+            for (int w = 0; w < N; w++) {
+                assert_int_equal(dq_hidden_read(&h, w, y, &err), DQ_OK);
+                for (int i = 0; i < LEN * DIM; i++) {
+                    float v = (float)(w * 1000 + i) * 1.0009765625f;
+                    assert_true(y[i] == (t == DQ_HIDDEN_BF16 ? dq_bf16_to_f32(dq_f32_to_bf16(v)) : v));
+                }
+            }
+            dq_hidden_close(&h);
+        }
+    assert_int_equal(dq_hidden_bytes(1 << 30, 1 << 30, 1 << 30, DQ_HIDDEN_F32), SIZE_MAX);
+    dq_hidden_dtype t;
+    assert_true(dq_hidden_dtype_parse("bf16", &t) && t == DQ_HIDDEN_BF16);
+    assert_false(dq_hidden_dtype_parse("f16", &t));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_st_writer_pieces),     cmocka_unit_test(test_same_bytes_bf16_tied),
         cmocka_unit_test(test_same_bytes_llama2c_views), cmocka_unit_test(test_same_bytes_rotated),
         cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_same_bytes_gguf),
         cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
-        cmocka_unit_test(test_nonfinite_deferred),
+        cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
+        cmocka_unit_test(test_hidden_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
