@@ -191,6 +191,40 @@ static double sumsq_of_product(const float *x, int T, int cols, const float *W, 
     return s;
 }
 
+/* Rows [r0, r0 + n) of W − Ŵ into dt (n, cols): Ŵ from the codes, or W
+ * rounded to f16 for a layer the plan keeps in F16 (install's Ŵ). */
+static void error_rows(const float *W, const dq_qtensor *qt, int r0, int n, int cols, float *dt) {
+    const float *w = W + (size_t)r0 * cols;
+    if (qt->q) dq_qtensor_dequantize_rows(qt, r0, n, dt);
+    else
+        for (size_t i = 0; i < (size_t)n * cols; i++) dt[i] = dq_f16_to_f32(dq_f32_to_f16(w[i]));
+    for (size_t i = 0; i < (size_t)n * cols; i++) dt[i] = w[i] - dt[i];
+}
+
+/* sumsq_of_product(x, W − Ŵ) without W − Ŵ: each tile of rows is formed
+ * from the codes when its turn comes (dt: nt tiles of ERR_TILE x cols), so
+ * the head — vocab x dim, the largest matrix of a model — is not copied
+ * twice more. Same tiles, same order, same sum. */
+static double sumsq_of_error(const float *x, int T, int cols, const float *W, const dq_qtensor *qt, int rows,
+                             float *buf, float *dt, int nt) {
+    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
+    double part[4096];
+    if (tiles > 4096) tiles = 4096;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int k = 0; k < tiles; k++) {
+        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
+        float *b = buf + (size_t)r0 * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
+        error_rows(W, qt, r0, n, cols, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, d, cols, 0.0f, b, n);
+        double s = 0;
+        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
+        part[k] = s;
+    }
+    double s = 0;
+    for (int k = 0; k < tiles; k++) s += part[k];
+    return s;
+}
+
 static void err_tap(void *ctx, const dq_tap_data *d) {
     err_ctx *e = ctx;
     for (int k = 0; k < e->n; k++) {
@@ -216,37 +250,39 @@ static void qlayer_init(dq_qlayer *ql, const dq_site *site, int layer) {
  * is held once, not twice (SmolLM2-135M: 1.35 → 0.9 GB peak; a 1.9B model
  * took 21 GB); W itself then survives only as *kept (malloc'ed, for the
  * output error; the caller frees it). A mapped W, or the buffer a tied
- * embedding and head share, gets a new model-owned Ŵ and *kept = NULL. */
+ * embedding and head share, gets a new model-owned Ŵ and *kept = NULL.
+ * delta == NULL (the head, whose error was measured from the codes): no
+ * copies at all, and a non-finite Ŵ is only reported. */
 static dq_status install(dq_model *m, const float **slot, int rows, int cols, const dq_qlayer *ql, float **delta,
                          float **kept, dq_error *err) {
     const float *W = *slot;
     size_t n = (size_t)rows * cols;
     bool shared = W == m->tok_embeddings && W == m->output; /* a tied head: the embedding may stay full precision */
-    bool in_place = dq_model_owns(m, W) && !shared;
-    float *K = in_place ? malloc(n * sizeof *K) : NULL, *D = malloc(n * sizeof *D);
+    bool in_place = dq_model_owns(m, W) && !shared, lean = !delta;
+    float *K = in_place && !lean ? malloc(n * sizeof *K) : NULL, *D = lean ? NULL : malloc(n * sizeof *D);
     float *Wq = in_place ? (float *)W : dq_model_alloc(m, n * sizeof *Wq);
-    *kept = NULL;
-    if (!Wq || !D || (in_place && !K)) {
+    if (kept) *kept = NULL;
+    if (!Wq || (!lean && (!D || (in_place && !K)))) {
         free(D);
         free(K);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
     }
-    if (in_place) W = memcpy(K, W, n * sizeof *K);
+    if (in_place && !lean) W = memcpy(K, W, n * sizeof *K);
     if (ql->qt.q) dq_qtensor_dequantize(&ql->qt, Wq);
     else
         for (size_t i = 0; i < n; i++) Wq[i] = dq_f16_to_f32(dq_f32_to_f16(W[i]));
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(Wq[i])) {
-            if (in_place) memcpy(Wq, K, n * sizeof *K); /* the model keeps W */
+            if (in_place && !lean) memcpy(Wq, K, n * sizeof *K); /* the model keeps W */
             free(D);
             free(K);
             return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
         }
-        D[i] = W[i] - Wq[i];
+        if (D) D[i] = W[i] - Wq[i];
     }
     *slot = Wq;
-    *delta = D;
-    *kept = K;
+    if (delta) *delta = D;
+    if (kept) *kept = K;
     return DQ_OK;
 }
 
@@ -295,13 +331,13 @@ static bool stat_is_zero(const stats_ctx *s, int slot, int cols) {
     return true;
 }
 
-static dq_status solve_linear(dq_model *m, const float **slot, int rows, int cols, const stats_ctx *s, int stat_at,
-                              const dq_pipeline_opts *o, int type, dq_qlayer *ql, float **delta, float **kept,
-                              dq_error *err) {
-    const float *W = *slot;
+/* W's codes into ql->qt (left empty for a layer the plan keeps in F16);
+ * install() then puts Ŵ into the model. */
+static dq_status solve_linear(const float *W, int rows, int cols, const stats_ctx *s, int stat_at,
+                              const dq_pipeline_opts *o, int type, dq_qlayer *ql, dq_error *err) {
     dq_quant_opts q;
     double t0 = dq_now();
-    if (!layer_opts(o, type, cols, ql, &q)) return install(m, slot, rows, cols, ql, delta, kept, err);
+    if (!layer_opts(o, type, cols, ql, &q)) return DQ_OK;
     int qcols = cols + q.pad;
     dq_status st = dq_quant_check(&q, qcols, ql->name, err);
     if (st) return st;
@@ -333,10 +369,8 @@ static dq_status solve_linear(dq_model *m, const float **slot, int rows, int col
         return dq_fail(err, st, "%s: %s", ql->name, msg);
     }
     ql->qt.in_cols = cols; /* Ŵ, the model and in_features: the layer's own width */
-    st = install(m, slot, rows, cols, ql, delta, kept, err);
-    if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
     ql->seconds = dq_now() - t0;
-    return st;
+    return DQ_OK;
 }
 
 /* ---- the block loop --------------------------------------------------------- */
@@ -429,8 +463,9 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         e.rows[k] = rows;
         max_rows = rows > max_rows ? rows : max_rows;
         int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(m, slot, rows, cols, &c->stats, stat_slot(&c->stats, site), c->o, type, ql, &e.D[k], &e.K[k],
-                          err);
+        st = solve_linear(*slot, rows, cols, &c->stats, stat_slot(&c->stats, site), c->o, type, ql, err);
+        if (!st) st = install(m, slot, rows, cols, ql, &e.D[k], &e.K[k], err);
+        if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
         if (e.K[k]) e.W[k] = e.K[k];
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
@@ -484,30 +519,29 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_qlayer *ql = &c->r->layers[c->r->n];
     qlayer_init(ql, site, -1);
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
-    float *D = NULL, *K = NULL, *buf = malloc((size_t)cs->len * V * sizeof *buf);
-    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    float *buf = malloc((size_t)cs->len * V * sizeof *buf), *dt = malloc((size_t)nt * ERR_TILE * d * sizeof *dt);
     int type = c->o->plan ? (int)c->o->plan->head : -1;
-    dq_status st = solve_linear(m, slot, V, d, &c->stats, site->tap, c->o, type, ql, &D, &K, err);
-    if (K) W = K;
+    dq_status st = !buf || !dt ? dq_fail(err, DQ_ERR_NOMEM, "out of memory")
+                               : solve_linear(W, V, d, &c->stats, site->tap, c->o, type, ql, err);
+    double num = 0, den = 0; /* the error first, from the codes: then Ŵ may replace W in place */
+    for (int w = 0; !st && w < cs->n; w++) {
+        if ((st = final_normed(c, w, err))) break;
+        num += sumsq_of_error(c->scratch, cs->len, d, W, &ql->qt, V, buf, dt, nt);
+        den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
+    }
+    if (!st) st = install(m, slot, V, d, ql, NULL, NULL, err);
+    if (st) dq_qtensor_free(&ql->qt);
     if (!st) {
+        ql->rel_err = den > 0 ? sqrt(num / den) : 0;
         c->r->n++;
         c->r->t_solve += ql->seconds;
         if (c->o->plan && m->cfg.tied_embeddings) m->tok_embeddings = m->output; /* one tensor in the file */
         else m->cfg.tied_embeddings = false; /* the embedding stays full precision */
-        double num = 0, den = 0, t1 = dq_now();
-        for (int w = 0; !st && w < cs->n; w++) {
-            if ((st = final_normed(c, w, err))) break;
-            num += sumsq_of_product(c->scratch, cs->len, d, D, V, buf, nt);
-            den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
-        }
-        ql->rel_err = den > 0 ? sqrt(num / den) : 0;
-        c->r->t_forward += dq_now() - t1;
     }
     c->r->t_stats += c->stats.seconds;
     c->r->t_forward += dq_now() - t0 - c->stats.seconds - ql->seconds;
-    free(D);
-    free(K);
     free(buf);
+    free(dt);
     return st ? st : emit(c, c->r->n - 1, 1, -1, err);
 }
 

@@ -103,26 +103,28 @@ void dq_qtensor_free(dq_qtensor *t) {
     memset(t, 0, sizeof *t);
 }
 
-void dq_qtensor_dequantize(const dq_qtensor *t, float *out) {
+void dq_qtensor_dequantize_rows(const dq_qtensor *t, int r0, int n, float *out) {
     if (t->grid) { /* block by block through the file's bytes: blocks and codes are both row-major */
         const dq_grid *g = t->grid;
         uint8_t bytes[256]; /* the largest block, Q6_K, is 210 bytes */
-        size_t n_blocks = (size_t)t->rows * (size_t)(t->cols / g->block);
+        size_t per_row = (size_t)(t->cols / g->block), b0 = (size_t)r0 * per_row, n_blocks = (size_t)n * per_row;
         for (size_t b = 0; b < n_blocks; b++) {
-            dq_ggml_encode(g->type, t->q + b * (size_t)g->block, &t->blocks[b], (size_t)g->block, bytes);
+            dq_ggml_encode(g->type, t->q + (b0 + b) * (size_t)g->block, &t->blocks[b0 + b], (size_t)g->block, bytes);
             dq_ggml_decode(g->type, bytes, (size_t)g->block, out + b * (size_t)g->block);
         }
         return;
     }
-    for (int r = 0; r < t->rows; r++)
+    for (int r = r0; r < r0 + n; r++)
         for (int g = 0; g < t->groups_per_row; g++) {
             size_t gi = (size_t)r * t->groups_per_row + g;
-            int c0 = g * t->group, n = t->in_cols - c0 < t->group ? t->in_cols - c0 : t->group; /* padding dropped */
+            int c0 = g * t->group, k = t->in_cols - c0 < t->group ? t->in_cols - c0 : t->group; /* padding dropped */
             const uint8_t *q = t->q + (size_t)r * t->cols + c0;
-            float *o = out + (size_t)r * t->in_cols + c0, s = t->scale[gi], z = t->zero[gi];
-            for (int j = 0; j < n; j++) o[j] = s * ((float)q[j] - z);
+            float *o = out + (size_t)(r - r0) * t->in_cols + c0, s = t->scale[gi], z = t->zero[gi];
+            for (int j = 0; j < k; j++) o[j] = s * ((float)q[j] - z);
         }
 }
+
+void dq_qtensor_dequantize(const dq_qtensor *t, float *out) { dq_qtensor_dequantize_rows(t, 0, t->rows, out); }
 
 static float round_f16(float x) { return dq_f16_to_f32(dq_f32_to_f16(x)); }
 

@@ -111,6 +111,8 @@ void dq_qtensor_drop_data(dq_qtensor *t);
  * dropped; for grid tensors, what llama.cpp decodes from the encoded
  * blocks, bit for bit. */
 void dq_qtensor_dequantize(const dq_qtensor *t, float *out);
+/* Rows [r0, r0 + n) of it into out (n, in_cols). */
+void dq_qtensor_dequantize_rows(const dq_qtensor *t, int r0, int n, float *out);
 
 /* Checks bits, group and padding against a layer's (padded) input width. */
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err);
