@@ -18,6 +18,7 @@
 #include "transform/transform.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/mapped_file.h"
 #include "util/progress.h"
 
 dq_quantize_params dq_quantize_default_params(void) {
@@ -168,7 +169,7 @@ static void plan_memory(const char *out, const dq_model *m, const dq_config *c, 
     size_t working = dq_pipeline_working_bytes(c, &j->po);
     size_t bytes = dq_hidden_bytes(cs->n, cs->len, m->cfg.dim, j->po.hidden_dtype);
     if (p->tmp_dir) snprintf(j->spill_dir, sizeof j->spill_dir, "%s", p->tmp_dir);
-    else dq_dir_of(out, j->spill_dir, sizeof j->spill_dir);
+    else dq_path_dir(j->spill_dir, sizeof j->spill_dir, out);
     j->po.spill_dir = j->spill_dir;
     j->po.hidden_budget = budget == 0 ? 0 : budget > working ? budget - working : 1;
     bool spill = j->po.hidden_budget && bytes > j->po.hidden_budget;
@@ -325,6 +326,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
             j.po.q.group, padded);
     dq_packed_info info = packed_info(m, t, p, &j, &cs);
     if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
+    if (!st) st = dq_model_block_load(m, DQ_DEFER_EMBED, err); /* and the embedding */
     if (begun) st = end_output(&o, st, m, &info, &r, err);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     if (!st && report) report->hidden_bytes = mem.hidden_bytes, report->hidden_spilled = mem.hidden_spilled;

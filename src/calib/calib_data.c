@@ -128,14 +128,11 @@ dq_status dq_calib_load(const char *path, const dq_tokenizer *t, int n, int len,
 }
 
 dq_status dq_calib_embed(const dq_model *m, const dq_calib_set *cs, int w0, int nw, float *X, dq_error *err) {
-    int d = m->cfg.dim;
     const int32_t *tok = cs->tokens + (size_t)w0 * cs->len;
-    for (size_t i = 0; i < (size_t)nw * cs->len; i++) {
+    for (size_t i = 0; i < (size_t)nw * cs->len; i++)
         if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
             return dq_fail(err, DQ_ERR_ARG, "calibration token %d is outside the model's vocabulary", tok[i]);
-        memcpy(X + i * d, m->tok_embeddings + (size_t)tok[i] * d, (size_t)d * sizeof *X);
-    }
-    return DQ_OK;
+    return dq_model_embed_rows(m, tok, (size_t)nw * cs->len, X, err); /* a lazy model's rows from its file */
 }
 
 void dq_calib_free(dq_calib_set *c) {

@@ -552,6 +552,8 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     dq_model *m = c->m;
     dq_qlayer *ql = &c->r->layers[c->r->n];
     const dq_site *site = &DQ_SITES[DQ_SITE_TOKEN_EMBD];
+    dq_status st = dq_model_block_load(m, DQ_DEFER_EMBED, err); /* a lazy model's, whole */
+    if (st) return st;
     const float **slot = dq_site_model_tensor(m, site);
     int V, d;
     dq_site_shape(site, &m->cfg, &V, &d);
@@ -561,7 +563,7 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     double t0 = dq_now();
     dq_quant_opts q = c->o->q;
     q.grid = dq_grid_of(c->o->plan->embed);
-    dq_status st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
+    st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
     if (!st) st = install(m, slot, V, d, ql, &D, &K, err);
     if (st) dq_qtensor_free(&ql->qt);
     free(D);

@@ -90,6 +90,20 @@ static size_t first_nonfinite(const float *x, size_t n) {
     return n;
 }
 
+/* n stored values (F32, F16 or BF16, any alignment) as fp32. */
+static void to_f32(float *out, const void *src, dq_dtype dtype, size_t n) {
+    const uint8_t *b = src;
+    for (size_t i = 0; i < n; i++) {
+        if (dtype == DQ_DTYPE_F32) {
+            memcpy(&out[i], b + 4 * i, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, b + 2 * i, 2);
+            out[i] = dtype == DQ_DTYPE_F16 ? dq_f16_to_f32(h) : dq_bf16_to_f32(h);
+        }
+    }
+}
+
 /* An fp32 view of n elements at src: the bytes themselves when they are
  * aligned fp32, else a converted model-owned copy; NaN/Inf refused. */
 static dq_status fp32_view(dq_model *m, const char *file, const char *name, const void *src, dq_dtype dtype,
@@ -105,16 +119,7 @@ static dq_status fp32_view(dq_model *m, const char *file, const char *name, cons
         if (!buf)
             return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu bytes", file, name,
                            bytes);
-        const uint8_t *b = src;
-        for (size_t i = 0; i < n; i++) {
-            if (dtype == DQ_DTYPE_F32) {
-                memcpy(&buf[i], b + 4 * i, 4);
-            } else {
-                uint16_t h;
-                memcpy(&h, b + 2 * i, 2);
-                buf[i] = dtype == DQ_DTYPE_F16 ? dq_f16_to_f32(h) : dq_bf16_to_f32(h);
-            }
-        }
+        to_f32(buf, src, dtype, n);
         view = buf;
     }
     size_t bad = first_nonfinite(view, n);
@@ -127,17 +132,19 @@ static dq_status fp32_view(dq_model *m, const char *file, const char *name, cons
     return DQ_OK;
 }
 
-/* The block whose linear `slot` is, DQ_DEFER_HEAD for an untied head (a
- * tied one is the embedding, needed first), or -2 (a norm, a bias, the
- * embedding: loaded now). */
+#define LOAD_NOW (-3)
+/* The block whose linear `slot` is, DQ_DEFER_HEAD / DQ_DEFER_EMBED for an
+ * untied head / embedding (tied, they are one tensor, loaded now), or
+ * LOAD_NOW (a norm, a bias). */
 static int deferred_layer_of(const dq_model *m, const float **slot) {
     if (slot == &m->output && !m->cfg.tied_embeddings) return DQ_DEFER_HEAD;
+    if (slot == &m->tok_embeddings && !m->cfg.tied_embeddings) return DQ_DEFER_EMBED;
     uintptr_t p = (uintptr_t)slot, b = (uintptr_t)m->layers;
-    if (!m->layers || p < b || p >= b + (size_t)m->cfg.n_layers * sizeof *m->layers) return -2;
+    if (!m->layers || p < b || p >= b + (size_t)m->cfg.n_layers * sizeof *m->layers) return LOAD_NOW;
     int l = (int)((p - b) / sizeof *m->layers);
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
         if (dq_site_tensor(&m->layers[l], dq_site_of_linear(k)) == slot) return l;
-    return -2;
+    return LOAD_NOW;
 }
 
 static dq_status defer(dq_model *m, int l, const char *file, const char *name, const void *src, dq_dtype dtype,
@@ -162,8 +169,8 @@ static dq_status defer(dq_model *m, int l, const char *file, const char *name, c
 
 dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
                           dq_dtype dtype, size_t n, const float **out, dq_error *err) {
-    int l = m->lazy && !dq_model_owns(m, src) ? deferred_layer_of(m, out) : -2;
-    if (l >= DQ_DEFER_HEAD) return defer(m, l, file, name, src, dtype, n, out, err);
+    int l = m->lazy && !dq_model_owns(m, src) ? deferred_layer_of(m, out) : LOAD_NOW;
+    if (l != LOAD_NOW) return defer(m, l, file, name, src, dtype, n, out, err);
     return fp32_view(m, file, name, src, dtype, n, out, err);
 }
 
@@ -188,8 +195,30 @@ void dq_model_block_unload(dq_model *m, int l) {
     }
 }
 
+dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n, float *out, dq_error *err) {
+    size_t d = (size_t)m->cfg.dim;
+    const dq_deferred *e = NULL;
+    for (int i = 0; !m->tok_embeddings && i < m->n_deferred; i++)
+        if (m->deferred[i].layer == DQ_DEFER_EMBED) e = &m->deferred[i];
+    if (!m->tok_embeddings && !e) return dq_fail(err, DQ_ERR_ARG, "%s: the token embedding is not loaded", m->path);
+    for (size_t i = 0; i < n; i++) {
+        float *o = out + i * d;
+        if (!e) {
+            memcpy(o, m->tok_embeddings + (size_t)tokens[i] * d, d * sizeof *o);
+            continue;
+        }
+        to_f32(o, (const uint8_t *)e->src + (size_t)tokens[i] * d * dq_dtype_size(e->dtype), e->dtype, d);
+        size_t bad = first_nonfinite(o, d);
+        if (bad < d)
+            return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu (token %d)", e->file,
+                           e->name, (double)o[bad], (size_t)tokens[i] * d + bad, tokens[i]);
+    }
+    return DQ_OK;
+}
+
 dq_status dq_model_load_all(dq_model *m, dq_error *err) {
-    dq_status st = dq_model_block_load(m, DQ_DEFER_HEAD, err);
+    dq_status st = dq_model_block_load(m, DQ_DEFER_EMBED, err);
+    if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err);
     for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_model_block_load(m, l, err);
     return st;
 }

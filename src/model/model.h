@@ -30,7 +30,7 @@ typedef struct {
     const void *src;     /* its bytes in one of m->maps */
     dq_dtype dtype;
     size_t n;
-    int layer;           /* its block, or DQ_DEFER_HEAD */
+    int layer;           /* its block, DQ_DEFER_HEAD or DQ_DEFER_EMBED */
     char *file, *name;   /* for errors (owned) */
 } dq_deferred;
 
@@ -102,9 +102,17 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
 /* l = DQ_DEFER_HEAD: an untied output head, deferred like a block (the
  * pipeline loads it for the head's turn, the writer before its end). */
 #define DQ_DEFER_HEAD (-1)
+/* l = DQ_DEFER_EMBED: an untied token embedding (a tied one is the head):
+ * calibration reads its rows where they are stored (dq_model_embed_rows);
+ * the writer, or a GGUF plan's quantization of it, loads it whole. */
+#define DQ_DEFER_EMBED (-2)
 dq_status dq_model_block_load(dq_model *m, int l, dq_error *err);
 void dq_model_block_unload(dq_model *m, int l);
 dq_status dq_model_load_all(dq_model *m, dq_error *err);
+/* out (n, dim) = the embedding rows of tokens (each < vocab_size, checked by
+ * the caller), from the fp32 embedding or, deferred, converted from its
+ * stored dtype row by row (a non-finite value names file, tensor, token). */
+dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n, float *out, dq_error *err);
 /* Whether block l's seven linears are all present. */
 bool dq_model_block_ready(const dq_model *m, int l);
 

@@ -25,4 +25,14 @@ static dq_status load(const char *path, bool lazy, dq_model **out, dq_error *err
 
 dq_status dq_model_load(const char *path, dq_model **out, dq_error *err) { return load(path, false, out, err); }
 
-dq_status dq_model_load_lazy(const char *path, dq_model **out, dq_error *err) { return load(path, true, out, err); }
+/* A loader may learn only at the end that the head is the embedding (a
+ * Hugging Face folder without lm_head.weight): the embedding it deferred is
+ * then needed whole, as the head too. */
+dq_status dq_model_load_lazy(const char *path, dq_model **out, dq_error *err) {
+    dq_status st = load(path, true, out, err);
+    dq_model *m = *out;
+    if (st || !m->cfg.tied_embeddings || m->tok_embeddings) return st;
+    if (!(st = dq_model_block_load(m, DQ_DEFER_EMBED, err))) m->output = m->tok_embeddings;
+    else dq_model_free(m), *out = NULL;
+    return st;
+}

@@ -297,10 +297,3 @@ size_t dq_mem_available(void) {
     fclose(f);
     return kb > SIZE_MAX / 1024 ? SIZE_MAX : (size_t)kb * 1024;
 }
-
-void dq_dir_of(const char *path, char *buf, size_t cap) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(buf, cap, ".");
-    else if (slash == path) snprintf(buf, cap, "/");
-    else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
-}

@@ -24,8 +24,6 @@
 /* Bytes the kernel says can be allocated without swapping (MemAvailable in
  * /proc/meminfo); 0 when it does not say. */
 size_t dq_mem_available(void);
-/* The folder PATH is in ("." for a bare name), into buf (cap bytes). */
-void dq_dir_of(const char *path, char *buf, size_t cap);
 
 /* Opens PATH read-only if it is a regular file; otherwise fails naming it
  * ("is a FIFO", "is a directory", ...). A FIFO never blocks: the path is

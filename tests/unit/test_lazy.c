@@ -9,6 +9,8 @@
  *    quantized, GPTQ after a rotation, which loads the whole model first),
  *    and GGUF files (tied head as the embedding, fallback types, an untying
  *    rotation);
+ *  - an untied embedding stays in its file too: calibration reads its rows
+ *    there, the writer refuses it until it is loaded;
  *  - a block is loaded on demand and its memory returned on unload; a
  *    consumed model refuses a forward pass, naming the block;
  *  - a non-finite weight in a deferred block is reported when the block is
@@ -210,9 +212,14 @@ static void pipeline_to(const char *model, bool lazy, const char *out) {
     dq_quant_result r;
     if (dq_quantize_model(m, &cs, &o, &r, &err)) fail_msg("%s", err.msg);
     dq_packed_info info = {.method = "gptq", .bits = 4, .group = 32};
-    if (lazy) { /* the untied head is still in its file: the writer refuses it, then gets it */
+    if (lazy) { /* the untied embedding and head are still in their file: the writer refuses them, then gets them */
         assert_null(m->output);
+        assert_null(m->tok_embeddings);
         dq_packed_writer *w2;
+        if (dq_packed_begin(tu_tmp("qwen2-noembed"), m, layout, 0, &w2, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(dq_packed_finish(w2, m, &r, &info, &err), DQ_ERR_ARG);
+        assert_non_null(strstr(err.msg, "tensor model.embed_tokens.weight is not loaded"));
+        if (dq_model_block_load(m, DQ_DEFER_EMBED, &err)) fail_msg("%s", err.msg);
         if (dq_packed_begin(tu_tmp("qwen2-nohead"), m, layout, 0, &w2, &err)) fail_msg("%s", err.msg);
         assert_int_equal(dq_packed_finish(w2, m, &r, &info, &err), DQ_ERR_ARG);
         assert_non_null(strstr(err.msg, "tensor lm_head.weight is not loaded"));
@@ -286,24 +293,55 @@ static void test_block_load_unload(void **st) {
 
 /* NaN in block 1's down_proj: the eager load refuses the file; the lazy one
  * reaches the block, names file and tensor, and publishes nothing. */
-static void test_nonfinite_deferred(void **st) {
-    (void)st;
-    const char *dir = tu_hf_copy("nan-down");
+/* An f16 NaN at element `elem` of tensor `name` in dir's model.safetensors. */
+static void poison(const char *dir, const char *name, size_t elem) {
     char path[1200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     dq_st_file f;
     dq_error err = {0};
     assert_int_equal(dq_st_open(path, &f, &err), DQ_OK);
-    const dq_st_tensor *t = dq_st_find(&f, "model.layers.1.mlp.down_proj.weight");
+    const dq_st_tensor *t = dq_st_find(&f, name);
     assert_non_null(t);
-    size_t at = (size_t)(t->data - f.map.data) + 2 * 5; /* element 5, f16 */
+    size_t at = (size_t)(t->data - f.map.data) + 2 * elem;
     dq_st_close(&f);
     size_t n;
     char *bytes = tu_read(path, &n);
     bytes[at] = 0x00, bytes[at + 1] = 0x7e; /* f16 NaN */
     tu_write(path, bytes, n);
     free(bytes);
+}
 
+/* A deferred embedding is checked row by row as calibration reads it. */
+static void nonfinite_embedding(void) {
+    const char *dir = tu_hf_copy("nan-embed");
+    int d;
+    {
+        dq_model *m = tu_model(dir);
+        d = m->cfg.dim;
+        dq_model_free(m);
+    }
+    poison(dir, "model.embed_tokens.weight", (size_t)2 * d + 3); /* token 2 */
+    dq_model *m;
+    dq_error err = {0};
+    assert_int_equal(dq_model_load_lazy(dir, &m, &err), DQ_OK);
+    dq_calib_set cs = {.n = 1, .len = 8, .tokens = calloc(8, sizeof(int32_t))};
+    cs.tokens[5] = 2;
+    dq_pipeline_opts o = {.q = dq_quant_defaults(DQ_METHOD_GPTQ, 4, 32), .n_threads = 1};
+    dq_quant_result r;
+    assert_int_equal(dq_quantize_model(m, &cs, &o, &r, &err), DQ_ERR_NUMERIC);
+    if (!strstr(err.msg, "tensor model.embed_tokens.weight: non-finite value nan at element") ||
+        !strstr(err.msg, "(token 2)"))
+        fail_msg("message: %s", err.msg);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+static void test_nonfinite_deferred(void **st) {
+    (void)st;
+    nonfinite_embedding();
+    const char *dir = tu_hf_copy("nan-down");
+    dq_error err = {0};
+    poison(dir, "model.layers.1.mlp.down_proj.weight", 5);
     dq_model *m;
     assert_int_equal(dq_model_load(dir, &m, &err), DQ_ERR_NUMERIC);
     assert_int_equal(dq_model_load_lazy(dir, &m, &err), DQ_OK);
