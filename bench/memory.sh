@@ -7,6 +7,9 @@
 # never commit them. One line per run is appended to results/memory.tsv.
 #   bench/memory.sh                          # 1.9B: DASH-Q, GPTQ (packed W4 g128), DASH-Q Q4_K_M GGUF
 #   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
+#   MODEL=llama3-8b LAYERS=2 JOBS=gptq NSAMPLES=8 SEQLEN=2048 EXTRA="--mem-budget 1" bench/memory.sh
+#     (Llama-3-8B widths, 2 of its 32 blocks; EXTRA: more quantize flags, here the
+#     calibration hidden states spilled to a file beside the output, in $TMPDIR)
 # Run alone: timings beside other jobs on 2 cores mean nothing (RSS still does).
 set -u
 cd "$(dirname "$0")/.."
@@ -14,11 +17,12 @@ NEW=${NEW:-build/dashq} OLD=${OLD:-}
 SHARED=${DASHQ_SHARED:-../shared}
 C=${DASHQ_SYNTHETIC:-$HOME/.cache/dashq/synthetic}
 MODEL=${MODEL:-1.9b} NSAMPLES=${NSAMPLES:-2} SEQLEN=${SEQLEN:-64}
-JOBS=${JOBS:-"dashq gptq dashq-gguf"}
+JOBS=${JOBS:-"dashq gptq dashq-gguf"} LAYERS=${LAYERS:-} EXTRA=${EXTRA:-}
 TOK=$SHARED/models/llama2c-tokenizer32k/tokenizer.model
 CAL=$SHARED/data/wikitext2/wiki.test.raw
 cmake --build build --target make_synthetic_llama >/dev/null || exit 1
-[ -f "$C/$MODEL/config.json" ] || build/tests/make_synthetic_llama "$MODEL" "$C/$MODEL" || exit 1
+name=$MODEL${LAYERS:+-${LAYERS}l}
+[ -f "$C/$name/config.json" ] || build/tests/make_synthetic_llama "$MODEL" "$C/$name" ${LAYERS:+--layers $LAYERS} || exit 1
 out=results/memory.tsv T=${TMPDIR:-/tmp}
 [ -s $out ] || printf 'date\tcommit\tbuild\tmodel\tjob\tcalib_tokens\tpeak_rss_mb\twall_s\n' > $out
 for b in $NEW $OLD; do
@@ -32,10 +36,10 @@ for b in $NEW $OLD; do
       *) echo "unknown job $job" >&2; exit 2 ;;
     esac
     rm -rf "$o"
-    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b quantize "$C/$MODEL" --tokenizer $TOK $args --calib $CAL \
-      --nsamples $NSAMPLES --seqlen $SEQLEN -o "$o" --quiet > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
+    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b quantize "$C/$name" --tokenizer $TOK $args --calib $CAL \
+      --nsamples $NSAMPLES --seqlen $SEQLEN -o "$o" --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
     read -r kb s < $T/dq_mem_time
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $MODEL $job $((NSAMPLES * SEQLEN)) \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $name "$job${EXTRA:+ $EXTRA}" $((NSAMPLES * SEQLEN)) \
       $((kb / 1024)) $s | tee -a $out
     rm -rf "$o"
   done

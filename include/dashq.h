@@ -262,6 +262,13 @@ typedef struct {
     size_t mem_budget;     /* bytes the job may hold; 0: what the system has available now (MemAvailable) */
     const char *tmp_dir;   /* the spill file's folder; NULL: the output's folder */
     const char *hidden_dtype; /* "f32" (NULL) or "bf16": half the memory or disk, the stream rounded between blocks */
+    /* Keep the run's state in OUT.resume/ (the partial output, the hidden
+     * states on disk, the finished layers), updated atomically after each
+     * block; when an interrupted run of the same model, calibration and
+     * options left one there, continue from its last finished block (the
+     * output is byte-identical to an uninterrupted run). Another run's state
+     * is refused. Removed on success. */
+    bool resume;
     int n_threads;         /* 0: every core; the output does not depend on it */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
                               statistics; and "note" messages worth showing */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/resume.h"
 #include "calib/pipeline.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
@@ -159,6 +160,43 @@ static dq_packed_info packed_info(const dq_model *m, const dq_tokenizer *t, cons
                             .smooth = j->tr.smooth && j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
 }
 
+/* Everything the output depends on: a resumed run must be the same run. */
+static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
+                            const dq_calib_set *cs) {
+    char text[2048];
+    snprintf(text, sizeof text, "dashq %s|%s|%s|%d|%d|%s|%s|%d|%d|%d|%llu|%d|%s|%s|%.9g|%.9g|%d|%d|%d|%d|%s",
+             DQ_VERSION, j->mi->name, p->options ? p->options : "", p->bits, p->group, p->format ? p->format : "packed",
+             p->gguf_type ? p->gguf_type : "", p->pure, cs->n, cs->len, (unsigned long long)p->seed,
+             p->quantize_head, p->rotate ? p->rotate : "none", p->smooth ? p->smooth : "none",
+             (double)p->smooth_alpha, (double)p->hero_beta, p->hero_steps, p->act_bits, p->act_group, p->spectrum,
+             dq_hidden_dtype_name(j->po.hidden_dtype));
+    uint64_t h = dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+    h = dq_resume_hash_file(h, m->path);
+    for (int i = 0; i < m->n_maps; i++) h = dq_resume_hash_file(h, m->maps[i].path);
+    h = dq_resume_hash_file(h, dq_tokenizer_path(t));
+    h = dq_resume_hash_file(h, p->calib);
+    return dq_resume_hash(h, cs->tokens, (size_t)cs->n * cs->len * sizeof *cs->tokens);
+}
+
+/* --resume: the state folder, and where the pipeline starts. */
+static dq_status open_resume(const char *out, const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p,
+                             job *j, const dq_calib_set *cs, dq_resume *rs, dq_error *err) {
+    if (j->po.q.refresh > 0 && j->po.q.curvature != DQ_CURVATURE_LAYER)
+        return dq_fail(err, DQ_ERR_ARG, "--resume cannot continue a run whose gradients are refreshed as blocks are "
+                       "quantized (refresh=%d): run it without --resume or without refresh", j->po.q.refresh);
+    dq_status st = dq_resume_open(rs, out, j->gguf, fingerprint(m, t, p, j, cs), err);
+    if (st) return st;
+    j->po.hidden_files = rs->hidden_files;
+    j->po.hidden_cur = rs->hidden_cur;
+    j->po.start_block = rs->blocks_done;
+    j->po.done = rs->done;
+    j->po.n_done = rs->n_done;
+    if (rs->blocks_done)
+        dq_progress_note(&p->progress, false, "resuming %s after block %d of %d (state in %s)", out, rs->blocks_done,
+                         m->cfg.n_layers, rs->dir);
+    return DQ_OK;
+}
+
 /* Where the calibration hidden states live: in RAM while they fit in what
  * the budget leaves after the pipeline's own peak (an estimate), else in a
  * spill file under tmp_dir (default: beside the output, which is on a disk
@@ -187,7 +225,16 @@ static void plan_memory(const char *out, const dq_model *m, const dq_config *c, 
 typedef struct {
     dq_packed_writer *packed;
     dq_gguf_export *gguf;
+    dq_resume *resume; /* NULL: not a resumable run */
 } output;
+
+/* After each block of a resumable run: the writer's bytes on disk, then the
+ * state that points past them. */
+static dq_status save_point(void *user, int blocks_done, int hidden_cur, const dq_quant_result *r, dq_error *err) {
+    output *o = user;
+    dq_status st = o->gguf ? dq_gguf_export_sync(o->gguf, err) : dq_packed_sync(o->packed, err);
+    return st ? st : dq_resume_save(o->resume, blocks_done, hidden_cur, r, err);
+}
 
 static dq_status emit_output(void *user, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
     output *o = user;
@@ -200,11 +247,19 @@ static dq_status begin_output(const char *out, const dq_model *m, const dq_confi
     dq_qlayer *layout = calloc((size_t)dq_quant_result_capacity(c), sizeof *layout);
     if (!layout) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     int n = dq_quant_layout(c, &j->po, layout);
-    dq_gguf_export_opts g = {.type = DQ_GGML_F16, .file_type = j->po.plan ? j->po.plan->file_type : 0};
+    const dq_resume *rs = o->resume;
+    const char *tmp = rs ? rs->partial : NULL;
+    bool reopen = rs && rs->blocks_done > 0;
+    dq_gguf_export_opts g = {.type = DQ_GGML_F16, .file_type = j->po.plan ? j->po.plan->file_type : 0,
+                             .resume_tmp = tmp, .resume_reopen = reopen};
     dq_status st = j->gguf ? dq_gguf_export_begin(out, m, c, t, &g, layout, n, &o->gguf, err)
-                           : dq_packed_begin(out, m, layout, n, &o->packed, err);
+                           : dq_packed_begin_at(out, tmp, reopen, m, layout, n, &o->packed, err);
     free(layout);
+    if (!st && reopen) /* what the interrupted run wrote is in the file */
+        st = j->gguf ? dq_gguf_export_skip(o->gguf, m, rs->done, rs->n_done, err)
+                     : dq_packed_skip(o->packed, rs->done, rs->n_done, err);
     if (!st) j->po.emit = emit_output, j->po.emit_user = o;
+    if (!st && rs) j->po.checkpoint = save_point, j->po.checkpoint_user = o;
     return st;
 }
 
@@ -312,7 +367,13 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     output o = {0};
     bool begun = false;
     dq_quantize_report mem = {0};
+    dq_resume rs = {0};
     if (!st) plan_memory(out, m, &file_cfg, p, &cs, &j, &mem);
+    if (!st && p->resume) st = open_resume(out, m, t, p, &j, &cs, &rs, err);
+    if (!st && p->resume) o.resume = &rs;
+    else if (!st && dq_resume_exists(out))
+        dq_progress_note(&p->progress, true, "%s.resume holds an interrupted resumable run: add --resume to continue "
+                         "it (this run starts over and leaves it)", out);
     if (!st) begun = !(st = begin_output(out, m, &file_cfg, t, &j, &o, err));
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
     int padded = st ? 0 : n_padded(&r);
@@ -328,6 +389,11 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
     if (!st) st = dq_model_block_load(m, DQ_DEFER_EMBED, err); /* and the embedding */
     if (begun) st = end_output(&o, st, m, &info, &r, err);
+    if (!st && o.resume) dq_resume_remove(&rs); /* published: nothing to resume */
+    else if (st && o.resume && rs.blocks_done)
+        dq_progress_note(&p->progress, true, "the run stopped after block %d of %d; the same command continues it "
+                         "from there (state in %s)", rs.blocks_done, m->cfg.n_layers, rs.dir);
+    dq_resume_free(&rs);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     if (!st && report) report->hidden_bytes = mem.hidden_bytes, report->hidden_spilled = mem.hidden_spilled;
     dq_quant_result_free(&r);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -60,26 +61,64 @@ static dq_status spill_open(dq_hidden *h, const char *dir, size_t bytes, dq_erro
     return DQ_OK;
 }
 
-dq_status dq_hidden_open(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, const char *spill_dir,
-                         dq_error *err) {
+/* The fields and the bf16 buffer; no storage yet. */
+static dq_status init(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, dq_error *err) {
     memset(h, 0, sizeof *h);
-    h->fd = -1;
+    h->fd = h->fds[0] = h->fds[1] = -1;
     if ((unsigned)t >= DQ_HIDDEN_DTYPE_COUNT) return dq_fail(err, DQ_ERR_ARG, "unknown hidden-state dtype %d", (int)t);
-    *h = (dq_hidden){.n = n, .len = len, .dim = dim, .dtype = t, .fd = -1};
-    size_t bytes = dq_hidden_bytes(n, len, dim, t);
+    *h = (dq_hidden){.n = n, .len = len, .dim = dim, .dtype = t, .fd = -1, .fds = {-1, -1}};
     h->win_elems = (size_t)len * (size_t)dim;
     h->win_bytes = h->win_elems * DTYPES[t].size;
-    if (bytes == SIZE_MAX)
+    if (dq_hidden_bytes(n, len, dim, t) == SIZE_MAX)
         return dq_fail(err, DQ_ERR_NOMEM, "%d x %d calibration hidden states of width %d overflow", n, len, dim);
     if (t != DQ_HIDDEN_F32 && !(h->io = malloc(h->win_bytes ? h->win_bytes : 1)))
         return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    dq_status st = DQ_OK;
-    if (spill_dir) st = spill_open(h, spill_dir, bytes, err);
-    else if (!(h->ram = malloc(bytes ? bytes : 1)))
+    return DQ_OK;
+}
+
+dq_status dq_hidden_open(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, const char *spill_dir,
+                         dq_error *err) {
+    dq_status st = init(h, n, len, dim, t, err);
+    size_t bytes = dq_hidden_bytes(n, len, dim, t);
+    if (!st && spill_dir) st = spill_open(h, spill_dir, bytes, err);
+    else if (!st && !(h->ram = malloc(bytes ? bytes : 1)))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for %d x %d calibration hidden states (%.0f MB); pass a "
                      "--mem-budget to spill them to disk", n, len, (double)bytes / 1e6);
     if (st) dq_hidden_close(h);
     return st;
+}
+
+dq_status dq_hidden_open_files(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, const char *const files[2],
+                               int cur, bool existing, dq_error *err) {
+    dq_status st = init(h, n, len, dim, t, err);
+    if (st) return st;
+    size_t bytes = dq_hidden_bytes(n, len, dim, t);
+    for (int i = 0; !st && i < 2; i++) {
+        snprintf(h->path, sizeof h->path, "%s", files[i]);
+        h->fds[i] = open(files[i], O_RDWR | O_CLOEXEC | (existing ? 0 : O_CREAT | O_TRUNC), 0666);
+        struct stat sb;
+        if (h->fds[i] < 0) st = dq_fail(err, DQ_ERR_IO, "%s: cannot open: %s", files[i], strerror(errno));
+        else if (existing && (fstat(h->fds[i], &sb) != 0 || (size_t)sb.st_size != bytes))
+            st = dq_fail(err, DQ_ERR_FORMAT, "%s: not the %zu bytes of %d x %d hidden states of width %d", files[i],
+                         bytes, n, len, dim);
+        else if (!existing && bytes && (errno = posix_fallocate(h->fds[i], 0, (off_t)bytes)) != 0)
+            st = dq_fail(err, DQ_ERR_IO, "%s: cannot reserve %.0f MB for the calibration hidden states: %s", files[i],
+                         (double)bytes / 1e6, strerror(errno));
+    }
+    h->cur = cur & 1;
+    h->fd = h->fds[h->cur];
+    if (st) dq_hidden_close(h);
+    return st;
+}
+
+dq_status dq_hidden_flip(dq_hidden *h, dq_error *err) {
+    if (h->fds[1] < 0) return DQ_OK;
+    int next = h->fds[h->cur ^ 1];
+    if (fsync(next) != 0)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot flush the calibration hidden states: %s", h->path, strerror(errno));
+    h->cur ^= 1;
+    h->fd = h->fds[h->cur];
+    return DQ_OK;
 }
 
 float *dq_hidden_window(dq_hidden *h, int w) {
@@ -89,8 +128,9 @@ float *dq_hidden_window(dq_hidden *h, int w) {
 /* pread/pwrite until done: a short count is not an error by itself. */
 static dq_status file_io(dq_hidden *h, bool write, void *buf, size_t n, off_t at, dq_error *err) {
     char *p = buf;
+    int fd = write && h->fds[1] >= 0 ? h->fds[h->cur ^ 1] : h->fd; /* a resumable store writes the other file */
     while (n > 0) {
-        ssize_t k = write ? pwrite(h->fd, p, n, at) : pread(h->fd, p, n, at);
+        ssize_t k = write ? pwrite(fd, p, n, at) : pread(fd, p, n, at);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0)
             return dq_fail(err, DQ_ERR_IO, "%s: cannot %s the calibration hidden states: %s", h->path,
@@ -131,7 +171,10 @@ dq_status dq_hidden_write(dq_hidden *h, int w, const float *x, dq_error *err) {
 void dq_hidden_close(dq_hidden *h) {
     free(h->ram);
     free(h->io);
-    if (h->fd >= 0) close(h->fd);
+    if (h->fds[1] >= 0 || h->fds[0] >= 0) {
+        for (int i = 0; i < 2; i++)
+            if (h->fds[i] >= 0) close(h->fds[i]);
+    } else if (h->fd >= 0) close(h->fd);
     h->ram = h->io = NULL;
-    h->fd = -1;
+    h->fd = h->fds[0] = h->fds[1] = -1;
 }

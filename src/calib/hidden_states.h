@@ -20,6 +20,11 @@ typedef struct {
     size_t win_elems, win_bytes; /* one window: len·dim values, stored */
     void *ram;                   /* every window, or NULL when spilled */
     int fd;                      /* the spill file (already unlinked: kill -9 leaves nothing), or -1 */
+    /* A resumable run's two named files: windows are read from fds[cur] and
+     * written to the other, which dq_hidden_flip makes current once the
+     * block is done, so an interruption leaves the last block's input whole.
+     * fds[1] < 0: one store, read and written in place. */
+    int fds[2], cur;
     void *io;                    /* one stored window: the bf16 conversions' buffer */
     char path[4096];             /* the spill file's name, for messages */
 } dq_hidden;
@@ -34,6 +39,14 @@ size_t dq_hidden_bytes(int n, int len, int dim, dq_hidden_dtype t);
  * and what is free). */
 dq_status dq_hidden_open(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, const char *spill_dir,
                          dq_error *err);
+/* A resumable run's store (see fds above): files[0], files[1] created with
+ * their space reserved, or (existing) an interrupted run's, the windows of
+ * files[cur] being the input of the block it stopped at. */
+dq_status dq_hidden_open_files(dq_hidden *h, int n, int len, int dim, dq_hidden_dtype t, const char *const files[2],
+                               int cur, bool existing, dq_error *err);
+/* The windows written since the last flip become the ones read: on disk
+ * (fsync) first, for a resumable store. Nothing for the others. */
+dq_status dq_hidden_flip(dq_hidden *h, dq_error *err);
 /* Window w in place when it is fp32 in RAM (the caller may update it there);
  * NULL otherwise: use dq_hidden_read / dq_hidden_write. */
 float *dq_hidden_window(dq_hidden *h, int w);

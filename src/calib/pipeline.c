@@ -488,7 +488,10 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     c->r->t_stats += c->stats.seconds;
     c->r->t_forward += t_pass1 - c->stats.seconds + (dq_now() - t1);
     c->stats.seconds = 0;
-    return st ? st : emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err);
+    if (!st) st = emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err);
+    if (!st) st = dq_hidden_flip(&c->X, err); /* the block's output is the next one's input */
+    if (!st && c->o->checkpoint) st = c->o->checkpoint(c->o->checkpoint_user, l + 1, c->X.cur, c->r, err);
+    return st;
 }
 
 /* c->scratch = window w of the hidden states after the final norm: the
@@ -575,21 +578,40 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
 
 /* The hidden states entering block 0: the windows' token embeddings, in
  * RAM or (past the budget) in a spill file. */
+/* A resumed run: the layers the interrupted run finished, as it reported
+ * them (their codes are in the output already); their blocks are not loaded
+ * again. */
+static dq_status restore_done(run_ctx *c, dq_error *err) {
+    const dq_pipeline_opts *o = c->o;
+    if (o->start_block > c->m->cfg.n_layers || o->n_done > dq_quant_result_capacity(&c->m->cfg) || !o->hidden_files)
+        return dq_fail(err, DQ_ERR_ARG, "cannot resume at block %d of %d with %d layers done", o->start_block,
+                       c->m->cfg.n_layers, o->n_done);
+    for (int i = 0; i < o->n_done; i++) {
+        c->r->layers[c->r->n++] = o->done[i];
+        c->r->t_solve += o->done[i].seconds;
+    }
+    return DQ_OK;
+}
+
 static dq_status embed_windows(run_ctx *c, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     const dq_pipeline_opts *o = c->o;
     int d = c->m->cfg.dim;
     size_t bytes = dq_hidden_bytes(cs->n, cs->len, d, o->hidden_dtype);
-    bool spill = o->hidden_budget > 0 && bytes > o->hidden_budget;
-    dq_status st = dq_hidden_open(&c->X, cs->n, cs->len, d, o->hidden_dtype, spill ? o->spill_dir : NULL, err);
+    bool spill = o->hidden_budget > 0 && bytes > o->hidden_budget, resumed = o->start_block > 0;
+    dq_status st = o->hidden_files ? dq_hidden_open_files(&c->X, cs->n, cs->len, d, o->hidden_dtype, o->hidden_files,
+                                                          o->hidden_cur, resumed, err)
+                                   : dq_hidden_open(&c->X, cs->n, cs->len, d, o->hidden_dtype,
+                                                    spill ? o->spill_dir : NULL, err);
     if (!st && (!(c->scratch = malloc((size_t)cs->len * d * sizeof(float))) ||
                 !(c->win = malloc((size_t)cs->len * d * sizeof(float)))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    if (resumed) return st; /* the interrupted run's: the input of block start_block */
     for (int w = 0; !st && w < cs->n; w++) {
         st = dq_calib_embed(c->m, cs, w, 1, c->win, err);
         if (!st) st = dq_hidden_write(&c->X, w, c->win, err);
     }
-    return st;
+    return st ? st : dq_hidden_flip(&c->X, err);
 }
 
 dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeline_opts *o, dq_quant_result *r,
@@ -614,14 +636,15 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     bool whole = o->prepare || (c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads);
     if (!st && whole) st = dq_model_load_all(m, err); /* a transform or the gradient pass sees the whole model */
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
-    if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
+    if (!st && o->start_block > 0) st = restore_done(&c, err); /* an interrupted run's blocks (and embedding) */
+    else if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);
     c.stats.grads = o->grads;
     if (!st && c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads)
         st = gather_gradients(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
     size_t units = (size_t)nl + (head ? 1 : 0);
-    for (int l = 0; !st && l < nl; l++) {
+    for (int l = o->start_block; !st && l < nl; l++) {
         st = quantize_block(&c, l, err);
         if (!st && !dq_progress_report(&o->progress, "quantize", (size_t)l + 1, units, err)) st = DQ_ERR_CANCELLED;
     }

@@ -16,6 +16,7 @@
 #include "quant/quant.h"
 
 struct dq_qlayer;
+struct dq_quant_result;
 
 typedef struct {
     dq_quant_opts q;
@@ -53,6 +54,19 @@ typedef struct {
     dq_hidden_dtype hidden_dtype;
     size_t hidden_budget;
     const char *spill_dir;
+    /* A resumable run (api/resume.h): the hidden states in these two files
+     * (dq_hidden_open_files; hidden_cur the one read first); start_block
+     * blocks already done by an interrupted run, whose layers (reports and
+     * dims, no codes) are done[0..n_done) and whose output hidden states are
+     * in hidden_files[hidden_cur]; checkpoint runs after each block, once it
+     * is emitted and its output hidden states are on disk. */
+    const char *const *hidden_files;
+    int hidden_cur, start_block;
+    const struct dq_qlayer *done;
+    int n_done;
+    dq_status (*checkpoint)(void *user, int blocks_done, int hidden_cur, const struct dq_quant_result *r,
+                            dq_error *err);
+    void *checkpoint_user;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
@@ -70,7 +84,7 @@ typedef struct dq_qlayer {
 } dq_qlayer;
 
 /* At most dq_quant_result_capacity(cfg) tensors, in the order quantized. */
-typedef struct {
+typedef struct dq_quant_result {
     dq_qlayer *layers;
     int n;
     double t_forward, t_stats, t_solve, t_total;

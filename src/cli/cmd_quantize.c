@@ -40,7 +40,7 @@ static bool add_option(quant_opts *o, const char *name, const char *value) {
 static int parse(int argc, char **argv, quant_opts *o) {
     enum { O_TOK = 256, O_METHOD, O_BITS, O_GROUP, O_CALIB, O_NS, O_SL, O_SEED, O_METHOD_FLAG, O_METHOD_VALUE, O_HEAD,
            O_QUIET, O_FORMAT, O_TYPE, O_PURE, O_ROTATE, O_SMOOTH, O_ALPHA, O_SPECTRUM, O_HBETA, O_HSTEPS, O_ABITS, O_AGROUP,
-           O_MEMB, O_TMPDIR, O_HDTYPE };
+           O_MEMB, O_TMPDIR, O_HDTYPE, O_RESUME };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"method", required_argument, 0, O_METHOD},
         {"bits", required_argument, 0, O_BITS},     {"group", required_argument, 0, O_GROUP},
@@ -61,7 +61,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         {"hero-beta", required_argument, 0, O_HBETA}, {"hero-steps", required_argument, 0, O_HSTEPS},
         {"act-bits", required_argument, 0, O_ABITS}, {"act-group", required_argument, 0, O_AGROUP},
         {"mem-budget", required_argument, 0, O_MEMB}, {"tmp-dir", required_argument, 0, O_TMPDIR},
-        {"hidden-dtype", required_argument, 0, O_HDTYPE},
+        {"hidden-dtype", required_argument, 0, O_HDTYPE}, {"resume", no_argument, 0, O_RESUME},
         {"threads", required_argument, 0, 't'},     {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->p = dq_quantize_default_params();
@@ -106,6 +106,7 @@ static int parse(int argc, char **argv, quant_opts *o) {
         case O_MEMB: if (!dq_cli_size("--mem-budget", optarg, &o->p.mem_budget)) return DQ_EXIT_ERROR; break;
         case O_TMPDIR: o->p.tmp_dir = optarg; break;
         case O_HDTYPE: o->p.hidden_dtype = optarg; break;
+        case O_RESUME: o->p.resume = true; break;
         case 'o': o->out = optarg; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         default: return DQ_EXIT_ERROR;

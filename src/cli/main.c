@@ -33,6 +33,8 @@ static void usage(FILE *f) {
             "                 [--mem-budget SIZE] [--tmp-dir DIR] [--hidden-dtype f32|bf16]   (calibration\n"
             "                 hidden states past the budget, default what is free, spill to a file in DIR,\n"
             "                 default the output's folder)\n"
+            "                 [--resume]   (state in OUT.resume/ after each block; the same command again\n"
+            "                 continues an interrupted run from its last finished block)\n"
             "                 [METHOD's own options, as flags: --act-order, --percdamp P, ...]\n"
             "%s"
             "  report   RESULTS.csv -o DIR [--no-plots]   (markdown table + SVG plots of a sweep)\n"

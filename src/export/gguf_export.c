@@ -195,6 +195,7 @@ typedef struct {
     dq_error *err;
     dq_status st;
     bool layout;
+    bool mark; /* the tensors are already in a reopened file: count them as written */
 } sink;
 
 static bool is_inf16(const uint8_t *p) {
@@ -231,6 +232,8 @@ static void check_narrowed(sink *s, const char *name, const float *x, size_t n, 
 static void emit(sink *s, const char *name, dq_ggml_type type, int rows, int cols, uint8_t *out, size_t bytes) {
     int64_t ne[2] = {cols, rows};
     if (s->layout) dq_gguf_add_tensor_info(s->w, name, type, rows > 1 ? 2 : 1, ne, bytes);
+    else if (s->mark && !s->st) s->st = dq_gguf_stream_mark(s->w, name, s->err);
+    else if (s->mark) (void)0;
     else if (!s->st && !out) s->st = dq_fail(s->err, DQ_ERR_NOMEM, "%s: out of memory for tensor %s", s->path, name);
     else if (!s->st) s->st = dq_gguf_stream_put(s->w, name, out, bytes, s->err);
     free(out);
@@ -241,9 +244,9 @@ static void add_weight(sink *s, const char *name, const float *x, int rows, int 
     if (dq_ggml_info(type)->block > 1 && cols % dq_ggml_info(type)->block)
         type = DQ_GGML_F16; /* llama.cpp's fallback */
     size_t n = (size_t)rows * (size_t)cols, bytes = dq_ggml_row_bytes(type, (size_t)cols) * (size_t)rows;
-    if (!s->layout && !x && !s->st) /* a lazily loaded model's deferred tensor (dq_model_block_load) */
+    if (!s->layout && !s->mark && !x && !s->st) /* a lazily loaded model's deferred tensor (dq_model_block_load) */
         s->st = dq_fail(s->err, DQ_ERR_ARG, "%s: tensor %s is not loaded", s->path, name);
-    if (s->layout || s->st) return emit(s, name, type, rows, cols, NULL, bytes);
+    if (s->layout || s->mark || s->st) return emit(s, name, type, rows, cols, NULL, bytes);
     uint8_t *out = malloc(bytes ? bytes : 1);
     float *tmp = type == DQ_GGML_Q8_0 || permute_hd ? malloc(n * sizeof *tmp) : NULL;
     if (out && (tmp || !(type == DQ_GGML_Q8_0 || permute_hd))) {
@@ -277,9 +280,9 @@ static void add_weight(sink *s, const char *name, const float *x, int rows, int 
 static void add_blocks(sink *s, const char *name, const dq_qtensor *t, int permute_hd) {
     dq_ggml_type type = t->grid->type;
     size_t rb = dq_ggml_row_bytes(type, (size_t)t->cols), bytes = rb * (size_t)t->rows;
-    if (!s->layout && !t->blocks && !s->st)
+    if (!s->layout && !s->mark && !t->blocks && !s->st)
         s->st = dq_fail(s->err, DQ_ERR_ARG, "%s: tensor %s: its blocks were not given", s->path, name);
-    if (s->layout || s->st) return emit(s, name, type, t->rows, t->cols, NULL, bytes);
+    if (s->layout || s->mark || s->st) return emit(s, name, type, t->rows, t->cols, NULL, bytes);
     uint8_t *out = malloc(bytes ? bytes : 1);
     for (int r = 0; out && r < t->rows; r++)
         dq_qtensor_encode_row(t, permute_hd ? dq_half_row_of_interleaved_row(r, permute_hd) : r, out + (size_t)r * rb);
@@ -414,14 +417,14 @@ dq_status dq_gguf_export_begin(const char *path, const dq_model *m, const dq_con
     write_hparams(x->w, m, o, c->qkv_bias ? "qwen2" : "llama");
     dq_status st = write_tokenizer(x->w, t, c->vocab_size, err);
     if (!st && !index_layers(x)) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
-    sink k = {x->w, x->path, err, st, true};
+    sink k = {x->w, x->path, err, st, true, false};
     const dq_qlayer *embed = c->tied_embeddings && x->head ? x->head : x->embed;
     if (!st) model_tensors(x, &k, m, 1, embed, x->head);
     for (int i = 0; !k.st && i < c->n_layers; i++)
         add_layer(&k, m, c, i, o->type, x->permute, x->lin + (size_t)i * DQ_LIN_PER_BLOCK);
     if (!k.st) model_tensors(x, &k, m, 2 | 4 | 8, embed, x->head);
     st = k.st;
-    if (!st) st = dq_gguf_stream_begin(x->w, path, err);
+    if (!st) st = dq_gguf_stream_begin_at(x->w, path, o->resume_tmp, o->resume_reopen, err);
     if (st) {
         dq_gguf_export_abort(x);
         return st;
@@ -432,18 +435,19 @@ dq_status dq_gguf_export_begin(const char *path, const dq_model *m, const dq_con
 
 /* Block l from m, with the given quantized layers (or the layout's, which
  * must then have none with a grid: a layer announced but never given). */
-static dq_status write_block(dq_gguf_export *x, const dq_model *m, int l, const dq_qlayer *const *lin,
+static dq_status write_block(dq_gguf_export *x, const dq_model *m, int l, const dq_qlayer *const *lin, bool mark,
                              dq_error *err) {
-    sink k = {x->w, x->path, err, DQ_OK, false};
+    sink k = {x->w, x->path, err, DQ_OK, false, mark};
     add_layer(&k, m, &x->cfg, l, x->o.type, x->permute, lin);
     x->block_done[l] = true;
     return k.st;
 }
 
-dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+static dq_status put_or_mark(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, bool mark,
+                             dq_error *err) {
     for (int i = 0; i < n; i++) {
         const dq_qlayer *ql = &layers[i];
-        sink k = {x->w, x->path, err, DQ_OK, false};
+        sink k = {x->w, x->path, err, DQ_OK, false, mark};
         if (dq_qlayer_is(ql, DQ_SITE_OUTPUT)) { /* a tied head is the embedding */
             model_tensors(x, &k, m, x->cfg.tied_embeddings ? 1 : 4, ql, ql);
             x->head_done = true;
@@ -460,12 +464,22 @@ dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlay
             const dq_qlayer *lin[DQ_LIN_PER_BLOCK] = {0};
             for (int j = 0; j < DQ_LIN_PER_BLOCK; j++) lin[x->pending[j]->site->lin] = x->pending[j];
             x->n_pending = 0;
-            k.st = write_block(x, m, ql->layer, lin, err);
+            k.st = write_block(x, m, ql->layer, lin, mark, err);
         }
         if (k.st) return k.st;
     }
     return DQ_OK;
 }
+
+dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    return put_or_mark(x, m, layers, n, false, err);
+}
+
+dq_status dq_gguf_export_skip(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    return put_or_mark(x, m, layers, n, true, err);
+}
+
+dq_status dq_gguf_export_sync(dq_gguf_export *x, dq_error *err) { return dq_gguf_stream_sync(x->w, err); }
 
 dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *err) {
     dq_status st = x->n_pending ? dq_fail(err, DQ_ERR_ARG, "%s: block %d is incomplete", x->path, x->pending[0]->layer)
@@ -474,8 +488,8 @@ dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *
                                  x->cfg.tied_embeddings ? "tied" : "untied")
                        : DQ_OK;
     for (int l = 0; !st && l < x->cfg.n_layers; l++)
-        if (!x->block_done[l]) st = write_block(x, m, l, x->lin + (size_t)l * DQ_LIN_PER_BLOCK, err);
-    sink k = {x->w, x->path, err, st, false};
+        if (!x->block_done[l]) st = write_block(x, m, l, x->lin + (size_t)l * DQ_LIN_PER_BLOCK, false, err);
+    sink k = {x->w, x->path, err, st, false, false};
     if (!st) model_tensors(x, &k, m, (x->embed_done ? 0 : 1) | 2 | (x->head_done ? 0 : 4) | 8, x->embed, x->head);
     st = k.st;
     if (!st) st = dq_gguf_stream_commit(x->w, err);

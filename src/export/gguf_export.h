@@ -15,6 +15,11 @@ typedef struct {
      * blocks, bit for bit; every other 2-D weight gets `type`. */
     const dq_quant_result *quant;
     uint32_t file_type; /* llama_ftype for general.file_type; 0: from type */
+    /* A resumable run (util/resume.h): the temporary is resume_tmp, kept on
+     * abort; resume_reopen: an interrupted run's, whose bytes stay (the
+     * layers it wrote are then given to dq_gguf_export_skip). */
+    const char *resume_tmp;
+    bool resume_reopen;
 } dq_gguf_export_opts;
 
 dq_status dq_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, const dq_gguf_export_opts *o,
@@ -35,5 +40,10 @@ dq_status dq_gguf_export_begin(const char *path, const dq_model *m, const dq_con
                                dq_error *err);
 dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
 dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *err);
+/* As put, for layers a reopened file already holds: their tensors count as
+ * written, nothing is read (their codes are gone). */
+dq_status dq_gguf_export_skip(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
+/* What was put so far, on disk: a resume point. */
+dq_status dq_gguf_export_sync(dq_gguf_export *x, dq_error *err);
 void dq_gguf_export_abort(dq_gguf_export *x);
 #endif

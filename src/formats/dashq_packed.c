@@ -2,9 +2,11 @@
 #include "formats/dashq_packed.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "export/hf_export.h"
 #include "formats/safetensors.h"
@@ -64,6 +66,7 @@ struct dq_packed_writer {
     dq_qlayer *layout; /* dims of every quantized layer, in emission order */
     int n_layout, next; /* the next layer expected */
     bool oom;
+    bool keep; /* a resumable run's temporary folder: abort leaves it */
 };
 
 static entry *add_entry(dq_packed_writer *w, const char *name, const char *dtype, int64_t d0, int64_t d1,
@@ -347,7 +350,7 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
 void dq_packed_abort(dq_packed_writer *w) {
     if (!w) return;
     if (w->st.f) dq_st_writer_abort(&w->st);
-    if (w->tmp[0]) dq_dir_remove_flat(w->tmp);
+    if (w->tmp[0] && !w->keep) dq_dir_remove_flat(w->tmp);
     free(w->e);
     free(w->layout);
     free(w);
@@ -355,6 +358,25 @@ void dq_packed_abort(dq_packed_writer *w) {
 
 dq_status dq_packed_begin(const char *out, const dq_model *m, const dq_qlayer *layout, int n, dq_packed_writer **wp,
                           dq_error *err) {
+    return dq_packed_begin_at(out, NULL, false, m, layout, n, wp, err);
+}
+
+/* The temporary folder: OUT.tmp-PID, or a resumable run's own. */
+static dq_status temp_dir(dq_packed_writer *w, const char *out, const char *tmp, bool reopen, dq_error *err) {
+    if (!tmp) {
+        dq_status st = dq_dir_begin(out, w->tmp, sizeof w->tmp, err);
+        if (st) w->tmp[0] = '\0';
+        return st;
+    }
+    w->keep = true;
+    dq_status st = dq_path_fmt(w->tmp, sizeof w->tmp, err, "%s", tmp);
+    if (!st && !reopen && mkdir(tmp, 0777) != 0 && errno != EEXIST)
+        st = dq_fail(err, DQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    return st;
+}
+
+dq_status dq_packed_begin_at(const char *out, const char *tmp, bool reopen, const dq_model *m, const dq_qlayer *layout,
+                             int n, dq_packed_writer **wp, dq_error *err) {
     *wp = NULL;
     dq_status st = dq_packed_check(m, err);
     if (st) return st;
@@ -370,12 +392,10 @@ dq_status dq_packed_begin(const char *out, const dq_model *m, const dq_qlayer *l
     dq_st_out *t = w->oom ? NULL : malloc((w->n ? w->n : 1) * sizeof *t);
     if (!t) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     for (size_t i = 0; t && i < w->n; i++) t[i] = w->e[i].out;
-    if (!st && (st = dq_dir_begin(out, w->tmp, sizeof w->tmp, err))) w->tmp[0] = '\0';
+    if (!st) st = temp_dir(w, out, tmp, reopen, err);
     if (!st) st = dq_path_fmt(w->path, sizeof w->path, err, "%s/model.safetensors", w->tmp);
-    if (!st) {
-        dq_tmp_register(w->path, false);
-        st = dq_st_writer_open(w->path, t, w->n, &w->st, err);
-    }
+    if (!st && !w->keep) dq_tmp_register(w->path, false);
+    if (!st) st = (reopen ? dq_st_writer_reopen : dq_st_writer_open)(w->path, t, w->n, &w->st, err);
     free(t);
     if (st) {
         dq_packed_abort(w);
@@ -399,6 +419,19 @@ dq_status dq_packed_put(dq_packed_writer *w, const dq_model *m, const dq_qlayer 
     }
     return DQ_OK;
 }
+
+dq_status dq_packed_skip(dq_packed_writer *w, const dq_qlayer *layers, int n, dq_error *err) {
+    for (int k = 0; k < n; k++, w->next++) {
+        if (w->next >= w->n_layout || strcmp(layers[k].name, w->layout[w->next].name))
+            return dq_fail(err, DQ_ERR_ARG, "%s: layer %s is not the next one the checkpoint was laid out for", w->out,
+                           layers[k].name);
+        for (size_t i = 0; i < w->n; i++)
+            if (w->e[i].owner == w->next) dq_st_writer_mark(&w->st, i);
+    }
+    return DQ_OK;
+}
+
+dq_status dq_packed_sync(dq_packed_writer *w, dq_error *err) { return dq_st_writer_sync(&w->st, err); }
 
 dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quant_result *r,
                            const dq_packed_info *info, dq_error *err) {

@@ -54,6 +54,14 @@ typedef struct dq_packed_writer dq_packed_writer;
 dq_status dq_packed_begin(const char *out_dir, const dq_model *m, const dq_qlayer *layout, int n,
                           dq_packed_writer **w, dq_error *err);
 dq_status dq_packed_put(dq_packed_writer *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
+/* A resumable run (util/resume.h): the temporary folder is tmp (created,
+ * kept on abort); reopen: an interrupted run's, whose model.safetensors
+ * keeps its bytes; skip then counts the layers it wrote (no codes needed),
+ * sync puts what was written on disk. */
+dq_status dq_packed_begin_at(const char *out_dir, const char *tmp, bool reopen, const dq_model *m,
+                             const dq_qlayer *layout, int n, dq_packed_writer **w, dq_error *err);
+dq_status dq_packed_skip(dq_packed_writer *w, const dq_qlayer *layers, int n, dq_error *err);
+dq_status dq_packed_sync(dq_packed_writer *w, dq_error *err);
 /* Frees w, published or not. */
 dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quant_result *r,
                            const dq_packed_info *info, dq_error *err);

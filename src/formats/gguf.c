@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "formats/gguf.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,8 +485,12 @@ static bool write_header(dq_gguf_writer *w, FILE *f) {
 }
 
 dq_status dq_gguf_stream_begin(dq_gguf_writer *w, const char *path, dq_error *err) {
+    return dq_gguf_stream_begin_at(w, path, NULL, false, err);
+}
+
+dq_status dq_gguf_stream_begin_at(dq_gguf_writer *w, const char *path, const char *tmp, bool reopen, dq_error *err) {
     if (w->oom) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory building the GGUF file", path);
-    dq_status st = dq_out_open(&w->out, path, err);
+    dq_status st = tmp ? dq_out_open_at(&w->out, path, tmp, reopen, err) : dq_out_open(&w->out, path, err);
     if (st) return st;
     if (!write_header(w, w->out.f)) {
         dq_out_abort(&w->out);
@@ -510,6 +516,18 @@ dq_status dq_gguf_stream_put(dq_gguf_writer *w, const char *name, const void *da
     for (size_t i = 0; i < w->n_t; i++)
         if (!strcmp(w->t[i].name, name)) return put_tensor(w, &w->t[i], data, nbytes, err);
     return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not in the file's layout", w->out.path, name);
+}
+
+dq_status dq_gguf_stream_mark(dq_gguf_writer *w, const char *name, dq_error *err) {
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!strcmp(w->t[i].name, name)) return w->t[i].done = true, DQ_OK;
+    return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not in the file's layout", w->out.path, name);
+}
+
+dq_status dq_gguf_stream_sync(dq_gguf_writer *w, dq_error *err) {
+    if (fflush(w->out.f) != 0 || fsync(fileno(w->out.f)) != 0)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot flush to disk: %s", w->out.tmp, strerror(errno));
+    return DQ_OK;
 }
 
 dq_status dq_gguf_stream_commit(dq_gguf_writer *w, dq_error *err) {

@@ -80,5 +80,11 @@ void dq_gguf_add_tensor_info(dq_gguf_writer *w, const char *name, dq_ggml_type t
                              size_t nbytes);
 dq_status dq_gguf_stream_begin(dq_gguf_writer *w, const char *path, dq_error *err);
 dq_status dq_gguf_stream_put(dq_gguf_writer *w, const char *name, const void *data, size_t nbytes, dq_error *err);
+/* A resumable run's: the temporary is tmp (kept on abort; with reopen, an
+ * interrupted run's, its bytes kept and its header rewritten), mark says a
+ * tensor was written by that run, sync puts what was written on disk. */
+dq_status dq_gguf_stream_begin_at(dq_gguf_writer *w, const char *path, const char *tmp, bool reopen, dq_error *err);
+dq_status dq_gguf_stream_mark(dq_gguf_writer *w, const char *name, dq_error *err);
+dq_status dq_gguf_stream_sync(dq_gguf_writer *w, dq_error *err);
 dq_status dq_gguf_stream_commit(dq_gguf_writer *w, dq_error *err);
 #endif

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <errno.h>
 
 #include "util/error.h"
 
@@ -228,7 +230,8 @@ void dq_st_writer_abort(dq_st_writer *w) {
     memset(w, 0, sizeof *w);
 }
 
-dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err) {
+static dq_status writer_open(const char *path, const dq_st_out *t, size_t n, bool reopen, dq_st_writer *w,
+                             dq_error *err) {
     memset(w, 0, sizeof *w);
     snprintf(w->path, sizeof w->path, "%s", path);
     w->n = n;
@@ -242,8 +245,8 @@ dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_s
     }
     size_t hl = strlen(json), padded = (hl + 7) / 8 * 8;
     uint64_t h = padded;
-    w->f = fopen(path, "wb");
-    dq_status st = w->f ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: cannot create", path);
+    w->f = fopen(path, reopen ? "r+b" : "wb"); /* reopen: the same header again over the old one */
+    dq_status st = w->f ? DQ_OK : dq_fail(err, DQ_ERR_IO, "%s: cannot %s", path, reopen ? "reopen" : "create");
     if (!st) st = write_all(w->f, &h, 8, path, err);
     if (!st) st = write_all(w->f, json, hl, path, err);
     if (!st) st = write_all(w->f, "        ", padded - hl, path, err);
@@ -251,6 +254,24 @@ dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_s
     w->data_start = 8 + padded;
     if (st) dq_st_writer_abort(w);
     return st;
+}
+
+dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err) {
+    return writer_open(path, t, n, false, w, err);
+}
+
+dq_status dq_st_writer_reopen(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err) {
+    return writer_open(path, t, n, true, w, err);
+}
+
+void dq_st_writer_mark(dq_st_writer *w, size_t i) {
+    if (i < w->n) w->done[i] = w->size[i];
+}
+
+dq_status dq_st_writer_sync(dq_st_writer *w, dq_error *err) {
+    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot flush to disk: %s", w->path, strerror(errno));
+    return DQ_OK;
 }
 
 dq_status dq_st_writer_put(dq_st_writer *w, size_t i, size_t at, const void *data, size_t nbytes, dq_error *err) {

@@ -79,6 +79,12 @@ typedef struct {
 } dq_st_writer;
 
 dq_status dq_st_writer_open(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err);
+/* A file an interrupted run began with the same tensors (a resumed run):
+ * its bytes are kept; mark says tensor i was written then. */
+dq_status dq_st_writer_reopen(const char *path, const dq_st_out *t, size_t n, dq_st_writer *w, dq_error *err);
+void dq_st_writer_mark(dq_st_writer *w, size_t i);
+/* What was put so far, on disk (fflush + fsync): a resume point. */
+dq_status dq_st_writer_sync(dq_st_writer *w, dq_error *err);
 /* Bytes [at, at + nbytes) of tensor i. */
 dq_status dq_st_writer_put(dq_st_writer *w, size_t i, size_t at, const void *data, size_t nbytes, dq_error *err);
 dq_status dq_st_writer_close(dq_st_writer *w, dq_error *err);

@@ -222,6 +222,21 @@ dq_status dq_out_open(dq_out_file *o, const char *path, dq_error *err) {
     return DQ_OK;
 }
 
+dq_status dq_out_open_at(dq_out_file *o, const char *path, const char *tmp, bool reopen, dq_error *err) {
+    memset(o, 0, sizeof *o);
+    char b[160];
+    dq_status st = dq_path_fmt(o->path, sizeof o->path, err, "%s", path);
+    if (!st) st = dq_path_fmt(o->tmp, sizeof o->tmp, err, "%s", tmp);
+    if (st) return st;
+    o->keep = true;
+    int fd = open(o->tmp, O_RDWR | O_CLOEXEC | (reopen ? 0 : O_CREAT | O_TRUNC), 0666);
+    if (fd >= 0 && !(o->f = fdopen(fd, "r+b"))) close(fd);
+    if (!o->f)
+        return dq_fail(err, DQ_ERR_IO, "%s: cannot %s: %s", dq_path_brief(tmp, b, sizeof b),
+                       reopen ? "reopen the partial output" : "create", strerror(errno));
+    return DQ_OK;
+}
+
 dq_status dq_out_commit(dq_out_file *o, dq_error *err) {
     char b[160];
     const char *p = dq_path_brief(o->path, b, sizeof b);
@@ -235,7 +250,7 @@ dq_status dq_out_commit(dq_out_file *o, dq_error *err) {
     o->f = NULL;
     if (!what && rename(o->tmp, o->path) != 0) what = "cannot rename into place", e = errno;
     if (what) {
-        unlink(o->tmp);
+        if (!o->keep) unlink(o->tmp);
         dq_tmp_unregister(o->slot - 1);
         o->slot = 0;
         return dq_fail(err, DQ_ERR_IO, "%s: %s%s%s", p, what, e ? ": " : "", e ? strerror(e) : "");
@@ -248,7 +263,7 @@ dq_status dq_out_commit(dq_out_file *o, dq_error *err) {
 void dq_out_abort(dq_out_file *o) {
     if (o->f) fclose(o->f);
     o->f = NULL;
-    if (o->tmp[0]) unlink(o->tmp);
+    if (o->tmp[0] && !o->keep) unlink(o->tmp);
     dq_tmp_unregister(o->slot - 1);
     o->slot = 0;
 }

@@ -67,10 +67,15 @@ const char *dq_path_brief(const char *path, char *buf, size_t cap);
 typedef struct {
     FILE *f;
     int slot; /* in the cleanup table, plus one; 0: none (so a zeroed struct holds nothing) */
+    bool keep; /* a resumable run's temporary: abort leaves it for the next run */
     char path[PATH_MAX], tmp[PATH_MAX];
 } dq_out_file;
 
 dq_status dq_out_open(dq_out_file *o, const char *path, dq_error *err);
+/* The same with a chosen temporary TMP that survives an abort or a signal
+ * (a resumable run's, util/resume.h): created, or with reopen its bytes kept
+ * for the writer to complete. Commit still renames it over PATH. */
+dq_status dq_out_open_at(dq_out_file *o, const char *path, const char *tmp, bool reopen, dq_error *err);
 /* Completes the file (checks every write, fflush, fsync, fclose and rename);
  * on failure removes the temporary. Either way o->f is closed. */
 dq_status dq_out_commit(dq_out_file *o, dq_error *err);
