@@ -174,10 +174,20 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
     return fp32_view(m, file, name, src, dtype, n, out, err);
 }
 
+/* The mapped file a deferred tensor is in, still whole. */
+static dq_status source_intact(const dq_model *m, const dq_deferred *d, dq_error *err) {
+    const uint8_t *p = d->src;
+    for (int i = 0; i < m->n_maps; i++)
+        if (p >= m->maps[i].data && p < m->maps[i].data + m->maps[i].size) return dq_map_check(&m->maps[i], err);
+    return DQ_OK;
+}
+
 dq_status dq_model_block_load(dq_model *m, int l, dq_error *err) {
     for (int i = 0; i < m->n_deferred; i++) {
         dq_deferred *d = &m->deferred[i];
         if (d->layer != l || *d->slot) continue;
+        dq_status st0 = source_intact(m, d, err);
+        if (st0) return st0;
         dq_status st = fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
         if (st) return st;
         if ((const void *)*d->slot != d->src) dq_map_release(d->src, d->n * dq_dtype_size(d->dtype)); /* converted */
@@ -201,6 +211,8 @@ dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n
     for (int i = 0; !m->tok_embeddings && i < m->n_deferred; i++)
         if (m->deferred[i].layer == DQ_DEFER_EMBED) e = &m->deferred[i];
     if (!m->tok_embeddings && !e) return dq_fail(err, DQ_ERR_ARG, "%s: the token embedding is not loaded", m->path);
+    dq_status st = e ? source_intact(m, e, err) : DQ_OK;
+    if (st) return st;
     for (size_t i = 0; i < n; i++) {
         float *o = out + i * d;
         if (!e) {

@@ -27,12 +27,23 @@ dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err) {
         close(fd);
         return dq_fail(err, DQ_ERR_FORMAT, "%s: file is empty", path);
     }
+    f->dev = (uint64_t)st.st_dev;
+    f->ino = (uint64_t)st.st_ino;
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (p == MAP_FAILED) return dq_fail(err, DQ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
     f->data = p;
     f->size = (size_t)st.st_size;
     return DQ_OK;
+}
+
+dq_status dq_map_check(const dq_mapped_file *f, dq_error *err) {
+    struct stat st;
+    if (!f->data || stat(f->path, &st) != 0 || (uint64_t)st.st_dev != f->dev || (uint64_t)st.st_ino != f->ino ||
+        (size_t)st.st_size >= f->size)
+        return DQ_OK;
+    return dq_fail(err, DQ_ERR_IO, "%s: the file shrank from %zu to %lld bytes while it was being read; restore it "
+                   "and run again", f->path, f->size, (long long)st.st_size);
 }
 
 void dq_unmap_file(dq_mapped_file *f) {

@@ -13,10 +13,15 @@ typedef struct {
     const uint8_t *data;
     size_t size;
     char path[PATH_MAX];
+    uint64_t dev, ino; /* the file mapped, to tell it from a replacement */
 } dq_mapped_file;
 
 dq_status dq_map_file(const char *path, dq_mapped_file *f, dq_error *err);
 void dq_unmap_file(dq_mapped_file *f);
+/* Before reading pages not touched yet (a streamed block): the mapped file
+ * must not have shrunk under us — reading past its new end is SIGBUS, not an
+ * error. A file removed or replaced is fine: the mapping keeps the old one. */
+dq_status dq_map_check(const dq_mapped_file *f, dq_error *err);
 /* Drops the resident pages of [p, p + n) inside a read-only mapping (the
  * pages around it included): a tensor already converted or finished stops
  * counting in the resident set, and is read from the file again if touched. */

@@ -18,8 +18,10 @@
  *  - calibration hidden states spilled to a file past the memory budget give
  *    the bytes they give in RAM (fp32 and bf16), leave no file behind, and a
  *    spill folder that cannot be used is an error naming it;
+ *  - a shard that shrinks mid-run is an error naming it (never SIGBUS);
  *  - the hidden-state store itself: windows round-trip in RAM and on disk,
  *    bf16 rounds as dq_f32_to_bf16. */
+#define _DEFAULT_SOURCE /* truncate */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,6 +375,24 @@ static void test_nonfinite_deferred(void **st) {
     dq_model_free(m);
 }
 
+/* A shard cut short while a lazy model streams from it: the next block
+ * load is an error naming the file, not a SIGBUS. */
+static void test_shard_shrinks(void **st) {
+    (void)st;
+    const char *dir = tu_hf_copy("shrunk");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    dq_model *m;
+    dq_error err = {0};
+    if (dq_model_load_lazy(dir, &m, &err)) fail_msg("%s", err.msg);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size / 2), 0);
+    assert_int_equal(dq_model_block_load(m, 1, &err), DQ_ERR_IO);
+    if (!strstr(err.msg, "model.safetensors: the file shrank")) fail_msg("message: %s", err.msg);
+    dq_model_free(m);
+}
+
 /* Files whose name starts with prefix in dir. */
 static int count_prefixed(const char *dir, const char *prefix) {
     DIR *d = opendir(dir);
@@ -448,7 +468,7 @@ int main(void) {
         cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_same_bytes_gguf),
         cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
-        cmocka_unit_test(test_hidden_store),
+        cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_shard_shrinks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
