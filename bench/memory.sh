@@ -22,6 +22,7 @@ TOK=$SHARED/models/llama2c-tokenizer32k/tokenizer.model
 CAL=$SHARED/data/wikitext2/wiki.test.raw
 cmake --build build --target make_synthetic_llama >/dev/null || exit 1
 name=$MODEL${LAYERS:+-${LAYERS}l}
+mkdir -p "$C"
 [ -f "$C/$name/config.json" ] || build/tests/make_synthetic_llama "$MODEL" "$C/$name" ${LAYERS:+--layers $LAYERS} || exit 1
 out=results/memory.tsv T=${TMPDIR:-/tmp}
 [ -s $out ] || printf 'date\tcommit\tbuild\tmodel\tjob\tcalib_tokens\tpeak_rss_mb\twall_s\n' > $out

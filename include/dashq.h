@@ -225,6 +225,27 @@ typedef struct {
     void *user;
 } dq_progress;
 
+/* ---- several processes (issue #15) --------------------------------------- */
+
+/* The processes of one job started by Open MPI's mpirun: they split the
+ * calibration windows and the solves of each block, and rank 0 writes; the
+ * output is byte-identical to one process's. NULL is one process. */
+typedef struct dq_comm dq_comm;
+/* Whether this build has Open MPI. */
+bool dq_comm_available(void);
+/* Joins the job when mpirun (or another MPI launcher) started this process,
+ * else *out = NULL (one process). Call once, first, with main's arguments;
+ * a launch of several processes by a build without MPI is an error. */
+dq_status dq_comm_init(int *argc, char ***argv, dq_comm **out, dq_error *err);
+int dq_comm_rank(const dq_comm *c);
+int dq_comm_size(const dq_comm *c);
+/* Bytes this rank has sent to the others so far. */
+uint64_t dq_comm_bytes_sent(const dq_comm *c);
+/* Ends the whole job now (every rank), with this exit code: for a rank
+ * that cannot go on while others wait. */
+void dq_comm_abort(dq_comm *c, int code);
+void dq_comm_finalize(dq_comm *c);
+
 /* ---- quantization: the main job ---------------------------------------- */
 
 /* What dq_quantize does. dq_quantize_default_params() gives DASH-Q, 4 bits,
@@ -270,6 +291,8 @@ typedef struct {
      * is refused. Removed on success. */
     bool resume;
     int n_threads;         /* 0: every core; the output does not depend on it */
+    const dq_comm *comm;   /* several processes (dq_comm_init): every rank calls dq_quantize with the same
+                              parameters and files; rank 0 writes OUT. NULL: this process alone */
     dq_progress progress;  /* stage "quantize", one unit per block; "transform" per window of the smoothing's
                               statistics; and "note" messages worth showing */
 } dq_quantize_params;

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev liblapacke-dev libcjson-dev
-      libpcre2-dev libutf8proc-dev libbz2-dev libcmocka-dev gnuplot-nox clang libomp-dev)
+      libpcre2-dev libutf8proc-dev libbz2-dev libcmocka-dev gnuplot-nox clang libomp-dev
+      libopenmpi-dev openmpi-bin)
 clang_rt() { # libFuzzer's runtime ships per clang version
   command -v clang >/dev/null && echo "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 }

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/resume.h"
 #include "calib/pipeline.h"
+#include "dist/comm.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
 #include "formats/ggml_types.h"
@@ -117,6 +119,7 @@ static dq_status check_params(const dq_quantize_params *p, job *j, dq_error *err
     j->po.quantize_head = p->quantize_head;
     j->po.progress = p->progress;
     j->po.spectrum = p->spectrum;
+    j->po.comm = p->comm;
     if (!st && p->hidden_dtype && !dq_hidden_dtype_parse(p->hidden_dtype, &j->po.hidden_dtype))
         st = dq_fail(err, DQ_ERR_ARG, "unknown hidden-state dtype %s (f32, bf16)", p->hidden_dtype);
     return st ? st : check_transform(p, j, err);
@@ -171,11 +174,42 @@ static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_q
              (double)p->smooth_alpha, (double)p->hero_beta, p->hero_steps, p->act_bits, p->act_group, p->spectrum,
              dq_hidden_dtype_name(j->po.hidden_dtype));
     uint64_t h = dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+    int ranks = dq_comm_size(p->comm); /* each rank's hidden states hold its share of the windows */
+    if (ranks > 1) h = dq_resume_hash(h, &ranks, sizeof ranks);
     h = dq_resume_hash_file(h, m->path);
     for (int i = 0; i < m->n_maps; i++) h = dq_resume_hash_file(h, m->maps[i].path);
     h = dq_resume_hash_file(h, dq_tokenizer_path(t));
     h = dq_resume_hash_file(h, p->calib);
     return dq_resume_hash(h, cs->tokens, (size_t)cs->n * cs->len * sizeof *cs->tokens);
+}
+
+/* What every rank of a distributed run must agree on: the options, the
+ * calibration tokens and the model's files (path and size: copies on other
+ * machines have other mtimes). */
+static uint64_t rank_fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
+                                 const dq_calib_set *cs) {
+    char text[10240];
+    snprintf(text, sizeof text, "dashq %s|%s|%s|%d|%d|%s|%s|%d|%d|%d|%llu|%d|%s|%s|%.9g|%.9g|%d|%d|%d|%d|%s|%s|%s",
+             DQ_VERSION, j->mi->name, p->options ? p->options : "", p->bits, p->group, p->format ? p->format : "packed",
+             p->gguf_type ? p->gguf_type : "", p->pure, cs->n, cs->len, (unsigned long long)p->seed,
+             p->quantize_head, p->rotate ? p->rotate : "none", p->smooth ? p->smooth : "none",
+             (double)p->smooth_alpha, (double)p->hero_beta, p->hero_steps, p->act_bits, p->act_group, p->spectrum,
+             dq_hidden_dtype_name(j->po.hidden_dtype), m->path, dq_tokenizer_path(t) ? dq_tokenizer_path(t) : "");
+    uint64_t h = dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+    for (int i = 0; i < m->n_maps; i++) {
+        struct stat sb;
+        int64_t size = stat(m->maps[i].path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+        h = dq_resume_hash(h, m->maps[i].path, strlen(m->maps[i].path) + 1);
+        h = dq_resume_hash(h, &size, sizeof size);
+    }
+    return dq_resume_hash(h, cs->tokens, (size_t)cs->n * cs->len * sizeof *cs->tokens);
+}
+
+/* A rank other than 0 writes nothing: the pipeline still drops each
+ * block's codes and weights as they are done. */
+static dq_status emit_nothing(void *user, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
+    (void)user, (void)m, (void)layers, (void)n, (void)err;
+    return DQ_OK;
 }
 
 /* --resume: the state folder, and where the pipeline starts. */
@@ -184,7 +218,7 @@ static dq_status open_resume(const char *out, const dq_model *m, const dq_tokeni
     if (j->po.q.refresh > 0 && j->po.q.curvature != DQ_CURVATURE_LAYER)
         return dq_fail(err, DQ_ERR_ARG, "--resume cannot continue a run whose gradients are refreshed as blocks are "
                        "quantized (refresh=%d): run it without --resume or without refresh", j->po.q.refresh);
-    dq_status st = dq_resume_open(rs, out, j->gguf, fingerprint(m, t, p, j, cs), err);
+    dq_status st = dq_resume_open(rs, out, j->gguf, fingerprint(m, t, p, j, cs), p->comm, err);
     if (st) return st;
     j->po.hidden_files = rs->hidden_files;
     j->po.hidden_cur = rs->hidden_cur;
@@ -343,7 +377,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_status st = make_job(m, p, &j, err);
     const char *inputs[] = {m->path, dq_tokenizer_path(t), p->calib};
     /* before minutes of work: the output must not destroy an input or an unrelated file */
-    if (!st) st = dq_check_output(out, j.gguf ? DQ_OUT_GGUF : DQ_OUT_PACKED_DIR, inputs, 3, err);
+    bool root = dq_comm_root(p->comm); /* the rank that writes */
+    if (!st && root) st = dq_check_output(out, j.gguf ? DQ_OUT_GGUF : DQ_OUT_PACKED_DIR, inputs, 3, err);
     if (!st && !j.gguf) st = dq_packed_check(m, err);
     dq_type_plan plan = {0};
     dq_config file_cfg = m->cfg; /* as the file will be: a rotation unties the head */
@@ -363,6 +398,9 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_calib_set cs = {0};
     if (!st && (p->act_bits || p->act_group)) st = dq_model_set_act_quant(m, p->act_bits, p->act_group, err);
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
+    st = dq_comm_agree(p->comm, st, err);
+    if (!st) st = dq_comm_same(p->comm, rank_fingerprint(m, t, p, &j, &cs), "inputs or options (model files, "
+                               "tokenizer, calibration tokens, quantize options)", err);
     dq_quant_result r = {0};
     output o = {0};
     bool begun = false;
@@ -370,11 +408,13 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_resume rs = {0};
     if (!st) plan_memory(out, m, &file_cfg, p, &cs, &j, &mem);
     if (!st && p->resume) st = open_resume(out, m, t, p, &j, &cs, &rs, err);
-    if (!st && p->resume) o.resume = &rs;
+    if (!st && p->resume) o.resume = root ? &rs : NULL; /* rank 0 keeps the state and the partial output */
     else if (!st && dq_resume_exists(out))
         dq_progress_note(&p->progress, true, "%s.resume holds an interrupted resumable run: add --resume to continue "
                          "it (this run starts over and leaves it)", out);
-    if (!st) begun = !(st = begin_output(out, m, &file_cfg, t, &j, &o, err));
+    if (!st && root) begun = !(st = begin_output(out, m, &file_cfg, t, &j, &o, err));
+    if (!st && !root) j.po.emit = emit_nothing;
+    st = dq_comm_agree(p->comm, st, err); /* from here every failure is every rank's */
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
     int padded = st ? 0 : n_padded(&r);
     if (padded)
@@ -386,10 +426,15 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
             "that divides every width",
             j.po.q.group, padded);
     dq_packed_info info = packed_info(m, t, p, &j, &cs);
-    if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
-    if (!st) st = dq_model_block_load(m, DQ_DEFER_EMBED, err); /* and the embedding */
+    if (!st && root) st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a full-precision head the writer writes last */
+    if (!st && root) st = dq_model_block_load(m, DQ_DEFER_EMBED, err); /* and the embedding */
     if (begun) st = end_output(&o, st, m, &info, &r, err);
+    st = dq_comm_agree(p->comm, st, err); /* rank 0's file is published (or not) */
     if (!st && o.resume) dq_resume_remove(&rs); /* published: nothing to resume */
+    else if (!st && p->resume) { /* another rank: its own hidden states, on its machine */
+        unlink(rs.hidden[0]), unlink(rs.hidden[1]);
+        rmdir(rs.dir);
+    }
     else if (st && o.resume && rs.blocks_done)
         dq_progress_note(&p->progress, true, "the run stopped after block %d of %d; the same command continues it "
                          "from there (state in %s)", rs.blocks_done, m->cfg.n_layers, rs.dir);

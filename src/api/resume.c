@@ -94,24 +94,23 @@ static bool layer_from_json(const cJSON *o, dq_qlayer *l) {
     return ok;
 }
 
-static void paths(dq_resume *r, const char *out, bool gguf, dq_error *err, dq_status *st) {
+/* hidden-0/1.bin for one process; hidden-rR-0/1.bin for rank R of several */
+static void paths(dq_resume *r, const char *out, bool gguf, const dq_comm *comm, dq_error *err, dq_status *st) {
     if (!*st) *st = dq_path_fmt(r->dir, sizeof r->dir, err, "%s.resume", out);
     if (!*st) *st = dq_path_fmt(r->state, sizeof r->state, err, "%s/state.json", r->dir);
     if (!*st) *st = dq_path_fmt(r->partial, sizeof r->partial, err, "%s/%s", r->dir, gguf ? "partial.gguf" : "partial");
     for (int i = 0; i < 2 && !*st; i++) {
-        *st = dq_path_fmt(r->hidden[i], sizeof r->hidden[i], err, "%s/hidden-%d.bin", r->dir, i);
+        *st = dq_comm_size(comm) > 1
+                  ? dq_path_fmt(r->hidden[i], sizeof r->hidden[i], err, "%s/hidden-r%d-%d.bin", r->dir,
+                                dq_comm_rank(comm), i)
+                  : dq_path_fmt(r->hidden[i], sizeof r->hidden[i], err, "%s/hidden-%d.bin", r->dir, i);
         r->hidden_files[i] = r->hidden[i];
     }
 }
 
-/* state.json into r; DQ_ERR_FORMAT for one that does not parse. */
-static dq_status load_state(dq_resume *r, uint64_t *fingerprint, dq_error *err) {
-    char *text = NULL;
-    size_t n = 0;
-    dq_status st = dq_read_file(r->state, 64u << 20, &text, &n, err);
-    if (st) return st;
+/* state.json's text into r; DQ_ERR_FORMAT for one that does not parse. */
+static dq_status parse_state(dq_resume *r, const char *text, size_t n, uint64_t *fingerprint, dq_error *err) {
     cJSON *o = cJSON_ParseWithLength(text, n);
-    free(text);
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "fingerprint"),
                 *layers = cJSON_GetObjectItemCaseSensitive(o, "layers");
     bool ok = o && cJSON_IsString(fp) && cJSON_IsArray(layers);
@@ -129,31 +128,64 @@ static dq_status load_state(dq_resume *r, uint64_t *fingerprint, dq_error *err) 
     return ok ? DQ_OK : dq_fail(err, DQ_ERR_FORMAT, "%s: not a state dashq %s wrote", r->state, DQ_VERSION);
 }
 
-dq_status dq_resume_open(dq_resume *r, const char *out, bool gguf, uint64_t fingerprint, dq_error *err) {
+/* Rank 0's state.json (empty: none) to every rank: the other ranks' machines
+ * may not share its disk. */
+static dq_status read_state(const dq_resume *r, const dq_comm *comm, char **text, size_t *n, dq_error *err) {
+    struct stat sb;
+    uint64_t len = 0;
+    dq_status st = DQ_OK;
+    *text = NULL, *n = 0;
+    if (dq_comm_root(comm) && stat(r->state, &sb) == 0) st = dq_read_file(r->state, 64u << 20, text, n, err);
+    len = *n;
+    st = dq_comm_agree(comm, st, err);
+    if (!st) st = dq_comm_bcast(comm, &len, sizeof len, 0, err);
+    if (!st && !dq_comm_root(comm) && len && !(*text = calloc(len + 1, 1))) st = DQ_ERR_NOMEM;
+    st = dq_comm_agree(comm, st ? dq_fail(err, st, "out of memory") : st, err);
+    if (!st) st = dq_comm_bcast(comm, *text, len, 0, err);
+    *n = len;
+    return st;
+}
+
+dq_status dq_resume_open(dq_resume *r, const char *out, bool gguf, uint64_t fingerprint, const dq_comm *comm,
+                         dq_error *err) {
     memset(r, 0, sizeof *r);
     r->fingerprint = fingerprint;
     dq_status st = DQ_OK;
-    paths(r, out, gguf, err, &st);
-    if (st) return st;
-    struct stat sb;
-    if (stat(r->state, &sb) == 0) {
+    paths(r, out, gguf, comm, err, &st);
+    if ((st = dq_comm_agree(comm, st, err))) return st;
+    char *text = NULL;
+    size_t n = 0;
+    if ((st = read_state(r, comm, &text, &n, err))) return st;
+    if (n) {
         uint64_t fp = 0;
-        st = load_state(r, &fp, err);
-        if (!st && fp != fingerprint)
+        st = parse_state(r, text, n, &fp, err);
+        free(text);
+        if (!st && dq_comm_root(comm) && fp != fingerprint) /* other machines' copies have other mtimes */
             st = dq_fail(err, DQ_ERR_ARG,
                          "%s holds an interrupted run of another model, calibration or options (it finished %d "
                          "blocks): run that command again to finish it, or remove the folder",
                          r->dir, r->blocks_done);
-        if (st) return st;
-        if (r->blocks_done > 0) return DQ_OK;
+        if (!st && r->blocks_done > 0) { /* this rank's hidden states must be where it left them */
+            struct stat sb;
+            for (int i = 0; i < 2 && !st; i++)
+                if (stat(r->hidden[i], &sb) != 0)
+                    st = dq_fail(err, DQ_ERR_IO, "%s: the interrupted run's hidden states are missing (%s): remove "
+                                 "%s to start over", r->hidden[i], strerror(errno), r->dir);
+        }
+        if ((st = dq_comm_agree(comm, st, err)) || r->blocks_done > 0) return st;
     }
     free(r->done); /* nothing worth keeping: start over in a clean folder */
     r->done = NULL;
     r->n_done = r->blocks_done = r->hidden_cur = 0;
-    dq_resume_remove(r);
-    if (mkdir(r->dir, 0777) != 0)
-        return dq_fail(err, DQ_ERR_IO, "%s: cannot create the resume folder: %s", r->dir, strerror(errno));
-    return DQ_OK;
+    if (dq_comm_root(comm)) {
+        dq_resume_remove(r);
+        if (mkdir(r->dir, 0777) != 0)
+            st = dq_fail(err, DQ_ERR_IO, "%s: cannot create the resume folder: %s", r->dir, strerror(errno));
+    }
+    if ((st = dq_comm_agree(comm, st, err))) return st;
+    if (!dq_comm_root(comm) && mkdir(r->dir, 0777) != 0 && errno != EEXIST) /* another machine's disk */
+        st = dq_fail(err, DQ_ERR_IO, "%s: cannot create the resume folder: %s", r->dir, strerror(errno));
+    return dq_comm_agree(comm, st, err);
 }
 
 dq_status dq_resume_save(dq_resume *r, int blocks_done, int hidden_cur, const dq_quant_result *res, dq_error *err) {

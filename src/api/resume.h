@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "calib/pipeline.h"
+#include "dist/comm.h"
 #include "util/files.h"
 
 typedef struct {
@@ -33,11 +34,13 @@ uint64_t dq_resume_hash(uint64_t h, const void *p, size_t n);
 /* h continued with a file's path, size and modification time. */
 uint64_t dq_resume_hash_file(uint64_t h, const char *path);
 
-/* OUT.resume for out: an interrupted run's state when its fingerprint is
+/* OUT.resume for out: an interrupted run's state (rank 0's, to every rank
+ * of comm; each rank keeps its own windows' hidden states there) when its fingerprint is
  * this one (blocks_done > 0), else a fresh folder (a state that never got
  * past its first block is started over); a finished-block state with
  * another fingerprint is refused (DQ_ERR_ARG), naming the folder. */
-dq_status dq_resume_open(dq_resume *r, const char *out, bool gguf, uint64_t fingerprint, dq_error *err);
+dq_status dq_resume_open(dq_resume *r, const char *out, bool gguf, uint64_t fingerprint, const dq_comm *comm,
+                         dq_error *err);
 /* The state after blocks_done blocks: state.json replaced atomically. */
 dq_status dq_resume_save(dq_resume *r, int blocks_done, int hidden_cur, const dq_quant_result *res, dq_error *err);
 /* Whether OUT.resume exists (an interrupted resumable run). */

@@ -9,8 +9,10 @@
 #include <string.h>
 
 #include "calib/gradients.h"
+#include "dist/comm.h"
 #include "model/forward.h"
 #include "quant/methods.h"
+#include "util/dd.h"
 #include "util/error.h"
 #include "util/half.h"
 #include "util/progress.h"
@@ -21,17 +23,127 @@
  * block linear (output-adaptive: each has its own δ) */
 #define N_SLOTS ((int)N_TAPS > (int)DQ_LIN_PER_BLOCK ? (int)N_TAPS : (int)DQ_LIN_PER_BLOCK)
 
-/* ---- statistics: what the method's row names (dq_stat_kind), in double ----
- * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle); DQ_STAT_DIAG: its diagonal;
- * DQ_STAT_NONE: nothing (no calibration pass runs). STATS[] below says how. */
+/* ---- statistics: what the method's row names (dq_stat_kind), summed exactly ----
+ * DQ_STAT_HESSIAN: H = Σ x xᵀ (upper triangle, by 64x64 tiles); DQ_STAT_DIAG:
+ * its diagonal; DQ_STAT_NONE: nothing (no calibration pass runs). STATS[]
+ * below says how. Each entry is a double-double (util/dd.h) that holds the
+ * sum of its per-window terms exactly: the result is the correctly rounded
+ * sum whatever the order the windows are added in, so ranks that each sum
+ * their share of the windows (dist/comm.h) give the bytes of one process. */
+
+static size_t gram_pairs(int n) {
+    size_t nb = ((size_t)n + GRAM_TILE - 1) / GRAM_TILE;
+    return nb * (nb + 1) / 2;
+}
+
+/* Doubles a slot's sum takes: two per entry (hi, lo). */
+static size_t sum_doubles(dq_stat_kind kind, int cols) {
+    switch (kind) {
+    case DQ_STAT_HESSIAN: return gram_pairs(cols) * GRAM_TILE * GRAM_TILE * 2;
+    case DQ_STAT_DIAG: return (size_t)cols * 2;
+    default: return 0;
+    }
+}
+
+/* Tile pair p of the upper triangle: block row bi, block column bj >= bi. */
+static void pair_of(int p, int nb, int *bi, int *bj) {
+    int i = 0, rest = p;
+    while (rest >= nb - i) rest -= nb - i, i++;
+    *bi = i;
+    *bj = i + rest;
+}
+
+/* H += XᵀX over fixed 64x64 tiles of the upper triangle, stored tile after
+ * tile (half a square): each tile is one single-threaded sgemm (fp32 over
+ * one window) added exactly, so the sum is the same at any thread count. */
+static bool gram_add(double *H, const float *X, int T, int n, int nt, float *tiles) {
+    int nb = (n + GRAM_TILE - 1) / GRAM_TILE, pairs = nb * (nb + 1) / 2;
+    bool inexact = false;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) reduction(|| : inexact)
+    for (int p = 0; p < pairs; p++) {
+        int bi, bj;
+        pair_of(p, nb, &bi, &bj);
+        int i0 = bi * GRAM_TILE, j0 = bj * GRAM_TILE;
+        int mi = n - i0 < GRAM_TILE ? n - i0 : GRAM_TILE, mj = n - j0 < GRAM_TILE ? n - j0 : GRAM_TILE;
+        float *tile = tiles + (size_t)omp_get_thread_num() * GRAM_TILE * GRAM_TILE;
+        double *h = H + (size_t)p * GRAM_TILE * GRAM_TILE * 2;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mi, mj, T, 1.0f, X + i0, n, X + j0, n, 0.0f, tile,
+                    GRAM_TILE);
+        for (int i = 0; i < mi; i++)
+            for (int j = 0; j < mj; j++) dq_dd_add(h + 2 * (i * GRAM_TILE + j), tile[i * GRAM_TILE + j], &inexact);
+    }
+    return inexact;
+}
+
+static bool diag_add(double *h, const float *X, int T, int n, int nt, float *tiles) {
+    (void)tiles; /* one pass per column: no tiles */
+    bool inexact = false;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(|| : inexact)
+    for (int j = 0; j < n; j++) {
+        double s = 0;
+        for (int t = 0; t < T; t++) s += (double)X[(size_t)t * n + j] * X[(size_t)t * n + j];
+        dq_dd_add(h + 2 * j, s, &inexact);
+    }
+    return inexact;
+}
+
+/* sum (cols x cols, upper triangle in tiles) → the mean, mirrored, into out
+ * (n x n, n >= cols; the rest stays zero). hi is the correctly rounded sum. */
+static void hessian_mean(const double *sum, int cols, int n, double inv, float *out) {
+    int nb = (cols + GRAM_TILE - 1) / GRAM_TILE, pairs = nb * (nb + 1) / 2;
+    for (int p = 0; p < pairs; p++) {
+        int bi, bj;
+        pair_of(p, nb, &bi, &bj);
+        const double *h = sum + (size_t)p * GRAM_TILE * GRAM_TILE * 2;
+        for (int i = bi * GRAM_TILE; i < cols && i < (bi + 1) * GRAM_TILE; i++)
+            for (int j = bj * GRAM_TILE; j < cols && j < (bj + 1) * GRAM_TILE; j++) {
+                float v = (float)(h[2 * ((i - bi * GRAM_TILE) * GRAM_TILE + j - bj * GRAM_TILE)] * inv);
+                out[(size_t)i * n + j] = v;
+                out[(size_t)j * n + i] = v;
+            }
+    }
+}
+
+static void diag_mean(const double *sum, int cols, int n, double inv, float *out) {
+    (void)n;
+    for (int j = 0; j < cols; j++) out[j] = (float)(sum[2 * j] * inv);
+}
+
+/* Entry (j, j)'s hi in a slot's sum: whether the layer has any curvature. */
+static double hessian_diag_at(const double *sum, int cols, int j) {
+    int nb = (cols + GRAM_TILE - 1) / GRAM_TILE, b = j / GRAM_TILE, r = j % GRAM_TILE;
+    size_t p = (size_t)b * nb - (size_t)b * (b - 1) / 2; /* pairs before row b, plus (b, b) */
+    return sum[(p * GRAM_TILE * GRAM_TILE + (size_t)r * GRAM_TILE + r) * 2];
+}
+
+static double diag_diag_at(const double *sum, int cols, int j) {
+    (void)cols;
+    return sum[2 * j];
+}
+
+/* The statistics table: how each dq_stat_kind a method row names is summed
+ * from a tap (exactly, thread- and rank-count independent: returns whether a
+ * term was rounded), turned into the mean the solver takes, and read on its
+ * diagonal. DQ_STAT_NONE has no row: no pass runs for it. */
+typedef struct {
+    bool (*add)(double *sum, const float *x, int T, int cols, int nt, float *tiles);
+    void (*mean)(const double *sum, int cols, int n, double inv, float *out);
+    double (*diag_at)(const double *sum, int cols, int j);
+} stat_ops;
+
+static const stat_ops STATS[DQ_STAT_COUNT] = {
+    [DQ_STAT_DIAG] = {diag_add, diag_mean, diag_diag_at},
+    [DQ_STAT_HESSIAN] = {gram_add, hessian_mean, hessian_diag_at},
+};
 
 typedef struct {
     dq_stat_kind kind;
     dq_curvature curvature;
     int nt;
     int cols[N_SLOTS];
-    double *sum[N_SLOTS]; /* per slot: dq_stat_floats(kind, cols) sums over tokens */
+    double *sum[N_SLOTS]; /* per slot: sum_doubles(kind, cols), exact sums over tokens */
     size_t tokens[N_SLOTS];
+    bool inexact[N_SLOTS]; /* a sum rounded (see dd_add) */
     float *tiles; /* nt x GRAM_TILE² scratch */
     double seconds;
     bool oom;
@@ -46,66 +158,11 @@ typedef struct {
     dq_error fail_err;
 } stats_ctx;
 
-/* H += XᵀX over fixed 64x64 tiles of the upper triangle: each tile is one
- * single-threaded sgemm (fp32 over one window) added into double, so the sum
- * is the same at any thread count. */
-static void gram_add(double *H, const float *X, int T, int n, int nt, float *tiles) {
-    int nb = (n + GRAM_TILE - 1) / GRAM_TILE, pairs = nb * (nb + 1) / 2;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int p = 0; p < pairs; p++) {
-        int bi = 0, rest = p;
-        while (rest >= nb - bi) rest -= nb - bi, bi++;
-        int bj = bi + rest, i0 = bi * GRAM_TILE, j0 = bj * GRAM_TILE;
-        int mi = n - i0 < GRAM_TILE ? n - i0 : GRAM_TILE, mj = n - j0 < GRAM_TILE ? n - j0 : GRAM_TILE;
-        float *tile = tiles + (size_t)omp_get_thread_num() * GRAM_TILE * GRAM_TILE;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mi, mj, T, 1.0f, X + i0, n, X + j0, n, 0.0f, tile,
-                    GRAM_TILE);
-        for (int i = 0; i < mi; i++)
-            for (int j = 0; j < mj; j++) H[(size_t)(i0 + i) * n + j0 + j] += tile[i * GRAM_TILE + j];
-    }
-}
-
-static void diag_add(double *h, const float *X, int T, int n, int nt, float *tiles) {
-    (void)tiles; /* one pass per column: no tiles */
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int j = 0; j < n; j++) {
-        double s = 0;
-        for (int t = 0; t < T; t++) s += (double)X[(size_t)t * n + j] * X[(size_t)t * n + j];
-        h[j] += s;
-    }
-}
-
-/* sum (cols x cols, upper triangle accumulated) → the mean, mirrored, into
- * out (n x n, n >= cols; the rest stays zero). */
-static void hessian_mean(const double *sum, int cols, int n, double inv, float *out) {
-    for (int i = 0; i < cols; i++)
-        for (int j = 0; j < cols; j++)
-            out[(size_t)i * n + j] = (float)(sum[i <= j ? (size_t)i * cols + j : (size_t)j * cols + i] * inv);
-}
-
-static void diag_mean(const double *sum, int cols, int n, double inv, float *out) {
-    (void)n;
-    for (int j = 0; j < cols; j++) out[j] = (float)(sum[j] * inv);
-}
-
-/* The statistics table: how each dq_stat_kind a method row names is summed
- * from a tap (in double, thread-count independent) and turned into the mean
- * the solver takes. DQ_STAT_NONE has no row: no pass runs for it. */
-typedef struct {
-    void (*add)(double *sum, const float *x, int T, int cols, int nt, float *tiles);
-    void (*mean)(const double *sum, int cols, int n, double inv, float *out);
-} stat_ops;
-
-static const stat_ops STATS[DQ_STAT_COUNT] = {
-    [DQ_STAT_DIAG] = {diag_add, diag_mean},
-    [DQ_STAT_HESSIAN] = {gram_add, hessian_mean},
-};
-
 static void stats_add(stats_ctx *s, dq_tap tap, const float *x, int T, int cols) {
     double t0 = dq_now();
-    size_t n = dq_stat_floats(s->kind, cols);
+    size_t n = sum_doubles(s->kind, cols);
     if (n && !s->sum[tap] && !(s->sum[tap] = calloc(n, sizeof(double)))) s->oom = true;
-    if (s->sum[tap]) STATS[s->kind].add(s->sum[tap], x, T, cols, s->nt, s->tiles);
+    if (s->sum[tap] && STATS[s->kind].add(s->sum[tap], x, T, cols, s->nt, s->tiles)) s->inexact[tap] = true;
     s->cols[tap] = cols;
     s->tokens[tap] += (size_t)T;
     s->seconds += dq_now() - t0;
@@ -154,6 +211,7 @@ static void stats_reset(stats_ctx *s) {
         free(s->sum[t]);
         s->sum[t] = NULL;
         s->tokens[t] = 0;
+        s->inexact[t] = false;
     }
 }
 
@@ -162,15 +220,20 @@ static void stats_reset(stats_ctx *s) {
 typedef struct {
     int n, nt;
     int tap[DQ_LIN_PER_BLOCK], rows[DQ_LIN_PER_BLOCK];
-    const float *W[DQ_LIN_PER_BLOCK]; /* original */
-    float *K[DQ_LIN_PER_BLOCK];       /* W's own copy when Ŵ replaced it in place (freed with the block) */
-    float *D[DQ_LIN_PER_BLOCK];       /* W − Ŵ */
+    const float *W[DQ_LIN_PER_BLOCK]; /* original (install's orig: released with the block) */
+    const float *Q[DQ_LIN_PER_BLOCK]; /* Ŵ, the model's */
     double num[DQ_LIN_PER_BLOCK], den[DQ_LIN_PER_BLOCK];
-    float *buf; /* (T, max rows) */
+    /* (2, DQ_LIN_PER_BLOCK, windows): each window's Σ((W−Ŵ)x)² and Σ(Wx)², added
+     * in window order once every rank has filled its own (dq_comm_merge) */
+    double *per_window;
+    int window, n_windows;
+    float *buf; /* nt tiles of (T, ERR_TILE): a thread's products */
+    float *dt;  /* nt tiles of ERR_TILE x max cols: W − Ŵ, a tile at a time */
 } err_ctx;
 
-/* Σ (x·Wᵀ)² over fixed tiles of output rows, in parallel; partial sums are
- * added in tile order, so the result does not depend on the thread count. */
+/* Σ (x·Wᵀ)² over fixed tiles of output rows, in parallel (buf: a (T,
+ * ERR_TILE) product per thread); partial sums are added in tile order, so
+ * the result does not depend on the thread count. */
 #define ERR_TILE 128
 static double sumsq_of_product(const float *x, int T, int cols, const float *W, int rows, float *buf, int nt) {
     int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
@@ -179,7 +242,7 @@ static double sumsq_of_product(const float *x, int T, int cols, const float *W, 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int k = 0; k < tiles; k++) {
         int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)r0 * T;
+        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, W + (size_t)r0 * cols, cols,
                     0.0f, b, n);
         double s = 0;
@@ -213,8 +276,32 @@ static double sumsq_of_error(const float *x, int T, int cols, const float *W, co
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int k = 0; k < tiles; k++) {
         int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)r0 * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
+        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
         error_rows(W, qt, r0, n, cols, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, d, cols, 0.0f, b, n);
+        double s = 0;
+        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
+        part[k] = s;
+    }
+    double s = 0;
+    for (int k = 0; k < tiles; k++) s += part[k];
+    return s;
+}
+
+/* sumsq_of_product(x, W − Ŵ) from W and Ŵ, the difference formed a tile
+ * of rows at a time in dt (nt tiles of ERR_TILE x cols): the same tiles,
+ * values and order as with the whole difference, so the same sum. */
+static double sumsq_of_diff(const float *x, int T, int cols, const float *W, const float *Q, int rows, float *buf,
+                            float *dt, int nt) {
+    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
+    double part[4096];
+    if (tiles > 4096) tiles = 4096;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int k = 0; k < tiles; k++) {
+        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
+        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
+        const float *w = W + (size_t)r0 * cols, *q = Q + (size_t)r0 * cols;
+        for (size_t i = 0; i < (size_t)n * cols; i++) d[i] = w[i] - q[i];
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, d, cols, 0.0f, b, n);
         double s = 0;
         for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
@@ -229,8 +316,10 @@ static void err_tap(void *ctx, const dq_tap_data *d) {
     err_ctx *e = ctx;
     for (int k = 0; k < e->n; k++) {
         if (e->tap[k] != (int)d->tap) continue;
-        e->num[k] += sumsq_of_product(d->x, d->T, d->cols, e->D[k], e->rows[k], e->buf, e->nt);
-        e->den[k] += sumsq_of_product(d->x, d->T, d->cols, e->W[k], e->rows[k], e->buf, e->nt);
+        double *v = e->per_window + (size_t)k * e->n_windows + e->window;
+        v[0] += sumsq_of_diff(d->x, d->T, d->cols, e->W[k], e->Q[k], e->rows[k], e->buf, e->dt, e->nt);
+        v[(size_t)DQ_LIN_PER_BLOCK * e->n_windows] += sumsq_of_product(d->x, d->T, d->cols, e->W[k], e->rows[k],
+                                                                       e->buf, e->nt);
     }
 }
 
@@ -244,45 +333,33 @@ static void qlayer_init(dq_qlayer *ql, const dq_site *site, int layer) {
     ql->expert = -1;
 }
 
-/* Ŵ into the model and W − Ŵ into *delta; Ŵ comes from the codes, or — for
- * a layer the plan keeps in F16 — from rounding W. A W the model owns (it
- * was dequantized or converted on load) is overwritten in place, so the model
- * is held once, not twice (SmolLM2-135M: 1.35 → 0.9 GB peak; a 1.9B model
- * took 21 GB); W itself then survives only as *kept (malloc'ed, for the
- * output error; the caller frees it). A mapped W, or the buffer a tied
- * embedding and head share, gets a new model-owned Ŵ and *kept = NULL.
- * delta == NULL (the head, whose error was measured from the codes): no
- * copies at all, and a non-finite Ŵ is only reported. */
-static dq_status install(dq_model *m, const float **slot, int rows, int cols, const dq_qlayer *ql, float **delta,
-                         float **kept, dq_error *err) {
+/* Ŵ into the model, from the codes or — for a layer the plan keeps in F16
+ * — from rounding W. With orig, W is kept for the output error and handed
+ * back (*orig; the caller gives it to dq_model_release, which frees a copy
+ * the model owns and leaves a mapped view alone): the error pass forms
+ * W − Ŵ a tile at a time, so a block costs W and Ŵ, not a third copy
+ * (Llama-3-8B: 0.9 GB a block). Without it (the head, whose error was
+ * measured from the codes) a W the model owns is overwritten in place. The
+ * buffer a tied embedding and head share always gets a new Ŵ. */
+static dq_status install(dq_model *m, const float **slot, int rows, int cols, const dq_qlayer *ql, const float **orig,
+                         dq_error *err) {
     const float *W = *slot;
     size_t n = (size_t)rows * cols;
     bool shared = W == m->tok_embeddings && W == m->output; /* a tied head: the embedding may stay full precision */
-    bool in_place = dq_model_owns(m, W) && !shared, lean = !delta;
-    float *K = in_place && !lean ? malloc(n * sizeof *K) : NULL, *D = lean ? NULL : malloc(n * sizeof *D);
+    bool in_place = !orig && dq_model_owns(m, W) && !shared;
     float *Wq = in_place ? (float *)W : dq_model_alloc(m, n * sizeof *Wq);
-    if (kept) *kept = NULL;
-    if (!Wq || (!lean && (!D || (in_place && !K)))) {
-        free(D);
-        free(K);
-        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
-    }
-    if (in_place && !lean) W = memcpy(K, W, n * sizeof *K);
+    if (orig) *orig = NULL;
+    if (!Wq) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
     if (ql->qt.q) dq_qtensor_dequantize(&ql->qt, Wq);
     else
         for (size_t i = 0; i < n; i++) Wq[i] = dq_f16_to_f32(dq_f32_to_f16(W[i]));
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (!isfinite(Wq[i])) {
-            if (in_place && !lean) memcpy(Wq, K, n * sizeof *K); /* the model keeps W */
-            free(D);
-            free(K);
+            if (!in_place) dq_model_release(m, Wq); /* the model keeps W */
             return dq_fail(err, DQ_ERR_NUMERIC, "%s: quantized weight %zu is not finite", ql->name, i);
         }
-        if (D) D[i] = W[i] - Wq[i];
-    }
     *slot = Wq;
-    if (delta) *delta = D;
-    if (kept) *kept = K;
+    if (orig) *orig = shared ? NULL : W;
     return DQ_OK;
 }
 
@@ -327,7 +404,7 @@ static bool stat_is_zero(const stats_ctx *s, int slot, int cols) {
     const double *sum = s->sum[slot];
     if (!sum) return true;
     for (int j = 0; j < cols; j++)
-        if (sum[s->kind == DQ_STAT_HESSIAN ? (size_t)j * cols + j : (size_t)j] > 0) return false;
+        if (STATS[s->kind].diag_at(sum, cols, j) > 0) return false;
     return true;
 }
 
@@ -380,7 +457,9 @@ typedef struct {
     const dq_calib_set *cs;
     const dq_pipeline_opts *o;
     dq_session *s;
-    dq_hidden X;    /* (n, len, dim) hidden states entering the current block */
+    const dq_comm *comm; /* several processes: this rank's windows are [w0, w1) */
+    int w0, w1;
+    dq_hidden X;    /* (w1 - w0, len, dim) hidden states entering the current block */
     float *win;     /* (len, dim): a window read from X */
     float *scratch; /* (len, dim) */
     stats_ctx stats; /* the method's statistic for the current block (st is a status everywhere) */
@@ -396,19 +475,43 @@ static dq_status in_window(dq_status st, int w, bool quantized, dq_error *err) {
     return dq_fail(err, st, "%s, calibration window %d%s", msg, w, quantized ? ", after quantizing the block" : "");
 }
 
+/* The block's statistics over every rank's windows (exact sums: the bytes
+ * of one process), on every rank; a sum that rounded is said. */
+static dq_status share_stats(run_ctx *c, dq_status st, dq_error *err) {
+    stats_ctx *s = &c->stats;
+    if ((st = dq_comm_agree(c->comm, st, err)) || dq_comm_size(c->comm) == 1) return st;
+    for (int t = 0; !st && t < N_SLOTS; t++) {
+        double tokens = (double)s->tokens[t];
+        st = dq_comm_merge(c->comm, &tokens, 1, err);
+        s->tokens[t] = (size_t)tokens;
+        if (!st && s->sum[t]) st = dq_comm_sum_dd(c->comm, s->sum[t], sum_doubles(s->kind, s->cols[t]) / 2,
+                                                  &s->inexact[t], err);
+    }
+    return st;
+}
+
+/* Notes a statistic whose exact sum rounded: its bytes may then depend on
+ * the order the windows were added in (the rank count). */
+static void note_inexact(const run_ctx *c, int l) {
+    for (int t = 0; t < N_SLOTS; t++)
+        if (c->stats.inexact[t])
+            dq_progress_note(&c->o->progress, true, "block %d: statistic %d was not summed exactly (terms spanning "
+                             "over 2^100): its bytes may depend on the number of ranks", l, t);
+}
+
 static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     dq_taps taps = {NULL, stats_tap, &c->stats};
     c->stats.layer = l;
-    for (int w = 0; w < cs->n; w++) {
+    dq_status st = DQ_OK;
+    for (int w = c->w0; !st && w < c->w1; w++) {
         c->stats.window = w;
-        dq_status st = dq_hidden_read(&c->X, w, c->scratch, err);
+        st = dq_hidden_read(&c->X, w - c->w0, c->scratch, err);
         if (!st) st = in_window(dq_block_forward(c->s, l, c->scratch, cs->len, &taps, err), w, false, err);
-        if (st) return st;
-        if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
-        if (c->stats.fail) return dq_fail(err, c->stats.fail, "%s", c->stats.fail_err.msg);
+        if (!st && c->stats.oom) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for layer %d statistics", l);
+        if (!st && c->stats.fail) st = dq_fail(err, c->stats.fail, "%s", c->stats.fail_err.msg);
     }
-    return DQ_OK;
+    return share_stats(c, st, err);
 }
 
 /* The gradient pass (calib/gradients.h) on the model as it is now: full
@@ -437,68 +540,150 @@ static dq_status emit(run_ctx *c, int first, int n, int l, dq_error *err) {
     return st;
 }
 
-static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
-    dq_model *m = c->m;
-    int every = c->o->q.refresh;
-    if (every > 0 && l > 0 && l % every == 0 && !c->o->grads && c->stats.grads) {
-        dq_status st = gather_gradients(c, err);
+/* The rank that solves linear k of a block (round robin), or the head. */
+static int solver_of(const run_ctx *c, int k) { return k % dq_comm_size(c->comm); }
+
+/* ql as solved on rank root, to every rank: the report fields and the codes
+ * (the grid's blocks too). Receivers allocate; root's ql is unchanged. */
+static dq_status share_layer(const run_ctx *c, dq_qlayer *ql, int root, dq_error *err) {
+    if (dq_comm_size(c->comm) == 1) return DQ_OK;
+    struct layer_header {
+        int rows, cols, group, in_cols, bits, pad, has, grid;
+        double seconds;
+        dq_spectrum spectrum;
+    } h = {0};
+    dq_qtensor *qt = &ql->qt;
+    bool mine = dq_comm_rank(c->comm) == root;
+    if (mine)
+        h = (struct layer_header){qt->rows, qt->cols, qt->group, qt->in_cols, qt->bits, ql->pad, qt->q != NULL,
+                        qt->grid != NULL, ql->seconds, ql->spectrum};
+    dq_status st = dq_comm_bcast(c->comm, &h, sizeof h, root, err);
+    if (st) return st;
+    ql->pad = h.pad, ql->seconds = h.seconds, ql->spectrum = h.spectrum;
+    if (!h.has) return DQ_OK; /* kept in F16 */
+    if (!mine) {
+        const dq_grid *g = h.grid ? dq_grid_of((dq_ggml_type)ql->ggml_type) : NULL;
+        st = g ? dq_qtensor_alloc_grid(qt, h.rows, h.cols, g, err) : dq_qtensor_alloc(qt, h.rows, h.cols, h.group, h.bits, err);
         if (st) return st;
+        qt->in_cols = h.in_cols;
     }
-    double t0 = dq_now();
-    stats_reset(&c->stats);
-    dq_status st = dq_model_block_load(m, l, err); /* a lazy model's block, from its file */
-    if (!st && c->stats.kind != DQ_STAT_NONE) st = collect_block_stats(c, l, err);
-    double t_pass1 = dq_now() - t0;
-    err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads};
-    int max_rows = 0;
-    for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
-        dq_qlayer *ql = &c->r->layers[c->r->n];
+    size_t n = (size_t)qt->rows * qt->cols, ng = (size_t)qt->rows * qt->groups_per_row;
+    st = dq_comm_bcast(c->comm, qt->q, n, root, err);
+    if (!st) st = dq_comm_bcast(c->comm, qt->scale, ng * sizeof(float), root, err);
+    if (!st) st = dq_comm_bcast(c->comm, qt->zero, ng * sizeof(float), root, err);
+    if (!st && qt->grid)
+        st = dq_comm_bcast(c->comm, qt->blocks, (size_t)qt->rows * (qt->cols / qt->grid->block) * sizeof *qt->blocks,
+                           root, err);
+    return st;
+}
+
+/* The block's seven linears solved (each on its rank) and shared: codes in
+ * c->r->layers[c->r->n ..] (not yet counted). */
+static dq_status solve_block(run_ctx *c, int l, dq_error *err) {
+    dq_model *m = c->m;
+    dq_status st = DQ_OK;
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        dq_qlayer *ql = &c->r->layers[c->r->n + k];
         const dq_site *site = dq_site_of_linear(k);
         qlayer_init(ql, site, l);
         int rows, cols;
         dq_site_shape(site, &m->cfg, &rows, &cols);
+        int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
+        ql->ggml_type = type;
+        if (!st && solver_of(c, k) == dq_comm_rank(c->comm))
+            st = solve_linear(*dq_site_tensor(&m->layers[l], site), rows, cols, &c->stats, stat_slot(&c->stats, site),
+                              c->o, type, ql, err);
+    }
+    st = dq_comm_agree(c->comm, st, err);
+    for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) st = share_layer(c, &c->r->layers[c->r->n + k], solver_of(c, k), err);
+    if (st)
+        for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) dq_qtensor_free(&c->r->layers[c->r->n + k].qt);
+    return st;
+}
+
+/* Each window's error terms from every rank, added in window order. */
+static dq_status sum_errors(const run_ctx *c, double *per_window, int n_lin, int nw, double *num, double *den,
+                            dq_error *err) {
+    dq_status st = dq_comm_merge(c->comm, per_window, (size_t)2 * n_lin * nw, err);
+    for (int k = 0; !st && k < n_lin; k++) {
+        num[k] = den[k] = 0;
+        for (int w = 0; w < nw; w++) {
+            num[k] += per_window[(size_t)k * nw + w];
+            den[k] += per_window[((size_t)n_lin + k) * nw + w];
+        }
+    }
+    return st;
+}
+
+static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
+    dq_model *m = c->m;
+    int every = c->o->q.refresh;
+    dq_status st = DQ_OK;
+    if (every > 0 && l > 0 && l % every == 0 && !c->o->grads && c->stats.grads) st = gather_gradients(c, err);
+    double t0 = dq_now();
+    stats_reset(&c->stats);
+    if (!st) st = dq_model_block_load(m, l, err); /* a lazy model's block */
+    if ((st = dq_comm_agree(c->comm, st, err))) return st;
+    if (!st && c->stats.kind != DQ_STAT_NONE) st = collect_block_stats(c, l, err);
+    if (!st) note_inexact(c, l);
+    double t_pass1 = dq_now() - t0;
+    err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads, .n_windows = c->cs->n};
+    int max_cols = 0;
+    if (!st) st = solve_block(c, l, err);
+    stats_reset(&c->stats); /* the solves were their last use: the block's Ŵ takes their place */
+    for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
+        dq_qlayer *ql = &c->r->layers[c->r->n];
+        const dq_site *site = dq_site_of_linear(k);
+        int rows, cols;
+        dq_site_shape(site, &m->cfg, &rows, &cols);
         const float **slot = dq_site_tensor(&m->layers[l], site);
-        e.W[k] = *slot;
         e.tap[k] = site->tap;
         e.rows[k] = rows;
-        max_rows = rows > max_rows ? rows : max_rows;
-        int type = c->o->plan ? (int)c->o->plan->linear[l * DQ_LIN_PER_BLOCK + k] : -1;
-        st = solve_linear(*slot, rows, cols, &c->stats, stat_slot(&c->stats, site), c->o, type, ql, err);
-        if (!st) st = install(m, slot, rows, cols, ql, &e.D[k], &e.K[k], err);
-        if (st) dq_qtensor_free(&ql->qt); /* the layer is not counted in the result, which frees the others */
-        if (e.K[k]) e.W[k] = e.K[k];
+        max_cols = cols > max_cols ? cols : max_cols;
+        st = install(m, slot, rows, cols, ql, &e.W[k], err);
+        if (st) /* the layers from this one on are not counted in the result, which frees the others */
+            for (int i = k; i < DQ_LIN_PER_BLOCK; i++) dq_qtensor_free(&c->r->layers[c->r->n + i - k].qt);
+        e.Q[k] = *slot;
         if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     }
+    st = dq_comm_agree(c->comm, st, err);
     double t1 = dq_now();
-    if (!st && !(e.buf = malloc((size_t)c->cs->len * max_rows * sizeof(float))))
+    if (!st && (!(e.buf = malloc((size_t)e.nt * ERR_TILE * c->cs->len * sizeof(float))) ||
+                !(e.dt = malloc((size_t)e.nt * ERR_TILE * max_cols * sizeof(float))) ||
+                !(e.per_window = calloc((size_t)2 * DQ_LIN_PER_BLOCK * e.n_windows, sizeof(double)))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     dq_taps taps = {NULL, err_tap, &e};
-    for (int w = 0; !st && w < c->cs->n; w++) { /* the quantized block feeds the next one */
-        float *x = dq_hidden_window(&c->X, w), *buf = x ? x : c->win;
-        if (!x) st = dq_hidden_read(&c->X, w, buf, err);
+    for (int w = c->w0; !st && w < c->w1; w++) { /* the quantized block feeds the next one */
+        float *x = dq_hidden_window(&c->X, w - c->w0), *buf = x ? x : c->win;
+        e.window = w;
+        if (!x) st = dq_hidden_read(&c->X, w - c->w0, buf, err);
         if (!st) st = in_window(dq_block_forward(c->s, l, buf, c->cs->len, &taps, err), w, true, err);
-        if (!st) st = dq_hidden_write(&c->X, w, buf, err);
+        if (!st) st = dq_hidden_write(&c->X, w - c->w0, buf, err);
     }
+    st = dq_comm_agree(c->comm, st, err);
+    if (!st) st = sum_errors(c, e.per_window, DQ_LIN_PER_BLOCK, e.n_windows, e.num, e.den, err);
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
         if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;
-        free(e.D[k]);
-        free(e.K[k]);
+        dq_model_release(m, e.W[k]); /* W, once Ŵ replaced it (nothing for a mapped view) */
     }
     free(e.buf);
+    free(e.dt);
+    free(e.per_window);
     c->r->t_stats += c->stats.seconds;
     c->r->t_forward += t_pass1 - c->stats.seconds + (dq_now() - t1);
     c->stats.seconds = 0;
-    if (!st) st = emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err);
+    st = dq_comm_agree(c->comm, st ? st : emit(c, c->r->n - DQ_LIN_PER_BLOCK, DQ_LIN_PER_BLOCK, l, err), err);
     if (!st) st = dq_hidden_flip(&c->X, err); /* the block's output is the next one's input */
+    st = dq_comm_agree(c->comm, st, err); /* every rank's hidden states are on disk before rank 0's state says so */
     if (!st && c->o->checkpoint) st = c->o->checkpoint(c->o->checkpoint_user, l + 1, c->X.cur, c->r, err);
-    return st;
+    return dq_comm_agree(c->comm, st, err);
 }
 
 /* c->scratch = window w of the hidden states after the final norm: the
  * head's input. */
 static dq_status final_normed(run_ctx *c, int w, dq_error *err) {
-    float *x = dq_hidden_window(&c->X, w);
-    dq_status st = x ? DQ_OK : dq_hidden_read(&c->X, w, c->win, err);
+    float *x = dq_hidden_window(&c->X, w - c->w0);
+    dq_status st = x ? DQ_OK : dq_hidden_read(&c->X, w - c->w0, c->win, err);
     if (!st) dq_final_norm(c->m, x ? x : c->win, c->scratch, c->cs->len, c->o->n_threads);
     return st;
 }
@@ -512,27 +697,33 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_site_shape(site, &m->cfg, &V, &d);
     stats_reset(&c->stats);
     double t0 = dq_now();
-    dq_status st0 = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a lazy model's untied head */
-    if (st0) return st0;
-    for (int w = 0; w < cs->n && c->stats.kind != DQ_STAT_NONE; w++) {
-        if ((st0 = final_normed(c, w, err))) return st0;
-        stats_add(&c->stats, site->tap, c->scratch, cs->len, d);
+    dq_status st = dq_model_block_load(m, DQ_DEFER_HEAD, err); /* a lazy model's untied head */
+    for (int w = c->w0; !st && w < c->w1 && c->stats.kind != DQ_STAT_NONE; w++) {
+        if (!(st = final_normed(c, w, err))) stats_add(&c->stats, site->tap, c->scratch, cs->len, d);
+        if (!st && c->stats.oom) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
     }
-    if (c->stats.oom) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for the head statistics");
+    if ((st = share_stats(c, st, err))) return st;
+    note_inexact(c, m->cfg.n_layers);
     dq_qlayer *ql = &c->r->layers[c->r->n];
     qlayer_init(ql, site, -1);
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
-    float *buf = malloc((size_t)cs->len * V * sizeof *buf), *dt = malloc((size_t)nt * ERR_TILE * d * sizeof *dt);
-    int type = c->o->plan ? (int)c->o->plan->head : -1;
-    dq_status st = !buf || !dt ? dq_fail(err, DQ_ERR_NOMEM, "out of memory")
-                               : solve_linear(W, V, d, &c->stats, site->tap, c->o, type, ql, err);
+    float *buf = malloc((size_t)nt * ERR_TILE * cs->len * sizeof *buf), *dt = malloc((size_t)nt * ERR_TILE * d * sizeof *dt);
+    double *per_window = calloc((size_t)2 * cs->n, sizeof *per_window);
+    int type = c->o->plan ? (int)c->o->plan->head : -1, root = solver_of(c, DQ_LIN_PER_BLOCK);
+    ql->ggml_type = type;
+    st = !buf || !dt || !per_window ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
+    if (!st && dq_comm_rank(c->comm) == root) st = solve_linear(W, V, d, &c->stats, site->tap, c->o, type, ql, err);
+    if (!(st = dq_comm_agree(c->comm, st, err))) st = share_layer(c, ql, root, err);
     double num = 0, den = 0; /* the error first, from the codes: then Ŵ may replace W in place */
-    for (int w = 0; !st && w < cs->n; w++) {
+    for (int w = c->w0; !st && w < c->w1; w++) {
         if ((st = final_normed(c, w, err))) break;
-        num += sumsq_of_error(c->scratch, cs->len, d, W, &ql->qt, V, buf, dt, nt);
-        den += sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
+        per_window[w] = sumsq_of_error(c->scratch, cs->len, d, W, &ql->qt, V, buf, dt, nt);
+        per_window[cs->n + w] = sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
     }
-    if (!st) st = install(m, slot, V, d, ql, NULL, NULL, err);
+    st = dq_comm_agree(c->comm, st, err);
+    if (!st) st = sum_errors(c, per_window, 1, cs->n, &num, &den, err);
+    free(per_window);
+    if (!st) st = install(m, slot, V, d, ql, NULL, err);
     if (st) dq_qtensor_free(&ql->qt);
     if (!st) {
         ql->rel_err = den > 0 ? sqrt(num / den) : 0;
@@ -545,7 +736,7 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     c->r->t_forward += dq_now() - t0 - c->stats.seconds - ql->seconds;
     free(buf);
     free(dt);
-    return st ? st : emit(c, c->r->n - 1, 1, -1, err);
+    return dq_comm_agree(c->comm, st ? st : emit(c, c->r->n - 1, 1, -1, err), err);
 }
 
 /* An untied embedding under a plan: no calibration statistic exists for a
@@ -562,15 +753,14 @@ static dq_status quantize_embedding(run_ctx *c, dq_error *err) {
     dq_site_shape(site, &m->cfg, &V, &d);
     qlayer_init(ql, site, -1);
     ql->ggml_type = (int)c->o->plan->embed;
-    float *D = NULL, *K = NULL;
+    const float *W0 = NULL;
     double t0 = dq_now();
     dq_quant_opts q = c->o->q;
     q.grid = dq_grid_of(c->o->plan->embed);
     st = q.grid ? dq_quantize_grid(*slot, V, d, NULL, true, &q, c->o->n_threads, &ql->qt, err) : DQ_OK;
-    if (!st) st = install(m, slot, V, d, ql, &D, &K, err);
+    if (!st) st = install(m, slot, V, d, ql, &W0, err);
     if (st) dq_qtensor_free(&ql->qt);
-    free(D);
-    free(K);
+    dq_model_release(m, W0); /* the full-precision embedding: calibration sees Ŵ */
     ql->seconds = dq_now() - t0;
     if (!st) c->r->n++, c->r->t_solve += ql->seconds;
     return st ? st : emit(c, c->r->n - 1, 1, -1, err);
@@ -597,19 +787,20 @@ static dq_status embed_windows(run_ctx *c, dq_error *err) {
     const dq_calib_set *cs = c->cs;
     const dq_pipeline_opts *o = c->o;
     int d = c->m->cfg.dim;
-    size_t bytes = dq_hidden_bytes(cs->n, cs->len, d, o->hidden_dtype);
+    int n = c->w1 - c->w0; /* this rank's windows */
+    size_t bytes = dq_hidden_bytes(n, cs->len, d, o->hidden_dtype);
     bool spill = o->hidden_budget > 0 && bytes > o->hidden_budget, resumed = o->start_block > 0;
-    dq_status st = o->hidden_files ? dq_hidden_open_files(&c->X, cs->n, cs->len, d, o->hidden_dtype, o->hidden_files,
+    dq_status st = o->hidden_files ? dq_hidden_open_files(&c->X, n, cs->len, d, o->hidden_dtype, o->hidden_files,
                                                           o->hidden_cur, resumed, err)
-                                   : dq_hidden_open(&c->X, cs->n, cs->len, d, o->hidden_dtype,
+                                   : dq_hidden_open(&c->X, n, cs->len, d, o->hidden_dtype,
                                                     spill ? o->spill_dir : NULL, err);
     if (!st && (!(c->scratch = malloc((size_t)cs->len * d * sizeof(float))) ||
                 !(c->win = malloc((size_t)cs->len * d * sizeof(float)))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (resumed) return st; /* the interrupted run's: the input of block start_block */
-    for (int w = 0; !st && w < cs->n; w++) {
+    for (int w = c->w0; !st && w < c->w1; w++) {
         st = dq_calib_embed(c->m, cs, w, 1, c->win, err);
-        if (!st) st = dq_hidden_write(&c->X, w, c->win, err);
+        if (!st) st = dq_hidden_write(&c->X, w - c->w0, c->win, err);
     }
     return st ? st : dq_hidden_flip(&c->X, err);
 }
@@ -623,12 +814,17 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
     run_ctx c = {.X = {.fd = -1},
+                 .comm = o->comm,
                  .m = m,
                  .cs = cs,
                  .o = &opts,
                  .r = r,
                  .stats = {.kind = dq_method_of(o->q.method)->stat, .curvature = o->q.curvature, .nt = nt}};
     double t0 = dq_now();
+    dq_comm_share(o->comm, cs->n, &c.w0, &c.w1);
+    if (dq_comm_size(o->comm) > cs->n)
+        return dq_fail(err, DQ_ERR_ARG, "%d ranks for %d calibration windows: each rank needs at least one",
+                       dq_comm_size(o->comm), cs->n);
     r->layers = calloc((size_t)dq_quant_result_capacity(&m->cfg), sizeof *r->layers);
     bool head = o->quantize_head || o->plan;
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
@@ -643,10 +839,12 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
         st = gather_gradients(&c, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, nt, &c.s, err);
     if (!st) st = embed_windows(&c, err);
+    st = dq_comm_agree(o->comm, st, err);
     size_t units = (size_t)nl + (head ? 1 : 0);
     for (int l = o->start_block; !st && l < nl; l++) {
         st = quantize_block(&c, l, err);
         if (!st && !dq_progress_report(&o->progress, "quantize", (size_t)l + 1, units, err)) st = DQ_ERR_CANCELLED;
+        st = dq_comm_agree(o->comm, st, err); /* a rank's cancel stops every rank */
     }
     if (!st && head) st = quantize_head(&c, err);
     if (!st && head && !dq_progress_report(&o->progress, "quantize", units, units, err)) st = DQ_ERR_CANCELLED;
@@ -717,14 +915,16 @@ size_t dq_pipeline_working_bytes(const dq_config *c, const dq_pipeline_opts *o) 
         const dq_site *site = dq_site_of_linear(k);
         int rows, cols;
         dq_site_shape(site, c, &rows, &cols);
-        block += 3.0 * rows * cols * sizeof(float);
-        double h = (double)dq_stat_floats(kind, cols) * sizeof(double);
+        block += 2.0 * rows * cols * sizeof(float);
+        double h = (double)sum_doubles(kind, cols) * sizeof(double);
         if (per_linear || !tap_seen[site->tap]) stats += h;
         tap_seen[site->tap] = true;
         if (3.0 * cols * cols * sizeof(float) > solver) solver = 3.0 * cols * cols * sizeof(float);
     }
     double vd = (double)c->vocab_size * c->dim * sizeof(float);
-    double blocks = block + stats + solver, head = o->quantize_head || o->plan ? 3 * vd : 0;
+    /* the solves hold W, the statistics and the solver's copies; then the
+     * statistics go and the error pass holds W and Ŵ */
+    double blocks = block / 2 + stats + solver > block ? block / 2 + stats + solver : block, head = o->quantize_head || o->plan ? 3 * vd : 0;
     double total = vd + (blocks > head ? blocks : head);
     return total >= (double)SIZE_MAX ? SIZE_MAX : (size_t)total;
 }

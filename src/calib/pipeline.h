@@ -67,6 +67,10 @@ typedef struct {
     dq_status (*checkpoint)(void *user, int blocks_done, int hidden_cur, const struct dq_quant_result *r,
                             dq_error *err);
     void *checkpoint_user;
+    /* Several processes (dist/comm.h): this rank runs its share of the
+     * windows and the solves; every rank ends with the same model and
+     * result. NULL: one process. */
+    const dq_comm *comm;
 } dq_pipeline_opts;
 
 /* One quantized tensor, keyed by its row in the site table. */
@@ -110,8 +114,9 @@ int dq_quant_result_capacity(const dq_config *c);
  * filled. */
 /* What the pipeline holds at its peak besides the calibration hidden
  * states, for config c under o: an estimate (the largest block's weights
- * three times over — Ŵ, W kept for the error pass, W − Ŵ — its statistics
- * in double, the embedding and head, the solver's copies), to size
+ * with its statistics (exact double-double sums) and the solver's copies,
+ * or twice over — Ŵ and W kept for the error pass — whichever is more;
+ * the embedding and head), to size
  * hidden_budget from a memory budget. */
 size_t dq_pipeline_working_bytes(const dq_config *c, const dq_pipeline_opts *o);
 int dq_quant_layout(const dq_config *c, const dq_pipeline_opts *o, dq_qlayer *out);

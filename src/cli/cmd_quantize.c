@@ -178,22 +178,42 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     else printf("wrote %s\n", o->out);
 }
 
+/* Under mpirun every rank runs this with the same arguments (dq_comm_init
+ * joins them); rank 0 alone shows progress and the report. A rank that
+ * cannot load its inputs ends the whole job (the others would wait). */
 int dq_cmd_quantize(int argc, char **argv) {
+    dq_error err = {0};
+    dq_comm *comm = NULL;
+    if (dq_comm_init(&argc, &argv, &comm, &err)) return dq_cli_error(&err);
+    int rank = dq_comm_rank(comm), size = dq_comm_size(comm);
     quant_opts o;
     int rc = parse(argc, argv, &o);
-    if (rc) return rc;
+    if (rc) {
+        dq_comm_finalize(comm);
+        return rc;
+    }
+    o.p.comm = comm;
+    if (rank > 0) o.p.progress = (dq_progress){0};
     dq_model *m;
     dq_tokenizer *t;
     o.c.lazy = true; /* weights stay in the file until their block (issue #15) */
-    if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
-    dq_error err = {0};
+    if ((rc = dq_cli_load(&o.c, &m, &t))) {
+        if (size > 1) fprintf(stderr, "dashq: rank %d of %d stops the job\n", rank, size), dq_comm_abort(comm, rc);
+        dq_comm_finalize(comm);
+        return rc;
+    }
     dq_quantize_report r;
-    dq_status st = dq_quantize(m, t, o.out, &o.p, &r, &err);
+    dq_status st = dq_quantize(m, t, o.out, &o.p, &r, &err); /* every rank returns the same status */
     dq_cli_bar_end(&o.bar);
-    if (st) rc = dq_cli_error(&err);
-    else report(&o, &r);
+    if (st && rank == 0) rc = dq_cli_error(&err);
+    else if (st) rc = DQ_EXIT_ERROR;
+    else if (rank == 0) report(&o, &r);
+    if (!st && rank == 0 && size > 1)
+        printf("ranks: %d; rank 0 sent %.1f MB to the others (%.1f MB a block)\n", size,
+               (double)dq_comm_bytes_sent(comm) / 1e6, (double)dq_comm_bytes_sent(comm) / 1e6 / dq_model_config(m)->n_layers);
     dq_quantize_report_free(&r);
     dq_tokenizer_free(t);
     dq_model_free(m);
+    dq_comm_finalize(comm);
     return rc;
 }

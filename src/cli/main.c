@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? DQ_EXIT_ERROR : 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("dashq %s\n", DQ_VERSION);
+        printf("dashq %s%s\n", DQ_VERSION, dq_comm_available() ? " (Open MPI)" : "");
         return 0;
     }
     static const struct { const char *name; int (*run)(int, char **); } cmds[] = {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "util/dd.h"
 #include "util/fastmath.h"
 #include "util/half.h"
 
@@ -59,8 +60,62 @@ static void test_expf(void **st) {
     assert_true(dq_expf(1000.0f) > 1e38f);
 }
 
+/* The statistics' double-double sums (util/dd.h): fp32 terms spanning 2^60,
+ * of both signs, summed in any order or as partial sums merged (ranks) give
+ * the same pair, where a plain double sum does not; a sum that rounds is
+ * flagged. */
+static uint64_t lcg(uint64_t *x) { return *x = *x * 6364136223846793005ull + 1442695040888963407ull; }
+
+static void dd_of(const float *v, const int *order, int n, int parts, double out[2], bool *inexact) {
+    double acc[2] = {0, 0};
+    for (int p = 0; p < parts; p++) { /* a rank's share, then merged in */
+        double part[2] = {0, 0};
+        for (int i = n * p / parts; i < n * (p + 1) / parts; i++) dq_dd_add(part, v[order[i]], inexact);
+        dq_dd_merge(acc, part, inexact);
+    }
+    out[0] = acc[0], out[1] = acc[1];
+}
+
+static void test_dd_order_independent(void **st) {
+    (void)st;
+    enum { N = 512 };
+    float v[N];
+    int order[N];
+    uint64_t x = 42;
+    for (int i = 0; i < N; i++) {
+        int e = (int)(lcg(&x) >> 58) - 32; /* 2^-32 .. 2^31 */
+        v[i] = ldexpf((float)((lcg(&x) >> 40) | 1) / 16777216.0f, e) * ((lcg(&x) >> 63) ? -1.f : 1.f);
+        order[i] = i;
+    }
+    bool inexact = false, plain_differs = false;
+    double ref[2];
+    dd_of(v, order, N, 1, ref, &inexact);
+    double plain_ref = 0;
+    for (int i = 0; i < N; i++) plain_ref += v[i];
+    for (int trial = 0; trial < 50; trial++) {
+        for (int i = N - 1; i > 0; i--) { /* Fisher-Yates */
+            int j = (int)(lcg(&x) % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        double got[2], plain = 0;
+        dd_of(v, order, N, 1 + trial % 7, got, &inexact);
+        assert_memory_equal(got, ref, sizeof got);
+        for (int i = 0; i < N; i++) plain += v[order[i]];
+        plain_differs |= plain != plain_ref;
+    }
+    assert_false(inexact);
+    assert_true(plain_differs); /* the test can fail: order matters to a plain sum */
+    double p[2] = {0, 0}; /* terms 2^2000 apart: the sum rounds, and says so */
+    dq_dd_add(p, 1e300, &inexact);
+    dq_dd_add(p, 1e-300, &inexact);
+    assert_false(inexact);
+    dq_dd_add(p, 1.0, &inexact);
+    assert_true(inexact);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_f16_roundtrip_all), cmocka_unit_test(test_f16_values),
-                                       cmocka_unit_test(test_bf16), cmocka_unit_test(test_expf)};
+                                       cmocka_unit_test(test_bf16), cmocka_unit_test(test_expf),
+                                       cmocka_unit_test(test_dd_order_independent)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
