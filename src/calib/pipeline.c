@@ -227,8 +227,14 @@ typedef struct {
      * in window order once every rank has filled its own (dq_comm_merge) */
     double *per_window;
     int window, n_windows;
-    float *buf; /* nt tiles of (T, ERR_TILE): a thread's products */
+    float *buf; /* nt tiles of (T, ERR_TILE) or (ERR_TILE, cols): a thread's products */
     float *dt;  /* nt tiles of ERR_TILE x max cols: W − Ŵ, a tile at a time */
+    /* by_gram: the inputs' Gram matrices instead (error_by_gram): G per
+     * tap, exact sums over every window (util/dd.h), and the Gram tiles */
+    bool by_gram, oom, inexact;
+    double *G[DQ_TAP_COUNT];
+    int gcols[DQ_TAP_COUNT];
+    float *tiles;
 } err_ctx;
 
 /* Σ (x·Wᵀ)² over fixed tiles of output rows, in parallel (buf: a (T,
@@ -312,8 +318,78 @@ static double sumsq_of_diff(const float *x, int T, int cols, const float *W, con
     return s;
 }
 
+/* ---- the same error from the inputs' Gram matrix ---------------------------
+ * ‖(W − Ŵ)X‖² = Σ_r d_r G d_rᵀ with G = Σ_t x_t x_tᵀ over every window (d_r a
+ * row of W − Ŵ): G costs T·cols² per input (q/k/v share theirs, gate/up
+ * too), the two quadratic forms 2·rows·cols² per layer, where the products
+ * cost 2·T·rows·cols per layer and term. Once the tokens outnumber the
+ * widths the Gram way is far cheaper (SmolLM2-135M, 32 × 512 tokens: the
+ * head's error from 1.9 TFLOP to 0.07), so each block and the head take the
+ * cheaper way, decided from shapes and token count alone: every rank and
+ * thread count decides alike. G is summed exactly and all-reduced like the
+ * statistics; the errors reported then differ from the products' in their
+ * last digits. */
+static bool error_by_gram(double tokens, const int *rows, const int *cols, const int *tap, int n) {
+    double products = 0, gram = 0;
+    bool seen[DQ_TAP_COUNT] = {false};
+    for (int k = 0; k < n; k++) {
+        double rc = (double)rows[k] * cols[k];
+        products += 4 * tokens * rc;
+        gram += 4 * rc * cols[k];
+        if (!seen[tap[k]]) gram += tokens * cols[k] * cols[k];
+        seen[tap[k]] = true;
+    }
+    return gram < products;
+}
+
+/* Σ_r a_r G a_rᵀ over the rows of A = W − Ŵ (Ŵ = Q, or from qt's codes) or
+ * of A = W (neither): G (cols x cols, full, fp32); tiles of rows in
+ * parallel, each a single-threaded sgemm, added in tile order. */
+static double quad_form(const float *W, const float *Q, const dq_qtensor *qt, int rows, int cols, const float *G,
+                        float *buf, float *dt, int nt) {
+    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
+    double part[4096];
+    if (tiles > 4096) tiles = 4096;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int k = 0; k < tiles; k++) {
+        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
+        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * cols, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
+        const float *w = W + (size_t)r0 * cols;
+        if (qt) error_rows(W, qt, r0, n, cols, d);
+        else if (Q)
+            for (size_t i = 0; i < (size_t)n * cols; i++) d[i] = w[i] - Q[(size_t)r0 * cols + i];
+        else memcpy(d, w, (size_t)n * cols * sizeof *d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, cols, 1.0f, d, cols, G, cols, 0.0f, b, cols);
+        double s = 0;
+        for (size_t i = 0; i < (size_t)n * cols; i++) s += (double)b[i] * d[i];
+        part[k] = s;
+    }
+    double s = 0;
+    for (int k = 0; k < tiles; k++) s += part[k];
+    return s;
+}
+
+/* A window's input x of `tap` into its exact Gram sum. */
+static void gram_of_tap(err_ctx *e, int tap, const float *x, int T, int cols) {
+    if (e->oom) return;
+    if (!e->G[tap] && !(e->G[tap] = calloc(sum_doubles(DQ_STAT_HESSIAN, cols), sizeof(double)))) {
+        e->oom = true;
+        return;
+    }
+    e->gcols[tap] = cols;
+    if (gram_add(e->G[tap], x, T, cols, e->nt, e->tiles)) e->inexact = true;
+}
+
 static void err_tap(void *ctx, const dq_tap_data *d) {
     err_ctx *e = ctx;
+    if (e->by_gram) {
+        for (int k = 0; k < e->n; k++)
+            if (e->tap[k] == (int)d->tap) {
+                gram_of_tap(e, (int)d->tap, d->x, d->T, d->cols);
+                break;
+            }
+        return;
+    }
     for (int k = 0; k < e->n; k++) {
         if (e->tap[k] != (int)d->tap) continue;
         double *v = e->per_window + (size_t)k * e->n_windows + e->window;
@@ -615,6 +691,31 @@ static dq_status sum_errors(const run_ctx *c, double *per_window, int n_lin, int
     return st;
 }
 
+/* The Gram sums of every rank, then each layer's two quadratic forms
+ * (error_by_gram); the sums are freed. */
+static dq_status errors_from_gram(const run_ctx *c, err_ctx *e, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (int t = 0; t < DQ_TAP_COUNT; t++) {
+        int n = e->gcols[t];
+        if (!st && e->G[t]) st = dq_comm_sum_dd(c->comm, e->G[t], sum_doubles(DQ_STAT_HESSIAN, n) / 2, &e->inexact, err);
+        float *G = !st && e->G[t] ? malloc((size_t)n * n * sizeof *G) : NULL;
+        if (!st && e->G[t] && !G) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        if (G) hessian_mean(e->G[t], n, n, 1.0, G);
+        for (int k = 0; G && k < e->n; k++)
+            if (e->tap[k] == t) {
+                e->num[k] = quad_form(e->W[k], e->Q[k], NULL, e->rows[k], n, G, e->buf, e->dt, e->nt);
+                e->den[k] = quad_form(e->W[k], NULL, NULL, e->rows[k], n, G, e->buf, e->dt, e->nt);
+            }
+        free(G);
+        free(e->G[t]);
+        e->G[t] = NULL;
+    }
+    if (!st && e->inexact)
+        dq_progress_note(&c->o->progress, true, "an output error's Gram sum was not exact: the reported errors may "
+                         "depend on the number of ranks in their last digits");
+    return st;
+}
+
 static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     dq_model *m = c->m;
     int every = c->o->q.refresh;
@@ -627,8 +728,8 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     if (!st && c->stats.kind != DQ_STAT_NONE) st = collect_block_stats(c, l, err);
     if (!st) note_inexact(c, l);
     double t_pass1 = dq_now() - t0;
-    err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads, .n_windows = c->cs->n};
-    int max_cols = 0;
+    err_ctx e = {.n = DQ_LIN_PER_BLOCK, .nt = c->o->n_threads, .n_windows = c->cs->n, .tiles = c->stats.tiles};
+    int max_cols = 0, cols_of[DQ_LIN_PER_BLOCK];
     if (!st) st = solve_block(c, l, err);
     stats_reset(&c->stats); /* the solves were their last use: the block's Ŵ takes their place */
     for (int k = 0; !st && k < DQ_LIN_PER_BLOCK; k++) {
@@ -639,6 +740,7 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         const float **slot = dq_site_tensor(&m->layers[l], site);
         e.tap[k] = site->tap;
         e.rows[k] = rows;
+        cols_of[k] = cols;
         max_cols = cols > max_cols ? cols : max_cols;
         st = install(m, slot, rows, cols, ql, &e.W[k], err);
         if (st) /* the layers from this one on are not counted in the result, which frees the others */
@@ -648,7 +750,9 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
     }
     st = dq_comm_agree(c->comm, st, err);
     double t1 = dq_now();
-    if (!st && (!(e.buf = malloc((size_t)e.nt * ERR_TILE * c->cs->len * sizeof(float))) ||
+    if (!st) e.by_gram = error_by_gram((double)c->cs->n * c->cs->len, e.rows, cols_of, e.tap, DQ_LIN_PER_BLOCK);
+    int wide = c->cs->len > max_cols ? c->cs->len : max_cols;
+    if (!st && (!(e.buf = malloc((size_t)e.nt * ERR_TILE * wide * sizeof(float))) ||
                 !(e.dt = malloc((size_t)e.nt * ERR_TILE * max_cols * sizeof(float))) ||
                 !(e.per_window = calloc((size_t)2 * DQ_LIN_PER_BLOCK * e.n_windows, sizeof(double)))))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
@@ -660,8 +764,10 @@ static dq_status quantize_block(run_ctx *c, int l, dq_error *err) {
         if (!st) st = in_window(dq_block_forward(c->s, l, buf, c->cs->len, &taps, err), w, true, err);
         if (!st) st = dq_hidden_write(&c->X, w - c->w0, buf, err);
     }
-    st = dq_comm_agree(c->comm, st, err);
-    if (!st) st = sum_errors(c, e.per_window, DQ_LIN_PER_BLOCK, e.n_windows, e.num, e.den, err);
+    st = dq_comm_agree(c->comm, st ? st : e.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK, err);
+    if (!st && e.by_gram) st = errors_from_gram(c, &e, err);
+    else if (!st) st = sum_errors(c, e.per_window, DQ_LIN_PER_BLOCK, e.n_windows, e.num, e.den, err);
+    for (int t = 0; t < DQ_TAP_COUNT; t++) free(e.G[t]); /* after a failure */
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
         if (!st) c->r->layers[c->r->n - DQ_LIN_PER_BLOCK + k].rel_err = e.den[k] > 0 ? sqrt(e.num[k] / e.den[k]) : 0;
         dq_model_release(m, e.W[k]); /* W, once Ŵ replaced it (nothing for a mapped view) */
@@ -707,7 +813,10 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     dq_qlayer *ql = &c->r->layers[c->r->n];
     qlayer_init(ql, site, -1);
     const float **slot = dq_site_model_tensor(m, site), *W = *slot;
-    float *buf = malloc((size_t)nt * ERR_TILE * cs->len * sizeof *buf), *dt = malloc((size_t)nt * ERR_TILE * d * sizeof *dt);
+    int tap = (int)site->tap, wide = cs->len > d ? cs->len : d;
+    err_ctx e = {.n = 1, .nt = nt, .tiles = c->stats.tiles, .tap = {tap}, .rows = {V}, .W = {W}};
+    e.by_gram = error_by_gram((double)cs->n * cs->len, &V, &d, &tap, 1);
+    float *buf = malloc((size_t)nt * ERR_TILE * wide * sizeof *buf), *dt = malloc((size_t)nt * ERR_TILE * d * sizeof *dt);
     double *per_window = calloc((size_t)2 * cs->n, sizeof *per_window);
     int type = c->o->plan ? (int)c->o->plan->head : -1, root = solver_of(c, DQ_LIN_PER_BLOCK);
     ql->ggml_type = type;
@@ -717,11 +826,27 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
     double num = 0, den = 0; /* the error first, from the codes: then Ŵ may replace W in place */
     for (int w = c->w0; !st && w < c->w1; w++) {
         if ((st = final_normed(c, w, err))) break;
+        if (e.by_gram) {
+            gram_of_tap(&e, tap, c->scratch, cs->len, d);
+            continue;
+        }
         per_window[w] = sumsq_of_error(c->scratch, cs->len, d, W, &ql->qt, V, buf, dt, nt);
         per_window[cs->n + w] = sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
     }
-    st = dq_comm_agree(c->comm, st, err);
-    if (!st) st = sum_errors(c, per_window, 1, cs->n, &num, &den, err);
+    st = dq_comm_agree(c->comm, st ? st : e.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK, err);
+    if (!st && e.by_gram) { /* Ŵ from the codes, a tile of rows at a time */
+        int n = e.gcols[tap];
+        st = dq_comm_sum_dd(c->comm, e.G[tap], sum_doubles(DQ_STAT_HESSIAN, n) / 2, &e.inexact, err);
+        float *G = st ? NULL : malloc((size_t)n * n * sizeof *G);
+        if (!st && !G) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+        if (G) {
+            hessian_mean(e.G[tap], n, n, 1.0, G);
+            num = quad_form(W, NULL, &ql->qt, V, n, G, buf, dt, nt);
+            den = quad_form(W, NULL, NULL, V, n, G, buf, dt, nt);
+        }
+        free(G);
+    } else if (!st) st = sum_errors(c, per_window, 1, cs->n, &num, &den, err);
+    free(e.G[tap]);
     free(per_window);
     if (!st) st = install(m, slot, V, d, ql, NULL, err);
     if (st) dq_qtensor_free(&ql->qt);
