@@ -163,9 +163,9 @@ static dq_packed_info packed_info(const dq_model *m, const dq_tokenizer *t, cons
                             .smooth = j->tr.smooth && j->tr.smooth->run ? j->tr.smooth->name : NULL, .smooth_alpha = j->tr.alpha};
 }
 
-/* Everything the output depends on: a resumed run must be the same run. */
-static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
-                            const dq_calib_set *cs) {
+/* The options and the calibration's shape, hashed: what both fingerprints
+ * below start from. */
+static uint64_t options_hash(const dq_quantize_params *p, const job *j, const dq_calib_set *cs) {
     char text[2048];
     snprintf(text, sizeof text, "dashq %s|%s|%s|%d|%d|%s|%s|%d|%d|%d|%llu|%d|%s|%s|%.9g|%.9g|%d|%d|%d|%d|%s",
              DQ_VERSION, j->mi->name, p->options ? p->options : "", p->bits, p->group, p->format ? p->format : "packed",
@@ -173,7 +173,13 @@ static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_q
              p->quantize_head, p->rotate ? p->rotate : "none", p->smooth ? p->smooth : "none",
              (double)p->smooth_alpha, (double)p->hero_beta, p->hero_steps, p->act_bits, p->act_group, p->spectrum,
              dq_hidden_dtype_name(j->po.hidden_dtype));
-    uint64_t h = dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+    return dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+}
+
+/* Everything the output depends on: a resumed run must be the same run. */
+static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
+                            const dq_calib_set *cs) {
+    uint64_t h = options_hash(p, j, cs);
     int ranks = dq_comm_size(p->comm); /* each rank's hidden states hold its share of the windows */
     if (ranks > 1) h = dq_resume_hash(h, &ranks, sizeof ranks);
     h = dq_resume_hash_file(h, m->path);
@@ -188,14 +194,10 @@ static uint64_t fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_q
  * machines have other mtimes). */
 static uint64_t rank_fingerprint(const dq_model *m, const dq_tokenizer *t, const dq_quantize_params *p, const job *j,
                                  const dq_calib_set *cs) {
-    char text[10240];
-    snprintf(text, sizeof text, "dashq %s|%s|%s|%d|%d|%s|%s|%d|%d|%d|%llu|%d|%s|%s|%.9g|%.9g|%d|%d|%d|%d|%s|%s|%s",
-             DQ_VERSION, j->mi->name, p->options ? p->options : "", p->bits, p->group, p->format ? p->format : "packed",
-             p->gguf_type ? p->gguf_type : "", p->pure, cs->n, cs->len, (unsigned long long)p->seed,
-             p->quantize_head, p->rotate ? p->rotate : "none", p->smooth ? p->smooth : "none",
-             (double)p->smooth_alpha, (double)p->hero_beta, p->hero_steps, p->act_bits, p->act_group, p->spectrum,
-             dq_hidden_dtype_name(j->po.hidden_dtype), m->path, dq_tokenizer_path(t) ? dq_tokenizer_path(t) : "");
-    uint64_t h = dq_resume_hash(DQ_RESUME_HASH0, text, strlen(text));
+    const char *tok = dq_tokenizer_path(t) ? dq_tokenizer_path(t) : "";
+    uint64_t h = options_hash(p, j, cs);
+    h = dq_resume_hash(h, m->path, strlen(m->path) + 1);
+    h = dq_resume_hash(h, tok, strlen(tok) + 1);
     for (int i = 0; i < m->n_maps; i++) {
         struct stat sb;
         int64_t size = stat(m->maps[i].path, &sb) == 0 ? (int64_t)sb.st_size : -1;
