@@ -237,28 +237,7 @@ typedef struct {
     float *tiles;
 } err_ctx;
 
-/* Σ (x·Wᵀ)² over fixed tiles of output rows, in parallel (buf: a (T,
- * ERR_TILE) product per thread); partial sums are added in tile order, so
- * the result does not depend on the thread count. */
 #define ERR_TILE 128
-static double sumsq_of_product(const float *x, int T, int cols, const float *W, int rows, float *buf, int nt) {
-    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
-    double part[4096];
-    if (tiles > 4096) tiles = 4096; /* rows beyond 512k: never for real models */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int k = 0; k < tiles; k++) {
-        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, W + (size_t)r0 * cols, cols,
-                    0.0f, b, n);
-        double s = 0;
-        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
-        part[k] = s;
-    }
-    double s = 0;
-    for (int k = 0; k < tiles; k++) s += part[k];
-    return s;
-}
 
 /* Rows [r0, r0 + n) of W − Ŵ into dt (n, cols): Ŵ from the codes, or W
  * rounded to f16 for a layer the plan keeps in F16 (install's Ŵ). */
@@ -270,47 +249,42 @@ static void error_rows(const float *W, const dq_qtensor *qt, int r0, int n, int 
     for (size_t i = 0; i < (size_t)n * cols; i++) dt[i] = w[i] - dt[i];
 }
 
-/* sumsq_of_product(x, W − Ŵ) without W − Ŵ: each tile of rows is formed
- * from the codes when its turn comes (dt: nt tiles of ERR_TILE x cols), so
- * the head — vocab x dim, the largest matrix of a model — is not copied
- * twice more. Same tiles, same order, same sum. */
-static double sumsq_of_error(const float *x, int T, int cols, const float *W, const dq_qtensor *qt, int rows,
-                             float *buf, float *dt, int nt) {
-    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
-    double part[4096];
-    if (tiles > 4096) tiles = 4096;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int k = 0; k < tiles; k++) {
-        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
-        error_rows(W, qt, r0, n, cols, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, d, cols, 0.0f, b, n);
-        double s = 0;
-        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
-        part[k] = s;
-    }
-    double s = 0;
-    for (int k = 0; k < tiles; k++) s += part[k];
-    return s;
+/* Rows [r0, r0 + n) of A into d: A = W − Ŵ with Ŵ = Q, or from qt's codes
+ * (error_rows), or A = W (neither). */
+static const float *rows_of(const float *W, const float *Q, const dq_qtensor *qt, int r0, int n, int cols, float *d) {
+    const float *w = W + (size_t)r0 * cols;
+    if (qt) error_rows(W, qt, r0, n, cols, d);
+    else if (Q)
+        for (size_t i = 0; i < (size_t)n * cols; i++) d[i] = w[i] - Q[(size_t)r0 * cols + i];
+    else return w; /* W itself: no copy */
+    return d;
 }
 
-/* sumsq_of_product(x, W − Ŵ) from W and Ŵ, the difference formed a tile
- * of rows at a time in dt (nt tiles of ERR_TILE x cols): the same tiles,
- * values and order as with the whole difference, so the same sum. */
-static double sumsq_of_diff(const float *x, int T, int cols, const float *W, const float *Q, int rows, float *buf,
-                            float *dt, int nt) {
+/* Σ over A's rows (A as rows_of) of ‖x aᵀ‖² (x: T inputs, G NULL) or of
+ * a G aᵀ (G: cols x cols, full, fp32), over fixed tiles of ERR_TILE rows in
+ * parallel: each tile's A rows formed in the thread's dt tile, its product a
+ * single-threaded sgemm into the thread's buf tile ((T, ERR_TILE) or
+ * (ERR_TILE, cols)), its sum in double; tile sums are added in tile order,
+ * so the result does not depend on the thread count, and the difference
+ * W − Ŵ never exists whole (the head, vocab x dim, is not copied twice). */
+static double tiled_sumsq(const float *x, int T, const float *G, int cols, const float *W, const float *Q,
+                          const dq_qtensor *qt, int rows, float *buf, float *dt, int nt) {
     int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
     double part[4096];
-    if (tiles > 4096) tiles = 4096;
+    if (tiles > 4096) tiles = 4096; /* rows beyond 512k: never for real models */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int k = 0; k < tiles; k++) {
-        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * T, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
-        const float *w = W + (size_t)r0 * cols, *q = Q + (size_t)r0 * cols;
-        for (size_t i = 0; i < (size_t)n * cols; i++) d[i] = w[i] - q[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, d, cols, 0.0f, b, n);
+        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE, th = omp_get_thread_num();
+        float *b = buf + (size_t)th * ERR_TILE * (G ? cols : T);
+        const float *a = rows_of(W, Q, qt, r0, n, cols, dt + (size_t)th * ERR_TILE * cols);
         double s = 0;
-        for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
+        if (G) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, cols, 1.0f, a, cols, G, cols, 0.0f, b, cols);
+            for (size_t i = 0; i < (size_t)n * cols; i++) s += (double)b[i] * a[i];
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, cols, 1.0f, x, cols, a, cols, 0.0f, b, n);
+            for (size_t i = 0; i < (size_t)T * n; i++) s += (double)b[i] * b[i];
+        }
         part[k] = s;
     }
     double s = 0;
@@ -342,33 +316,6 @@ static bool error_by_gram(double tokens, const int *rows, const int *cols, const
     return gram < products;
 }
 
-/* Σ_r a_r G a_rᵀ over the rows of A = W − Ŵ (Ŵ = Q, or from qt's codes) or
- * of A = W (neither): G (cols x cols, full, fp32); tiles of rows in
- * parallel, each a single-threaded sgemm, added in tile order. */
-static double quad_form(const float *W, const float *Q, const dq_qtensor *qt, int rows, int cols, const float *G,
-                        float *buf, float *dt, int nt) {
-    int tiles = (rows + ERR_TILE - 1) / ERR_TILE;
-    double part[4096];
-    if (tiles > 4096) tiles = 4096;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int k = 0; k < tiles; k++) {
-        int r0 = k * ERR_TILE, n = rows - r0 < ERR_TILE ? rows - r0 : ERR_TILE;
-        float *b = buf + (size_t)omp_get_thread_num() * ERR_TILE * cols, *d = dt + (size_t)omp_get_thread_num() * ERR_TILE * cols;
-        const float *w = W + (size_t)r0 * cols;
-        if (qt) error_rows(W, qt, r0, n, cols, d);
-        else if (Q)
-            for (size_t i = 0; i < (size_t)n * cols; i++) d[i] = w[i] - Q[(size_t)r0 * cols + i];
-        else memcpy(d, w, (size_t)n * cols * sizeof *d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, cols, 1.0f, d, cols, G, cols, 0.0f, b, cols);
-        double s = 0;
-        for (size_t i = 0; i < (size_t)n * cols; i++) s += (double)b[i] * d[i];
-        part[k] = s;
-    }
-    double s = 0;
-    for (int k = 0; k < tiles; k++) s += part[k];
-    return s;
-}
-
 /* A window's input x of `tap` into its exact Gram sum. */
 static void gram_of_tap(err_ctx *e, int tap, const float *x, int T, int cols) {
     if (e->oom) return;
@@ -393,9 +340,9 @@ static void err_tap(void *ctx, const dq_tap_data *d) {
     for (int k = 0; k < e->n; k++) {
         if (e->tap[k] != (int)d->tap) continue;
         double *v = e->per_window + (size_t)k * e->n_windows + e->window;
-        v[0] += sumsq_of_diff(d->x, d->T, d->cols, e->W[k], e->Q[k], e->rows[k], e->buf, e->dt, e->nt);
-        v[(size_t)DQ_LIN_PER_BLOCK * e->n_windows] += sumsq_of_product(d->x, d->T, d->cols, e->W[k], e->rows[k],
-                                                                       e->buf, e->nt);
+        v[0] += tiled_sumsq(d->x, d->T, NULL, d->cols, e->W[k], e->Q[k], NULL, e->rows[k], e->buf, e->dt, e->nt);
+        v[(size_t)DQ_LIN_PER_BLOCK * e->n_windows] += tiled_sumsq(d->x, d->T, NULL, d->cols, e->W[k], NULL, NULL,
+                                                                  e->rows[k], e->buf, e->dt, e->nt);
     }
 }
 
@@ -703,8 +650,8 @@ static dq_status errors_from_gram(const run_ctx *c, err_ctx *e, dq_error *err) {
         if (G) hessian_mean(e->G[t], n, n, 1.0, G);
         for (int k = 0; G && k < e->n; k++)
             if (e->tap[k] == t) {
-                e->num[k] = quad_form(e->W[k], e->Q[k], NULL, e->rows[k], n, G, e->buf, e->dt, e->nt);
-                e->den[k] = quad_form(e->W[k], NULL, NULL, e->rows[k], n, G, e->buf, e->dt, e->nt);
+                e->num[k] = tiled_sumsq(NULL, 0, G, n, e->W[k], e->Q[k], NULL, e->rows[k], e->buf, e->dt, e->nt);
+                e->den[k] = tiled_sumsq(NULL, 0, G, n, e->W[k], NULL, NULL, e->rows[k], e->buf, e->dt, e->nt);
             }
         free(G);
         free(e->G[t]);
@@ -830,8 +777,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
             gram_of_tap(&e, tap, c->scratch, cs->len, d);
             continue;
         }
-        per_window[w] = sumsq_of_error(c->scratch, cs->len, d, W, &ql->qt, V, buf, dt, nt);
-        per_window[cs->n + w] = sumsq_of_product(c->scratch, cs->len, d, W, V, buf, nt);
+        per_window[w] = tiled_sumsq(c->scratch, cs->len, NULL, d, W, NULL, &ql->qt, V, buf, dt, nt);
+        per_window[cs->n + w] = tiled_sumsq(c->scratch, cs->len, NULL, d, W, NULL, NULL, V, buf, dt, nt);
     }
     st = dq_comm_agree(c->comm, st ? st : e.oom ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK, err);
     if (!st && e.by_gram) { /* Ŵ from the codes, a tile of rows at a time */
@@ -841,8 +788,8 @@ static dq_status quantize_head(run_ctx *c, dq_error *err) {
         if (!st && !G) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
         if (G) {
             hessian_mean(e.G[tap], n, n, 1.0, G);
-            num = quad_form(W, NULL, &ql->qt, V, n, G, buf, dt, nt);
-            den = quad_form(W, NULL, NULL, V, n, G, buf, dt, nt);
+            num = tiled_sumsq(NULL, 0, G, n, W, NULL, &ql->qt, V, buf, dt, nt);
+            den = tiled_sumsq(NULL, 0, G, n, W, NULL, NULL, V, buf, dt, nt);
         }
         free(G);
     } else if (!st) st = sum_errors(c, per_window, 1, cs->n, &num, &den, err);
