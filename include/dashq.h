@@ -357,6 +357,59 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
                       dq_quantize_report *report, dq_error *err);
 void dq_quantize_report_free(dq_quantize_report *r);
 
+/* ---- one matrix: the solvers alone ----------------------------------------- */
+
+/* dq_solve quantizes one weight matrix the way dq_quantize quantizes each
+ * linear layer, from a calibration statistic the caller brings (researchers
+ * comparing solvers; the Python package's dashq.gptq / dashq.dashq /
+ * dashq.rtn). Same table row, options, padding and codes as the pipeline. */
+typedef struct {
+    const char *method;  /* a row of the quantizer table (dq_quantize_methods()); oac is GPTQ's solve on the
+                            output-adaptive Hessian, which the caller then brings */
+    const char *options; /* as dq_quantize_params.options; NULL: the reference settings */
+    int bits, group;     /* 2..8; 16..128 (a width it does not divide is padded with zero columns) or -1 */
+    const char *type;    /* a llama.cpp block type (Q4_0, Q4_K, IQ4_NL, ...: one tensor's grid, not a file's
+                            mix of types) instead of bits and group; NULL: plain groups */
+    bool fp32_params;    /* scale and zero kept in fp32, as the GPTQ reference keeps them; default: rounded to
+                            fp16 before coding, as packed checkpoints store them */
+    int n_threads;       /* 0: every core; the result does not depend on it */
+} dq_solve_params;
+
+/* DASH-Q, 4 bits, groups of 128. */
+dq_solve_params dq_solve_default_params(void);
+
+/* What dq_solve will write for a rows x cols matrix. */
+typedef struct {
+    int rows, cols;
+    int qcols;           /* codes per row: cols, plus the zero padding up to a multiple of the group */
+    int group;           /* weights per (scale, zero): the group, the whole row, or the block type's sub-block */
+    int groups_per_row;  /* qcols / group */
+    int bits;            /* the type's nominal bits for a block type */
+    size_t stat_floats;  /* the statistic the method reads: 0 (none), cols (diagonal), cols * cols (Hessian) */
+    const char *stat;    /* "none", "diagonal" or "hessian" */
+    size_t row_bytes;    /* with a type: one row as llama.cpp's blocks; else 0 */
+} dq_solve_shape;
+
+/* Checks p against a rows x cols matrix (method, options, bits, group, type)
+ * and says what dq_solve will take and give. */
+dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, dq_error *err);
+
+/* Quantizes W (rows x cols, row-major; read only) under stat, the mean over
+ * calibration tokens of x xᵀ (cols x cols) or of x² (cols), as the plan's
+ * stat says (NULL for none; a positive multiple, such as the reference's
+ * 2/n Σ x xᵀ, gives the same codes up to rounding). Outputs are the
+ * caller's, sized by dq_solve_plan; any may be NULL:
+ *   codes  (rows x qcols) uint8: ŵ = scale · (q − zero) within each group
+ *          (block types: each sub-block's effective step, see dq_solve_shape)
+ *   scale, zero (rows x groups_per_row) float
+ *   deq    (rows x cols) float: Ŵ as a runtime decodes it (padding dropped)
+ *   blocks (rows x row_bytes): with a type, the rows as llama.cpp stores them.
+ * Not finite weights or statistics, a negative curvature and a wrong stat
+ * size are errors naming what was wrong; nothing is written then. */
+dq_status dq_solve(const dq_solve_params *p, const float *W, int rows, int cols, const float *stat,
+                   size_t stat_floats, uint8_t *codes, float *scale, float *zero, float *deq, void *blocks,
+                   dq_error *err);
+
 /* ---- evaluation: perplexity and KL divergence -------------------------- */
 
 typedef struct {

@@ -1,0 +1,139 @@
+/* dq_solve: one weight matrix through a row of the quantizer table, with the
+ * statistic the caller brings (dashq.h). The same options, padding and
+ * solver as the pipeline's solve_linear (calib/pipeline.c), so a matrix and
+ * its statistic give the codes the pipeline writes for them. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/ggml_types.h"
+#include "quant/methods.h"
+#include "util/error.h"
+
+static const char *const STAT_NAMES[DQ_STAT_COUNT] = {"none", "diagonal", "hessian"};
+
+dq_solve_params dq_solve_default_params(void) {
+    return (dq_solve_params){.method = "dashq", .bits = 4, .group = 128};
+}
+
+/* The method's row and its options for a width of cols, padding included. */
+static dq_status solve_opts(const dq_solve_params *p, int cols, const dq_method_info **mi, dq_quant_opts *q,
+                            dq_error *err) {
+    if (!p || !p->method || !(*mi = dq_method_find(p->method)))
+        return dq_fail(err, DQ_ERR_ARG, "unknown method %s (%s)", p && p->method ? p->method : "(none)",
+                       dq_method_names());
+    *q = dq_quant_defaults((*mi)->method, p->bits, p->group);
+    dq_status st = dq_method_set_options(*mi, p->options, q, err);
+    if (st) return st;
+    q->fp16_params = !p->fp32_params;
+    if (p->type) {
+        int t = dq_ggml_type_by_name(p->type);
+        if (t < 0 || !(q->grid = dq_grid_of((dq_ggml_type)t)))
+            return dq_fail(err, DQ_ERR_ARG, "%s is not a llama.cpp block type we fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
+                                            "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)", p->type);
+        q->bits = dq_grid_bits(q->grid), q->group = q->grid->sub;
+    } else if (q->group > 0 && cols % q->group) {
+        q->pad = q->group - cols % q->group;
+    }
+    return dq_quant_check(q, cols + q->pad, "W", err);
+}
+
+dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, dq_error *err) {
+    memset(shape, 0, sizeof *shape);
+    if (rows < 1 || cols < 1 || (size_t)rows * (size_t)cols > SIZE_MAX / 2 / sizeof(float) ||
+        (size_t)cols > SIZE_MAX / sizeof(float) / (size_t)cols)
+        return dq_fail(err, DQ_ERR_ARG, "W is %d x %d: rows and columns must be at least 1 and fit in memory", rows,
+                       cols);
+    const dq_method_info *mi;
+    dq_quant_opts q;
+    dq_status st = solve_opts(p, cols, &mi, &q, err);
+    if (st) return st;
+    int qcols = cols + q.pad;
+    *shape = (dq_solve_shape){.rows = rows, .cols = cols, .qcols = qcols, .bits = q.bits,
+                              .group = q.group > 0 ? q.group : qcols, .stat = STAT_NAMES[mi->stat],
+                              .stat_floats = dq_stat_floats(mi->stat, cols)};
+    shape->groups_per_row = qcols / shape->group;
+    if (q.grid) shape->row_bytes = dq_ggml_row_bytes(q.grid->type, (size_t)cols);
+    return DQ_OK;
+}
+
+/* A statistic the solvers can take: finite, no negative curvature. */
+static dq_status check_stat(const float *stat, size_t n, int cols, bool full, dq_error *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(stat[i]))
+            return full ? dq_fail(err, DQ_ERR_NUMERIC, "H[%zu, %zu] is not finite", i / cols, i % cols)
+                        : dq_fail(err, DQ_ERR_NUMERIC, "h[%zu] is not finite", i);
+    for (int j = 0; j < cols; j++) {
+        float d = full ? stat[(size_t)j * cols + j] : stat[j];
+        if (d < 0)
+            return dq_fail(err, DQ_ERR_ARG, "%s[%d] = %g is negative: not a mean of squares", full ? "diag(H)" : "h", j,
+                           (double)d);
+    }
+    return DQ_OK;
+}
+
+/* W, or W and the statistic widened with pad zero columns (no curvature). */
+static dq_status pad_inputs(const float *W, int rows, int cols, const float *stat, dq_stat_kind kind, int pad,
+                            float **Wp, float **sp, dq_error *err) {
+    int n = cols + pad;
+    *Wp = *sp = NULL;
+    if (!pad) return DQ_OK;
+    size_t nf = dq_stat_floats(kind, n);
+    *Wp = calloc((size_t)rows * n, sizeof **Wp);
+    *sp = nf ? calloc(nf, sizeof **sp) : NULL;
+    if (!*Wp || (nf && !*sp)) {
+        free(*Wp), free(*sp);
+        *Wp = *sp = NULL;
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory padding a %d x %d matrix", rows, cols);
+    }
+    for (int r = 0; r < rows; r++) memcpy(*Wp + (size_t)r * n, W + (size_t)r * cols, (size_t)cols * sizeof **Wp);
+    if (kind == DQ_STAT_DIAG) memcpy(*sp, stat, (size_t)cols * sizeof **sp);
+    if (kind == DQ_STAT_HESSIAN)
+        for (int i = 0; i < cols; i++) memcpy(*sp + (size_t)i * n, stat + (size_t)i * cols, (size_t)cols * sizeof **sp);
+    return DQ_OK;
+}
+
+static void copy_out(const dq_qtensor *t, const dq_solve_shape *s, uint8_t *codes, float *scale, float *zero,
+                     float *deq, void *blocks) {
+    size_t ng = (size_t)s->rows * s->groups_per_row;
+    if (codes) memcpy(codes, t->q, (size_t)s->rows * s->qcols);
+    if (scale) memcpy(scale, t->scale, ng * sizeof *scale);
+    if (zero) memcpy(zero, t->zero, ng * sizeof *zero);
+    if (deq) dq_qtensor_dequantize(t, deq);
+    if (blocks && t->grid)
+        for (int r = 0; r < s->rows; r++) dq_qtensor_encode_row(t, r, (uint8_t *)blocks + (size_t)r * s->row_bytes);
+}
+
+dq_status dq_solve(const dq_solve_params *p, const float *W, int rows, int cols, const float *stat,
+                   size_t stat_floats, uint8_t *codes, float *scale, float *zero, float *deq, void *blocks,
+                   dq_error *err) {
+    dq_solve_shape shape;
+    dq_status st = dq_solve_plan(p, rows, cols, &shape, err);
+    if (st) return st;
+    const dq_method_info *mi;
+    dq_quant_opts q;
+    solve_opts(p, cols, &mi, &q, err); /* checked by the plan */
+    if (!W) return dq_fail(err, DQ_ERR_ARG, "no weight matrix");
+    for (size_t i = 0, n = (size_t)rows * cols; i < n; i++)
+        if (!isfinite(W[i])) return dq_fail(err, DQ_ERR_NUMERIC, "W[%zu, %zu] is not finite", i / cols, i % cols);
+    if (shape.stat_floats && (!stat || stat_floats != shape.stat_floats))
+        return dq_fail(err, DQ_ERR_ARG, "method %s needs the %s of the input's curvature (%zu floats for %d columns), "
+                                        "got %zu", mi->name, shape.stat, shape.stat_floats, cols, stat ? stat_floats : 0);
+    if (!shape.stat_floats && stat && stat_floats)
+        return dq_fail(err, DQ_ERR_ARG, "method %s takes no calibration statistic", mi->name);
+    if (shape.stat_floats && (st = check_stat(stat, stat_floats, cols, mi->stat == DQ_STAT_HESSIAN, err))) return st;
+    float *Wp, *sp;
+    if ((st = pad_inputs(W, rows, cols, stat, mi->stat, q.pad, &Wp, &sp, err))) return st;
+    dq_qtensor t = {0};
+    int nt = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
+    st = mi->solve(Wp ? Wp : W, rows, shape.qcols, shape.stat_floats ? (sp ? sp : stat) : NULL, &q, nt, &t, err);
+    free(Wp);
+    free(sp);
+    if (st) return st;
+    t.in_cols = cols;
+    copy_out(&t, &shape, codes, scale, zero, deq, blocks);
+    dq_qtensor_free(&t);
+    return DQ_OK;
+}
