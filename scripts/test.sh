@@ -22,7 +22,7 @@ echo "== release build (gcc, -Wall -Wextra -Werror)"
 run build "" -DCMAKE_BUILD_TYPE=Release
 echo "== ASan + UBSan build"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run build-sanitize "-E llamacpp|real_|golden" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDQ_SANITIZE=ON
+  run build-sanitize "-E llamacpp|real_|golden|python" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDQ_SANITIZE=ON
 # short runs of every parser's fuzzer (2 min 20 s in all); scripts/fuzz.sh
 # HOURS runs the long campaign
 echo "== libFuzzer: GGUF reader, 45 s"

@@ -25,7 +25,7 @@ def fixtures() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    p = os.environ.get("DASHQ_CLI", str(REPO / "build" / "dashq"))
+    p = os.path.abspath(os.environ.get("DASHQ_CLI", str(REPO / "build" / "dashq")))
     if not (os.path.isfile(p) and os.access(p, os.X_OK)):
         if os.environ.get("DASHQ_REQUIRE_CLI") == "1":
             pytest.fail(f"no dashq CLI at {p} (DASHQ_CLI)")

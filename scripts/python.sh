@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The Python package (python/, issue #18) as a user gets it: builds the wheel
+# from this checkout (`pip wheel ./python`), installs it into a fresh virtual
+# environment with numpy, cffi, pytest and tqdm from PyPI, imports it outside
+# the checkout, and runs python/tests there, checking its outputs against the
+# CLI in BUILD (default build/).   scripts/python.sh [BUILD]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(cd "${1:-build}" && pwd)
+venv=$build/python-venv
+rm -rf "$venv" "$build/wheels"
+python3 -m pip wheel ./python --no-deps -w "$build/wheels" -q
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q "$build"/wheels/dashq-*.whl pytest tqdm
+(cd / && "$venv/bin/python" -c "import dashq; print('dashq', dashq.__version__, 'imported from', dashq.__file__)")
+DASHQ_CLI=$build/dashq DASHQ_REQUIRE_CLI=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests
