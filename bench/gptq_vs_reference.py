@@ -7,6 +7,9 @@ folder. Both sides use every online core (torch.set_num_threads). Solve time
 only: H is given, as both would have accumulated it during calibration.
 
   /usr/bin/python3 bench/gptq_vs_reference.py GPTQ_DIR [BUILD_DIR] [--max-cols N]
+With the Python package importable (a venv of Debian's python3 with
+--system-site-packages for torch, then pip install ./python), the same solve
+through dashq.gptq on the numpy arrays gets its own column.
 Prints a markdown table; W4 g128, asymmetric, fp32 parameters, no act-order."""
 import contextlib, io, os, subprocess, sys, tempfile, time, types
 import numpy as np
@@ -21,6 +24,10 @@ sys.path.insert(0, gptq_dir)
 torch.cuda.synchronize = lambda *a: None
 import gptq as ref  # noqa: E402
 import quant as refq  # noqa: E402
+try:  # the Python package (pip install ./python into this interpreter's environment)
+    import dashq  # noqa: E402
+except ImportError:
+    dashq = None
 
 ncpu = os.cpu_count()
 torch.set_num_threads(ncpu)
@@ -56,9 +63,17 @@ def time_ours(method, W, S, tmp):
                          check=True, capture_output=True, text=True).stdout
     return float(out.split()[1])
 
-print(f"GPTQ solve, W4 g128, {ncpu} threads (torch {torch.__version__})\n")
-print("| W shape | reference (s) | dashq GPTQ (s) | speed-up | dashq DASH-Q (s) | GPTQ / DASH-Q |")
-print("|---|---|---|---|---|---|")
+def time_python(W, H):
+    """dashq.gptq on the numpy arrays: the same solve through the Python package."""
+    t0 = time.perf_counter()
+    dashq.gptq(W, H, 4, 128, fp32_params=True)
+    return time.perf_counter() - t0
+
+print(f"GPTQ solve, W4 g128, {ncpu} threads (torch {torch.__version__}"
+      f"{', dashq ' + dashq.__version__ + ' from ' + os.path.dirname(dashq.__file__) if dashq else ''})\n")
+py = "dashq.gptq from Python (s) | speed-up |" if dashq else ""
+print(f"| W shape | reference (s) | dashq GPTQ (s) | speed-up | {py} dashq DASH-Q (s) | GPTQ / DASH-Q |")
+print("|---|---|---|---|---|---|" + ("---|---|" if dashq else ""))
 with tempfile.TemporaryDirectory() as tmp:
     for rows, cols in [(1024, 1024), (4096, 4096), (4096, 14336)]:
         if cols > max_cols:
@@ -67,4 +82,6 @@ with tempfile.TemporaryDirectory() as tmp:
         tr = time_reference(W, H)
         tg = time_ours("gptq", W, H, tmp)
         td = time_ours("dashq", W, np.ascontiguousarray(np.diag(H)).astype(np.float32), tmp)
-        print(f"| {rows}x{cols} | {tr:.2f} | {tg:.2f} | {tr/tg:.2f}x | {td:.3f} | {tg/td:.0f}x |", flush=True)
+        tp = time_python(W, H) if dashq else 0
+        py = f"{tp:.2f} | {tr/tp:.2f}x |" if dashq else ""
+        print(f"| {rows}x{cols} | {tr:.2f} | {tg:.2f} | {tr/tg:.2f}x | {py} {td:.3f} | {tg/td:.0f}x |", flush=True)
