@@ -21,6 +21,10 @@ class Quantized:
     scale, zero: (rows, qcols // group) float32 (fp16-representable unless fp32_params)
     dequantized: (rows, cols) float32, the matrix a runtime decodes
     blocks: with a llama.cpp type, (rows, row_bytes) uint8, the rows as GGUF stores them; else None
+
+    With a block type, group is its sub-block and scale/zero each sub-block's effective step
+    (K-quants: the super-scale times the integer sub-scale); IQ4_NL's codes index its 16
+    non-uniform levels, so there use dequantized or blocks.
     """
 
     codes: np.ndarray
