@@ -546,7 +546,7 @@ static dq_status gather_gradients(run_ctx *c, dq_error *err) {
     c->stats.grads = NULL;
     dq_status st = dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, &c->o->progress, &c->stats.grads, err);
     if (st) return st;
-    if (c->r->t_gradients == 0) c->r->grad_loss = dq_grad_store_loss(c->stats.grads);
+    if (c->r->grad_passes++ == 0) c->r->grad_loss = dq_grad_store_loss(c->stats.grads);
     c->r->t_gradients += dq_grad_store_seconds(c->stats.grads);
     return DQ_OK;
 }

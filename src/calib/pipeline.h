@@ -93,7 +93,8 @@ typedef struct dq_quant_result {
     int n;
     double t_forward, t_stats, t_solve, t_total;
     double t_gradients; /* output-adaptive curvature: the gradient pass (calib/gradients.h) */
-    double grad_loss;   /* its mean cross-entropy over the windows */
+    double grad_loss;   /* its mean cross-entropy over the windows (the first pass's) */
+    int grad_passes;    /* gradient passes run: one, or one more per refresh */
 } dq_quant_result;
 
 /* Quantizes m in place: its linear weights become the dequantized Ŵ that the

@@ -170,7 +170,10 @@ static void test_oac_end_to_end(void **st) {
         if (same != (once.layers[i].layer == 0))
             fail_msg("%s: refresh=1 %s", once.layers[i].name, same ? "changed nothing" : "changed block 0");
     }
-    assert_true(fresh.t_gradients > once.t_gradients && fresh.grad_loss == once.grad_loss);
+    /* a count, not the pass's wall time: timings under a loaded CI machine prove nothing */
+    assert_int_equal(once.grad_passes, 1);
+    assert_int_equal(fresh.grad_passes, 6); /* before block 0, then before each of gut6l's blocks 1..5 */
+    assert_true(fresh.grad_loss == once.grad_loss);
     dq_quant_result_free(&once), dq_quant_result_free(&fresh);
     dq_model_free(m1), dq_model_free(m2);
     dq_calib_free(&cs);
