@@ -1,6 +1,6 @@
 """Paths the tests need: ../shared (models, texts, tasks; DASHQ_SHARED), the
 repository's GPTQ fixture, and the CLI for the same-bytes checks (DASHQ_CLI,
-default build/dashq; required when DASHQ_REQUIRE_CLI=1, as scripts/test.sh sets)."""
+default build/dashq; required when DASHQ_REQUIRE_CLI=1, as scripts/python.sh sets)."""
 import os
 import pathlib
 import shutil

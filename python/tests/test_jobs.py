@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import subprocess
+import warnings
 
 import pytest
 
@@ -105,6 +106,25 @@ def test_notes_become_warnings(work):
     with pytest.warns(dashq.DashqWarning, match="windows overlap"):
         dashq.quantize(MODEL, "q", method="dashq", bits=4, group=32, calib="short.txt", nsamples=8, seqlen=128,
                        progress=False)
+
+
+def test_a_warning_filter_set_to_error_stops_the_job(work):
+    pathlib.Path("short.txt").write_text("Once upon a time there was a little cat. " * 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dashq.DashqWarning)
+        with pytest.raises(dashq.DashqWarning, match="windows overlap"):
+            dashq.quantize(MODEL, "q", method="dashq", bits=4, group=32, calib="short.txt", nsamples=8, seqlen=128,
+                           progress=False)
+    assert not os.path.exists("q")
+
+
+def test_paths_spectrum_and_task_lists(work):
+    r = dashq.quantize(os.fsencode(MODEL), pathlib.Path("q"), method="gptq", bits=4, group=32, spectrum=True, **QARGS)
+    assert all(t.h_lmax > 0 and t.h_lmax >= t.h_lmean > 0 and t.h_cond >= 1 for t in r.tensors)
+    t = dashq.evaluate("q", tasks="arc_easy,", limit=5, data_dir="shared/data", items="items.jsonl",
+                       progress=False).tasks
+    assert list(t) == ["arc_easy"] and t["arc_easy"].n == 5
+    assert len(pathlib.Path("items.jsonl").read_text().splitlines()) == 5
 
 
 def test_errors_are_exceptions_naming_the_file(work, tmp_path):

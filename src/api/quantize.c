@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,10 +32,17 @@ dq_quantize_params dq_quantize_default_params(void) {
 const char *dq_quantize_methods(void) { return dq_method_names(); }
 const char *dq_quantize_gguf_types(void) { return dq_type_plan_names(); }
 
-const char *dq_quantize_transforms(void) {
-    static char buf[256];
-    snprintf(buf, sizeof buf, "rotations: %s; smoothings: %s", dq_rotation_names(), dq_smoothing_names());
-    return buf;
+static char transform_names[256];
+
+static void build_transform_names(void) {
+    snprintf(transform_names, sizeof transform_names, "rotations: %s; smoothings: %s", dq_rotation_names(),
+             dq_smoothing_names());
+}
+
+const char *dq_quantize_transforms(void) { /* built once, whichever thread asks first */
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, build_transform_names);
+    return transform_names;
 }
 
 void dq_quantize_method_help(char *buf, size_t cap, const char *prefix) {

@@ -2,6 +2,7 @@
  * statistic the caller brings (dashq.h). The same options, padding and
  * solver as the pipeline's solve_linear (calib/pipeline.c), so a matrix and
  * its statistic give the codes the pipeline writes for them. */
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -34,7 +35,7 @@ static dq_status solve_opts(const dq_solve_params *p, int cols, const dq_method_
             return dq_fail(err, DQ_ERR_ARG, "%s is not a llama.cpp block type we fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
                                             "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)", p->type);
         q->bits = dq_grid_bits(q->grid), q->group = q->grid->sub;
-    } else if (q->group > 0 && cols % q->group) {
+    } else if (q->group >= 16 && q->group <= 128 && cols % q->group) { /* others: refused below */
         q->pad = q->group - cols % q->group;
     }
     return dq_quant_check(q, cols + q->pad, "W", err);
@@ -42,15 +43,18 @@ static dq_status solve_opts(const dq_solve_params *p, int cols, const dq_method_
 
 dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, dq_error *err) {
     memset(shape, 0, sizeof *shape);
-    if (rows < 1 || cols < 1 || (size_t)rows * (size_t)cols > SIZE_MAX / 2 / sizeof(float) ||
-        (size_t)cols > SIZE_MAX / sizeof(float) / (size_t)cols)
-        return dq_fail(err, DQ_ERR_ARG, "W is %d x %d: rows and columns must be at least 1 and fit in memory", rows,
-                       cols);
+    if (rows < 1 || cols < 1 || cols > INT_MAX - 128)
+        return dq_fail(err, DQ_ERR_ARG, "W is %d x %d: rows and columns must be at least 1", rows, cols);
     const dq_method_info *mi;
     dq_quant_opts q;
     dq_status st = solve_opts(p, cols, &mi, &q, err);
     if (st) return st;
     int qcols = cols + q.pad;
+    /* what the solve allocates: W padded (rows x qcols floats), the padded Hessian (qcols²) */
+    size_t limit = SIZE_MAX / 4 / sizeof(float);
+    if ((size_t)rows > limit / (size_t)qcols || (mi->stat == DQ_STAT_HESSIAN && (size_t)qcols > limit / (size_t)qcols))
+        return dq_fail(err, DQ_ERR_NOMEM, "W is %d x %d (%d padded): its buffers would not fit in memory", rows, cols,
+                       qcols);
     *shape = (dq_solve_shape){.rows = rows, .cols = cols, .qcols = qcols, .bits = q.bits,
                               .group = q.group > 0 ? q.group : qcols, .stat = STAT_NAMES[mi->stat],
                               .stat_floats = dq_stat_floats(mi->stat, cols)};
@@ -59,18 +63,24 @@ dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_s
     return DQ_OK;
 }
 
-/* A statistic the solvers can take: finite, no negative curvature. */
+/* A statistic the solvers can take: finite, no negative curvature, and some
+ * curvature somewhere (GPTQ would take every column for dead and return
+ * zeros; the pipeline refuses a zero output-adaptive statistic the same way). */
 static dq_status check_stat(const float *stat, size_t n, int cols, bool full, dq_error *err) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(stat[i]))
             return full ? dq_fail(err, DQ_ERR_NUMERIC, "H[%zu, %zu] is not finite", i / cols, i % cols)
                         : dq_fail(err, DQ_ERR_NUMERIC, "h[%zu] is not finite", i);
+    bool any = false;
     for (int j = 0; j < cols; j++) {
         float d = full ? stat[(size_t)j * cols + j] : stat[j];
         if (d < 0)
             return dq_fail(err, DQ_ERR_ARG, "%s[%d] = %g is negative: not a mean of squares", full ? "diag(H)" : "h", j,
                            (double)d);
+        any |= d > 0;
     }
+    if (!any)
+        return dq_fail(err, DQ_ERR_NUMERIC, "the %s is zero: no column has any curvature", full ? "Hessian" : "diagonal");
     return DQ_OK;
 }
 

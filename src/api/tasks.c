@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "eval/tasks.h"
 #include "eval/zeroshot.h"
@@ -21,14 +22,19 @@ struct dq_task_runner {
     const char *data_dir;
 };
 
-const char *dq_task_names(void) {
-    static char buf[256]; /* built once from the task table */
-    if (!buf[0])
-        for (int i = 0; i < DQ_TASK_COUNT; i++) {
-            size_t n = strlen(buf);
-            snprintf(buf + n, sizeof buf - n, "%s%s", i ? ", " : "", dq_task_name((dq_task_id)i));
-        }
-    return buf;
+static char task_names[256];
+
+static void build_task_names(void) {
+    for (int i = 0; i < DQ_TASK_COUNT; i++) {
+        size_t n = strlen(task_names);
+        snprintf(task_names + n, sizeof task_names - n, "%s%s", i ? ", " : "", dq_task_name((dq_task_id)i));
+    }
+}
+
+const char *dq_task_names(void) { /* built once from the task table, whichever thread asks first */
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, build_task_names);
+    return task_names;
 }
 
 dq_status dq_task_runner_new(const dq_model *m, const dq_tokenizer *t, const dq_tasks_params *p, dq_task_runner **out,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "util/error.h"
 
@@ -143,14 +144,19 @@ const dq_method_info *dq_method_find(const char *name) {
     return NULL;
 }
 
-const char *dq_method_names(void) {
-    static char buf[256]; /* built once from the table; the CLI is single-threaded when it asks */
-    if (!buf[0])
-        for (int i = 0; i < DQ_METHOD_COUNT; i++) {
-            size_t n = strlen(buf);
-            snprintf(buf + n, sizeof buf - n, "%s%s", i ? ", " : "", DQ_METHODS[i].name);
-        }
-    return buf;
+static char method_names[256];
+
+static void build_method_names(void) {
+    for (int i = 0; i < DQ_METHOD_COUNT; i++) {
+        size_t n = strlen(method_names);
+        snprintf(method_names + n, sizeof method_names - n, "%s%s", i ? ", " : "", DQ_METHODS[i].name);
+    }
+}
+
+const char *dq_method_names(void) { /* built once from the table, whichever thread asks first */
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, build_method_names);
+    return method_names;
 }
 
 size_t dq_stat_floats(dq_stat_kind k, int cols) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "model/forward.h"
 #include "transform/block_stats.h"
@@ -59,20 +60,31 @@ const dq_smoothing_info *dq_smoothing_find(const char *name) {
     return NULL;
 }
 
-const char *dq_rotation_names(void) {
-    static char buf[128];
+/* The name lists are built once (call_once): error messages ask for them
+ * from any thread, e.g. two Python threads quantizing at once. */
+static char rotation_names[128], smoothing_names[128];
+
+static void build_names(void) {
     size_t k = 0;
     for (int i = 0; i < DQ_N_ROTATIONS; i++)
-        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", i ? ", " : "", DQ_ROTATIONS[i].name);
-    return buf;
+        k += (size_t)snprintf(rotation_names + k, sizeof rotation_names - k, "%s%s", i ? ", " : "",
+                              DQ_ROTATIONS[i].name);
+    k = 0;
+    for (int i = 0; i < DQ_N_SMOOTHINGS; i++)
+        k += (size_t)snprintf(smoothing_names + k, sizeof smoothing_names - k, "%s%s", i ? ", " : "",
+                              DQ_SMOOTHINGS[i].name);
+}
+
+static once_flag names_once = ONCE_FLAG_INIT;
+
+const char *dq_rotation_names(void) {
+    call_once(&names_once, build_names);
+    return rotation_names;
 }
 
 const char *dq_smoothing_names(void) {
-    static char buf[128];
-    size_t k = 0;
-    for (int i = 0; i < DQ_N_SMOOTHINGS; i++)
-        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", i ? ", " : "", DQ_SMOOTHINGS[i].name);
-    return buf;
+    call_once(&names_once, build_names);
+    return smoothing_names;
 }
 
 static bool rotates(const dq_transform_opts *o) { return o->rotate && o->rotate->make; }

@@ -228,7 +228,13 @@ static void test_errors(void **st) {
     expect_error(&p, W, 4, 64, NULL, 0, DQ_ERR_ARG, "F16 is not a llama.cpp block type");
     p.type = NULL;
     expect_error(&p, W, 0, 64, NULL, 0, DQ_ERR_ARG, "W is 0 x 64");
-    expect_error(&p, W, 0x7fffffff, 0x7fffffff, NULL, 0, DQ_ERR_ARG, "fit in memory");
+    expect_error(&p, W, 0x7fffffff, 0x7fffffff, NULL, 0, DQ_ERR_ARG, "at least 1"); /* past INT_MAX - 128 */
+    expect_error(&p, W, 0x7fffffff, 0x7fff0000, NULL, 0, DQ_ERR_NOMEM, "would not fit in memory");
+    p.method = "gptq", p.group = 0x40000001; /* a bad group is refused, not used to pad */
+    expect_error(&p, W, 4, 0x7fff0000, NULL, 0, DQ_ERR_ARG, "group size must be");
+    p.group = 32;
+    float Z[64 * 64] = {0};
+    expect_error(&p, W, 4, 64, Z, 64 * 64, DQ_ERR_NUMERIC, "the Hessian is zero");
 }
 
 int main(void) {

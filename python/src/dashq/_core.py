@@ -85,7 +85,7 @@ class CStrings:
     def __call__(self, s: Optional[Union[str, os.PathLike]]):
         if s is None:
             return ffi.NULL
-        b = os.fsencode(s) if isinstance(s, os.PathLike) else str(s).encode()
+        b = os.fsencode(s)  # str, bytes or a path; a non-UTF-8 file name round-trips
         if b"\0" in b:
             raise ArgumentError(f"{s!r} contains a NUL character")
         c = ffi.new("char[]", b)
@@ -113,9 +113,10 @@ ProgressFn = Callable[[str, int, int], Optional[bool]]
 class Progress:
     """The library's progress and notes for one call. progress: True (a tqdm
     bar per stage when tqdm is installed, else nothing), False, or a callable
-    (stage, done, total) that may return False to cancel. Notes become
-    DashqWarning warnings or log records of the "dashq" logger. An exception
-    raised in a callback cancels the job and is raised again afterwards."""
+    (stage, done, total) that may return a false value (False, 0) to cancel;
+    None goes on. Notes become DashqWarning warnings or log records of the
+    "dashq" logger. An exception raised in a callback, or by a warning filter
+    set to "error", cancels the job and is raised again afterwards."""
 
     def __init__(self, progress: Union[bool, ProgressFn, None]):
         self.fn = progress if callable(progress) else None
@@ -140,7 +141,8 @@ class Progress:
 
     def report(self, stage: str, done: int, total: int) -> bool:
         if self.fn is not None:
-            return self.fn(stage, done, total) is not False
+            r = self.fn(stage, done, total)
+            return r is None or bool(r)
         if self.tqdm is not None:
             if self.bar is None or stage != self.stage:
                 self.close()
@@ -180,8 +182,13 @@ def _dq_progress_cb(stage, done, total, user):
 
 @ffi.def_extern()
 def _dq_note_cb(warning, msg, user):
+    p = ffi.from_handle(user)
     text = ffi.string(msg).decode("utf-8", "replace")
-    if warning:
-        warnings.warn(text, DashqWarning, stacklevel=2)
-    else:
-        log.info(text)
+    try:
+        if warning:
+            warnings.warn(text, DashqWarning, stacklevel=3)  # the caller of quantize/evaluate
+        else:
+            log.info(text)
+    except BaseException as e:  # noqa: BLE001 - warnings as errors: the next progress report cancels, finish() raises
+        if p.exc is None:
+            p.exc = e

@@ -4,10 +4,11 @@ as `dashq quantize` and `dashq eval` do, through the same library calls."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._core import CStrings, Progress, ProgressFn, check, new_error, options_text
+from ._core import CStrings, DashqWarning, Progress, ProgressFn, check, new_error, options_text
 from ._dashq_cffi import ffi, lib
 
 PathLike = Union[str, os.PathLike]
@@ -21,6 +22,10 @@ class TensorReport:
     seconds: float
     in_features: int
     quant_in_features: int    # more than in_features when the group padded the width
+    # with spectrum=True and a method on the full H: the curvature it was solved with (else None)
+    h_lmax: Optional[float] = None
+    h_lmean: Optional[float] = None
+    h_cond: Optional[float] = None     # condition number with 1 % damping
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class _Loaded:
             if lib.dq_tokenizer_vocab_size(self.t[0]) > vocab:
                 from ._core import FormatError
 
-                raise FormatError(f"{self.tokenizer}: tokenizer has {lib.dq_tokenizer_vocab_size(self.t[0])} "
+                raise FormatError(f"{self.tokenizer or self.path}: tokenizer has {lib.dq_tokenizer_vocab_size(self.t[0])} "
                                   f"tokens, model {vocab}", "format")
         except BaseException:
             self.__exit__()
@@ -139,6 +144,8 @@ def quantize(
     rotate: Optional[str] = None,
     smooth: Optional[str] = None,
     smooth_alpha: float = 0.0,
+    hero_beta: float = 0.0,
+    hero_steps: int = 0,
     act_bits: int = 0,
     act_group: int = 0,
     spectrum: bool = False,
@@ -162,6 +169,7 @@ def quantize(
     p.bits, p.group, p.pure, p.calib = bits, group, pure, s(calib)
     p.nsamples, p.seqlen, p.seed, p.quantize_head = nsamples, seqlen, seed, quantize_head
     p.rotate, p.smooth, p.smooth_alpha, p.spectrum = s(rotate), s(smooth), smooth_alpha, spectrum
+    p.hero_beta, p.hero_steps = hero_beta, hero_steps
     p.act_bits, p.act_group, p.mem_budget, p.tmp_dir = act_bits, act_group, mem_budget, s(tmp_dir)
     p.hidden_dtype, p.resume, p.n_threads = s(hidden_dtype), resume, threads
     prog = Progress(progress)
@@ -181,7 +189,8 @@ def quantize(
 def _quantize_report(out: str, r) -> QuantizeReport:
     tensors = [
         TensorReport(ffi.string(t.name).decode(), ffi.string(t.type).decode(), t.rel_err if t.rel_err >= 0 else None,
-                     t.seconds, t.in_features, t.quant_in_features)
+                     t.seconds, t.in_features, t.quant_in_features, *((t.h_lmax, t.h_lmean, t.h_cond)
+                                                                      if t.h_lmean > 0 else (None, None, None)))
         for t in (r.tensors[i] for i in range(r.n_tensors))
     ]
     return QuantizeReport(out, tensors, r.mean_rel_err, r.calib_windows, r.calib_len, r.n_padded, r.n_fallback,
@@ -202,6 +211,7 @@ def evaluate(
     limit: int = 0,
     data_dir: Optional[PathLike] = None,
     no_bos: bool = False,
+    items: Optional[PathLike] = None,
     act_bits: Optional[int] = None,
     act_group: Optional[int] = None,
     tokenizer: Optional[PathLike] = None,
@@ -212,8 +222,9 @@ def evaluate(
     `dashq eval` does: perplexity of the text `ppl` (ctx-token windows; with
     llamacpp=True llama-perplexity's protocol), or with kld= the KL divergence
     to distributions saved earlier (save_logits=), and zero-shot tasks scored
-    the lm-evaluation-harness way (the first `limit` items). A task that fails
-    raises; the others are not run then."""
+    the lm-evaluation-harness way (the first `limit` items; items= writes one
+    JSON line per item). A task that fails raises; the others are not run then.
+    Items that could not be scored are a DashqWarning naming the first."""
     if ppl is None and kld is None and not tasks:
         from ._core import ArgumentError
 
@@ -236,8 +247,8 @@ def evaluate(
             r = ffi.new("dq_perplexity_result *")
             prog.finish(lib.dq_perplexity(ld.m[0], ld.t[0], s(ppl), pp, r, err), err)
             ppl_result = _perplexity_result(r)
-        task_results = _run_tasks(ld, s, prog, tasks, limit, data_dir, no_bos, threads, [model, ppl, kld]) if tasks \
-            else {}
+        task_results = _run_tasks(ld, s, prog, tasks, limit, data_dir, no_bos, items, threads,
+                                  [model, ppl, kld]) if tasks else {}
     return EvalResult(ppl_result, task_results)
 
 
@@ -248,12 +259,13 @@ def _perplexity_result(r) -> PerplexityResult:
                             r.same_top if k else None, r.same_top_err if k else None, r.base_ppl if k else None)
 
 
-def _run_tasks(ld, s, prog, tasks, limit, data_dir, no_bos, threads, inputs) -> Dict[str, TaskResult]:
-    names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+def _run_tasks(ld, s, prog, tasks, limit, data_dir, no_bos, items, threads, inputs) -> Dict[str, TaskResult]:
+    names = [n.strip() for n in (tasks.split(",") if isinstance(tasks, str) else tasks) if n.strip()]
     tp = ffi.new("dq_tasks_params *")
     ins = [s(x) for x in inputs if x is not None]
     ins_arr = ffi.new("const char *[]", ins)
     tp.data_dir, tp.limit, tp.no_bos, tp.n_threads = s(data_dir), limit, no_bos, threads
+    tp.items_path = s(items)
     tp.inputs, tp.n_inputs = ins_arr, len(ins)
     prog.install(tp.progress)
     err = new_error()
@@ -263,8 +275,11 @@ def _run_tasks(ld, s, prog, tasks, limit, data_dir, no_bos, threads, inputs) -> 
     try:
         for name in names:
             r = ffi.new("dq_task_report *")
-            prog.finish(lib.dq_task_run(runner[0], s(name.strip()), r, err), err)
-            out[name.strip()] = TaskResult(
+            prog.finish(lib.dq_task_run(runner[0], s(name), r, err), err)
+            if r.n_unscored:
+                warnings.warn(f"{name}: {r.n_unscored} items not scored, first: "
+                              f"{ffi.string(r.first_unscored).decode('utf-8', 'replace')}", DashqWarning, stacklevel=3)
+            out[name] = TaskResult(
                 ffi.string(r.task).decode(), int(r.n), r.acc, r.acc_err,
                 r.acc_norm if r.has_acc_norm else None, r.acc_norm_err if r.has_acc_norm else None,
                 r.ppl if r.has_ppl else None, r.chance, r.majority, int(r.n_unscored + r.n_malformed),

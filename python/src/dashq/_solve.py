@@ -48,8 +48,10 @@ def _as_f32(a, name: str, ndim: int) -> np.ndarray:
     arr = np.asarray(a)
     if arr.ndim != ndim:
         raise ArgumentError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
-    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous or not arr.flags.aligned:
+        arr = np.array(arr, dtype=np.float32, order="C")  # a copy, aligned
+    if any(d > 2**31 - 1 - 128 for d in arr.shape):
+        raise ArgumentError(f"{name} has shape {arr.shape}: dimensions are limited to 2^31 - 129")
     return arr
 
 
