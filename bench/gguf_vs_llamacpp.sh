@@ -20,6 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
 B=${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to a llama.cpp build/bin folder}
+for tool in llama-quantize llama-imatrix llama-perplexity; do # a missing one would end the run mid-way
+  [ -x "$B/$tool" ] || { echo "bench/gguf_vs_llamacpp.sh: no $B/$tool (cmake --build build --target $tool)" >&2; exit 2; }
+done
 NAME=${1:-gut6l}
 shift || true
 TYPES=${*:-Q2_K Q3_K_S Q3_K_M Q4_0 Q4_1 Q4_K_M}
