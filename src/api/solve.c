@@ -41,26 +41,32 @@ static dq_status solve_opts(const dq_solve_params *p, int cols, const dq_method_
     return dq_quant_check(q, cols + q->pad, "W", err);
 }
 
-dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, dq_error *err) {
+/* The shape, with the method's row and options the solve then uses. */
+static dq_status plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, const dq_method_info **mi,
+                      dq_quant_opts *q, dq_error *err) {
     memset(shape, 0, sizeof *shape);
     if (rows < 1 || cols < 1 || cols > INT_MAX - 128)
         return dq_fail(err, DQ_ERR_ARG, "W is %d x %d: rows and columns must be at least 1", rows, cols);
-    const dq_method_info *mi;
-    dq_quant_opts q;
-    dq_status st = solve_opts(p, cols, &mi, &q, err);
+    dq_status st = solve_opts(p, cols, mi, q, err);
     if (st) return st;
-    int qcols = cols + q.pad;
+    int qcols = cols + q->pad;
     /* what the solve allocates: W padded (rows x qcols floats), the padded Hessian (qcols²) */
     size_t limit = SIZE_MAX / 4 / sizeof(float);
-    if ((size_t)rows > limit / (size_t)qcols || (mi->stat == DQ_STAT_HESSIAN && (size_t)qcols > limit / (size_t)qcols))
+    if ((size_t)rows > limit / (size_t)qcols || ((*mi)->stat == DQ_STAT_HESSIAN && (size_t)qcols > limit / (size_t)qcols))
         return dq_fail(err, DQ_ERR_NOMEM, "W is %d x %d (%d padded): its buffers would not fit in memory", rows, cols,
                        qcols);
-    *shape = (dq_solve_shape){.rows = rows, .cols = cols, .qcols = qcols, .bits = q.bits,
-                              .group = q.group > 0 ? q.group : qcols, .stat = STAT_NAMES[mi->stat],
-                              .stat_floats = dq_stat_floats(mi->stat, cols)};
+    *shape = (dq_solve_shape){.rows = rows, .cols = cols, .qcols = qcols, .bits = q->bits,
+                              .group = q->group > 0 ? q->group : qcols, .stat = STAT_NAMES[(*mi)->stat],
+                              .stat_floats = dq_stat_floats((*mi)->stat, cols)};
     shape->groups_per_row = qcols / shape->group;
-    if (q.grid) shape->row_bytes = dq_ggml_row_bytes(q.grid->type, (size_t)cols);
+    if (q->grid) shape->row_bytes = dq_ggml_row_bytes(q->grid->type, (size_t)cols);
     return DQ_OK;
+}
+
+dq_status dq_solve_plan(const dq_solve_params *p, int rows, int cols, dq_solve_shape *shape, dq_error *err) {
+    const dq_method_info *mi = NULL;
+    dq_quant_opts q;
+    return plan(p, rows, cols, shape, &mi, &q, err);
 }
 
 /* A statistic the solvers can take: finite, no negative curvature, and some
@@ -90,18 +96,14 @@ static dq_status pad_inputs(const float *W, int rows, int cols, const float *sta
     int n = cols + pad;
     *Wp = *sp = NULL;
     if (!pad) return DQ_OK;
-    size_t nf = dq_stat_floats(kind, n);
-    *Wp = calloc((size_t)rows * n, sizeof **Wp);
-    *sp = nf ? calloc(nf, sizeof **sp) : NULL;
-    if (!*Wp || (nf && !*sp)) {
+    *Wp = dq_pad_matrix(W, rows, cols, rows, n);
+    if (kind == DQ_STAT_DIAG) *sp = dq_pad_matrix(stat, 1, cols, 1, n);
+    if (kind == DQ_STAT_HESSIAN) *sp = dq_pad_matrix(stat, cols, cols, n, n);
+    if (!*Wp || (kind != DQ_STAT_NONE && !*sp)) {
         free(*Wp), free(*sp);
         *Wp = *sp = NULL;
         return dq_fail(err, DQ_ERR_NOMEM, "out of memory padding a %d x %d matrix", rows, cols);
     }
-    for (int r = 0; r < rows; r++) memcpy(*Wp + (size_t)r * n, W + (size_t)r * cols, (size_t)cols * sizeof **Wp);
-    if (kind == DQ_STAT_DIAG) memcpy(*sp, stat, (size_t)cols * sizeof **sp);
-    if (kind == DQ_STAT_HESSIAN)
-        for (int i = 0; i < cols; i++) memcpy(*sp + (size_t)i * n, stat + (size_t)i * cols, (size_t)cols * sizeof **sp);
     return DQ_OK;
 }
 
@@ -120,11 +122,10 @@ dq_status dq_solve(const dq_solve_params *p, const float *W, int rows, int cols,
                    size_t stat_floats, uint8_t *codes, float *scale, float *zero, float *deq, void *blocks,
                    dq_error *err) {
     dq_solve_shape shape;
-    dq_status st = dq_solve_plan(p, rows, cols, &shape, err);
-    if (st) return st;
-    const dq_method_info *mi;
+    const dq_method_info *mi = NULL;
     dq_quant_opts q;
-    solve_opts(p, cols, &mi, &q, err); /* checked by the plan */
+    dq_status st = plan(p, rows, cols, &shape, &mi, &q, err);
+    if (st) return st;
     if (!W) return dq_fail(err, DQ_ERR_ARG, "no weight matrix");
     for (size_t i = 0, n = (size_t)rows * cols; i < n; i++)
         if (!isfinite(W[i])) return dq_fail(err, DQ_ERR_NUMERIC, "W[%zu, %zu] is not finite", i / cols, i % cols);

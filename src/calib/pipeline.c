@@ -442,11 +442,8 @@ static dq_status solve_linear(const float *W, int rows, int cols, const stats_ct
     dq_status st = dq_quant_check(&q, qcols, ql->name, err);
     if (st) return st;
     float *stat = NULL, *Wp = NULL;
-    if (q.pad) { /* (rows, qcols): W with zero columns appended to every row */
-        if (!(Wp = calloc((size_t)rows * qcols, sizeof *Wp)))
-            return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
-        for (int r = 0; r < rows; r++) memcpy(Wp + (size_t)r * qcols, W + (size_t)r * cols, (size_t)cols * sizeof *Wp);
-    }
+    if (q.pad && !(Wp = dq_pad_matrix(W, rows, cols, rows, qcols))) /* zero columns appended to every row */
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", ql->name);
     const float *Wq = Wp ? Wp : W;
     if (s->kind != DQ_STAT_NONE && s->curvature != DQ_CURVATURE_LAYER && stat_is_zero(s, stat_at, cols)) {
         free(Wp);

@@ -15,6 +15,13 @@ dq_quant_opts dq_quant_defaults(dq_method m, int bits, int group) {
                            .curvature = m == DQ_METHOD_OAC ? DQ_CURVATURE_OAC : DQ_CURVATURE_LAYER};
 }
 
+float *dq_pad_matrix(const float *src, int rows, int cols, int out_rows, int out_cols) {
+    float *out = calloc((size_t)out_rows * out_cols, sizeof *out);
+    if (out)
+        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * out_cols, src + (size_t)r * cols, (size_t)cols * sizeof *out);
+    return out;
+}
+
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err) {
     if (o->pad && (o->grid || o->group <= 0 || o->pad < 0 || o->pad >= o->group || o->pad >= cols))
         return dq_fail(err, DQ_ERR_ARG, "%s: %d padding columns do not fit group %d of %d columns", layer, o->pad,

@@ -114,6 +114,11 @@ void dq_qtensor_dequantize(const dq_qtensor *t, float *out);
 /* Rows [r0, r0 + n) of it into out (n, in_cols). */
 void dq_qtensor_dequantize_rows(const dq_qtensor *t, int r0, int n, float *out);
 
+/* A (rows, cols) matrix zero-extended to (out_rows, out_cols), malloc'ed
+ * (NULL when out of memory): W padded to a group's multiple, or a Hessian
+ * (or a diagonal as one row) widened with columns of no curvature. */
+float *dq_pad_matrix(const float *src, int rows, int cols, int out_rows, int out_cols);
+
 /* Checks bits, group and padding against a layer's (padded) input width. */
 dq_status dq_quant_check(const dq_quant_opts *o, int cols, const char *layer, dq_error *err);
 

@@ -8,7 +8,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ._core import CStrings, DashqWarning, Progress, ProgressFn, check, new_error, options_text
+from ._core import (ArgumentError, CStrings, DashqWarning, FormatError, Progress, ProgressFn, check, new_error,
+                    options_text)
 from ._dashq_cffi import ffi, lib
 
 PathLike = Union[str, os.PathLike]
@@ -107,8 +108,6 @@ class _Loaded:
             else:
                 check(lib.dq_tokenizer_for_model(self.s(self.path), vocab, self.t, err), err)
             if lib.dq_tokenizer_vocab_size(self.t[0]) > vocab:
-                from ._core import FormatError
-
                 raise FormatError(f"{self.tokenizer or self.path}: tokenizer has {lib.dq_tokenizer_vocab_size(self.t[0])} "
                                   f"tokens, model {vocab}", "format")
         except BaseException:
@@ -226,8 +225,6 @@ def evaluate(
     JSON line per item). A task that fails raises; the others are not run then.
     Items that could not be scored are a DashqWarning naming the first."""
     if ppl is None and kld is None and not tasks:
-        from ._core import ArgumentError
-
         raise ArgumentError("evaluate needs ppl=FILE, kld=BASE or tasks=[...]")
     s = CStrings()
     prog = Progress(progress)
