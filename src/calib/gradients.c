@@ -106,7 +106,7 @@ dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grad
     dq_status st = alloc_store(m, cs, kind, &g, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, n_threads, &s, err);
     if (!st) st = dq_session_keep_activations(s, err);
-    dq_grad_taps taps = {want, keep, g};
+    dq_grad_taps taps = {.ask = want, .fn = keep, .ctx = g};
     for (int w = 0; !st && w < cs->n; w++) {
         double loss = 0;
         g->window = w;

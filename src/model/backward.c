@@ -300,6 +300,7 @@ dq_status dq_loss_backward(dq_session *s, const int32_t *tokens, int n, const dq
         if (dq_any_nonfinite(b.dx, (size_t)n * d))
             st = dq_fail(err, DQ_ERR_NUMERIC, "%s: blk.%d: non-finite gradient (fp32 overflow)", m->path, layer);
     }
+    if (!st && taps && taps->d_embed) memcpy(taps->d_embed, b.dx, (size_t)n * d * sizeof(float));
     bwd_free(&b);
     if (!st) *loss = l;
     return st;

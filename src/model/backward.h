@@ -23,6 +23,9 @@ typedef struct {
     bool (*ask)(void *ctx, int layer, const dq_site *site); /* false: skipped; NULL: every linear */
     void (*fn)(void *ctx, const dq_grad_data *g);
     void *ctx;
+    /* NULL, or (T, dim): receives ∂ℓ/∂(block 0's input), the gradient at the
+     * looked-up embedding rows (a learned rotation of the embedding needs it) */
+    float *d_embed;
 } dq_grad_taps;
 
 /* Allocates the activation store: from now on every forward keeps what

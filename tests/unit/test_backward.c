@@ -19,6 +19,7 @@
 /* ∂ℓ/∂W of every linear, summed from the taps: [layer + 1][site]. */
 typedef struct {
     double *G[MAX_LAYERS + 1][DQ_SITE_COUNT];
+    float *d_embed; /* (T, dim) ∂ℓ/∂ the embedded rows, when asked */
     int rows[MAX_LAYERS + 1][DQ_SITE_COUNT], cols[MAX_LAYERS + 1][DQ_SITE_COUNT];
     int n_taps;
     unsigned long long hash; /* FNV-1a over every x and dy the taps saw, in order */
@@ -48,6 +49,7 @@ static void collect(void *ctx, const dq_grad_data *g) {
 }
 
 static void grads_free(grads *g) {
+    free(g->d_embed);
     for (int l = 0; l <= MAX_LAYERS; l++)
         for (int k = 0; k < DQ_SITE_COUNT; k++) free(g->G[l][k]);
 }
@@ -61,7 +63,7 @@ static int32_t *tokens(int n, int vocab) {
 
 static double backward(dq_session *s, const int32_t *tok, int n, grads *g) {
     dq_error err = {0};
-    dq_grad_taps taps = {NULL, collect, g};
+    dq_grad_taps taps = {.fn = collect, .ctx = g, .d_embed = g ? g->d_embed : NULL};
     double loss = 0;
     if (dq_loss_backward(s, tok, n, g ? &taps : NULL, &loss, &err)) fail_msg("%s", err.msg);
     return loss;
@@ -92,17 +94,44 @@ static double central_difference(dq_session *s, const int32_t *tok, int n, float
     return (lp - lm) / (2 * h);
 }
 
+/* The embedding table along R against Σ_t R[tok_t]·d_embed_t (plus the
+ * head's Σ G ⊙ R while the head is the same tensor), as for the linears. */
+static void check_embedding_fd(const char *path, dq_model *m, dq_session *s, const int32_t *tok, int n,
+                               const grads *g) {
+    const dq_config *c = dq_model_config(m);
+    const dq_site *E = &DQ_SITES[DQ_SITE_TOKEN_EMBD];
+    bool tied = dq_site_data(m, 0, E) == dq_site_data(m, 0, &DQ_SITES[DQ_SITE_OUTPUT]);
+    size_t ne = (size_t)c->vocab_size * c->dim;
+    double an = 0, wmax = 0;
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < c->dim; j++) an += g->d_embed[(size_t)t * c->dim + j] * dir((size_t)tok[t] * c->dim + j);
+    const double *Gh = g->G[0][DQ_SITE_OUTPUT];
+    for (size_t i = 0; tied && i < ne; i++) an += Gh[i] * dir(i);
+    dq_error err = {0};
+    float *W = dq_site_writable(m, 0, E, &err);
+    if (!W) fail_msg("%s", err.msg);
+    for (size_t i = 0; i < ne; i++) wmax = fmax(wmax, fabs(W[i]));
+    float *W0 = malloc(ne * sizeof *W0);
+    memcpy(W0, W, ne * sizeof *W0);
+    double h = 3e-3 * (wmax > 0 ? wmax : 1.0);
+    double fd = (4 * central_difference(s, tok, n, W, W0, ne, h / 2) - central_difference(s, tok, n, W, W0, ne, h)) / 3;
+    free(W0);
+    if (fabs(fd - an) > 2e-3 * fabs(an) + 2e-6 / h)
+        fail_msg("%s: token_embd (%s): finite difference %.7g, backward %.7g", path, tied ? "tied" : "untied", fd, an);
+}
+
 /* Along R: (ℓ(W + hR) − ℓ(W − hR)) / 2h against Σ G ⊙ R, for every linear
- * the taps reported. */
+ * the taps reported, and the embedding. */
 static void check_fd(const char *path, int n) {
     dq_model *m = tu_model(path);
     const dq_config *c = dq_model_config(m);
     assert_true(c->n_layers <= MAX_LAYERS);
     int32_t *tok = tokens(n, c->vocab_size);
     dq_session *s = session(m, n, 2);
-    grads g = {0};
+    grads g = {.d_embed = malloc((size_t)n * c->dim * sizeof(float))};
     backward(s, tok, n, &g);
     assert_int_equal(g.n_taps, 7 * c->n_layers + 1);
+    check_embedding_fd(path, m, s, tok, n, &g); /* first: a tied head is still the embedding */
     dq_error err = {0};
     int checked = 0;
     for (int l = -1; l < c->n_layers; l++)

@@ -93,7 +93,7 @@ static void test_store_matches_backward(void **st) {
         catch_ctx c = {.layer = 2, .site = dq_site_of_linear(lins[k])};
         dq_session *s = NULL;
         double loss;
-        dq_grad_taps taps = {NULL, catch_tap, &c};
+        dq_grad_taps taps = {.fn = catch_tap, .ctx = &c};
         if (dq_session_new(m, cs.len, cs.len, 1, &s, &err) || dq_session_keep_activations(s, &err) ||
             dq_loss_backward(s, cs.tokens + cs.len, cs.len, &taps, &loss, &err))
             fail_msg("%s", err.msg);
