@@ -268,12 +268,15 @@ typedef struct {
      * statistic (issue #17; dq_quantize_transforms() lists them): */
     const char *rotate;    /* "none" (or NULL), "hadamard" (QuaRot's random Hadamard R1 on the residual stream
                               and R2 per head), "random" (Haar-random R1, R2), "hero" (R1 learned from the
-                              Hadamard one against the RTN error; needs calib); unties a tied head */
+                              Hadamard one against the RTN error; needs calib), "hero-loss" (R1 learned against
+                              the RTN-quantized model's cross-entropy, hero_steps windows through the backward
+                              pass; needs calib), "hero-kl" (the same against its KL divergence from the
+                              full-precision model); unties a tied head */
     const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
     float hero_beta;       /* smooth hero: weight of the spectral term λ_max/mean (0: 0.1) */
-    int hero_steps;        /* smooth hero: Adam steps per input (0: 40) */
+    int hero_steps;        /* smooth hero: Adam steps per input; rotate hero, hero-loss: Cayley steps (0: 40) */
     bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
     int act_bits, act_group; /* activation quantization (dq_model_set_act_quant) during calibration, kept in the
                                 model and recorded in a packed checkpoint; 0: full-precision activations */
@@ -338,6 +341,9 @@ typedef struct {
     double hero_err_ratio, hero_rho_before, hero_rho_after;
     int hero_inputs;
     double hero_rot_err_ratio; /* rotate hero: its objective (mean RTN error in the Hessian norm) learned / start */
+    double hero_rot_loss_before, hero_rot_loss_after; /* rotate hero-loss / hero-kl: the RTN-quantized
+                                                         model's mean cross-entropy / KL divergence on the
+                                                         windows, start and kept */
     double mean_rel_err;
     uint64_t hidden_bytes; /* the calibration hidden states' size */
     bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */

@@ -42,4 +42,16 @@ dq_status dq_session_keep_activations(dq_session *s, dq_error *err);
  * tensor; the session's logits are overwritten with ∂ℓ/∂logits. */
 dq_status dq_loss_backward(dq_session *s, const int32_t *tokens, int n, const dq_grad_taps *taps, double *loss,
                            dq_error *err);
+/* The same for distillation: ℓ is the mean over all n rows of
+ * KL(softmax(target_t) ‖ softmax(logits_t)), target (n, vocab) the logits of
+ * a reference model on the same tokens (not the session's own buffer). */
+dq_status dq_kl_backward(dq_session *s, const int32_t *tokens, int n, const float *target, const dq_grad_taps *taps,
+                         double *loss, dq_error *err);
+/* Forward only: the loss dq_loss_backward (target NULL) or dq_kl_backward
+ * would report, without the backward pass (the session's logits are
+ * overwritten); needs no activation store. */
+dq_status dq_window_loss(dq_session *s, const int32_t *tokens, int n, const float *target, double *loss,
+                         dq_error *err);
+/* log Σ_j exp(r_j) over one row of V logits, in double. */
+void dq_row_lse(const float *r, int V, double *lse);
 #endif

@@ -2,6 +2,7 @@
  * how it is minimised. */
 #ifndef DQ_HERO_H
 #define DQ_HERO_H
+#include <lapacke.h>
 #include <math.h>
 
 #include "transform/transform.h"
@@ -40,7 +41,21 @@ dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts 
  * symmetric), by `iters` power iterations from v (n, unit; left at the
  * eigenvector estimate); tmp: n doubles; grad (n, may be NULL): ∂ρ/∂u =
  * 2ρ(diag(H_u)/tr(H_u) − v²), exact once v is the top eigenvector. */
-/* The learned residual rotation (hero_rotate.c), a dq_rotation_info.learn. */
+/* The learned residual rotations, dq_rotation_info.learn rows: against the
+ * RTN error in the Hessian norm (hero_rotate.c) and against the quantized
+ * model's loss through the backward pass (hero_loss.c: next-token
+ * cross-entropy, or KL divergence from the full-precision model). */
 dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
+dq_status dq_hero_loss_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
+dq_status dq_hero_kl_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
+/* The loss learner's Euclidean gradient G (dim x dim) = ∂ℓ_w/∂R and ℓ_w on
+ * window w of cs at R (norms folded; m left as it was), for tests. */
+dq_status dq_hero_loss_gradient(dq_model *m, const dq_calib_set *cs, const dq_transform_opts *o, const float *R,
+                                bool distill, int w, double *loss, float *G, dq_error *err);
+/* R ← (I + ηA/2)⁻¹(I − ηA/2) R with A = G Rᵀ − R Gᵀ and η = lr/‖A‖_F (a
+ * step of about lr radians along the Euclidean gradient G's projection on
+ * the orthogonal group; Wen & Yin 2013), in double; A, B, C: n² doubles of
+ * scratch, piv: n. False when the solve fails. */
+bool dq_cayley_step(float *R, const float *G, int n, double lr, double *A, double *B, double *C, lapack_int *piv);
 double dq_hero_rho(const float *H, int n, const double *u, double *v, double *tmp, int iters, double *grad);
 #endif

@@ -126,7 +126,7 @@ static double objective(const rproblem *p, const float *R, scratch *s, float *Gs
 }
 
 /* R ← (I + ηA/2)⁻¹(I − ηA/2) R, A = G Rᵀ − R Gᵀ, in double; false when the solve fails. */
-static bool cayley_step(float *R, const float *G, int n, double lr, double *A, double *B, double *C, lapack_int *piv) {
+bool dq_cayley_step(float *R, const float *G, int n, double lr, double *A, double *B, double *C, lapack_int *piv) {
     size_t nn = (size_t)n * n;
     double *Rd = C, *Gd = A; /* borrowed: A and C are rewritten below */
     for (size_t k = 0; k < nn; k++) Rd[k] = R[k], Gd[k] = G[k];
@@ -179,7 +179,7 @@ dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transfo
             double J = objective(&p, R, s, Gs, G, nt);
             if (J < Jbest) Jbest = J, memcpy(best, R, nn * sizeof *R);
             double lr = o->hero_rot_lr * (1.0 - (double)step / o->hero_steps);
-            if (!cayley_step(R, G, n, lr, A, B, C, piv))
+            if (!dq_cayley_step(R, G, n, lr, A, B, C, piv))
                 st = dq_fail(err, DQ_ERR_NUMERIC, "HeRo-Q rotation: the Cayley step's solve failed at step %d", step);
         }
         double J = st ? INFINITY : objective(&p, R, s, NULL, NULL, nt);

@@ -36,6 +36,11 @@ const dq_rotation_info DQ_ROTATIONS[] = {
     {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL},
     {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", hadamard_or_random,
      dq_hero_learn_rotation},
+    {"hero-loss", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's cross-entropy "
+     "(SpinQuant's objective, rounding passed straight through the backward pass)", hadamard_or_random,
+     dq_hero_loss_rotation},
+    {"hero-kl", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's KL divergence from "
+     "the full-precision model (distillation, straight-through rounding)", hadamard_or_random, dq_hero_kl_rotation},
 };
 const int DQ_N_ROTATIONS = sizeof DQ_ROTATIONS / sizeof DQ_ROTATIONS[0];
 

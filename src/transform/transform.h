@@ -35,6 +35,8 @@ typedef struct {
     double err_ratio;  /* RTN output error in the Hessian norm, learned / identity (≤ 1) */
     double rho_before, rho_after; /* λ_max / mean eigenvalue of the input Hessian, before and after */
     double rot_err_ratio; /* learned rotation: its objective (mean RTN error ratio) against the starting rotation's 1 */
+    double rot_loss_before, rot_loss_after; /* loss-learned rotation: the RTN-quantized model's cross-entropy on
+                                               the calibration windows at the start and at the rotation kept */
 } dq_hero_stats;
 
 extern const dq_rotation_info DQ_ROTATIONS[];

@@ -2,7 +2,8 @@
  * taps (∂ℓ/∂W = Σ_t δ_t x_tᵀ) against central finite differences of the
  * loss on tiny random models (every linear of every block and the head,
  * GQA, tied and untied heads, q/k/v biases, both RoPE layouts, windows longer
- * than one attention tile), bit-identical results at 1 and 2 threads, and
+ * than one attention tile; the next-token cross-entropy and the distillation
+ * loss, KL to a reference's logits), bit-identical results at 1 and 2 threads, and
  * the refusals; and against PyTorch autograd in float64 on the bundled gut6l
  * (tests/tools/make_grad_fixture.py made tests/fixtures/grad/) to 1e-4. */
 #include <math.h>
@@ -61,12 +62,35 @@ static int32_t *tokens(int n, int vocab) {
     return t;
 }
 
+/* A fixed pseudo-random direction R in [-1, 1]. */
+static float dir(size_t i) {
+    unsigned h = (unsigned)(i * 2654435761u) ^ 0x9e3779b9u;
+    h ^= h >> 15, h *= 0x2c1b3c6dU, h ^= h >> 12;
+    return (float)(h % 2001u) / 1000.0f - 1.0f;
+}
+
+/* NULL: the next-token cross-entropy; else the distillation loss against these logits (n, vocab) */
+static const float *kl_target;
+
 static double backward(dq_session *s, const int32_t *tok, int n, grads *g) {
     dq_error err = {0};
     dq_grad_taps taps = {.fn = collect, .ctx = g, .d_embed = g ? g->d_embed : NULL};
-    double loss = 0;
-    if (dq_loss_backward(s, tok, n, g ? &taps : NULL, &loss, &err)) fail_msg("%s", err.msg);
+    double loss = 0, fwd = -1;
+    dq_status st = kl_target ? dq_kl_backward(s, tok, n, kl_target, g ? &taps : NULL, &loss, &err)
+                             : dq_loss_backward(s, tok, n, g ? &taps : NULL, &loss, &err);
+    if (st || dq_window_loss(s, tok, n, kl_target, &fwd, &err)) fail_msg("%s", err.msg);
+    assert_true(fwd == loss); /* the forward-only loss is the same number */
     return loss;
+}
+
+/* Target logits for the distillation loss: the model's own, moved by up to ±4 (far enough that a 1 % error in the gradient shows). */
+static float *perturbed_logits(dq_session *s, const int32_t *tok, int n, int V) {
+    dq_error err = {0};
+    const float *logits;
+    if (dq_forward(s, tok, n, 0, true, &logits, &err)) fail_msg("%s", err.msg);
+    float *t = malloc((size_t)n * V * sizeof *t);
+    for (size_t i = 0; i < (size_t)n * V; i++) t[i] = logits[i] + 4.0f * dir(i * 7 + 3);
+    return t;
 }
 
 static dq_session *session(dq_model *m, int n, int nt) {
@@ -76,12 +100,6 @@ static dq_session *session(dq_model *m, int n, int nt) {
     return s;
 }
 
-/* A fixed pseudo-random direction R in [-1, 1]. */
-static float dir(size_t i) {
-    unsigned h = (unsigned)(i * 2654435761u) ^ 0x9e3779b9u;
-    h ^= h >> 15, h *= 0x2c1b3c6dU, h ^= h >> 12;
-    return (float)(h % 2001u) / 1000.0f - 1.0f;
-}
 
 /* (ℓ(W + hR) − ℓ(W − hR)) / 2h; W is left as W0. */
 static double central_difference(dq_session *s, const int32_t *tok, int n, float *W, const float *W0, size_t ne,
@@ -122,12 +140,14 @@ static void check_embedding_fd(const char *path, dq_model *m, dq_session *s, con
 
 /* Along R: (ℓ(W + hR) − ℓ(W − hR)) / 2h against Σ G ⊙ R, for every linear
  * the taps reported, and the embedding. */
-static void check_fd(const char *path, int n) {
+static void check_fd(const char *path, int n, bool kl) {
     dq_model *m = tu_model(path);
     const dq_config *c = dq_model_config(m);
     assert_true(c->n_layers <= MAX_LAYERS);
     int32_t *tok = tokens(n, c->vocab_size);
     dq_session *s = session(m, n, 2);
+    float *target = kl ? perturbed_logits(s, tok, n, c->vocab_size) : NULL;
+    kl_target = target;
     grads g = {.d_embed = malloc((size_t)n * c->dim * sizeof(float))};
     backward(s, tok, n, &g);
     assert_int_equal(g.n_taps, 7 * c->n_layers + 1);
@@ -159,6 +179,8 @@ static void check_fd(const char *path, int n) {
             checked++;
         }
     assert_int_equal(checked, 7 * c->n_layers + 1);
+    kl_target = NULL;
+    free(target);
     grads_free(&g);
     free(tok);
     dq_session_free(s);
@@ -169,19 +191,55 @@ static void check_fd(const char *path, int n) {
  * with Llama-3 scaling; 100 tokens: two attention tiles. */
 static void test_fd_llama3_tiny(void **st) {
     (void)st;
-    check_fd(tu_fixture("llama3-tiny"), 100);
+    check_fd(tu_fixture("llama3-tiny"), 100, false);
 }
 
 /* qwen2-tiny: q/k/v biases, untied head. */
 static void test_fd_qwen2_tiny(void **st) {
     (void)st;
-    check_fd(tu_fixture("qwen2-tiny"), 70);
+    check_fd(tu_fixture("qwen2-tiny"), 70, false);
 }
 
 /* stories260K: interleaved RoPE (llama2.c layout), 5 layers, GQA 8/4. */
 static void test_fd_stories(void **st) {
     (void)st;
-    check_fd(tu_shared("models/stories260K/stories260K.bin"), 90);
+    check_fd(tu_shared("models/stories260K/stories260K.bin"), 90, false);
+}
+
+/* The distillation loss (KL to a reference's logits): every linear, the
+ * embedding, on an untied (qwen2-tiny) and a tied (llama3-tiny) model. */
+static void test_fd_kl(void **st) {
+    (void)st;
+    check_fd(tu_fixture("qwen2-tiny"), 70, true);
+    check_fd(tu_fixture("llama3-tiny"), 100, true);
+}
+
+/* KL to its own logits: 0, and a zero gradient everywhere. */
+static void test_kl_self(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_fixture("qwen2-tiny"));
+    const dq_config *c = dq_model_config(m);
+    int n = 40;
+    int32_t *tok = tokens(n, c->vocab_size);
+    dq_session *s = session(m, n, 2);
+    dq_error err = {0};
+    const float *logits;
+    if (dq_forward(s, tok, n, 0, true, &logits, &err)) fail_msg("%s", err.msg);
+    float *self = malloc((size_t)n * c->vocab_size * sizeof *self);
+    memcpy(self, logits, (size_t)n * c->vocab_size * sizeof *self);
+    kl_target = self;
+    grads g = {.d_embed = calloc((size_t)n * c->dim, sizeof(float))};
+    double loss = backward(s, tok, n, &g);
+    kl_target = NULL;
+    assert_true(fabs(loss) < 1e-7);
+    double gmax = 0;
+    for (size_t i = 0; i < (size_t)n * c->dim; i++) gmax = fmax(gmax, fabs(g.d_embed[i]));
+    assert_true(gmax < 1e-6);
+    grads_free(&g);
+    free(self);
+    free(tok);
+    dq_session_free(s);
+    dq_model_free(m);
 }
 
 /* ‖a − b‖ / ‖b‖ over n doubles (b from the fixture, float32). */
@@ -281,6 +339,8 @@ int main(void) {
         cmocka_unit_test(test_fd_llama3_tiny),
         cmocka_unit_test(test_fd_qwen2_tiny),
         cmocka_unit_test(test_fd_stories),
+        cmocka_unit_test(test_fd_kl),
+        cmocka_unit_test(test_kl_self),
         cmocka_unit_test(test_torch_gut6l),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_refusals),

@@ -122,6 +122,8 @@ static double transform_error(const char *path, const char *rot, const char *smo
     if (dq_transform_unties(&o)) assert_false(m->cfg.tied_embeddings);
     if (!strcmp(rot, "hero")) /* the best iterate: never above the starting rotation */
         assert_true(o.hero.rot_err_ratio > 0 && o.hero.rot_err_ratio <= 1.0);
+    if (!strcmp(rot, "hero-loss") || !strcmp(rot, "hero-kl")) /* the end kept only if below the start */
+        assert_true(o.hero.rot_loss_before > 0 && o.hero.rot_loss_after <= o.hero.rot_loss_before);
     if (!strcmp(smo, "hero")) { /* the best iterate: never above the identity's objective */
         assert_int_equal(o.hero.n, 3 * m->cfg.n_layers);
         assert_true(o.hero.err_ratio > 0 && o.hero.err_ratio + 0.1 * o.hero.rho_after / o.hero.rho_before <= 1.1 + 1e-9);
@@ -142,10 +144,11 @@ static void test_function_preserved(void **st) {
     const char *models[] = {tu_fixture("llama3-tiny"), tu_fixture("qwen2-tiny"), tu_shared("models/stories260K/stories260K.bin"),
                             tu_shared("models/gut6l-hf")};
     const char *rs[][2] = {{"hadamard", "none"}, {"random", "none"}, {"none", "closed"}, {"hadamard", "closed"},
-                           {"none", "hero"}, {"random", "hero"}, {"hero", "none"}, {"hero", "hero"}};
+                           {"none", "hero"}, {"random", "hero"}, {"hero", "none"}, {"hero", "hero"},
+                           {"hero-loss", "none"}, {"hero-kl", "none"}, {"hero-kl", "closed"}};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
-            if ((!strcmp(rs[k][0], "hadamard") || !strcmp(rs[k][0], "hero")) && strstr(models[i], "tiny")) {
+            if ((!strcmp(rs[k][0], "hadamard") || !strncmp(rs[k][0], "hero", 4)) && strstr(models[i], "tiny")) {
                 dq_model *m = tu_model(models[i]);
                 bool ok = dq_hadamard_exists(m->cfg.dim) && dq_hadamard_exists(m->cfg.head_dim);
                 dq_model_free(m);
@@ -157,23 +160,71 @@ static void test_function_preserved(void **st) {
         }
 }
 
-/* Every weight the same at 1 and 2 threads. */
+/* Every weight the same at 1 and 2 threads, for the learned transforms. */
 static void test_threads(void **st) {
     (void)st;
-    dq_model *a, *b;
     const char *path = tu_shared("models/gut6l-hf");
-    transform_error(path, "hero", "hero", 1, &a);
-    transform_error(path, "hero", "hero", 2, &b);
-    for (int l = 0; l < a->cfg.n_layers; l++)
-        for (int k = 0; k < DQ_SITE_PER_BLOCK; k++) {
-            const dq_site *s = &DQ_SITES[k];
-            if (!dq_site_present(s, &a->cfg)) continue;
-            assert_memory_equal(dq_site_data(a, l, s), dq_site_data(b, l, s), dq_site_elems(s, &a->cfg) * sizeof(float));
+    const char *rs[][2] = {{"hero", "hero"}, {"hero-kl", "none"}};
+    for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
+        dq_model *a, *b;
+        transform_error(path, rs[k][0], rs[k][1], 1, &a);
+        transform_error(path, rs[k][0], rs[k][1], 2, &b);
+        for (int l = 0; l < a->cfg.n_layers; l++)
+            for (int i = 0; i < DQ_SITE_PER_BLOCK; i++) {
+                const dq_site *s = &DQ_SITES[i];
+                if (!dq_site_present(s, &a->cfg)) continue;
+                assert_memory_equal(dq_site_data(a, l, s), dq_site_data(b, l, s), dq_site_elems(s, &a->cfg) * sizeof(float));
+            }
+        for (int i = DQ_SITE_PER_BLOCK; i < DQ_SITE_COUNT; i++)
+            assert_memory_equal(dq_site_data(a, 0, &DQ_SITES[i]), dq_site_data(b, 0, &DQ_SITES[i]),
+                                dq_site_elems(&DQ_SITES[i], &a->cfg) * sizeof(float));
+        dq_model_free(a), dq_model_free(b);
+    }
+}
+
+/* ‖G Rᵀ − R Gᵀ‖_F / ‖G‖_F of the loss learner's gradient at R on model
+ * `path` (norms perturbed, then folded), the quantizer's grid `bits`. */
+static double loss_gradient_skew(const char *path, int bits, bool distill) {
+    dq_model *m = tu_model(path);
+    perturb_norms(m);
+    dq_error err = {0};
+    if (dq_fold_norms(m, &err)) fail_msg("%s", err.msg);
+    int d = m->cfg.dim;
+    dq_calib_set cs = windows(m, 2, 24);
+    float *R = malloc((size_t)d * d * sizeof *R), *G = malloc((size_t)d * d * sizeof *G);
+    if (dq_random_orthogonal(d, 5, R, &err)) fail_msg("%s", err.msg);
+    dq_transform_opts o = {.n_threads = 2, .bits = bits, .group = 32};
+    double loss = 0;
+    if (dq_hero_loss_gradient(m, &cs, &o, R, distill, 1, &loss, G, &err)) fail_msg("%s", err.msg);
+    double skew = 0, norm = 0;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++) {
+            double a = 0, b = 0;
+            for (int k = 0; k < d; k++) a += (double)G[i * d + k] * R[j * d + k], b += (double)R[i * d + k] * G[j * d + k];
+            skew += (a - b) * (a - b), norm += (double)G[i * d + j] * G[i * d + j];
         }
-    for (int k = DQ_SITE_PER_BLOCK; k < DQ_SITE_COUNT; k++)
-        assert_memory_equal(dq_site_data(a, 0, &DQ_SITES[k]), dq_site_data(b, 0, &DQ_SITES[k]),
-                            dq_site_elems(&DQ_SITES[k], &a->cfg) * sizeof(float));
-    dq_model_free(a), dq_model_free(b);
+    free(R), free(G);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+    return sqrt(skew / norm);
+}
+
+/* The loss learner's chain rule through every rotated tensor (readers,
+ * writers, embedding, head): without rounding (a 16-bit grid) the model's
+ * loss does not depend on R, so the gradient's component along the
+ * orthogonal group, G Rᵀ − R Gᵀ, must vanish; a missing or wrong term
+ * leaves it at the size of G. With a 3-bit grid it does not vanish (the
+ * rounding is what the learner moves). */
+static void test_loss_rotation_gradient(void **st) {
+    (void)st;
+    const char *models[] = {tu_shared("models/gut6l-hf"), tu_fixture("qwen2-tiny"), tu_fixture("llama3-tiny")};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        double exact = loss_gradient_skew(models[i], 16, false), rounded = loss_gradient_skew(models[i], 3, false);
+        double kl = loss_gradient_skew(models[i], 3, true);
+        printf("%-50s skew/|G|: 16 bits %.2e, 3 bits %.2e, 3 bits (KL) %.2e\n", models[i], exact, rounded, kl);
+        if (!(exact < 2e-4)) fail_msg("%s: the loss gradient's rotation component %.3g at 16 bits", models[i], exact);
+        assert_true(rounded > 1e-2 && kl > 1e-2);
+    }
 }
 
 static void test_refusals(void **st) {
@@ -263,7 +314,7 @@ static void test_cli(void **st) {
     assert_non_null(strstr(out, "a hadamard rotation before dashq's diagonal curvature"));
     free(out);
     const char *bad[][2] = {
-        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, hero)"},
+        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, hero, hero-loss, hero-kl)"},
         {"--method rtn --smooth max", "unknown smoothing max (none, closed, hero)"},
         {"--method rtn --smooth closed", "smoothing closed needs a calibration text (--calib FILE)"},
         {"--method rtn --rotate hero", "rotation hero needs a calibration text (--calib FILE)"},
@@ -452,6 +503,7 @@ int main(void) {
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_spectrum),
         cmocka_unit_test(test_hero_rho_gradient),
+        cmocka_unit_test(test_loss_rotation_gradient),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_act_cli),
     };
