@@ -199,12 +199,17 @@ static bool wanted(void *ctx, int layer, const dq_site *site) {
     return site->lin >= 0 || site == &DQ_SITES[DQ_SITE_OUTPUT];
 }
 
-/* distill: L->target = the full-precision model's logits on window w. */
+/* distill: L->target = the full-precision model's logits on window w
+ * (full-precision activations too: W4A8 is distilled from W16A16). */
 static dq_status fp_target(learner *L, const int32_t *tok, dq_error *err) {
     if (!L->distill) return DQ_OK;
     const float *logits;
+    dq_config *c = &L->m->cfg;
+    int act_bits = c->act_bits, act_group = c->act_group;
     point(L, true);
+    c->act_bits = 0, c->act_group = 0;
     dq_status st = dq_forward(L->s, tok, L->cs->len, 0, true, &logits, err);
+    c->act_bits = act_bits, c->act_group = act_group;
     point(L, false);
     if (!st) memcpy(L->target, logits, (size_t)L->cs->len * L->m->cfg.vocab_size * sizeof *L->target);
     return st;
