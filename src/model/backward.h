@@ -1,6 +1,7 @@
 /* Backward pass of the Llama-family forward (model/forward.c) for the
- * next-token cross-entropy of one sequence: what output-adaptive calibration
- * (OAC, issue #16) needs, the gradient δ = ∂ℓ/∂y at every linear layer's
+ * next-token cross-entropy of one sequence (or its KL divergence from a
+ * reference model's logits): what output-adaptive calibration (OAC, issue
+ * #16) and the loss-learned rotations (issue #17) need, the gradient δ = ∂ℓ/∂y at every linear layer's
  * output, shown together with that layer's input x through "gradient taps"
  * (the backward twin of forward.h's taps). Weight gradients are not formed:
  * a caller that wants ∂ℓ/∂W = δᵀx (or a statistic of δ and x) builds it from
@@ -10,8 +11,9 @@
 #include "model/forward.h"
 
 /* One linear's view in the backward pass: its input x (T, cols) and output
- * gradient dy (T, rows), block `layer` (-1: the output head). Row T-1 of
- * dy is zero (the last token predicts nothing in the window). */
+ * gradient dy (T, rows), block `layer` (-1: the output head). Under the
+ * cross-entropy row T-1 of dy is zero (the last token predicts nothing in
+ * the window); under the KL divergence every row counts. */
 typedef struct {
     int layer;
     const dq_site *site;

@@ -25,7 +25,8 @@
  * (hero_rotate.c), the step size decaying linearly. The final R is kept only
  * if its J over every window is below the starting rotation's (never worse
  * than the start on its own objective). R2 (per head) is not learned and not
- * in J. Cost per step: rotating every tensor (the model's weights times
+ * in J, nor are smoothing (applied after the rotation), the embedding's and
+ * head's own rounding where they are quantized. Cost per step: rotating every tensor (the model's weights times
  * dim², ~1.5 s on SmolLM2-135M), one forward and backward pass over a
  * window, and the products above; memory: one full-precision copy of the
  * rotated tensors (the model's size in fp32) and the activations of one
@@ -57,9 +58,9 @@ typedef struct {
 typedef struct {
     dq_model *m;
     const dq_calib_set *cs;
-    rot_tensor *t; /* block linears in block order, then the embedding, then an untied head */
+    rot_tensor *t; /* block linears in block order, then the embedding, then the head */
     int n_t, n, nt, maxq, group;
-    bool tied, distill;
+    bool distill;
     float *G, *A, *d_embed; /* (n, n), (len, n), (len, n) */
     float *target;          /* distill: (len, vocab) the full-precision logits of the window */
     dq_session *s;
@@ -90,8 +91,14 @@ static dq_status learner_init(learner *L, dq_model *m, const dq_calib_set *cs, c
     memset(L, 0, sizeof *L);
     L->m = m, L->cs = cs, L->n = c->dim, L->maxq = (1 << o->bits) - 1, L->group = o->group;
     L->nt = o->n_threads > 0 ? o->n_threads : 1;
-    L->tied = m->output == m->tok_embeddings, L->distill = distill;
+    L->distill = distill;
     size_t nn = (size_t)L->n * L->n, tn = (size_t)cs->len * L->n;
+    if (m->output == m->tok_embeddings) /* dq_fold_norms unties it: the final norm's gain goes into the head */
+        return dq_fail(err, DQ_ERR_ARG, "%s: HeRo-Q's loss rotation needs the norms folded (the head is still tied)",
+                       m->path);
+    if (cs->n < 1 || cs->len < 2)
+        return dq_fail(err, DQ_ERR_ARG, "HeRo-Q's loss rotation needs at least one window of 2 tokens (%d of %d)",
+                       cs->n, cs->len);
     L->t = calloc((size_t)c->n_layers * DQ_LIN_PER_BLOCK + 2, sizeof *L->t);
     L->G = malloc(nn * sizeof *L->G), L->A = malloc(tn * sizeof *L->A), L->d_embed = malloc(tn * sizeof *L->d_embed);
     if (distill) L->target = malloc((size_t)cs->len * c->vocab_size * sizeof *L->target);
@@ -105,7 +112,7 @@ static dq_status learner_init(learner *L, dq_model *m, const dq_calib_set *cs, c
             st = add_tensor(L, l, site, writer ? ROT_WRITER : ROT_READER, err);
         }
     if (!st) st = add_tensor(L, 0, &DQ_SITES[DQ_SITE_TOKEN_EMBD], ROT_EMBED, err);
-    if (!st && !L->tied) st = add_tensor(L, 0, &DQ_SITES[DQ_SITE_OUTPUT], ROT_READER, err);
+    if (!st) st = add_tensor(L, 0, &DQ_SITES[DQ_SITE_OUTPUT], ROT_READER, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, L->nt, &L->s, err);
     if (!st) st = dq_session_keep_activations(L->s, err);
     return st;
@@ -132,7 +139,6 @@ static void point(learner *L, bool fp) {
         const float *p = fp ? t->orig : t->buf;
         if (t->site->per_block) *dq_site_tensor(&L->m->layers[t->layer], t->site) = p;
         else *dq_site_model_tensor(L->m, t->site) = p;
-        if (t->kind == ROT_EMBED && L->tied) L->m->output = p;
     }
 }
 
@@ -178,7 +184,7 @@ static void add_atb(const float *A, const float *B, int T, int n, float *G, int 
 
 static const rot_tensor *tensor_of(const learner *L, int layer, const dq_site *site) {
     if (site->lin >= 0) return &L->t[(size_t)layer * DQ_LIN_PER_BLOCK + site->lin];
-    return &L->t[L->n_t - 1]; /* the head: last, its own copy (untied) or the embedding (tied) */
+    return &L->t[L->n_t - 1]; /* the head: last */
 }
 
 /* One tensor's share of ∂J/∂R (header comment), from its tap. */
@@ -242,39 +248,53 @@ static dq_status mean_loss(learner *L, const float *R, double *J, dq_error *err)
         if (!st) st = dq_window_loss(L->s, tok, L->cs->len, L->distill ? L->target : NULL, &l, err);
         sum += l;
     }
-    *J = sum / L->cs->n;
+    *J = st ? NAN : sum / L->cs->n;
     return st;
 }
 
-static dq_status learn(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, bool distill,
-                       dq_error *err) {
-    int n = m->cfg.dim, steps = o->hero_steps;
+/* The Cayley steps from R (left at the last step); J1: the loss there. */
+static dq_status descend(learner *L, const dq_transform_opts *o, float *R, double *J1, dq_error *err) {
+    int n = L->n, steps = o->hero_steps;
     size_t nn = (size_t)n * n;
-    if (cs->len < 2) return dq_fail(err, DQ_ERR_ARG, "HeRo-Q's loss rotation needs windows of at least 2 tokens");
-    learner L;
-    dq_status st = learner_init(&L, m, cs, o, distill, err);
-    float *R0 = malloc(nn * sizeof *R0);
     double *A = malloc(nn * sizeof *A), *B = malloc(nn * sizeof *B), *C = malloc(nn * sizeof *C);
     lapack_int *piv = malloc((size_t)n * sizeof *piv);
-    if (!st && !(R0 && A && B && C && piv)) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q's loss rotation");
-    double J0 = INFINITY, J1 = INFINITY;
-    if (!st) memcpy(R0, R, nn * sizeof *R), st = mean_loss(&L, R, &J0, err);
+    dq_status st = A && B && C && piv ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q's loss rotation");
     for (int step = 0; !st && step < steps; step++) {
         double loss;
-        st = install(&L, R, err);
-        if (!st) st = window_gradient(&L, step % cs->n, &loss, err);
-        if (!st && !dq_cayley_step(R, L.G, n, o->hero_rot_lr * (1.0 - (double)step / steps), A, B, C, piv))
-            st = dq_fail(err, DQ_ERR_NUMERIC, "HeRo-Q loss rotation: the Cayley step's solve failed at step %d", step);
+        st = install(L, R, err);
+        if (!st) st = window_gradient(L, step % L->cs->n, &loss, err);
+        if (!st && !dq_cayley_step(R, L->G, n, o->hero_rot_lr * (1.0 - (double)step / steps), A, B, C, piv))
+            st = dq_fail(err, DQ_ERR_NUMERIC, "the Cayley step's solve failed at step %d", step);
         if (!st && !dq_progress_report(&o->progress, "transform", (size_t)step + 1, (size_t)steps, err))
             st = DQ_ERR_CANCELLED;
     }
-    if (!st) st = mean_loss(&L, R, &J1, err);
+    if (!st) st = mean_loss(L, R, J1, err);
+    free(A), free(B), free(C), free(piv);
+    return st;
+}
+
+/* R from its start (kept unless the end's loss over every window is lower;
+ * also where the descent met a non-finite loss or gradient, with a note). */
+static dq_status learn(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, bool distill,
+                       dq_error *err) {
+    size_t nn = (size_t)m->cfg.dim * m->cfg.dim;
+    learner L;
+    dq_status st = learner_init(&L, m, cs, o, distill, err);
+    float *R0 = malloc(nn * sizeof *R0);
+    if (!st && !R0) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q's loss rotation");
+    double J0 = INFINITY, J1 = INFINITY;
+    if (!st) memcpy(R0, R, nn * sizeof *R), st = mean_loss(&L, R, &J0, err);
+    if (!st) st = descend(&L, o, R, &J1, err);
+    if (st == DQ_ERR_NUMERIC) {
+        dq_progress_note(&o->progress, true, "HeRo-Q loss rotation: %s; the starting rotation is kept", err->msg);
+        st = DQ_OK, J1 = INFINITY;
+    }
     if (!st && !(J1 < J0)) memcpy(R, R0, nn * sizeof *R);
     restore(&L);
     o->hero.rot_loss_before = J0;
     o->hero.rot_loss_after = st ? NAN : fmin(J0, J1);
     learner_free(&L);
-    free(R0), free(A), free(B), free(C), free(piv);
+    free(R0);
     return st;
 }
 
@@ -288,6 +308,7 @@ dq_status dq_hero_kl_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_
 
 dq_status dq_hero_loss_gradient(dq_model *m, const dq_calib_set *cs, const dq_transform_opts *o, const float *R,
                                 bool distill, int w, double *loss, float *G, dq_error *err) {
+    if (w < 0 || w >= cs->n) return dq_fail(err, DQ_ERR_ARG, "window %d of %d", w, cs->n);
     learner L;
     dq_status st = learner_init(&L, m, cs, o, distill, err);
     if (!st) st = install(&L, R, err);

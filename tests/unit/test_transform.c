@@ -227,6 +227,72 @@ static void test_loss_rotation_gradient(void **st) {
     }
 }
 
+/* The loss learner's gradient along directions off the rotation group, where
+ * the loss does change: J(R ± εSR) for a symmetric S (dq_rotate_residual
+ * folds any matrix; the model's function then changes) against ⟨G, SR⟩, on a
+ * 16-bit grid where rounding passes straight through without error. A sign
+ * or a factor wrong in any term fails it (the skew test cannot see those). */
+static void test_loss_rotation_fd(void **st) {
+    (void)st;
+    const char *models[] = {tu_shared("models/gut6l-hf"), tu_fixture("qwen2-tiny")};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        for (int distill = 0; distill < 2; distill++) {
+            dq_model *m = tu_model(models[i]);
+            perturb_norms(m);
+            dq_error err = {0};
+            if (dq_fold_norms(m, &err)) fail_msg("%s", err.msg);
+            int d = m->cfg.dim;
+            size_t dd = (size_t)d * d;
+            dq_calib_set cs = windows(m, 2, 24);
+            float *R = malloc(dd * sizeof *R), *G = malloc(dd * sizeof *G), *Rp = malloc(dd * sizeof *Rp);
+            float *SR = malloc(dd * sizeof *SR), *S = malloc(dd * sizeof *S);
+            if (dq_random_orthogonal(d, 5, R, &err)) fail_msg("%s", err.msg);
+            for (int a = 0; a < d; a++)
+                for (int b = 0; b <= a; b++) S[a * d + b] = S[b * d + a] = (float)(((a * 31 + b * 17) % 13) - 6) / 6.0f;
+            for (int a = 0; a < d; a++)
+                for (int b = 0; b < d; b++) {
+                    double x = 0;
+                    for (int k = 0; k < d; k++) x += (double)S[a * d + k] * R[k * d + b];
+                    SR[a * d + b] = (float)x;
+                }
+            dq_transform_opts o = {.n_threads = 2, .bits = 16, .group = 32};
+            double l0, lp, lm, an = 0, eps = 1e-2 / sqrt((double)d);
+            if (dq_hero_loss_gradient(m, &cs, &o, R, distill, 0, &l0, G, &err)) fail_msg("%s", err.msg);
+            if (distill) { /* at R the KL is 0 and flat: move off it first */
+                for (size_t k = 0; k < dd; k++) R[k] += 20 * (float)eps * SR[k];
+                if (dq_hero_loss_gradient(m, &cs, &o, R, distill, 0, &l0, G, &err)) fail_msg("%s", err.msg);
+            }
+            for (size_t k = 0; k < dd; k++) an += (double)G[k] * SR[k];
+            for (size_t k = 0; k < dd; k++) Rp[k] = R[k] + (float)eps * SR[k];
+            if (dq_hero_loss_gradient(m, &cs, &o, Rp, distill, 0, &lp, G, &err)) fail_msg("%s", err.msg);
+            for (size_t k = 0; k < dd; k++) Rp[k] = R[k] - (float)eps * SR[k];
+            if (dq_hero_loss_gradient(m, &cs, &o, Rp, distill, 0, &lm, G, &err)) fail_msg("%s", err.msg);
+            double fd = (lp - lm) / (2 * eps);
+            printf("%-50s %s: directional derivative %.6g, finite difference %.6g\n", models[i], distill ? "KL" : "CE",
+                   an, fd);
+            if (!(fabs(fd - an) <= 0.02 * fabs(an) + 1e-6)) fail_msg("%s: gradient %g, finite difference %g", models[i], an, fd);
+            free(R), free(G), free(Rp), free(SR), free(S);
+            dq_calib_free(&cs);
+            dq_model_free(m);
+        }
+}
+
+/* A few steps lower the 3-bit model's KL on gut6l (the learner moves), and
+ * the rotation kept is the end's, not the start's. */
+static void test_loss_rotation_learns(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
+    dq_calib_set cs = windows(m, 2, 64);
+    dq_transform_opts o = {.rotate = dq_rotation_find("hero-kl"), .smooth = dq_smoothing_find("none"), .seed = 11,
+                           .n_threads = 2, .bits = 3, .group = 32, .hero_rot_lr = 0.2f, .hero_steps = 6};
+    dq_error err = {0};
+    if (dq_transform_model(m, &cs, &o, &err)) fail_msg("%s", err.msg);
+    printf("hero-kl on gut6l, 6 steps: KL %.5f -> %.5f\n", o.hero.rot_loss_before, o.hero.rot_loss_after);
+    assert_true(o.hero.rot_loss_before > 0 && o.hero.rot_loss_after < 0.97 * o.hero.rot_loss_before);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
 static void test_refusals(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
@@ -504,6 +570,8 @@ int main(void) {
         cmocka_unit_test(test_spectrum),
         cmocka_unit_test(test_hero_rho_gradient),
         cmocka_unit_test(test_loss_rotation_gradient),
+        cmocka_unit_test(test_loss_rotation_fd),
+        cmocka_unit_test(test_loss_rotation_learns),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_act_cli),
     };
