@@ -9,7 +9,9 @@
 # (bits:group), METHODS ["gptq dashq"], TRANSFORMS ["none:none hadamard:none none:closed
 # hadamard:closed"] (rotate:smooth), CHUNKS [24] evaluation windows, ACT_BITS [0] (8: W·A8,
 # per-token activations in calibration and evaluation), APPEND=1 adds rows to OUT.
-# The HeRo-Q rows' own time is the transform_s column (hero: the learning step).
+# The HeRo-Q rows' own time is the transform_s column (hero: the learning step); rot_objective
+# is what a learned rotation reached on its own objective (hero: RTN error ratio to the start;
+# hero-loss / hero-kl: the quantized model's cross-entropy / KL on the calibration windows, start -> kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -28,8 +30,11 @@ trap 'rm -rf "$work"' EXIT
 build/dashq eval "$model" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --save-logits "$work/base" --quiet >/dev/null
 
 ACT=${ACT_BITS:-0}
-if [ -n "${APPEND:-}" ] && [ -s "$OUT" ]; then cp "$OUT" "$OUT.tmp"
-else printf 'model\tbits\tgroup\tact_bits\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\thero_err_ratio\thero_rho\tpeak_mb\n' >"$OUT.tmp"; fi
+header='model\tbits\tgroup\tact_bits\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\thero_err_ratio\thero_rho\tpeak_mb\trot_objective'
+if [ -n "${APPEND:-}" ] && [ -s "$OUT" ]; then
+  # rows of a file from before the rot_objective column get it empty
+  awk -v h="$(printf "$header")" -F'\t' 'BEGIN{OFS="\t"} NR==1{print h; next} {if (NF < 17) $17=""; print}' "$OUT" >"$OUT.tmp"
+else printf "$header\n" >"$OUT.tmp"; fi
 for cfg in $CONFIGS; do
   bits=${cfg%%:*} group=${cfg##*:}
   for method in $METHODS; do
@@ -40,13 +45,15 @@ for cfg in $CONFIGS; do
         --group "$group" --calib "$calib" --nsamples "$NS" --seqlen "$SL" --seed 0 --rotate "$rot" --smooth "$smo" --act-bits "$ACT" \
         -o "$work/q" >"$log" 2>&1 || { tail -3 "$log" >&2; exit 1; }
       js=$(build/dashq eval "$work/q" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --kld "$work/base" --json --quiet | head -1)
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$bits" "$group" "$ACT" "$NS" "$method" "$rot" "$smo" \
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "$bits" "$group" "$ACT" "$NS" "$method" "$rot" "$smo" \
         "$(sed 's/.*"kld": *\([0-9.e-]*\).*/\1/' <<<"$js")" "$(sed 's/.*"same_top": *\([0-9.]*\).*/\1/' <<<"$js")" \
         "$(sed 's/.*"perplexity": *\([0-9.]*\).*/\1/' <<<"$js")" "$(sed -n 's/^peak_kb [0-9]* wall \([0-9.]*\)/\1/p' "$log")" \
         "$(sed -n 's/^transform: .*: \([0-9.]*\) s.*/\1/p' "$log")" \
         "$(sed -n 's/^hero: RTN error in the Hessian norm x\([0-9.]*\) .*/\1/p' "$log")" \
         "$(sed -n 's/^hero: .* Hessians \([0-9.]* -> [0-9.]*\) .*/\1/p' "$log")" \
-        "$(( $(sed -n 's/^peak_kb \([0-9]*\).*/\1/p' "$log") / 1024 ))" | tee -a "$OUT.tmp"
+        "$(( $(sed -n 's/^peak_kb \([0-9]*\).*/\1/p' "$log") / 1024 ))" \
+        "$(sed -n -e 's/^hero rotation: RTN error in the Hessian norm x\([0-9.]*\) .*/x\1/p' \
+                  -e 's/^hero-[a-z]* rotation: .* windows \([0-9.]* -> [0-9.]*\)$/\1/p' "$log")" | tee -a "$OUT.tmp"
       rm -rf "$work/q"
     done
   done
