@@ -61,6 +61,8 @@ typedef struct {
     rot_tensor *t; /* block linears in block order, then the embedding, then the head */
     int n_t, n, nt, maxq, group;
     bool distill;
+    const dq_progress *progress; /* stage "transform", one unit per step; the loss passes report too */
+    size_t done, total;
     float *G, *A, *d_embed; /* (n, n), (len, n), (len, n) */
     float *target;          /* distill: (len, vocab) the full-precision logits of the window */
     dq_session *s;
@@ -91,7 +93,7 @@ static dq_status learner_init(learner *L, dq_model *m, const dq_calib_set *cs, c
     memset(L, 0, sizeof *L);
     L->m = m, L->cs = cs, L->n = c->dim, L->maxq = (1 << o->bits) - 1, L->group = o->group;
     L->nt = o->n_threads > 0 ? o->n_threads : 1;
-    L->distill = distill;
+    L->distill = distill, L->progress = &o->progress, L->total = (size_t)o->hero_steps;
     size_t nn = (size_t)L->n * L->n, tn = (size_t)cs->len * L->n;
     if (m->output == m->tok_embeddings) /* dq_fold_norms unties it: the final norm's gain goes into the head */
         return dq_fail(err, DQ_ERR_ARG, "%s: HeRo-Q's loss rotation needs the norms folded (the head is still tied)",
@@ -246,6 +248,7 @@ static dq_status mean_loss(learner *L, const float *R, double *J, dq_error *err)
         double l = 0;
         st = fp_target(L, tok, err);
         if (!st) st = dq_window_loss(L->s, tok, L->cs->len, L->distill ? L->target : NULL, &l, err);
+        if (!st && !dq_progress_report(L->progress, "transform", L->done, L->total, err)) st = DQ_ERR_CANCELLED;
         sum += l;
     }
     *J = st ? NAN : sum / L->cs->n;
@@ -265,7 +268,8 @@ static dq_status descend(learner *L, const dq_transform_opts *o, float *R, doubl
         if (!st) st = window_gradient(L, step % L->cs->n, &loss, err);
         if (!st && !dq_cayley_step(R, L->G, n, o->hero_rot_lr * (1.0 - (double)step / steps), A, B, C, piv))
             st = dq_fail(err, DQ_ERR_NUMERIC, "the Cayley step's solve failed at step %d", step);
-        if (!st && !dq_progress_report(&o->progress, "transform", (size_t)step + 1, (size_t)steps, err))
+        L->done = (size_t)step + 1;
+        if (!st && !dq_progress_report(L->progress, "transform", L->done, L->total, err))
             st = DQ_ERR_CANCELLED;
     }
     if (!st) st = mean_loss(L, R, J1, err);
