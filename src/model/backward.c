@@ -208,6 +208,15 @@ static void grad_tap(const dq_grad_taps *taps, const dq_config *c, int layer, dq
     taps->fn(taps->ctx, &g);
 }
 
+/* log Σ_j exp(r_j) over one row of V logits, in double. */
+static double row_lse(const float *r, int V) {
+    float mx = -INFINITY;
+    for (int j = 0; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < V; j++) sum += exp((double)(r[j] - mx));
+    return (double)mx + log(sum);
+}
+
 /* Replaces the logits of rows 0..T-2 by ∂ℓ/∂logits for the mean
  * cross-entropy of the next tokens (softmax − one-hot, over T-1), the last
  * row by 0; returns ℓ (summed in row order: thread-count independent). */
@@ -216,8 +225,7 @@ static double cross_entropy_backward(float *logits, const int32_t *tokens, int T
 #pragma omp parallel for num_threads(nt) if (T > 1)
     for (int t = 0; t < T - 1; t++) {
         float *r = logits + (size_t)t * V;
-        double lse;
-        dq_row_lse(r, V, &lse);
+        double lse = row_lse(r, V);
         row_loss[t] = lse - (double)r[tokens[t + 1]];
         for (int j = 0; j < V; j++) r[j] = (float)(exp((double)r[j] - lse) * inv_n);
         r[tokens[t + 1]] -= (float)inv_n;
@@ -225,6 +233,29 @@ static double cross_entropy_backward(float *logits, const int32_t *tokens, int T
     memset(logits + (size_t)(T - 1) * V, 0, (size_t)V * sizeof(float));
     double loss = 0.0;
     for (int t = 0; t < T - 1; t++) loss += row_loss[t];
+    return loss * inv_n;
+}
+
+/* Replaces the logits of every row by ∂ℓ/∂logits for the mean over rows of
+ * KL(softmax(target) ‖ softmax(logits)) (softmax − softmax(target), over T);
+ * returns ℓ (summed in row order). */
+static double kl_backward(float *logits, const float *target, int T, int V, double *row_loss, int nt) {
+    double inv_n = 1.0 / T;
+#pragma omp parallel for num_threads(nt) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        float *r = logits + (size_t)t * V;
+        const float *a = target + (size_t)t * V;
+        double lse_q = row_lse(r, V), lse_p = row_lse(a, V);
+        double kl = 0.0;
+        for (int j = 0; j < V; j++) {
+            double lp = (double)a[j] - lse_p, lq = (double)r[j] - lse_q, p = exp(lp);
+            kl += p * (lp - lq);
+            r[j] = (float)((exp(lq) - p) * inv_n);
+        }
+        row_loss[t] = kl;
+    }
+    double loss = 0.0;
+    for (int t = 0; t < T; t++) loss += row_loss[t];
     return loss * inv_n;
 }
 
@@ -265,51 +296,26 @@ static void block_backward(dq_session *s, int l, int T, const dq_grad_taps *taps
     rmsnorm_backward(b->dx, a->x_in, w->attn_norm, b->dxb, T, d, c->norm_eps, nt);
 }
 
-/* Replaces the logits of every row by ∂ℓ/∂logits for the mean over rows of
- * KL(softmax(target) ‖ softmax(logits)) (softmax − softmax(target), over T);
- * returns ℓ (summed in row order). */
-static double kl_backward(float *logits, const float *target, int T, int V, double *row_loss, int nt) {
-    double inv_n = 1.0 / T;
-#pragma omp parallel for num_threads(nt) if (T > 1)
-    for (int t = 0; t < T; t++) {
-        float *r = logits + (size_t)t * V;
-        const float *a = target + (size_t)t * V;
-        double lse_q, lse_p;
-        dq_row_lse(r, V, &lse_q), dq_row_lse(a, V, &lse_p);
-        double kl = 0.0;
-        for (int j = 0; j < V; j++) {
-            double lp = (double)a[j] - lse_p, lq = (double)r[j] - lse_q, p = exp(lp);
-            kl += p * (lp - lq);
-            r[j] = (float)((exp(lq) - p) * inv_n);
-        }
-        row_loss[t] = kl;
-    }
-    double loss = 0.0;
-    for (int t = 0; t < T; t++) loss += row_loss[t];
-    return loss * inv_n;
-}
-
-void dq_row_lse(const float *r, int V, double *lse) {
-    float mx = -INFINITY;
-    for (int j = 0; j < V; j++) mx = r[j] > mx ? r[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += exp((double)(r[j] - mx));
-    *lse = (double)mx + log(sum);
-}
-
 static dq_status check_window(const dq_session *s, int n, bool backward, dq_error *err) {
     const dq_model *m = s->m;
     if (backward && !s->acts)
         return dq_fail(err, DQ_ERR_ARG, "%s: backward pass on a session that keeps no activations", m->path);
-    if (n < 2) return dq_fail(err, DQ_ERR_ARG, "%s: a backward pass needs at least 2 tokens, got %d", m->path, n);
+    if (n < 2)
+        return dq_fail(err, DQ_ERR_ARG, "%s: %s needs at least 2 tokens, got %d", m->path,
+                       backward ? "a backward pass" : "a window's loss", n);
     return DQ_OK;
 }
 
-/* The loss of the window's logits (the session's, overwritten by its gradient). */
-static double loss_and_gradient(dq_session *s, const int32_t *tokens, int n, const float *target, double *row_loss) {
+/* *loss of the window's logits (the session's, overwritten by its gradient);
+ * a non-finite one is DQ_ERR_NUMERIC. */
+static dq_status loss_and_gradient(dq_session *s, const int32_t *tokens, int n, const float *target, double *row_loss,
+                                   double *loss, dq_error *err) {
     int V = s->m->cfg.vocab_size, nt = s->n_threads;
-    return target ? kl_backward(s->logits, target, n, V, row_loss, nt)
-                  : cross_entropy_backward(s->logits, tokens, n, V, row_loss, nt);
+    *loss = target ? kl_backward(s->logits, target, n, V, row_loss, nt)
+                   : cross_entropy_backward(s->logits, tokens, n, V, row_loss, nt);
+    if (isfinite(*loss)) return DQ_OK;
+    return dq_fail(err, DQ_ERR_NUMERIC, "%s: %s of the window is not finite", s->m->path,
+                   target ? "KL divergence" : "cross-entropy");
 }
 
 static dq_status backward(dq_session *s, const int32_t *tokens, int n, const float *target, const dq_grad_taps *taps,
@@ -327,11 +333,10 @@ static dq_status backward(dq_session *s, const int32_t *tokens, int n, const flo
     }
     openblas_set_num_threads(1);
     int d = c->dim, V = c->vocab_size, nt = s->n_threads;
-    double l = loss_and_gradient(s, tokens, n, target, b.row_loss);
-    if (!isfinite(l)) {
+    double l;
+    if ((st = loss_and_gradient(s, tokens, n, target, b.row_loss, &l, err))) {
         bwd_free(&b);
-        return dq_fail(err, DQ_ERR_NUMERIC, "%s: %s of the window is not finite", m->path,
-                       target ? "KL divergence" : "cross-entropy");
+        return st;
     }
     dq_rmsnorm_rows(b.xb, s->x_final, m->final_norm, n, d, c->norm_eps, nt);
     grad_tap(taps, c, -1, DQ_SITE_OUTPUT, b.xb, s->logits, n);
@@ -366,12 +371,7 @@ dq_status dq_window_loss(dq_session *s, const int32_t *tokens, int n, const floa
     if (!st) st = dq_forward(s, tokens, n, 0, true, &logits, err);
     double *row = st ? NULL : malloc((size_t)n * sizeof *row);
     if (!st && !row) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory for a window's loss");
-    if (!st) {
-        *loss = loss_and_gradient(s, tokens, n, target, row);
-        if (!isfinite(*loss))
-            st = dq_fail(err, DQ_ERR_NUMERIC, "%s: %s of the window is not finite", s->m->path,
-                         target ? "KL divergence" : "cross-entropy");
-    }
+    if (!st) st = loss_and_gradient(s, tokens, n, target, row, loss, err);
     free(row);
     return st;
 }

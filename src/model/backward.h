@@ -1,8 +1,8 @@
 /* Backward pass of the Llama-family forward (model/forward.c) for the
  * next-token cross-entropy of one sequence (or its KL divergence from a
  * reference model's logits): what output-adaptive calibration (OAC, issue
- * #16) and the loss-learned rotations (issue #17) need, the gradient δ = ∂ℓ/∂y at every linear layer's
- * output, shown together with that layer's input x through "gradient taps"
+ * #16) and the loss-learned rotations (issue #17) need, the gradient
+ * δ = ∂ℓ/∂y at every linear layer's output, shown together with that layer's input x through "gradient taps"
  * (the backward twin of forward.h's taps). Weight gradients are not formed:
  * a caller that wants ∂ℓ/∂W = δᵀx (or a statistic of δ and x) builds it from
  * the tap. */
@@ -54,6 +54,4 @@ dq_status dq_kl_backward(dq_session *s, const int32_t *tokens, int n, const floa
  * overwritten); needs no activation store. */
 dq_status dq_window_loss(dq_session *s, const int32_t *tokens, int n, const float *target, double *loss,
                          dq_error *err);
-/* log Σ_j exp(r_j) over one row of V logits, in double. */
-void dq_row_lse(const float *r, int V, double *lse);
 #endif

@@ -12,9 +12,10 @@
  * SpinQuant's), or the mean KL divergence from the full-precision model's
  * next-token distribution (`hero-kl`, distillation; the full-precision
  * logits of a window are recomputed from the unrotated weights, which
- * compute the same function, by pointing the model at them). Rounding is passed straight
- * through (∂Q(W')/∂W' = I), so with G' = Σ_t δ_tᵀ x_t the gradient of a
- * rotated tensor, read from the backward pass's taps at the quantized model,
+ * compute the same function, by pointing the model at them). Rounding is
+ * passed straight through (∂Q(W')/∂W' = I), so with G' = Σ_t δ_tᵀ x_t the
+ * gradient of a rotated tensor, read from the backward pass's taps at the
+ * quantized model,
  *
  *   ∂J/∂R = Σ_readers Wᵀ G' + Σ_writers W G'ᵀ + Eᵀ G'_E
  *         = Σ (δ W)ᵀ x      + Σ (x Wᵀ)ᵀ δ     + Σ_t E[tok_t]ᵀ ∂ℓ/∂e_t,
@@ -26,8 +27,8 @@
  * if its J over every window is below the starting rotation's (never worse
  * than the start on its own objective). R2 (per head) is not learned and not
  * in J, nor are smoothing (applied after the rotation), the embedding's and
- * head's own rounding where they are quantized. Cost per step: rotating every tensor (the model's weights times
- * dim², ~1.5 s on SmolLM2-135M), one forward and backward pass over a
+ * head's own rounding where they are quantized. Cost per step: rotating
+ * every tensor (the model's weights times dim², ~1.5 s on SmolLM2-135M), one forward and backward pass over a
  * window, and the products above; memory: one full-precision copy of the
  * rotated tensors (the model's size in fp32) and the activations of one
  * window. */
@@ -144,21 +145,20 @@ static void point(learner *L, bool fp) {
     }
 }
 
-/* The model at R: every tensor rotated from its original, block linears rounded. */
-static dq_status install(learner *L, const float *R, dq_error *err) {
-    point(L, false);
-    for (int i = 0; i < L->n_t; i++)
-        memcpy(L->t[i].buf, L->t[i].orig, (size_t)L->t[i].rows * L->t[i].cols * sizeof(float));
-    dq_status st = dq_rotate_residual(L->m, R, L->nt, err);
-    for (int i = 0; !st && i < L->n_t; i++)
-        if (L->t[i].site->lin >= 0) fake_quantize(L->t[i].buf, L->t[i].rows, L->t[i].cols, L->group, L->maxq, L->nt);
-    return st;
-}
-
+/* The model as it came: its own buffers holding the originals. */
 static void restore(learner *L) {
     point(L, false);
     for (int i = 0; i < L->n_t; i++)
         memcpy(L->t[i].buf, L->t[i].orig, (size_t)L->t[i].rows * L->t[i].cols * sizeof(float));
+}
+
+/* The model at R: every tensor rotated from its original, block linears rounded. */
+static dq_status install(learner *L, const float *R, dq_error *err) {
+    restore(L);
+    dq_status st = dq_rotate_residual(L->m, R, L->nt, err);
+    for (int i = 0; !st && i < L->n_t; i++)
+        if (L->t[i].site->lin >= 0) fake_quantize(L->t[i].buf, L->t[i].rows, L->t[i].cols, L->group, L->maxq, L->nt);
+    return st;
 }
 
 /* A (T, n) = X (T, k) · W (k, n), or · Wᵀ (W: n, k): tiles of tokens, one
@@ -318,7 +318,7 @@ dq_status dq_hero_loss_gradient(dq_model *m, const dq_calib_set *cs, const dq_tr
     if (!st) st = install(&L, R, err);
     if (!st) st = window_gradient(&L, w, loss, err);
     if (!st) memcpy(G, L.G, (size_t)L.n * L.n * sizeof *G);
-    if (L.t) restore(&L);
+    restore(&L);
     learner_free(&L);
     return st;
 }
