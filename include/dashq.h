@@ -344,6 +344,8 @@ typedef struct {
     double hero_rot_loss_before, hero_rot_loss_after; /* rotate hero-loss / hero-kl: the RTN-quantized
                                                          model's mean cross-entropy / KL divergence on the
                                                          windows, start and kept */
+    int split_kept;      /* rotate split: residual channels left unrotated (massive activations) */
+    double split_energy; /* ... their share of the residual readers' input energy */
     double mean_rel_err;
     uint64_t hidden_bytes; /* the calibration hidden states' size */
     bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */

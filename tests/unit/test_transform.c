@@ -145,7 +145,7 @@ static void test_function_preserved(void **st) {
                             tu_shared("models/gut6l-hf")};
     const char *rs[][2] = {{"hadamard", "none"}, {"random", "none"}, {"none", "closed"}, {"hadamard", "closed"},
                            {"none", "hero"}, {"random", "hero"}, {"hero", "none"}, {"hero", "hero"},
-                           {"hero-loss", "none"}, {"hero-kl", "none"}, {"hero-kl", "closed"}};
+                           {"hero-loss", "none"}, {"hero-kl", "none"}, {"hero-kl", "closed"}, {"split", "none"}};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
             if ((!strcmp(rs[k][0], "hadamard") || !strncmp(rs[k][0], "hero", 4)) && strstr(models[i], "tiny")) {
@@ -293,6 +293,43 @@ static void test_loss_rotation_learns(void **st) {
     dq_model_free(m);
 }
 
+/* A residual channel made massive (its embedding column ×30) is left out of
+ * the split rotation: the rotated embedding keeps that column as it was,
+ * while the others move; the kept channels hold far more than their share of the energy. */
+static void test_split_keeps_massive(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
+    int n = m->cfg.dim, V = m->cfg.vocab_size, j0 = 7;
+    dq_error err = {0};
+    float *E = dq_site_writable(m, 0, &DQ_SITES[DQ_SITE_TOKEN_EMBD], &err);
+    assert_non_null(E);
+    for (int v = 0; v < V; v++) E[(size_t)v * n + j0] *= 30;
+    float *col = malloc((size_t)V * sizeof *col), *other = malloc((size_t)V * sizeof *other);
+    for (int v = 0; v < V; v++) col[v] = E[(size_t)v * n + j0], other[v] = E[(size_t)v * n + j0 + 1];
+    dq_calib_set cs = windows(m, 2, 64);
+    float *before = logits_of(m, cs.tokens, cs.len, 2);
+    dq_transform_opts o = {.rotate = dq_rotation_find("split"), .smooth = dq_smoothing_find("none"), .seed = 11,
+                           .n_threads = 2, .bits = 3, .group = 32};
+    if (dq_transform_model(m, &cs, &o, &err)) fail_msg("%s", err.msg);
+    const float *Er = m->tok_embeddings;
+    double moved = 0, kept = 0;
+    for (int v = 0; v < V; v++)
+        kept = fmax(kept, fabs(Er[(size_t)v * n + j0] - col[v])), moved = fmax(moved, fabs(Er[(size_t)v * n + j0 + 1] - other[v]));
+    printf("split on gut6l, channel %d x30: %d kept, %.1f %% of the energy; column %d moved %.2e, column %d %.2e\n", j0,
+           o.hero.split_kept, 100 * o.hero.split_energy, j0, kept, j0 + 1, moved);
+    assert_true(o.hero.split_kept >= 1 && o.hero.split_kept <= n / 8);
+    assert_true(o.hero.split_energy > 4.0 * o.hero.split_kept / n); /* far above an even share */
+    assert_true(kept < 1e-6 && moved > 1e-3);
+    float *after = logits_of(m, cs.tokens, cs.len, 2);
+    double worst = 0, scale = 1;
+    for (size_t i = 0; i < (size_t)cs.len * V; i++)
+        worst = fmax(worst, fabs((double)after[i] - before[i])), scale = fmax(scale, fabs(before[i]));
+    assert_true(worst / scale < 1e-4);
+    free(col), free(other), free(before), free(after);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
 static void test_refusals(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
@@ -380,7 +417,7 @@ static void test_cli(void **st) {
     assert_non_null(strstr(out, "a hadamard rotation before dashq's diagonal curvature"));
     free(out);
     const char *bad[][2] = {
-        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, hero, hero-loss, hero-kl)"},
+        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, split, hero, hero-loss, hero-kl)"},
         {"--method rtn --smooth max", "unknown smoothing max (none, closed, hero)"},
         {"--method rtn --smooth closed", "smoothing closed needs a calibration text (--calib FILE)"},
         {"--method rtn --rotate hero", "rotation hero needs a calibration text (--calib FILE)"},
@@ -572,6 +609,7 @@ int main(void) {
         cmocka_unit_test(test_loss_rotation_gradient),
         cmocka_unit_test(test_loss_rotation_fd),
         cmocka_unit_test(test_loss_rotation_learns),
+        cmocka_unit_test(test_split_keeps_massive),
         cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_act_cli),
     };
