@@ -10,7 +10,8 @@
 # Knobs (environment), defaults in brackets:
 #   CONFIGS  bits:group pairs         ["4:128 3:128 3:64 2:32"]
 #   SAMPLES  calibration window counts ["2 8 32 128"]; 3 seeds below 32
-#   METHODS  ["rtn gptq dashq"]; "gptq+act-order+mse" adds those flags (its own rows, method column as written)
+#   METHODS  ["rtn gptq dashq"]; "gptq+act-order+mse" adds those flags (its own rows, method column as
+#            written), "oac+curvature=oac-token+percdamp=0.1" flags with values
 #   CTX      window length, calibration and evaluation [256]
 #   CHUNKS   evaluate only the first CHUNKS windows [all]
 #   TASKS    zero-shot tasks for the full-precision model and for every cell
@@ -74,7 +75,9 @@ for name in "${@:-gut6l stories260K}"; do
           # a METHODS entry "gptq+act-order+mse" is gptq with those flags, a row of its own in the CSV and report
           IFS=+ read -r -a spec <<<"$method"
           flags=()
-          for f in "${spec[@]:1}"; do flags+=("--$f"); done
+          for f in "${spec[@]:1}"; do
+            if [[ $f == *=* ]]; then flags+=("--${f%%=*}" "${f#*=}"); else flags+=("--$f"); fi
+          done
           /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" --method "${spec[0]}" "${flags[@]}" --bits "$bits" \
             --group "$group" --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
           t1=$(date +%s.%N)
