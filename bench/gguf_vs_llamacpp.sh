@@ -14,7 +14,8 @@
 # llama-imatrix; evaluation uses CTX-token windows too, the first CHUNKS of
 # them (default: all; LLAMA_CHUNKS for llama-perplexity's own check, which
 # may use fewer windows: ppl_gap_pct then compares llama-perplexity with our
-# perplexity on those same LLAMA_CHUNKS windows). Rows go to
+# perplexity on those same LLAMA_CHUNKS windows). METHODS (default "rtn gptq
+# dashq") are our quantizers, each a row "dashq-METHOD". Rows go to
 # results/gguf_vs_llamacpp.csv (OUT=...); a finished cell is not rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ done
 NAME=${1:-gut6l}
 shift || true
 TYPES=${*:-Q2_K Q3_K_S Q3_K_M Q4_0 Q4_1 Q4_K_M}
+METHODS=${METHODS:-rtn gptq dashq} # entries as in bench/quant_sweep.sh: "oac+curvature=oac-token"
 NS=${NSAMPLES:-128}
 CTX=${CTX:-256}
 CHUNKS=${CHUNKS:-}
@@ -70,9 +72,10 @@ for type in $TYPES; do
     "$B/llama-quantize" --imatrix "$WORK/imatrix.dat" "$WORK/f32.gguf" "$WORK/q.gguf" "$type" 2 >/dev/null 2>&1
     row "$type" llama.cpp+imatrix "$WORK/q.gguf"
   fi
-  for method in rtn gptq dashq; do
+  for method in $METHODS; do
     done_cell "$type" "dashq-$method" && continue
-    build/dashq quantize "$model" --method $method --calib "$calib" --nsamples "$NS" --seqlen "$CTX" \
+    method_args "$method"
+    build/dashq quantize "$model" "${margs[@]}" --calib "$calib" --nsamples "$NS" --seqlen "$CTX" \
       --format gguf --type "$type" -o "$WORK/q.gguf" --quiet >/dev/null
     row "$type" "dashq-$method" "$WORK/q.gguf"
   done

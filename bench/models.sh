@@ -18,3 +18,22 @@ start_results() {
   mkdir -p "$(dirname "$OUT")"
   [ -f "$OUT" ] || if [ -n "${1:-}" ]; then echo "$1" >"$OUT"; else : >"$OUT"; fi
 }
+# A METHODS entry names a method and its flags: "gptq+act-order+mse", "oac+curvature=oac-token+percdamp=0.1"
+# (a flag with a value takes it after '='); method_args SPEC sets margs=(--method oac --curvature oac-token ...).
+method_args() {
+  local -a spec
+  IFS=+ read -r -a spec <<<"$1"
+  margs=(--method "${spec[0]}")
+  local f
+  for f in "${spec[@]:1}"; do
+    if [[ $f == *=* ]]; then margs+=("--${f%%=*}" "${f#*=}"); else margs+=("--$f"); fi
+  done
+}
+# zeroshot MODEL_FILE LABEL JSONL: with TASKS set (LIMIT items each, default 100), appends one JSON line per
+# task to JSONL, tagged {"cell": LABEL}; a label already there is not rerun.
+zeroshot() {
+  [ -n "${TASKS:-}" ] || return 0
+  grep -q "\"cell\": \"$2\"" "$3" 2>/dev/null && return 0
+  build/dashq eval "$1" --tasks "$TASKS" --limit "${LIMIT:-100}" --data-dir "$SHARED/data" --json --quiet |
+    sed "s/^{/{\"cell\": \"$2\", /" >>"$3" || true
+}

@@ -46,13 +46,6 @@ head -1 "$OUT" | grep -q quant_cpu_seconds && schema=2
 max_ns=$(tr ' ' '\n' <<<"$SAMPLES" | sort -n | tail -1)
 
 done_cell() { grep -q "^$1,$2,$3,$4,$5,$6," "$OUT"; }
-# zeroshot MODEL_FILE LABEL: appends one JSON line per task, tagged with LABEL
-zeroshot() {
-  [ -n "${TASKS:-}" ] || return 0
-  grep -q "\"cell\": \"$2\"" "$ZS" 2>/dev/null && return 0
-  build/dashq eval "$1" --tasks "$TASKS" --limit "$LIMIT" --data-dir "$SHARED/data" --json --quiet |
-    sed "s/^{/{\"cell\": \"$2\", /" >>"$ZS" || true
-}
 
 for name in "${@:-gut6l stories260K}"; do
   for name1 in $name; do
@@ -61,7 +54,7 @@ for name in "${@:-gut6l stories260K}"; do
   [ -f "$base" ] || build/dashq eval "$model" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --save-logits "$base" --quiet >/dev/null
   base_b="$WORK/$name1-$CTX-${CHUNKS:-all}-b.kld"
   [ -z "${text_b:-}" ] || [ -f "$base_b" ] || build/dashq eval "$model" --ppl "$text_b" --ctx "$CTX" "${ev_chunks[@]}" --save-logits "$base_b" --quiet >/dev/null
-  zeroshot "$model" "$name1,fp"
+  zeroshot "$model" "$name1,fp" "$ZS"
   for cfg in $CONFIGS; do
     IFS=: read -r bits group <<<"$cfg"
     for method in $METHODS; do
@@ -73,12 +66,8 @@ for name in "${@:-gut6l stories260K}"; do
           out="$WORK/$name1-$method-$bits-$group-$ns-$seed"
           t0=$(date +%s.%N)
           # a METHODS entry "gptq+act-order+mse" is gptq with those flags, a row of its own in the CSV and report
-          IFS=+ read -r -a spec <<<"$method"
-          flags=()
-          for f in "${spec[@]:1}"; do
-            if [[ $f == *=* ]]; then flags+=("--${f%%=*}" "${f#*=}"); else flags+=("--$f"); fi
-          done
-          /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" --method "${spec[0]}" "${flags[@]}" --bits "$bits" \
+          method_args "$method"
+          /usr/bin/time -f "%M %U %S" -o "$WORK/rss" build/dashq quantize "$model" "${margs[@]}" --bits "$bits" \
             --group "$group" --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed "$seed" -o "$out" --quiet >/dev/null 2>&1
           t1=$(date +%s.%N)
           json=$(build/dashq eval "$out" --ppl "$text" --ctx "$CTX" "${ev_chunks[@]}" --kld "$base" --json --quiet | head -1)
@@ -95,7 +84,7 @@ if int(sys.argv[5]) >= 2:
     row += f",{rb['perplexity']:.4f},{rb['kld']:.6f},{rb['same_top']:.5f}" if rb else ",,,"
 print(row)
 PY
-          [ "$ns" = "$max_ns" ] && [ "$seed" = 0 ] && zeroshot "$out" "$name1,$method,$bits,$group,$ns"
+          [ "$ns" = "$max_ns" ] && [ "$seed" = 0 ] && zeroshot "$out" "$name1,$method,$bits,$group,$ns" "$ZS"
           rm -rf "$out"
         done
       done

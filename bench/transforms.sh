@@ -6,9 +6,12 @@
 # wall time, the transform's own seconds and peak RSS.
 #   bench/transforms.sh [MODEL] [OUT.tsv]   MODEL from bench/models.sh (default smollm2-135m)
 # Knobs: NSAMPLES [8], SEQLEN [512 for smollm2, 256 otherwise], CONFIGS ["3:128 3:-1"]
-# (bits:group), METHODS ["gptq dashq"], TRANSFORMS ["none:none hadamard:none none:closed
+# (bits:group), METHODS ["gptq dashq"; "oac+curvature=oac-token" adds flags, see bench/models.sh], TRANSFORMS ["none:none hadamard:none none:closed
 # hadamard:closed"] (rotate:smooth), CHUNKS [24] evaluation windows, ACT_BITS [0] (8: W·A8,
 # per-token activations in calibration and evaluation), APPEND=1 adds rows to OUT.
+# TASKS (e.g. piqa,arc_easy,...; LIMIT items each [100]) scores the full-precision model and
+# every row's file zero-shot, lines to ${OUT%.tsv}_zeroshot.jsonl tagged
+# "MODEL,bits,group,act_bits,nsamples,method,rotate,smooth".
 # The HeRo-Q rows' own time is the transform_s column (hero: the learning step); rot_objective
 # is what a learned rotation reached on its own objective (hero: RTN error ratio to the start;
 # hero-loss / hero-kl: the quantized model's cross-entropy / KL on the calibration windows, start -> kept).
@@ -28,6 +31,8 @@ build_dashq
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 build/dashq eval "$model" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --save-logits "$work/base" --quiet >/dev/null
+ZS=${OUT%.tsv}_zeroshot.jsonl
+zeroshot "$model" "$NAME,fp" "$ZS"
 
 ACT=${ACT_BITS:-0}
 header='model\tbits\tgroup\tact_bits\tnsamples\tmethod\trotate\tsmooth\tkld\tsame_top\tppl\tquant_s\ttransform_s\thero_err_ratio\thero_rho\tpeak_mb\trot_objective'
@@ -41,7 +46,8 @@ for cfg in $CONFIGS; do
     for tr in $TRANSFORMS; do
       rot=${tr%%:*} smo=${tr##*:}
       log="$work/log"
-      /usr/bin/time -f 'peak_kb %M wall %e' build/dashq quantize "$model" --method "$method" --bits "$bits" \
+      method_args "$method"
+      /usr/bin/time -f 'peak_kb %M wall %e' build/dashq quantize "$model" "${margs[@]}" --bits "$bits" \
         --group "$group" --calib "$calib" --nsamples "$NS" --seqlen "$SL" --seed 0 --rotate "$rot" --smooth "$smo" --act-bits "$ACT" \
         -o "$work/q" >"$log" 2>&1 || { tail -3 "$log" >&2; exit 1; }
       js=$(build/dashq eval "$work/q" --ppl "$text" --ctx "$SL" --chunks "$CHUNKS" --kld "$work/base" --json --quiet | head -1)
@@ -54,6 +60,7 @@ for cfg in $CONFIGS; do
         "$(( $(sed -n 's/^peak_kb \([0-9]*\).*/\1/p' "$log") / 1024 ))" \
         "$(sed -n -e 's/^hero rotation: RTN error in the Hessian norm x\([0-9.]*\) .*/x\1/p' \
                   -e 's/^hero-[a-z]* rotation: .* windows \([0-9.]* -> [0-9.]*\)$/\1/p' "$log")" | tee -a "$OUT.tmp"
+      zeroshot "$work/q" "$NAME,$bits,$group,$ACT,$NS,$method,$rot,$smo" "$ZS"
       rm -rf "$work/q"
     done
   done
