@@ -271,7 +271,9 @@ typedef struct {
                               Hadamard one against the RTN error; needs calib), "hero-loss" (R1 learned against
                               the RTN-quantized model's cross-entropy, hero_steps windows through the backward
                               pass; needs calib), "hero-kl" (the same against its KL divergence from the
-                              full-precision model); unties a tied head */
+                              full-precision model), "split" (R1 = the identity on the massive-activation
+                              channels, >= 8x the mean input energy on calib, random Hadamard on the rest;
+                              needs calib); unties a tied head */
     const char *smooth;    /* "none" (or NULL), "closed" (SmoothQuant's per-channel scales of the inputs of
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
@@ -344,8 +346,9 @@ typedef struct {
     double hero_rot_loss_before, hero_rot_loss_after; /* rotate hero-loss / hero-kl: the RTN-quantized
                                                          model's mean cross-entropy / KL divergence on the
                                                          windows, start and kept */
-    int split_kept;      /* rotate split: residual channels left unrotated (massive activations) */
-    double split_energy; /* ... their share of the residual readers' input energy */
+    int split_massive;   /* rotate split: massive-activation residual channels (>= 8x the mean input energy) */
+    int split_kept;      /* ... channels left unrotated: those and the padding that gives the rest a Hadamard order */
+    double split_energy; /* ... the massive channels' share of the residual readers' input energy */
     double mean_rel_err;
     uint64_t hidden_bytes; /* the calibration hidden states' size */
     bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */

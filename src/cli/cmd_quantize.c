@@ -165,8 +165,9 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
     if (r->hero_rot_err_ratio > 0)
         printf("hero rotation: RTN error in the Hessian norm x%.3f of the starting rotation's\n", r->hero_rot_err_ratio);
     if (r->split_kept > 0)
-        printf("split rotation: %d residual channels left unrotated, %.1f %% of the readers' input energy\n",
-               r->split_kept, 100 * r->split_energy);
+        printf("split rotation: %d massive residual channels (%.1f %% of the readers' input energy) and %d more "
+               "for a Hadamard order left unrotated\n",
+               r->split_massive, 100 * r->split_energy, r->split_kept - r->split_massive);
     if (r->hero_rot_loss_before > 0)
         printf("%s rotation: %s of the RTN-quantized model on the calibration windows %.4f -> %.4f\n", o->p.rotate,
                strcmp(o->p.rotate, "hero-kl") ? "cross-entropy" : "KL divergence from full precision",

@@ -48,9 +48,6 @@ dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts 
 dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 dq_status dq_hero_loss_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 dq_status dq_hero_kl_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
-/* The split rotation (split.c): identity on the massive-activation channels,
- * a random Hadamard rotation on the rest. */
-dq_status dq_split_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 /* The loss learner's Euclidean gradient G (dim x dim) = ∂ℓ_w/∂R and ℓ_w on
  * window w of cs at R (norms folded; m left as it was), for tests. */
 dq_status dq_hero_loss_gradient(dq_model *m, const dq_calib_set *cs, const dq_transform_opts *o, const float *R,

@@ -12,15 +12,17 @@
  *
  * Channels kept: those whose mean energy ratio (over every block's two
  * residual readers' inputs) is at least DQ_SPLIT_RATIO, then the next ones
- * by energy until the rest has a Hadamard order (576 - 16 = 560 = 4·140),
- * at most n/8 of them; past that the rest gets a Haar-random rotation. */
+ * by energy until the rest has a Hadamard order (SmolLM2: 576 - 6 = 570 has
+ * none, 576 - 8 = 568 = 2·284 does), at most n/8 of them; past that the rest
+ * gets a Haar-random rotation. With no massive channel this is `hadamard`
+ * (or Haar where the width has no Hadamard order), nothing kept. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/forward.h"
 #include "transform/hadamard.h"
-#include "transform/hero.h"
+#include "transform/split.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -77,52 +79,61 @@ static dq_status energy_ratios(dq_model *m, const dq_calib_set *cs, dq_transform
     return st;
 }
 
-static const double *sort_key;
+/* A channel and its energy ratio, sorted largest first (ties: lower index). */
+typedef struct {
+    double ratio;
+    int j;
+} ranked;
+
 static int by_ratio_desc(const void *a, const void *b) {
-    double x = sort_key[*(const int *)a], y = sort_key[*(const int *)b];
-    return x < y ? 1 : x > y ? -1 : *(const int *)a - *(const int *)b;
+    const ranked *x = a, *y = b;
+    return x->ratio < y->ratio ? 1 : x->ratio > y->ratio ? -1 : x->j - y->j;
 }
 
-/* How many channels to keep: the massive ones, then up to a Hadamard order. */
-static int kept_count(const double *ratio, const int *order, int n) {
+/* How many channels to keep, the first `massive` of `by` and then up to a
+ * Hadamard order for the rest; 0 when none is massive. */
+static int kept_count(const ranked *by, int n, int *massive) {
     int k = 0;
-    while (k < n && ratio[order[k]] >= DQ_SPLIT_RATIO) k++;
-    for (int k2 = k; k2 <= n / 8; k2++)
+    while (k < n && by[k].ratio >= DQ_SPLIT_RATIO) k++;
+    *massive = k;
+    for (int k2 = k; k > 0 && k2 <= n / 8; k2++)
         if (dq_hadamard_exists(n - k2)) return k2;
     return k;
+}
+
+/* R (n x n) = the identity on the kept channels, Q (r x r, r = n − kept
+ * channels) on the others, in channel order. */
+static void place(float *R, int n, const char *kept, const float *Q, int r, int *rest) {
+    for (int j = 0, a = 0; j < n; j++)
+        if (!kept[j]) rest[a++] = j;
+    memset(R, 0, (size_t)n * n * sizeof *R);
+    for (int j = 0; j < n; j++)
+        if (kept[j]) R[(size_t)j * n + j] = 1;
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) R[(size_t)rest[a] * n + rest[b]] = Q[(size_t)a * r + b];
 }
 
 dq_status dq_split_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err) {
     int n = m->cfg.dim;
     double *ratio = malloc((size_t)n * sizeof *ratio);
-    int *order = malloc((size_t)n * sizeof *order);
+    ranked *by = malloc((size_t)n * sizeof *by);
+    int *rest = malloc((size_t)n * sizeof *rest);
     float *Q = malloc((size_t)n * n * sizeof *Q);
     char *kept = calloc((size_t)n, 1);
-    dq_status st = ratio && order && Q && kept ? DQ_OK
-                                              : dq_fail(err, DQ_ERR_NOMEM, "out of memory for the split rotation");
+    dq_status st = ratio && by && rest && Q && kept
+                       ? DQ_OK
+                       : dq_fail(err, DQ_ERR_NOMEM, "out of memory for the split rotation (%d x %d)", n, n);
     if (!st) st = energy_ratios(m, cs, o, ratio, err);
     if (!st) {
-        for (int j = 0; j < n; j++) order[j] = j;
-        sort_key = ratio;
-        qsort(order, (size_t)n, sizeof *order, by_ratio_desc);
-        int k = kept_count(ratio, order, n), r = n - k;
-        for (int i = 0; i < k; i++) kept[order[i]] = 1;
+        for (int j = 0; j < n; j++) by[j] = (ranked){ratio[j], j};
+        qsort(by, (size_t)n, sizeof *by, by_ratio_desc);
+        int massive, k = kept_count(by, n, &massive), r = n - k;
+        for (int i = 0; i < k; i++) kept[by[i].j] = 1;
+        o->hero.split_massive = massive, o->hero.split_kept = k, o->hero.split_energy = 0;
+        for (int i = 0; i < massive; i++) o->hero.split_energy += by[i].ratio / n;
         st = dq_hadamard_exists(r) ? dq_random_hadamard(r, o->seed, Q, err) : dq_random_orthogonal(r, o->seed, Q, err);
-        o->hero.split_kept = k;
-        o->hero.split_energy = 0;
-        for (int i = 0; i < k; i++) o->hero.split_energy += ratio[order[i]] / n;
-        /* rest: the channels not kept, in order; R = I on kept, Q on rest */
-        int *rest = order; /* reuse: rest[a] = a-th channel not kept */
-        for (int j = 0, a = 0; !st && j < n; j++)
-            if (!kept[j]) rest[a++] = j;
-        if (!st) {
-            memset(R, 0, (size_t)n * n * sizeof *R);
-            for (int j = 0; j < n; j++)
-                if (kept[j]) R[(size_t)j * n + j] = 1;
-            for (int a = 0; a < r; a++)
-                for (int b = 0; b < r; b++) R[(size_t)rest[a] * n + rest[b]] = Q[(size_t)a * r + b];
-        }
+        if (!st) place(R, n, kept, Q, r, rest);
     }
-    free(ratio), free(order), free(Q), free(kept);
+    free(ratio), free(by), free(rest), free(Q), free(kept);
     return st;
 }

@@ -13,6 +13,7 @@
 #include "transform/fold.h"
 #include "transform/hadamard.h"
 #include "transform/hero.h"
+#include "transform/split.h"
 #include "util/error.h"
 #include "util/progress.h"
 
@@ -34,8 +35,9 @@ const dq_rotation_info DQ_ROTATIONS[] = {
     {"none", "no rotation", NULL, NULL},
     {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard, NULL},
     {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL},
-    {"split", "random Hadamard on all but the massive-activation channels (>= 8x the mean input energy), "
-     "which keep their own columns", hadamard_or_random, dq_split_rotation},
+    {"split", "random Hadamard on all but the massive-activation channels (>= 8x the mean input energy) and as "
+     "few more as give the rest a Hadamard order, which keep their own columns; none massive: hadamard",
+     hadamard_or_random, dq_split_rotation},
     {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", hadamard_or_random,
      dq_hero_learn_rotation},
     {"hero-loss", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's cross-entropy "

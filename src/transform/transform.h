@@ -37,8 +37,9 @@ typedef struct {
     double rot_err_ratio; /* learned rotation: its objective (mean RTN error ratio) against the starting rotation's 1 */
     double rot_loss_before, rot_loss_after; /* loss-learned rotation: the RTN-quantized model's cross-entropy on
                                                the calibration windows at the start and at the rotation kept */
-    int split_kept;        /* split rotation: residual channels left unrotated */
-    double split_energy;   /* ... and their share of the residual readers' input energy */
+    int split_massive;     /* split rotation: massive-activation channels (>= 8x the mean energy) */
+    int split_kept;        /* ... residual channels left unrotated: those and the padding to a Hadamard order */
+    double split_energy;   /* ... the massive channels' share of the residual readers' input energy */
 } dq_hero_stats;
 
 extern const dq_rotation_info DQ_ROTATIONS[];

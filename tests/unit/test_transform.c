@@ -19,6 +19,7 @@
 #include "transform/fold.h"
 #include "transform/hadamard.h"
 #include "transform/hero.h"
+#include "transform/split.h"
 #include "transform/transform.h"
 
 static void test_hadamard_orders(void **st) {
@@ -164,7 +165,7 @@ static void test_function_preserved(void **st) {
 static void test_threads(void **st) {
     (void)st;
     const char *path = tu_shared("models/gut6l-hf");
-    const char *rs[][2] = {{"hero", "hero"}, {"hero-kl", "none"}};
+    const char *rs[][2] = {{"hero", "hero"}, {"hero-kl", "none"}, {"split", "none"}};
     for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
         dq_model *a, *b;
         transform_error(path, rs[k][0], rs[k][1], 1, &a);
@@ -293,9 +294,34 @@ static void test_loss_rotation_learns(void **st) {
     dq_model_free(m);
 }
 
+/* The split rotation's matrix: rows and columns of the kept channels are
+ * unit vectors on the diagonal, every other entry 0 or ±1/√r (r = n − kept,
+ * a Hadamard order). Returns how many channels it keeps. */
+static int split_structure(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o) {
+    int n = m->cfg.dim, kept = 0;
+    float *R = malloc((size_t)n * n * sizeof *R);
+    dq_error err = {0};
+    if (dq_split_rotation(m, cs, o, R, &err)) fail_msg("%s", err.msg);
+    for (int j = 0; j < n; j++) {
+        int nz = 0;
+        for (int i = 0; i < n; i++) nz += R[(size_t)j * n + i] != 0;
+        kept += nz == 1 && R[(size_t)j * n + j] == 1;
+    }
+    assert_int_equal(kept, o->hero.split_kept);
+    assert_true(dq_hadamard_exists(n - kept));
+    double a = 1 / sqrt((double)(n - kept));
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        assert_true(R[i] == 0 || R[i] == 1 || fabs(fabs(R[i]) - a) < 1e-6);
+    free(R);
+    return kept;
+}
+
 /* A residual channel made massive (its embedding column ×30) is left out of
- * the split rotation: the rotated embedding keeps that column as it was,
- * while the others move; the kept channels hold far more than their share of the energy. */
+ * the split rotation, with as few more channels as give the rest a Hadamard
+ * order (gut6l, 256 wide: 3 more, 252 = 251 + 1 is a Paley order): the
+ * rotated embedding keeps exactly those columns as they were, while the
+ * others move; the massive channel holds far more than its share of the
+ * energy. */
 static void test_split_keeps_massive(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
@@ -310,22 +336,35 @@ static void test_split_keeps_massive(void **st) {
     float *before = logits_of(m, cs.tokens, cs.len, 2);
     dq_transform_opts o = {.rotate = dq_rotation_find("split"), .smooth = dq_smoothing_find("none"), .seed = 11,
                            .n_threads = 2, .bits = 3, .group = 32};
+    int padded = split_structure(m, &cs, &o);
+    assert_int_equal(o.hero.split_massive, 1);
+    for (int k = o.hero.split_massive; k < padded; k++) assert_false(dq_hadamard_exists(n - k)); /* no fewer */
+    float *E0 = malloc((size_t)V * n * sizeof *E0);
+    memcpy(E0, E, (size_t)V * n * sizeof *E0);
     if (dq_transform_model(m, &cs, &o, &err)) fail_msg("%s", err.msg);
     const float *Er = m->tok_embeddings;
     double moved = 0, kept = 0;
     for (int v = 0; v < V; v++)
         kept = fmax(kept, fabs(Er[(size_t)v * n + j0] - col[v])), moved = fmax(moved, fabs(Er[(size_t)v * n + j0 + 1] - other[v]));
-    printf("split on gut6l, channel %d x30: %d kept, %.1f %% of the energy; column %d moved %.2e, column %d %.2e\n", j0,
-           o.hero.split_kept, 100 * o.hero.split_energy, j0, kept, j0 + 1, moved);
-    assert_true(o.hero.split_kept >= 1 && o.hero.split_kept <= n / 8);
-    assert_true(o.hero.split_energy > 4.0 * o.hero.split_kept / n); /* far above an even share */
+    int same = 0; /* columns the rotation left exactly as they were */
+    for (int j = 0; j < n; j++) {
+        int eq = 1;
+        for (int v = 0; v < V && eq; v++) eq = Er[(size_t)v * n + j] == E0[(size_t)v * n + j];
+        same += eq;
+    }
+    printf("split on gut6l, channel %d x30: %d massive (%.1f %% of the energy), %d kept; column %d moved %.2e, "
+           "column %d %.2e; %d columns unchanged\n",
+           j0, o.hero.split_massive, 100 * o.hero.split_energy, o.hero.split_kept, j0, kept, j0 + 1, moved, same);
+    assert_int_equal(o.hero.split_kept, padded);
+    assert_int_equal(same, padded);
+    assert_true(o.hero.split_energy > 4.0 / n); /* far above an even share */
     assert_true(kept < 1e-6 && moved > 1e-3);
     float *after = logits_of(m, cs.tokens, cs.len, 2);
     double worst = 0, scale = 1;
     for (size_t i = 0; i < (size_t)cs.len * V; i++)
         worst = fmax(worst, fabs((double)after[i] - before[i])), scale = fmax(scale, fabs(before[i]));
     assert_true(worst / scale < 1e-4);
-    free(col), free(other), free(before), free(after);
+    free(col), free(other), free(E0), free(before), free(after);
     dq_calib_free(&cs);
     dq_model_free(m);
 }
