@@ -67,6 +67,55 @@ static double objective(const dq_grid *g, const float *w, const float *a, const 
     return e;
 }
 
+/* llama.cpp's IQ4_NL block search with weights a (ggml-quants.c,
+ * quantize_row_iq4_nl_impl, ntry = 7): scales max/(values[0] + t), t in
+ * [-7, 7], each with the nearest code per weight and its weighted
+ * least-squares scale, the best kept; returns its weighted error. */
+static double iq4nl_llamacpp(const float *w, const float *a, int n) {
+    const int8_t *v = dq_iq4nl_values;
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(w[j]) > amax) amax = fabsf(w[j]), max = w[j];
+    if (amax == 0) return 0;
+    double best_e = INFINITY;
+    for (int t = -7; t <= 7; t++) {
+        float id = ((float)t + v[0]) / max;
+        double sqx = 0, sq2 = 0;
+        int q[32];
+        for (int j = 0; j < n; j++) {
+            int b = 0;
+            for (int k = 1; k < 16; k++)
+                if (fabsf(id * w[j] - v[k]) < fabsf(id * w[j] - v[b])) b = k;
+            q[j] = b, sqx += a[j] * v[b] * w[j], sq2 += a[j] * v[b] * v[b];
+        }
+        double d = sq2 > 0 ? sqx / sq2 : 0, e = 0;
+        for (int j = 0; j < n; j++) e += a[j] * (w[j] - d * v[q[j]]) * (w[j] - d * v[q[j]]);
+        if (e < best_e) best_e = e;
+    }
+    return best_e;
+}
+
+/* Our calibrated IQ4_NL fit (DASH-Q's and GPTQ's, 16 starts) against
+ * llama.cpp's own scale search on the same weights: no worse on average.
+ * Measured: 0.978 of its error; with the starts one level unit apart (±0.8 %
+ * of the scale) 1.023. */
+static void test_iq4nl_search(void **st) {
+    (void)st;
+    const dq_grid *g = dq_grid_of(DQ_GGML_IQ4_NL);
+    uint32_t s = 11;
+    double ours = 0, ref = 0;
+    for (int trial = 0; trial < 2000; trial++) {
+        float w[32], a[32];
+        uint8_t q[32];
+        dq_ggml_block p;
+        for (int j = 0; j < 32; j++) w[j] = 0.02f * gauss(&s) * (trial % 4 ? 1 : 1 + 3 * (j == trial % 32)), a[j] = expf(gauss(&s));
+        ours += dq_grid_fit(g, w, a, true, DQ_GRID_STARTS, &p, q);
+        ref += iq4nl_llamacpp(w, a, 32);
+    }
+    printf("IQ4_NL, 2000 blocks: weighted error ours %.6g, llama.cpp's search %.6g (%.3f)\n", ours, ref, ours / ref);
+    assert_true(ours <= ref);
+}
+
 /* Refined fits: within the format's ranges, never worse than min-max
  * rounding on its own objective, and the bytes decode to the grid values. */
 static void test_fit(void **st) {
@@ -246,7 +295,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_matches_ggml), cmocka_unit_test(test_fit),
         cmocka_unit_test(test_presets),              cmocka_unit_test(test_gguf_roundtrip),
-        cmocka_unit_test(test_importance),
+        cmocka_unit_test(test_importance),           cmocka_unit_test(test_iq4nl_search),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
