@@ -39,6 +39,7 @@ OUT=${OUT:-results/gguf_vs_llamacpp.csv}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 read -r model calib text _ <<<"$(model_spec "$NAME")"
+build_dashq
 start_results "model,type,quantizer,bytes,bpw,ppl,kld,same_top,llama_ppl,ppl_gap_pct"
 
 build/dashq convert "$model" -o "$WORK/f32.gguf" --type F32 >/dev/null
