@@ -145,3 +145,7 @@ double dq_orthogonality_error(const float *Q, int n) {
     free(D), free(G);
     return worst;
 }
+
+dq_status dq_hadamard_or_random(int n, uint64_t seed, float *Q, dq_error *err) {
+    return dq_hadamard_exists(n) ? dq_random_hadamard(n, seed, Q, err) : dq_random_orthogonal(n, seed, Q, err);
+}

@@ -25,6 +25,9 @@ dq_status dq_random_hadamard(int n, uint64_t seed, float *Q, dq_error *err);
 /* Q from the QR factorisation of a Gaussian matrix, signs fixed so that R
  * has a positive diagonal: Haar-distributed (Mezzadri 2007), any n. */
 dq_status dq_random_orthogonal(int n, uint64_t seed, float *Q, dq_error *err);
+/* The random Hadamard rotation where order n has one, else the Haar-random
+ * one: HeRo-Q's starting point and the split rotation's rotated part. */
+dq_status dq_hadamard_or_random(int n, uint64_t seed, float *Q, dq_error *err);
 /* max |QᵀQ − I|, in double: how far Q is from orthogonal. */
 double dq_orthogonality_error(const float *Q, int n);
 #endif

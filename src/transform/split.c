@@ -131,7 +131,7 @@ dq_status dq_split_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_op
         for (int i = 0; i < k; i++) kept[by[i].j] = 1;
         o->hero.split_massive = massive, o->hero.split_kept = k, o->hero.split_energy = 0;
         for (int i = 0; i < massive; i++) o->hero.split_energy += by[i].ratio / n;
-        st = dq_hadamard_exists(r) ? dq_random_hadamard(r, o->seed, Q, err) : dq_random_orthogonal(r, o->seed, Q, err);
+        st = dq_hadamard_or_random(r, o->seed, Q, err);
         if (!st) place(R, n, kept, Q, r, rest);
     }
     free(ratio), free(by), free(rest), free(Q), free(kept);

@@ -26,25 +26,20 @@ static void smoothquant_scales(const float *amax, const float *wmax, int w, floa
     }
 }
 
-/* HeRo-Q's starting point: the random Hadamard rotation where one exists. */
-static dq_status hadamard_or_random(int n, uint64_t seed, float *Q, dq_error *err) {
-    return dq_hadamard_exists(n) ? dq_random_hadamard(n, seed, Q, err) : dq_random_orthogonal(n, seed, Q, err);
-}
-
 const dq_rotation_info DQ_ROTATIONS[] = {
     {"none", "no rotation", NULL, NULL},
     {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard, NULL},
     {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL},
     {"split", "random Hadamard on all but the massive-activation channels (>= 8x the mean input energy) and as "
      "few more as give the rest a Hadamard order, which keep their own columns; none massive: hadamard",
-     hadamard_or_random, dq_split_rotation},
-    {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", hadamard_or_random,
+     dq_hadamard_or_random, dq_split_rotation},
+    {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", dq_hadamard_or_random,
      dq_hero_learn_rotation},
     {"hero-loss", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's cross-entropy "
-     "(SpinQuant's objective, rounding passed straight through the backward pass)", hadamard_or_random,
+     "(SpinQuant's objective, rounding passed straight through the backward pass)", dq_hadamard_or_random,
      dq_hero_loss_rotation},
     {"hero-kl", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's KL divergence from "
-     "the full-precision model (distillation, straight-through rounding)", hadamard_or_random, dq_hero_kl_rotation},
+     "the full-precision model (distillation, straight-through rounding)", dq_hadamard_or_random, dq_hero_kl_rotation},
 };
 const int DQ_N_ROTATIONS = sizeof DQ_ROTATIONS / sizeof DQ_ROTATIONS[0];
 
