@@ -185,7 +185,7 @@ const char *dq_chat_end_of_turn(const char *family);
 typedef struct dq_session dq_session;
 
 /* A session holds the KV cache for n_ctx positions and scratch for batches of
- * up to n_batch tokens. n_threads <= 0 means all cores. */
+ * up to n_batch tokens. n_threads <= 0 means OpenMP's default (OMP_NUM_THREADS, else all cores). */
 dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_threads,
                          dq_session **out, dq_error *err);
 void dq_session_free(dq_session *s);

@@ -24,6 +24,7 @@
 #include "util/files.h"
 #include "util/mapped_file.h"
 #include "util/progress.h"
+#include "util/threads.h"
 
 dq_quantize_params dq_quantize_default_params(void) {
     return (dq_quantize_params){.method = "dashq", .bits = 4, .group = 128, .format = "packed", .nsamples = 128};
@@ -97,7 +98,7 @@ static dq_status check_transform(const dq_quantize_params *p, job *j, dq_error *
     t->hero_lr = 0.05f;
     t->hero_rot_lr = 0.2f;
     t->hero_rows = 128;
-    t->n_threads = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
+    t->n_threads = dq_threads_or_default(p->n_threads);
     t->progress = p->progress;
     if (dq_transform_active(t)) j->po.prepare = dq_transform_prepare, j->po.prepare_user = t;
     return DQ_OK;

@@ -12,6 +12,7 @@
 #include "formats/ggml_types.h"
 #include "quant/methods.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 static const char *const STAT_NAMES[DQ_STAT_COUNT] = {"none", "diagonal", "hessian"};
 
@@ -138,7 +139,7 @@ dq_status dq_solve(const dq_solve_params *p, const float *W, int rows, int cols,
     float *Wp, *sp;
     if ((st = pad_inputs(W, rows, cols, stat, mi->stat, q.pad, &Wp, &sp, err))) return st;
     dq_qtensor t = {0};
-    int nt = p->n_threads > 0 ? p->n_threads : omp_get_num_procs();
+    int nt = dq_threads_or_default(p->n_threads);
     st = mi->solve(Wp ? Wp : W, rows, shape.qcols, shape.stat_floats ? (sp ? sp : stat) : NULL, &q, nt, &t, err);
     free(Wp);
     free(sp);

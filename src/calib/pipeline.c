@@ -16,6 +16,7 @@
 #include "util/error.h"
 #include "util/half.h"
 #include "util/progress.h"
+#include "util/threads.h"
 
 #define GRAM_TILE 64
 #define N_TAPS DQ_TAP_COUNT /* the four block inputs, and the head's input */
@@ -879,7 +880,7 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     memset(r, 0, sizeof *r);
     if ((unsigned)o->q.method >= DQ_METHOD_COUNT)
         return dq_fail(err, DQ_ERR_ARG, "unknown method %d", (int)o->q.method);
-    int nl = m->cfg.n_layers, nt = o->n_threads > 0 ? o->n_threads : omp_get_num_procs();
+    int nl = m->cfg.n_layers, nt = dq_threads_or_default(o->n_threads);
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
     run_ctx c = {.X = {.fd = -1},

@@ -45,7 +45,7 @@ static void usage(FILE *f) {
             "                 [--chat [--system TEXT] [--chat-template NAME]]   (the ids generate --chat feeds)\n"
             "  info     MODEL\n"
             "  bench    MODEL [-p N] [-n N] [-r REPS] [--json]   (throughput, as llama-bench)\n\n"
-            "common options: -t N threads (default: all cores), --quiet (no progress bar)\n"
+            "common options: -t N threads (default: OMP_NUM_THREADS, else all cores), --quiet (no progress bar)\n"
             "MODEL is a llama2.c .bin checkpoint, a Hugging Face folder (also a DASH-Q packed\n"
             "checkpoint) or a GGUF file; the format is\n"
             "detected from its contents.\n",

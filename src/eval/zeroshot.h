@@ -48,7 +48,7 @@ typedef struct {
 } dq_task_result;
 
 /* add_bos: prefix contexts with the tokenizer's BOS (the model's training
- * convention; the harness's add_bos_token=True). n_threads <= 0: all cores. */
+ * convention; the harness's add_bos_token=True). n_threads <= 0: OMP_NUM_THREADS, else all cores. */
 dq_status dq_scorer_init(dq_scorer *sc, const dq_model *m, const dq_tokenizer *t, bool add_bos, int n_threads,
                          dq_error *err);
 void dq_scorer_free(dq_scorer *sc);

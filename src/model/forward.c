@@ -12,6 +12,7 @@
 #include "util/error.h"
 #include "util/fastmath.h"
 #include "util/half.h"
+#include "util/threads.h"
 
 /* Inverse frequency of RoPE pair i, with Llama-3 / linear context scaling
  * (or the per-pair divisors a GGUF file carries). */
@@ -48,7 +49,7 @@ dq_status dq_session_new(const dq_model *m, int n_ctx, int n_batch, int n_thread
     const dq_config *c = &m->cfg;
     if (n_ctx <= 0 || n_ctx > (1 << 20) || n_batch <= 0 || n_batch > n_ctx)
         return dq_fail(err, DQ_ERR_ARG, "%s: bad context %d / batch %d", m->path, n_ctx, n_batch);
-    if (n_threads <= 0) n_threads = omp_get_num_procs();
+    n_threads = dq_threads_or_default(n_threads);
     dq_session *s = calloc(1, sizeof *s);
     if (!s) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     s->m = m;

@@ -7,6 +7,7 @@
 #include "util/dd.h"
 #include "util/fastmath.h"
 #include "util/half.h"
+#include "util/threads.h"
 
 static void test_f16_roundtrip_all(void **st) {
     (void)st;
@@ -113,9 +114,25 @@ static void test_dd_order_independent(void **st) {
     assert_true(inexact);
 }
 
+/* The default thread count follows OpenMP's nthreads-var (OMP_NUM_THREADS or
+ * omp_set_num_threads), not the core count: omp_get_num_procs() here made
+ * OMP_NUM_THREADS=1 run on every core. */
+static void test_default_threads(void **st) {
+    (void)st;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    assert_int_equal(dq_threads_or_default(0), 1);
+    assert_int_equal(dq_threads_or_default(-1), 1);
+    omp_set_num_threads(3);
+    assert_int_equal(dq_threads_or_default(0), 3);
+    assert_int_equal(dq_threads_or_default(2), 2);
+    omp_set_num_threads(saved);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_f16_roundtrip_all), cmocka_unit_test(test_f16_values),
                                        cmocka_unit_test(test_bf16), cmocka_unit_test(test_expf),
-                                       cmocka_unit_test(test_dd_order_independent)};
+                                       cmocka_unit_test(test_dd_order_independent),
+                                       cmocka_unit_test(test_default_threads)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
