@@ -4,7 +4,6 @@
  * checkpoint or GGUF file. Everything worth telling the user goes through
  * the caller's dq_progress; nothing is printed here. */
 #define _POSIX_C_SOURCE 200809L
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,6 @@
  * its statistic give the codes the pipeline writes for them. */
 #include <limits.h>
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,6 +13,7 @@
 #include "util/error.h"
 #include "util/files.h"
 #include "util/progress.h"
+#include "util/threads.h"
 
 /* One scored position: -log p(target) under the model, and against a base. */
 typedef struct {
@@ -162,7 +163,7 @@ static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *
                            "not a finite distribution (log-probabilities must lie in [%.1f, 0])", o->kld_base, w,
                            first + i, scale, min_lp, lowest);
     }
-#pragma omp parallel for num_threads(o->n_threads > 0 ? o->n_threads : 1) schedule(static)
+#pragma omp parallel for num_threads(dq_threads_or_default(o->n_threads)) schedule(static)
     for (int i = 0; i < n; i++) {
         const float *lg = logits + (size_t)(first + i) * nv;
         if (io->save) encode_record(lg, nv, recs + rl * i);
