@@ -41,26 +41,41 @@ void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q) {
     }
 }
 
-/* ---- the tensors of model.safetensors ----------------------------------------
- * The layout (names, dtypes, shapes, in the order of the file) is fixed when
+/* ---- the tensors of the safetensors files ------------------------------------
+ * The layout (names, dtypes, shapes, in the order of the files) is fixed when
  * the writer opens, from the model's config and the quantized layers' dims;
  * each tensor's bytes are written when its data is final: a block's norms,
  * biases and quantized layers when the pipeline emits the block, the
- * embedding, final norm and a full-precision head at the end. */
+ * embedding, final norm and a full-precision head at the end.
+ * Files follow the input (issue #15: an 8B checkpoint is ~4.5 GB, a 70B one
+ * ~35 GB): a model read from N safetensors shards is written as N shards,
+ * model-0000k-of-0000N.safetensors, each tensor in the shard its source
+ * tensor came from (a tied head's copy with the final norm), listed by
+ * model.safetensors.index.json as transformers writes it; any other input
+ * gives one model.safetensors. */
 
 typedef enum { PART_FP, PART_CODES, PART_SCALE, PART_ZERO } part_kind;
 
 typedef struct {
     dq_st_out out;       /* name, dtype, shape, bytes (no data) */
     part_kind kind;
-    const dq_site *site; /* PART_FP: the site, of block `layer` */
+    const dq_site *site; /* the site it stores (codes, scales, zeros: their linear's), of block `layer` */
     int layer;
     int owner;           /* the layout layer whose arrival writes it; -1: at finish */
+    int file;            /* its output file (shard) */
+    size_t slot;         /* its index among that file's tensors */
 } entry;
 
-struct dq_packed_writer {
-    char out[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX];
+typedef struct {
+    char name[48]; /* "model.safetensors" or "model-00001-of-00004.safetensors" */
+    char path[PATH_MAX];
     dq_st_writer st;
+} out_file;
+
+struct dq_packed_writer {
+    char out[PATH_MAX], tmp[PATH_MAX];
+    out_file *files;
+    int n_files;
     entry *e;
     size_t n, cap;
     dq_qlayer *layout; /* dims of every quantized layer, in emission order */
@@ -115,11 +130,13 @@ static void add_quantized(dq_packed_writer *w, const dq_qlayer *ql, int owner) {
     size_t n = (size_t)q->rows * q->cols, ng = (size_t)q->rows * q->groups_per_row, nw = dq_packed_words(n, q->bits);
     char name[160];
     snprintf(name, sizeof name, "%s.W_q_packed", ql->name);
-    add_entry(w, name, "I32", (int64_t)nw, 0, nw * 4, PART_CODES, owner);
+    entry *e[3] = {add_entry(w, name, "I32", (int64_t)nw, 0, nw * 4, PART_CODES, owner)};
     snprintf(name, sizeof name, "%s.scale", ql->name);
-    add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_SCALE, owner);
+    e[1] = add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_SCALE, owner);
     snprintf(name, sizeof name, "%s.zero", ql->name);
-    add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_ZERO, owner);
+    e[2] = add_entry(w, name, "F16", (int64_t)ng, 1, ng * 2, PART_ZERO, owner);
+    for (int k = 0; k < 3; k++) /* the site whose input shard it follows */
+        if (e[k]) e[k]->site = ql->site, e[k]->layer = ql->layer;
 }
 
 /* Every tensor in the order of the file: embedding, per block its norms and
@@ -139,6 +156,70 @@ static void build_layout(dq_packed_writer *w, const dq_model *m) {
     if (!head_quantized) add_site_fp(w, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, -1);
 }
 
+/* Each entry's file: its source tensor's input shard, numbered among the
+ * shards that receive tensors; a tensor from no file of its own (a tied
+ * head) goes with the final norm. */
+static dq_status assign_files(dq_packed_writer *w, const dq_model *m, dq_error *err) {
+    int file_of[DQ_MAX_MAPS], last = dq_site_shard(m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0);
+    size_t count[DQ_MAX_MAPS] = {0};
+    for (int k = 0; k < DQ_MAX_MAPS; k++) file_of[k] = -1;
+    for (size_t i = 0; i < w->n; i++) {
+        int s = w->e[i].site ? dq_site_shard(m, w->e[i].site, w->e[i].layer) : -1;
+        w->e[i].file = s >= 0 && s < DQ_MAX_MAPS ? s : last >= 0 && last < DQ_MAX_MAPS ? last : 0;
+        file_of[w->e[i].file] = 0;
+    }
+    for (int k = 0; k < DQ_MAX_MAPS; k++)
+        if (file_of[k] == 0) file_of[k] = w->n_files++;
+    if (!(w->files = calloc((size_t)(w->n_files ? w->n_files : 1), sizeof *w->files)))
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < w->n; i++) {
+        w->e[i].file = file_of[w->e[i].file];
+        w->e[i].slot = count[w->e[i].file]++;
+    }
+    for (int f = 0; f < w->n_files; f++) {
+        out_file *o = &w->files[f];
+        if (w->n_files == 1) snprintf(o->name, sizeof o->name, "model.safetensors");
+        else snprintf(o->name, sizeof o->name, "model-%05d-of-%05d.safetensors", f + 1, w->n_files);
+        dq_status st = dq_path_fmt(o->path, sizeof o->path, err, "%s/%s", w->tmp, o->name);
+        if (st) return st;
+    }
+    return DQ_OK;
+}
+
+/* Bytes of entry i (all of them) into its file. */
+static dq_status put_entry(dq_packed_writer *w, size_t i, const void *data, size_t nbytes, dq_error *err) {
+    return dq_st_writer_put(&w->files[w->e[i].file].st, w->e[i].slot, 0, data, nbytes, err);
+}
+
+/* Opens (reopen: an interrupted run's, keeping its bytes) every file with its entries' layout. */
+static dq_status open_files(dq_packed_writer *w, bool reopen, dq_error *err) {
+    dq_st_out *t = malloc((w->n ? w->n : 1) * sizeof *t);
+    dq_status st = t ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (int f = 0; !st && f < w->n_files; f++) {
+        size_t n = 0;
+        for (size_t i = 0; i < w->n; i++)
+            if (w->e[i].file == f) t[n++] = w->e[i].out;
+        if (!w->keep) dq_tmp_register(w->files[f].path, false);
+        st = (reopen ? dq_st_writer_reopen : dq_st_writer_open)(w->files[f].path, t, n, &w->files[f].st, err);
+    }
+    free(t);
+    return st;
+}
+
+/* model.safetensors.index.json of a sharded checkpoint, as transformers
+ * writes it: the tensors' total bytes and each tensor's file. */
+static cJSON *shard_index(const dq_packed_writer *w) {
+    cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
+    cJSON *map = cJSON_AddObjectToObject(o, "weight_map");
+    double total = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        total += (double)w->e[i].out.nbytes;
+        cJSON_AddStringToObject(map, w->e[i].out.name, w->files[w->e[i].file].name);
+    }
+    cJSON_AddNumberToObject(meta, "total_size", total);
+    return o;
+}
+
 /* A full-precision tensor, converted back to the source dtype (exact: the
  * values came from it). */
 static dq_status put_fp(dq_packed_writer *w, size_t i, const dq_model *m, dq_error *err) {
@@ -147,11 +228,11 @@ static dq_status put_fp(dq_packed_writer *w, size_t i, const dq_model *m, dq_err
     size_t n = e->out.nbytes / dq_dtype_size(m->dtype);
     if (!x) /* a lazily loaded model's deferred tensor (dq_model_block_load) */
         return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not loaded", w->out, e->out.name);
-    if (m->dtype == DQ_DTYPE_F32) return dq_st_writer_put(&w->st, i, 0, x, e->out.nbytes, err);
+    if (m->dtype == DQ_DTYPE_F32) return put_entry(w, i, x, e->out.nbytes, err);
     uint16_t *h = malloc(e->out.nbytes);
     if (!h) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", e->out.name);
     for (size_t k = 0; k < n; k++) h[k] = m->dtype == DQ_DTYPE_F16 ? dq_f32_to_f16(x[k]) : dq_f32_to_bf16(x[k]);
-    dq_status st = dq_st_writer_put(&w->st, i, 0, h, e->out.nbytes, err);
+    dq_status st = put_entry(w, i, h, e->out.nbytes, err);
     free(h);
     return st;
 }
@@ -197,10 +278,10 @@ static dq_status put_quantized(dq_packed_writer *w, size_t i, const dq_model *m,
     }
     if (!st) {
         dq_pack_codes(codes, n, q->bits, words);
-        st = dq_st_writer_put(&w->st, i, 0, words, dq_packed_words(n, q->bits) * 4, err);
+        st = put_entry(w, i, words, dq_packed_words(n, q->bits) * 4, err);
     }
-    if (!st) st = dq_st_writer_put(&w->st, i + 1, 0, sc, ng * 2, err);
-    if (!st) st = dq_st_writer_put(&w->st, i + 2, 0, ze, ng * 2, err);
+    if (!st) st = put_entry(w, i + 1, sc, ng * 2, err);
+    if (!st) st = put_entry(w, i + 2, ze, ng * 2, err);
     free(codes);
     free(sc);
     free(ze);
@@ -349,8 +430,10 @@ dq_status dq_packed_check(const dq_model *m, dq_error *err) {
 
 void dq_packed_abort(dq_packed_writer *w) {
     if (!w) return;
-    if (w->st.f) dq_st_writer_abort(&w->st);
+    for (int f = 0; w->files && f < w->n_files; f++)
+        if (w->files[f].st.f) dq_st_writer_abort(&w->files[f].st);
     if (w->tmp[0] && !w->keep) dq_dir_remove_flat(w->tmp);
+    free(w->files);
     free(w->e);
     free(w->layout);
     free(w);
@@ -389,14 +472,10 @@ dq_status dq_packed_begin_at(const char *out, const char *tmp, bool reopen, cons
     memcpy(w->layout, layout, (size_t)n * sizeof *layout);
     w->n_layout = n;
     build_layout(w, m);
-    dq_st_out *t = w->oom ? NULL : malloc((w->n ? w->n : 1) * sizeof *t);
-    if (!t) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; t && i < w->n; i++) t[i] = w->e[i].out;
+    if (w->oom) st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (!st) st = temp_dir(w, out, tmp, reopen, err);
-    if (!st) st = dq_path_fmt(w->path, sizeof w->path, err, "%s/model.safetensors", w->tmp);
-    if (!st && !w->keep) dq_tmp_register(w->path, false);
-    if (!st) st = (reopen ? dq_st_writer_reopen : dq_st_writer_open)(w->path, t, w->n, &w->st, err);
-    free(t);
+    if (!st) st = assign_files(w, m, err);
+    if (!st) st = open_files(w, reopen, err);
     if (st) {
         dq_packed_abort(w);
         return st;
@@ -426,12 +505,16 @@ dq_status dq_packed_skip(dq_packed_writer *w, const dq_qlayer *layers, int n, dq
             return dq_fail(err, DQ_ERR_ARG, "%s: layer %s is not the next one the checkpoint was laid out for", w->out,
                            layers[k].name);
         for (size_t i = 0; i < w->n; i++)
-            if (w->e[i].owner == w->next) dq_st_writer_mark(&w->st, i);
+            if (w->e[i].owner == w->next) dq_st_writer_mark(&w->files[w->e[i].file].st, w->e[i].slot);
     }
     return DQ_OK;
 }
 
-dq_status dq_packed_sync(dq_packed_writer *w, dq_error *err) { return dq_st_writer_sync(&w->st, err); }
+dq_status dq_packed_sync(dq_packed_writer *w, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (int f = 0; !st && f < w->n_files; f++) st = dq_st_writer_sync(&w->files[f].st, err);
+    return st;
+}
 
 dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quant_result *r,
                            const dq_packed_info *info, dq_error *err) {
@@ -439,7 +522,8 @@ dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quan
                    : dq_fail(err, DQ_ERR_ARG, "%s: %d of %d quantized layers were written", w->out, w->next,
                              w->n_layout);
     if (!st) st = put_owned(w, -1, m, NULL, err);
-    if (!st) st = dq_st_writer_close(&w->st, err);
+    for (int f = 0; !st && f < w->n_files; f++) st = dq_st_writer_close(&w->files[f].st, err);
+    if (!st && w->n_files > 1) st = dq_write_json(w->tmp, "model.safetensors.index.json", shard_index(w), false, err);
     if (!st) st = dq_write_json(w->tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
     if (!st) st = dq_write_json(w->tmp, "dashq_config.json", quant_config(m, r, info), false, err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, w->tmp, info, m->cfg.seq_len, err);

@@ -13,7 +13,9 @@
  * (zero weights appended, coded with their group) and num_groups and the
  * packed codes count the padded [out, quant_in_features] array; readers keep
  * the first in_features columns. lm_head.weight is always written (a copy of
- * the embedding when tied), as the official loader needs it. */
+ * the embedding when tied), as the official loader needs it. A model read
+ * from N safetensors shards is written as N shards with an index
+ * (dashq_packed.c); the official loader reads either. */
 #ifndef DQ_DASHQ_PACKED_H
 #define DQ_DASHQ_PACKED_H
 #include "calib/pipeline.h"
@@ -42,7 +44,7 @@ dq_status dq_write_packed(const char *out_dir, const dq_model *m, const dq_quant
                           const dq_packed_info *info, dq_error *err);
 
 /* The same folder written as the pipeline goes (dq_pipeline_opts.emit):
- * begin lays out model.safetensors from the model's config and the layers
+ * begin lays out the safetensors file(s) from the model's config and the layers
  * to come (dq_quant_layout: dims, no codes) inside OUT.tmp-PID; put writes
  * the next layers in that order (with a block's first layer, the block's
  * norms and biases), checking each against its layout; finish writes the
@@ -55,8 +57,8 @@ dq_status dq_packed_begin(const char *out_dir, const dq_model *m, const dq_qlaye
                           dq_packed_writer **w, dq_error *err);
 dq_status dq_packed_put(dq_packed_writer *w, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
 /* A resumable run (util/resume.h): the temporary folder is tmp (created,
- * kept on abort); reopen: an interrupted run's, whose model.safetensors
- * keeps its bytes; skip then counts the layers it wrote (no codes needed),
+ * kept on abort); reopen: an interrupted run's, whose safetensors files
+ * keep their bytes; skip then counts the layers it wrote (no codes needed),
  * sync puts what was written on disk. */
 dq_status dq_packed_begin_at(const char *out_dir, const char *tmp, bool reopen, const dq_model *m,
                              const dq_qlayer *layout, int n, dq_packed_writer **w, dq_error *err);

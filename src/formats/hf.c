@@ -16,6 +16,8 @@ typedef struct {
     dq_st_file files[DQ_MAX_MAPS];
     int n_files;
     cJSON *weight_map; /* tensor name -> shard file name, NULL for a single file */
+    const char **shard_names; /* the weight map's distinct file names, sorted (n_shards) */
+    int n_shards;
     cJSON *qmap;       /* dashq_config.json quantized_modules, NULL for a plain folder */
     bool *used[DQ_MAX_MAPS]; /* per tensor of each file: looked up by the loader */
     char dir[PATH_MAX];
@@ -297,11 +299,28 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
     return dq_model_tensor(m, where, name, t->data, t->type, t->n_elems, out, err);
 }
 
+/* The shard number of the file the index names for tensor `name` (a packed
+ * linear's NAME.weight: its NAME.W_q_packed); -1 if none. */
+static int shard_of(const shards *s, const char *name) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(s->weight_map, name);
+    size_t nl = strlen(name);
+    if (!f && nl > 7 && !strcmp(name + nl - 7, ".weight")) {
+        char packed[200];
+        snprintf(packed, sizeof packed, "%.*s.W_q_packed", (int)(nl - 7), name);
+        f = cJSON_GetObjectItemCaseSensitive(s->weight_map, packed);
+    }
+    for (int i = 0; cJSON_IsString(f) && i < s->n_shards; i++)
+        if (!strcmp(s->shard_names[i], f->valuestring)) return i;
+    return -1;
+}
+
 /* Site `site` of block `layer` (ignored for the model's own sites) into *slot. */
 static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int layer, const float **slot, dq_error *err) {
     dq_site_ref t;
     dq_site_ref_of(site, &m->cfg, layer, DQ_NAMES_HF, &t);
-    return bind(m, s, t.name, t.rows, t.cols, slot, err);
+    dq_status st = bind(m, s, t.name, t.rows, t.cols, slot, err);
+    if (!st) dq_site_set_shard(m, site, layer, shard_of(s, t.name));
+    return st;
 }
 
 static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
@@ -317,6 +336,28 @@ static dq_status bind_layer(dq_model *m, shards *s, int l, dq_error *err) {
 /* The model's own site `id` into its slot in m. */
 static dq_status bind_model_site(dq_model *m, shards *s, dq_site_id id, dq_error *err) {
     return bind_site(m, s, &DQ_SITES[id], 0, dq_site_model_tensor(m, &DQ_SITES[id]), err);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* The index's distinct file names in sorted order: shard 0, 1, ... */
+static dq_status shard_names(shards *s, const char *path, dq_error *err) {
+    int n = cJSON_GetArraySize(s->weight_map), k = 0;
+    if (!(s->shard_names = malloc((size_t)(n ? n : 1) * sizeof *s->shard_names)))
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", path);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, s->weight_map) {
+        if (!cJSON_IsString(e))
+            return dq_fail(err, DQ_ERR_FORMAT, "%s: weight_map entry %.80s is not a file name", path, e->string);
+        s->shard_names[k++] = e->valuestring;
+    }
+    qsort(s->shard_names, (size_t)k, sizeof *s->shard_names, cmp_str);
+    for (int i = 0; i < k; i++)
+        if (!s->n_shards || strcmp(s->shard_names[s->n_shards - 1], s->shard_names[i]))
+            s->shard_names[s->n_shards++] = s->shard_names[i];
+    if (s->n_shards > DQ_MAX_MAPS)
+        return dq_fail(err, DQ_ERR_UNSUPPORTED, "%s: more than %d shards", path, DQ_MAX_MAPS);
+    return DQ_OK;
 }
 
 static dq_status open_index(shards *s, dq_error *err) {
@@ -336,7 +377,7 @@ static dq_status open_index(shards *s, dq_error *err) {
         return dq_fail(err, DQ_ERR_FORMAT, "%s: no weight_map object", path);
     }
     s->weight_map = wm;
-    return DQ_OK;
+    return shard_names(s, path, err);
 }
 
 /* dashq_config.json marks a DASH-Q packed checkpoint. */
@@ -395,6 +436,15 @@ static dq_status bind_all(dq_model *m, shards *s, dq_error *err) {
     return bind_model_site(m, s, DQ_SITE_OUTPUT, err);
 }
 
+static dq_status alloc_shard_map(dq_model *m, int n_shards, dq_error *err) {
+    size_t n = dq_site_shard_slots(&m->cfg);
+    if (!(m->site_shard = dq_model_alloc(m, n * sizeof *m->site_shard)))
+        return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) m->site_shard[i] = -1;
+    m->n_shards = n_shards;
+    return DQ_OK;
+}
+
 dq_status dq_load_hf(const char *dir, bool lazy, dq_model **out, dq_error *err) {
     *out = NULL;
     dq_model *m = dq_model_new(dir, "hf");
@@ -411,6 +461,7 @@ dq_status dq_load_hf(const char *dir, bool lazy, dq_model **out, dq_error *err) 
     if (!st) st = open_quant_map(m, s, err);
     if (!st && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    if (!st && s->n_shards > 1) st = alloc_shard_map(m, s->n_shards, err);
     if (!st) st = bind_all(m, s, err);
     if (!st) st = check_all_used(m, s, err);
     /* the model keeps the mappings; the parsed headers are no longer needed */
@@ -420,6 +471,7 @@ dq_status dq_load_hf(const char *dir, bool lazy, dq_model **out, dq_error *err) 
         dq_st_close(&s->files[i]);
         free(s->used[i]);
     }
+    free(s->shard_names);
     cJSON_Delete(s->weight_map);
     cJSON_Delete(s->qmap);
     free(s);

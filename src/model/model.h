@@ -53,6 +53,13 @@ struct dq_model {
     bool lazy;                   /* block linears are deferred, not converted on load */
     dq_deferred *deferred;       /* (n_deferred) in load order */
     int n_deferred, cap_deferred;
+    /* The input's safetensors shard of every tensor (a Hugging Face folder
+     * whose index splits it over n_shards files, numbered in the order of
+     * their names; -1: not in a file of its own, e.g. a tied head), which a
+     * packed checkpoint follows (issue #15); NULL with one file. Indexed by
+     * dq_site_shard (model/sites.h); owned by the model. */
+    int16_t *site_shard;
+    int n_shards;
 };
 
 /* q/k row orders of the two RoPE layouts within a head of hd rows:

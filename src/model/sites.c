@@ -92,6 +92,24 @@ const float *dq_site_get(const dq_layer *L, const dq_site *s) {
     return *(const float *const *)(const void *)((const char *)L + s->offset);
 }
 
+size_t dq_site_shard_slots(const dq_config *c) {
+    return (size_t)c->n_layers * DQ_SITE_PER_BLOCK + (DQ_SITE_COUNT - DQ_SITE_PER_BLOCK);
+}
+
+static size_t shard_slot(const dq_model *m, const dq_site *s, int layer) {
+    size_t id = (size_t)(s - DQ_SITES);
+    return s->per_block ? (size_t)layer * DQ_SITE_PER_BLOCK + id
+                        : (size_t)m->cfg.n_layers * DQ_SITE_PER_BLOCK + (id - DQ_SITE_PER_BLOCK);
+}
+
+int dq_site_shard(const dq_model *m, const dq_site *s, int layer) {
+    return m->site_shard ? m->site_shard[shard_slot(m, s, layer)] : -1;
+}
+
+void dq_site_set_shard(dq_model *m, const dq_site *s, int layer, int shard) {
+    if (m->site_shard) m->site_shard[shard_slot(m, s, layer)] = (int16_t)shard;
+}
+
 const float **dq_site_model_tensor(dq_model *m, const dq_site *s) {
     return (const float **)(void *)((char *)m + s->offset);
 }

@@ -102,6 +102,14 @@ const float *dq_site_data(const dq_model *m, int layer, const dq_site *s);
  * runs out. */
 float *dq_site_writable(dq_model *m, int layer, const dq_site *s, dq_error *err);
 
+/* The input shard (0..m->n_shards-1) holding a site's tensor in block
+ * `layer` (ignored for model-level sites); -1 when the model came from one
+ * file or the tensor from none (a tied head). Set records it (loaders). */
+int dq_site_shard(const dq_model *m, const dq_site *s, int layer);
+void dq_site_set_shard(dq_model *m, const dq_site *s, int layer, int shard);
+/* Elements of m->site_shard: every site of every block, then the model's. */
+size_t dq_site_shard_slots(const dq_config *c);
+
 /* Names of a site's tensor in block `layer` (ignored for model-level sites)
  * into buf (cap bytes, always terminated); return snprintf's count:
  *   hf_module "model.layers.3.self_attn.q_proj"   hf_name   "model.layers.3.self_attn.q_proj.weight"

@@ -14,7 +14,7 @@
 
 #include "dashq.h" /* dq_tmp_install_handlers */
 
-#define DQ_TMP_SLOTS 64
+#define DQ_TMP_SLOTS 128 /* a packed checkpoint of up to DQ_MAX_MAPS (64) shards, its side files, a spill */
 
 /* dq_tmp_install_handlers (dashq.h): the handler for SIGINT, SIGTERM and
  * SIGHUP (a signal that was ignored when the program started stays ignored).

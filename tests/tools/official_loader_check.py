@@ -13,7 +13,8 @@ loader.py imports transformers >= 5.8, accelerate, huggingface_hub and
 safetensors at the top; transformers 5 needs a newer torch than Debian ships
 and PyPI's Linux torch wheels bring ~3 GB of CUDA libraries, so those four
 are replaced by stubs here (safe_open reads the file with a few lines of
-parsing). What runs is the loader's own: _load_dashq_config (format check),
+parsing). A sharded checkpoint (model.safetensors.index.json) is read
+shard by shard. What runs is the loader's own: _load_dashq_config (format check),
 _checkpoint_keys, _replace_quantized_modules (every module built from
 dashq_config.json exactly as load_quantized builds it, on a skeleton with
 the Llama module names instead of transformers' model), the buffers loaded
@@ -67,6 +68,26 @@ def read_safetensors(path):
         out[name] = (t["dtype"], t["shape"], torch.frombuffer(buf, dtype=DTYPES[t["dtype"]]).reshape(t["shape"]) if b > a
                      else torch.empty(t["shape"], dtype=DTYPES[t["dtype"]]))
     return out
+
+
+def read_checkpoint(ckpt):
+    """Every tensor of a checkpoint: model.safetensors, or the shards that
+    model.safetensors.index.json lists (each tensor in the file it names)."""
+    index = os.path.join(ckpt, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return read_safetensors(os.path.join(ckpt, "model.safetensors"))
+    with open(index) as fh:
+        weight_map = json.load(fh)["weight_map"]
+    tensors = {}
+    for file in sorted(set(weight_map.values())):
+        for name, t in read_safetensors(os.path.join(ckpt, file)).items():
+            if weight_map.get(name) != file:
+                raise SystemExit(f"{ckpt}: FAIL: {name} is in {file}, the index says {weight_map.get(name)}")
+            tensors[name] = t
+    missing = set(weight_map) - set(tensors)
+    if missing:
+        raise SystemExit(f"{ckpt}: FAIL: the index lists {len(missing)} tensors no shard holds")
+    return tensors
 
 
 def stub_third_party():
@@ -154,7 +175,7 @@ def main():
         if cfg.get(key) is None:
             failures.append(f"dashq_config.json has no top-level {key}")
     keys = official_loader._checkpoint_keys(Path(ckpt))
-    tensors = read_safetensors(os.path.join(ckpt, "model.safetensors"))
+    tensors = read_checkpoint(ckpt)
     ours = read_safetensors(ours_path)
     with open(os.path.join(ckpt, "config.json")) as fh:
         hf_config = json.load(fh)

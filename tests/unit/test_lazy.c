@@ -126,24 +126,23 @@ static dq_status quantize(const char *model, const char *tok, bool lazy, const c
 
 static void same_checkpoint(const char *model, const char *tok, const char *method, const char *rotate, bool head,
                             const char *name) {
-    char eager[1100], lazy[1200], a[1300], b[1300];
+    char eager[1100], lazy[1200];
     snprintf(eager, sizeof eager, "%s", tu_tmp(name));
     snprintf(lazy, sizeof lazy, "%s-lazy", eager);
     dq_error err = {0};
     if (quantize(model, tok, false, method, rotate, head, eager, &err)) fail_msg("%s", err.msg);
     if (quantize(model, tok, true, method, rotate, head, lazy, &err)) fail_msg("%s", err.msg);
-    const char *files[] = {"model.safetensors", "dashq_config.json", "config.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%s", eager, files[i]);
-        snprintf(b, sizeof b, "%s/%s", lazy, files[i]);
-        if (!same_file(a, b)) fail_msg("%s: %s differs between the eager and the lazy model", name, files[i]);
-    }
+    const char *what;
+    if (!tu_same_folder(eager, lazy, &what)) fail_msg("%s: %s differs between the eager and the lazy model", name, what);
 }
 
 static void test_same_bytes_bf16_tied(void **st) {
     (void)st;
     same_checkpoint(tu_shared(GUT6L_HF), tu_shared(GUT6L_HF "/tokenizer.json"), "dashq", NULL, false, "gut6l-dashq");
     same_checkpoint(tu_shared(GUT6L_HF), tu_shared(GUT6L_HF "/tokenizer.json"), "gptq", NULL, true, "gut6l-gptq");
+    /* sharded like the input: every shard and the index */
+    same_checkpoint(tu_hf_sharded(tu_shared(GUT6L_HF), "gut6l-2shards", 2), tu_shared(GUT6L_HF "/tokenizer.json"),
+                    "dashq", NULL, false, "gut6l-sharded");
 }
 
 static void same_gguf(const char *method, const char *type, const char *rotate, const char *name) {

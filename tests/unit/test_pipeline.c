@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "calib/pipeline.h"
 #include "model/sites.h"
@@ -379,6 +380,95 @@ static dq_status refusing_hook(dq_model *m, const dq_calib_set *cs, void *user, 
     return dq_fail(err, DQ_ERR_UNSUPPORTED, "the hook refuses");
 }
 
+static cJSON *read_json(const char *dir, const char *file) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    char *text = tu_read(path, NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    assert_non_null(j);
+    return j;
+}
+
+/* The input tensor an output tensor of a packed checkpoint comes from:
+ * NAME.W_q_packed / .scale / .zero from NAME.weight, anything else from
+ * itself (a tied head's copy: from nothing, absent from the input). */
+static void source_of(const char *out, char *src, size_t cap) {
+    static const char *const parts[] = {".W_q_packed", ".scale", ".zero"};
+    size_t n = strlen(out);
+    for (int k = 0; k < 3; k++) {
+        size_t pl = strlen(parts[k]);
+        if (n > pl && !strcmp(out + n - pl, parts[k])) {
+            snprintf(src, cap, "%.*s.weight", (int)(n - pl), out);
+            return;
+        }
+    }
+    snprintf(src, cap, "%s", out);
+}
+
+/* A model read from N shards is written as N shards (issue #15): every
+ * tensor in the shard of the tensor it came from (a tied head with the final
+ * norm), an index that lists each tensor's file and the total bytes as
+ * transformers writes it, no model.safetensors; and it loads back to the
+ * model the pipeline evaluated. */
+static void check_sharded(const char *model, int n_shards, const char *name) {
+    dq_model *m = tu_model(model);
+    const dq_config *c = dq_model_config(m);
+    dq_calib_set cs = random_windows(4, 32, c->vocab_size, 11);
+    dq_quant_result r = quantize(m, &cs, DQ_METHOD_GPTQ, 3, 32, 2);
+    const char *dir = write_out(m, &r, name, NULL);
+    char path[1200], src[200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    cJSON *in = read_json(model, "model.safetensors.index.json"), *out = read_json(dir, "model.safetensors.index.json");
+    const cJSON *in_map = cJSON_GetObjectItem(in, "weight_map"), *out_map = cJSON_GetObjectItem(out, "weight_map");
+    const char *norm_file = cJSON_GetObjectItem(in_map, "model.norm.weight")->valuestring;
+    size_t listed = 0, total = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, out_map) {
+        listed++;
+        source_of(e->string, src, sizeof src);
+        const cJSON *from = cJSON_GetObjectItem(in_map, src);
+        const char *want = from ? from->valuestring : norm_file; /* lm_head.weight of a tied model */
+        if (!from) assert_string_equal(e->string, "lm_head.weight");
+        if (strcmp(e->valuestring, want)) fail_msg("%s: %s is in %s, its source %s in %s", name, e->string,
+                                                   e->valuestring, src, want);
+    }
+    size_t in_files = 0;
+    for (int k = 1; k <= n_shards; k++) {
+        dq_st_file f;
+        dq_error err = {0};
+        snprintf(path, sizeof path, "%s/model-%05d-of-%05d.safetensors", dir, k, n_shards);
+        if (dq_st_open(path, &f, &err)) fail_msg("%s", err.msg);
+        for (size_t i = 0; i < f.n_tensors; i++, in_files++) {
+            const cJSON *file = cJSON_GetObjectItem(out_map, f.tensors[i].name);
+            assert_non_null(file);
+            assert_string_equal(file->valuestring, strrchr(path, '/') + 1);
+            total += f.tensors[i].nbytes;
+        }
+        dq_st_close(&f);
+    }
+    assert_int_equal(in_files, listed);
+    assert_int_equal((size_t)cJSON_GetObjectItem(cJSON_GetObjectItem(out, "metadata"), "total_size")->valuedouble,
+                     total);
+    dq_model *back = tu_model(dir);
+    float *a = logits_of(m, cs.tokens, 32), *b = logits_of(back, cs.tokens, 32);
+    assert_memory_equal(a, b, (size_t)32 * c->vocab_size * sizeof(float));
+    free(a), free(b);
+    cJSON_Delete(in);
+    cJSON_Delete(out);
+    dq_model_free(back);
+    dq_quant_result_free(&r);
+    dq_calib_free(&cs);
+    dq_model_free(m);
+}
+
+static void test_sharded_like_input(void **state) {
+    (void)state;
+    check_sharded(tu_fixture("llama3-tiny"), 2, "sharded-llama3"); /* blocks straddle its two shards */
+    check_sharded(tu_hf_sharded(tu_shared("models/gut6l-hf"), "gut6l-3shards", 3), 3, "sharded-gut6l");
+}
+
 static void test_prepare_hook(void **state) {
     (void)state;
     const char *path = tu_shared("models/gut6l/gut6l.bin");
@@ -465,6 +555,7 @@ static void test_writable_tied(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),         cmocka_unit_test(test_packed_format),
+        cmocka_unit_test(test_sharded_like_input),
         cmocka_unit_test(test_thread_invariance), cmocka_unit_test(test_methods_sanity),
         cmocka_unit_test(test_head_and_padding), cmocka_unit_test(test_bad_calibration),
         cmocka_unit_test(test_nonfinite_activations), cmocka_unit_test(test_progress_and_cancel),

@@ -60,7 +60,7 @@ static void killed_run(const char *out, const char *type, int blocks) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        execl("/proc/self/exe", "test_resume", "--killed-run", out, type ? type : "", n, (char *)NULL);
+        execl("/proc/self/exe", "test_resume", "--killed-run", out, type ? type : "", n, model, (char *)NULL);
         _exit(127);
     }
     int status = 0;
@@ -84,7 +84,7 @@ static bool same_file(const char *a, const char *b) {
 
 /* Killed after `blocks`, resumed: the bytes of a straight run. */
 static void resumed_equals_straight(const char *name, const char *type, int blocks) {
-    char straight[1100], out[1100], state[1200], a[1300], b[1300];
+    char straight[1100], out[1100], state[1200], a[1300];
     snprintf(straight, sizeof straight, "%s-straight", tu_tmp(name));
     snprintf(out, sizeof out, "%s", tu_tmp(name));
     snprintf(state, sizeof state, "%s.resume/state.json", out);
@@ -104,17 +104,28 @@ static void resumed_equals_straight(const char *name, const char *type, int bloc
         if (!same_file(straight, out)) fail_msg("%s: the resumed GGUF differs", name);
         return;
     }
-    const char *files[] = {"model.safetensors", "dashq_config.json", "config.json"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "%s/%s", straight, files[i]);
-        snprintf(b, sizeof b, "%s/%s", out, files[i]);
-        if (!same_file(a, b)) fail_msg("%s: %s differs after resuming", name, files[i]);
-    }
+    const char *what;
+    if (!tu_same_folder(straight, out, &what)) fail_msg("%s: %s differs after resuming", name, what);
 }
 
 static void test_packed_killed_resumed(void **st) {
     (void)st;
     resumed_equals_straight("resume-packed", NULL, 2);
+}
+
+/* A sharded input gives a sharded checkpoint (issue #15): every shard and
+ * the index resume to a straight run's bytes. */
+static void test_sharded_killed_resumed(void **st) {
+    (void)st;
+    char keep[sizeof model], a[1300];
+    snprintf(keep, sizeof keep, "%s", model);
+    snprintf(model, sizeof model, "%s", tu_hf_sharded(tu_shared(GUT6L_HF), "gut6l-3shards", 3));
+    resumed_equals_straight("resume-sharded", NULL, 3);
+    snprintf(a, sizeof a, "%s/model-00003-of-00003.safetensors", tu_tmp("resume-sharded"));
+    assert_true(exists(a));
+    snprintf(a, sizeof a, "%s/model.safetensors", tu_tmp("resume-sharded"));
+    assert_false(exists(a));
+    snprintf(model, sizeof model, "%s", keep);
 }
 
 static void test_gguf_killed_resumed(void **st) {
@@ -143,7 +154,8 @@ int main(int argc, char **argv) {
     snprintf(model, sizeof model, "%s", tu_shared(GUT6L_HF));
     snprintf(tok, sizeof tok, "%s", tu_shared(GUT6L_HF "/tokenizer.json"));
     snprintf(calib, sizeof calib, "%s", tu_shared(CALIB));
-    if (argc == 5 && !strcmp(argv[1], "--killed-run")) { /* killed_run's child */
+    if (argc == 6 && !strcmp(argv[1], "--killed-run")) { /* killed_run's child */
+        snprintf(model, sizeof model, "%s", argv[5]);
         kill_after = atoi(argv[4]);
         dq_error err = {0};
         run(argv[2], argv[3][0] ? argv[3] : NULL, 3, true, &err);
@@ -152,6 +164,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packed_killed_resumed),
+        cmocka_unit_test(test_sharded_killed_resumed),
         cmocka_unit_test(test_gguf_killed_resumed),
         cmocka_unit_test(test_killed_early_starts_over),
     };

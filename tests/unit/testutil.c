@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
+#include <cjson/cJSON.h>
+#include <dirent.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +9,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "formats/safetensors.h"
 
 #define N_SLOTS 16
 static char slots[N_SLOTS][1024]; /* rotating buffers: paths stay valid for a few calls */
@@ -184,4 +188,83 @@ const char *tu_hf_copy(const char *name) {
         tu_copy(src, dst, (size_t)-1);
     }
     return dir;
+}
+
+const char *tu_hf_sharded(const char *src, const char *name, int n) {
+    const char *dir = tu_tmp(name);
+    mkdir(dir, 0755);
+    char from[1024], to[1024];
+    const char *side[] = {"config.json", "tokenizer.json", "tokenizer_config.json"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(from, sizeof from, "%s/%s", src, side[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, side[i]);
+        if (access(from, R_OK) == 0) tu_copy(from, to, (size_t)-1);
+    }
+    snprintf(from, sizeof from, "%s/model.safetensors", src);
+    dq_st_file f;
+    dq_error err = {0};
+    if (dq_st_open(from, &f, &err)) fail_msg("%s", err.msg);
+    dq_st_out *t = calloc(f.n_tensors, sizeof *t);
+    cJSON *index = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(index, "weight_map");
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(index, "metadata"), "total_size", 0);
+    for (int s = 0; s < n; s++) {
+        char file[64];
+        snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n);
+        size_t k = 0;
+        for (size_t i = (size_t)s; i < f.n_tensors; i += (size_t)n, k++) {
+            const dq_st_tensor *x = &f.tensors[i];
+            snprintf(t[k].name, sizeof t[k].name, "%s", x->name);
+            t[k].dtype = x->dtype;
+            t[k].ndim = x->ndim;
+            memcpy(t[k].shape, x->shape, sizeof t[k].shape);
+            t[k].data = x->data;
+            t[k].nbytes = x->nbytes;
+            cJSON_AddStringToObject(map, x->name, file);
+        }
+        snprintf(to, sizeof to, "%s/%s", dir, file);
+        if (dq_st_write(to, t, k, &err)) fail_msg("%s", err.msg);
+    }
+    char *json = cJSON_Print(index);
+    snprintf(to, sizeof to, "%s/model.safetensors.index.json", dir);
+    tu_write(to, json, strlen(json));
+    free(json);
+    cJSON_Delete(index);
+    free(t);
+    dq_st_close(&f);
+    return dir;
+}
+
+static int list_files(const char *dir, char names[][256], int cap) {
+    DIR *d = opendir(dir);
+    if (!d) fail_msg("%s: cannot list", dir);
+    int n = 0;
+    char path[16640];
+    struct stat sb;
+    for (struct dirent *e; (e = readdir(d));) {
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && n < cap) snprintf(names[n++], 256, "%s", e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+bool tu_same_folder(const char *a, const char *b, const char **what) {
+    static char names[64][256], other[64][256];
+    int n = list_files(a, names, 64), m = list_files(b, other, 64);
+    *what = "(the number of files)";
+    if (n != m) return false;
+    for (int i = 0; i < n; i++) {
+        char pa[16640], pb[16640];
+        size_t la, lb;
+        snprintf(pa, sizeof pa, "%s/%s", a, names[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, names[i]);
+        *what = names[i];
+        if (access(pb, R_OK) != 0) return false;
+        char *x = tu_read(pa, &la), *y = tu_read(pb, &lb);
+        bool same = la == lb && !memcmp(x, y, la);
+        free(x);
+        free(y);
+        if (!same) return false;
+    }
+    return true;
 }

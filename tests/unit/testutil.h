@@ -36,6 +36,14 @@ void tu_write(const char *path, const void *data, size_t len);
 void tu_copy(const char *src, const char *dst, size_t keep);
 /* Copies the qwen2-tiny fixture folder (config.json, model.safetensors) to tmp/name; returns its path. */
 const char *tu_hf_copy(const char *name);
+/* A copy of the Hugging Face folder src (one model.safetensors) at tmp/name
+ * whose tensors are split over n shards, tensor i of the file into shard
+ * i % n (so blocks straddle shards), with model.safetensors.index.json;
+ * config and tokenizer files come along. Returns its path. */
+const char *tu_hf_sharded(const char *src, const char *name, int n);
+/* Whether folders a and b hold the same files, byte for byte (regular files,
+ * by name); on a difference, *what names the file. */
+bool tu_same_folder(const char *a, const char *b, const char **what);
 
 /* The whitespace-separated token ids of a file (at most 4096; *n of them),
  * malloc'ed. */
