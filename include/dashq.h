@@ -352,7 +352,7 @@ typedef struct {
     double mean_rel_err;
     uint64_t hidden_bytes; /* the calibration hidden states' size */
     bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */
-    uint64_t bytes_written; /* GGUF: the file's size; packed: 0 */
+    uint64_t bytes_written; /* GGUF: the file's size; packed: its folder's files (shards, JSON, tokenizer) */
 } dq_quantize_report;
 
 /* Quantizes m (in place: its weights become what was written; a model from

@@ -20,6 +20,7 @@
 #include "quant/methods.h"
 #include "transform/transform.h"
 #include "util/error.h"
+#include "util/out_dir.h"
 #include "util/files.h"
 #include "util/mapped_file.h"
 #include "util/progress.h"
@@ -374,6 +375,7 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->split_energy = j->tr.hero.split_energy;
     struct stat sb;
     if (j->gguf && !stat(out, &sb)) rep->bytes_written = (uint64_t)sb.st_size;
+    else if (!j->gguf) rep->bytes_written = dq_dir_bytes(out);
     return DQ_OK;
 }
 

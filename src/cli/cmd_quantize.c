@@ -182,8 +182,7 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
         printf("calibration hidden states: %.1f MB in a spill file (past --mem-budget)\n", (double)r->hidden_bytes / 1e6);
     printf("time: forward %.2f s, statistics %.2f s, solve %.2f s, total %.2f s\n", r->t_forward, r->t_stats,
            r->t_solve, r->t_total);
-    if (gguf) printf("wrote %s (%.2f MiB)\n", o->out, (double)r->bytes_written / (1 << 20));
-    else printf("wrote %s\n", o->out);
+    printf("wrote %s (%.2f MiB)\n", o->out, (double)r->bytes_written / (1 << 20));
 }
 
 /* Under mpirun every rank runs this with the same arguments (dq_comm_init

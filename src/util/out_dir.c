@@ -75,6 +75,19 @@ void dq_dir_remove_flat(const char *dir) {
     dq_tmp_unregister_under(dir);
 }
 
+uint64_t dq_dir_bytes(const char *dir) {
+    uint64_t total = 0;
+    DIR *d = opendir(dir);
+    char path[PATH_MAX];
+    struct stat st;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (dq_path_fmt(path, sizeof path, NULL, "%s/%s", dir, e->d_name) == DQ_OK && lstat(path, &st) == 0 &&
+            S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+    if (d) closedir(d);
+    return total;
+}
+
 /* OUT always names a complete folder: an existing one is exchanged with the
  * new folder in one step (dq_replace_dir), then removed. */
 dq_status dq_dir_publish(const char *tmp, const char *out, dq_error *err) {

@@ -20,6 +20,8 @@ dq_status dq_dir_publish(const char *tmp, const char *out, dq_error *err);
 /* Removes a folder holding only plain files (a failed or replaced output;
  * a symbolic link is removed, not followed) and forgets its temporaries. */
 void dq_dir_remove_flat(const char *dir);
+/* The bytes of a folder's plain files (not descending): a written output's size. */
+uint64_t dq_dir_bytes(const char *dir);
 /* Writes root as dir/file (pretty-printed unless compact; registered as a
  * temporary of the folder) and deletes root. */
 dq_status dq_write_json(const char *dir, const char *file, cJSON *root, bool compact, dq_error *err);

@@ -44,7 +44,7 @@ class QuantizeReport:
     t_total: float
     t_gradients: float
     t_transform: float
-    bytes_written: int    # GGUF: the file's size; packed: 0
+    bytes_written: int    # GGUF: the file's size; packed: its folder's files
     hidden_spilled: bool
 
 
