@@ -358,7 +358,7 @@ typedef struct {
 /* Quantizes m (in place: its weights become what was written; a model from
  * dq_model_load_lazy is consumed instead, block by block) with the
  * calibration text and writes out, atomically: a packed checkpoint folder
- * (sharded like the input: N safetensors shards in, N out, with their index)
+ * (sharded like the input: one safetensors shard per input shard, with an index)
  * or a GGUF file. Refuses, before any work, an output that would replace an
  * input or an unrelated file. report (may be NULL) receives what was done;
  * free it with dq_quantize_report_free. */

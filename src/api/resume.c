@@ -15,7 +15,7 @@
 #include "util/mapped_file.h"
 #include "util/out_dir.h"
 
-#define STATE_VERSION 1
+#define STATE_VERSION 2 /* 2: a packed checkpoint's partial is sharded like its input (52ebb56) */
 
 uint64_t dq_resume_hash(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -125,7 +125,9 @@ static dq_status parse_state(dq_resume *r, const char *text, size_t n, uint64_t 
         for (int i = 0; ok && i < r->n_done; i++) ok = layer_from_json(cJSON_GetArrayItem(layers, i), &r->done[i]);
     }
     cJSON_Delete(o);
-    return ok ? DQ_OK : dq_fail(err, DQ_ERR_FORMAT, "%s: not a state dashq %s wrote", r->state, DQ_VERSION);
+    return ok ? DQ_OK
+              : dq_fail(err, DQ_ERR_FORMAT, "%s: not a state dashq %s wrote (another version's?): remove %s to start "
+                        "over", r->state, DQ_VERSION, r->dir);
 }
 
 /* Rank 0's state.json (empty: none) to every rank: the other ranks' machines

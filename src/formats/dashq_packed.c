@@ -48,11 +48,12 @@ void dq_unpack_codes(const int32_t *words, size_t n, int bits, uint8_t *q) {
  * biases and quantized layers when the pipeline emits the block, the
  * embedding, final norm and a full-precision head at the end.
  * Files follow the input (issue #15: an 8B checkpoint is ~4.5 GB, a 70B one
- * ~35 GB): a model read from N safetensors shards is written as N shards,
- * model-0000k-of-0000N.safetensors, each tensor in the shard its source
- * tensor came from (a tied head's copy with the final norm), listed by
- * model.safetensors.index.json as transformers writes it; any other input
- * gives one model.safetensors. */
+ * ~35 GB): a model read from safetensors shards is written as shards,
+ * model-0000k-of-0000N.safetensors, one for each input shard that holds a
+ * tensor written here (in the order of the input's file names), each tensor
+ * in the shard its source tensor came from (a tied head's copy with the
+ * final norm), listed by model.safetensors.index.json as transformers writes
+ * it; any other input gives one model.safetensors. */
 
 typedef enum { PART_FP, PART_CODES, PART_SCALE, PART_ZERO } part_kind;
 
@@ -165,7 +166,7 @@ static dq_status assign_files(dq_packed_writer *w, const dq_model *m, dq_error *
     for (int k = 0; k < DQ_MAX_MAPS; k++) file_of[k] = -1;
     for (size_t i = 0; i < w->n; i++) {
         int s = w->e[i].site ? dq_site_shard(m, w->e[i].site, w->e[i].layer) : -1;
-        w->e[i].file = s >= 0 && s < DQ_MAX_MAPS ? s : last >= 0 && last < DQ_MAX_MAPS ? last : 0;
+        w->e[i].file = s >= 0 && s < m->n_shards ? s : last >= 0 && last < m->n_shards ? last : 0;
         file_of[w->e[i].file] = 0;
     }
     for (int k = 0; k < DQ_MAX_MAPS; k++)
@@ -206,17 +207,26 @@ static dq_status open_files(dq_packed_writer *w, bool reopen, dq_error *err) {
     return st;
 }
 
-/* model.safetensors.index.json of a sharded checkpoint, as transformers
- * writes it: the tensors' total bytes and each tensor's file. */
+static int cmp_entry_name(const void *a, const void *b) {
+    return strcmp((*(const entry *const *)a)->out.name, (*(const entry *const *)b)->out.name);
+}
+
+/* model.safetensors.index.json of a sharded checkpoint as transformers
+ * writes it: the tensors' total bytes, each tensor's file, by name. */
 static cJSON *shard_index(const dq_packed_writer *w) {
+    const entry **by_name = malloc((w->n ? w->n : 1) * sizeof *by_name);
+    if (!by_name) return NULL;
+    for (size_t i = 0; i < w->n; i++) by_name[i] = &w->e[i];
+    qsort(by_name, w->n, sizeof *by_name, cmp_entry_name);
     cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
     cJSON *map = cJSON_AddObjectToObject(o, "weight_map");
     double total = 0;
     for (size_t i = 0; i < w->n; i++) {
-        total += (double)w->e[i].out.nbytes;
-        cJSON_AddStringToObject(map, w->e[i].out.name, w->files[w->e[i].file].name);
+        total += (double)by_name[i]->out.nbytes;
+        cJSON_AddStringToObject(map, by_name[i]->out.name, w->files[by_name[i]->file].name);
     }
     cJSON_AddNumberToObject(meta, "total_size", total);
+    free(by_name);
     return o;
 }
 
@@ -523,7 +533,9 @@ dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quan
                              w->n_layout);
     if (!st) st = put_owned(w, -1, m, NULL, err);
     for (int f = 0; !st && f < w->n_files; f++) st = dq_st_writer_close(&w->files[f].st, err);
-    if (!st && w->n_files > 1) st = dq_write_json(w->tmp, "model.safetensors.index.json", shard_index(w), false, err);
+    cJSON *index = !st && w->n_files > 1 ? shard_index(w) : NULL;
+    if (!st && w->n_files > 1 && !index) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", w->out);
+    if (index) st = dq_write_json(w->tmp, "model.safetensors.index.json", index, false, err);
     if (!st) st = dq_write_json(w->tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
     if (!st) st = dq_write_json(w->tmp, "dashq_config.json", quant_config(m, r, info), false, err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, w->tmp, info, m->cfg.seq_len, err);

@@ -57,7 +57,8 @@ struct dq_model {
      * whose index splits it over n_shards files, numbered in the order of
      * their names; -1: not in a file of its own, e.g. a tied head), which a
      * packed checkpoint follows (issue #15); NULL with one file. Indexed by
-     * dq_site_shard (model/sites.h); owned by the model. */
+     * dq_site_shard (model/sites.h); owned by the model. n_shards: how many
+     * files (0 with site_shard NULL). */
     int16_t *site_shard;
     int n_shards;
 };

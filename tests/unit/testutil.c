@@ -192,6 +192,8 @@ const char *tu_hf_copy(const char *name) {
 
 const char *tu_hf_sharded(const char *src, const char *name, int n) {
     const char *dir = tu_tmp(name);
+    struct stat sb;
+    if (stat(dir, &sb) == 0) return dir; /* made by an earlier call: the same split */
     mkdir(dir, 0755);
     char from[1024], to[1024];
     const char *side[] = {"config.json", "tokenizer.json", "tokenizer_config.json"};
@@ -204,7 +206,9 @@ const char *tu_hf_sharded(const char *src, const char *name, int n) {
     dq_st_file f;
     dq_error err = {0};
     if (dq_st_open(from, &f, &err)) fail_msg("%s", err.msg);
+    if (n < 1 || (size_t)n > f.n_tensors) fail_msg("%s: %zu tensors cannot fill %d shards", from, f.n_tensors, n);
     dq_st_out *t = calloc(f.n_tensors, sizeof *t);
+    if (!t) fail_msg("out of memory");
     cJSON *index = cJSON_CreateObject(), *map = cJSON_AddObjectToObject(index, "weight_map");
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(index, "metadata"), "total_size", 0);
     for (int s = 0; s < n; s++) {
@@ -242,7 +246,9 @@ static int list_files(const char *dir, char names[][256], int cap) {
     struct stat sb;
     for (struct dirent *e; (e = readdir(d));) {
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && n < cap) snprintf(names[n++], 256, "%s", e->d_name);
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        if (n == cap) fail_msg("%s: more than %d files to compare", dir, cap);
+        snprintf(names[n++], 256, "%s", e->d_name);
     }
     closedir(d);
     return n;

@@ -39,7 +39,8 @@ const char *tu_hf_copy(const char *name);
 /* A copy of the Hugging Face folder src (one model.safetensors) at tmp/name
  * whose tensors are split over n shards, tensor i of the file into shard
  * i % n (so blocks straddle shards), with model.safetensors.index.json;
- * config and tokenizer files come along. Returns its path. */
+ * config and tokenizer files come along. Made once per name (a later call
+ * returns the folder as it is). Returns its path. */
 const char *tu_hf_sharded(const char *src, const char *name, int n);
 /* Whether folders a and b hold the same files, byte for byte (regular files,
  * by name); on a difference, *what names the file. */
