@@ -268,7 +268,8 @@ typedef struct {
      * statistic (issue #17; dq_quantize_transforms() lists them): */
     const char *rotate;    /* "none" (or NULL), "hadamard" (QuaRot's random Hadamard R1 on the residual stream
                               and R2 per head), "random" (Haar-random R1, R2), "hero" (R1 learned from the
-                              Hadamard one against the RTN error; needs calib), "hero-loss" (R1 learned against
+                              Hadamard one against the RTN error; needs calib), "hero-r2" (that R1, and each
+                              block's R2 learned against o_proj's RTN error), "hero-loss" (R1 learned against
                               the RTN-quantized model's cross-entropy, hero_steps windows through the backward
                               pass; needs calib), "hero-kl" (the same against its KL divergence from the
                               full-precision model), "split" (R1 = the identity on the massive-activation
@@ -278,7 +279,7 @@ typedef struct {
                               q/k/v, gate/up and down, folded into the norms and up_proj) */
     float smooth_alpha;    /* the smoothing's α in max|X|^α / max|W|^(1-α); 0: 0.5 */
     float hero_beta;       /* smooth hero: weight of the spectral term λ_max/mean (0: 0.1) */
-    int hero_steps;        /* smooth hero: Adam steps per input; rotate hero, hero-loss: Cayley steps (0: 40) */
+    int hero_steps;        /* smooth hero: Adam steps per input; rotate hero(-r2), hero-loss: Cayley steps (0: 40) */
     bool spectrum;         /* report each layer's curvature spectrum (dq_tensor_report.h_*) */
     int act_bits, act_group; /* activation quantization (dq_model_set_act_quant) during calibration, kept in the
                                 model and recorded in a packed checkpoint; 0: full-precision activations */
@@ -343,6 +344,8 @@ typedef struct {
     double hero_err_ratio, hero_rho_before, hero_rho_after;
     int hero_inputs;
     double hero_rot_err_ratio; /* rotate hero: its objective (mean RTN error in the Hessian norm) learned / start */
+    double hero_r2_err_ratio;  /* rotate hero-r2: o_proj's RTN error in its input Hessian norm, learned head
+                                  rotations / start, mean over blocks */
     double hero_rot_loss_before, hero_rot_loss_after; /* rotate hero-loss / hero-kl: the RTN-quantized
                                                          model's mean cross-entropy / KL divergence on the
                                                          windows, start and kept */

@@ -368,6 +368,7 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     rep->hero_rho_after = j->tr.hero.rho_after;
     rep->hero_inputs = j->tr.hero.n;
     rep->hero_rot_err_ratio = j->tr.hero.rot_err_ratio;
+    rep->hero_r2_err_ratio = j->tr.hero.r2_err_ratio;
     rep->hero_rot_loss_before = j->tr.hero.rot_loss_before;
     rep->hero_rot_loss_after = j->tr.hero.rot_loss_after;
     rep->split_massive = j->tr.hero.split_massive;

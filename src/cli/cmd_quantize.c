@@ -164,6 +164,9 @@ static void report(const quant_opts *o, const dq_quantize_report *r) {
                o->p.rotate ? o->p.rotate : "none", o->p.smooth ? o->p.smooth : "none", r->t_transform, r->orth_err);
     if (r->hero_rot_err_ratio > 0)
         printf("hero rotation: RTN error in the Hessian norm x%.3f of the starting rotation's\n", r->hero_rot_err_ratio);
+    if (r->hero_r2_err_ratio > 0)
+        printf("hero head rotations: o_proj's RTN error in its Hessian norm x%.3f of the starting rotation's\n",
+               r->hero_r2_err_ratio);
     if (r->split_kept > 0)
         printf("split rotation: %d massive residual channels (%.1f %% of the readers' input energy) and %d more "
                "for a Hadamard order left unrotated\n",

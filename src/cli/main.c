@@ -26,7 +26,7 @@ static void usage(FILE *f) {
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
             "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]] [--quantize-head]\n"
             "                 (packed: a DASH-Q checkpoint folder, in safetensors shards as its input was)\n"
-            "                 [--rotate none|hadamard|random|split|hero|hero-loss|hero-kl]\n"
+            "                 [--rotate none|hadamard|random|split|hero|hero-r2|hero-loss|hero-kl]\n"
             "                 [--smooth none|closed|hero]\n"
             "                 [--smooth-alpha A] [--hero-beta B] [--hero-steps N]\n"
             "                 (folded into the weights first: the model keeps its function)\n"

@@ -12,19 +12,20 @@
 
 #define TILE 64
 
-const dq_tap DQ_BS_TAPS[DQ_BS_COUNT] = {DQ_TAP_ATTN_IN, DQ_TAP_FFN_IN, DQ_TAP_FFN_HIDDEN};
+const dq_tap DQ_BS_TAPS[DQ_BS_ALL] = {DQ_TAP_ATTN_IN, DQ_TAP_FFN_IN, DQ_TAP_FFN_HIDDEN, DQ_TAP_ATTN_OUT};
 
 typedef struct {
-    int n[DQ_BS_COUNT];
-    double *sum[DQ_BS_COUNT]; /* (n, n) Σ x xᵀ; NULL: not collected */
+    int n[DQ_BS_ALL];
+    double *sum[DQ_BS_ALL]; /* (n, n) Σ x xᵀ; NULL: not collected */
     float *tiles;             /* nt x TILE x nmax */
     int nmax;                 /* the widest input: each thread's tile stride */
     size_t tokens;
+    bool counted; /* this window's tokens are in `tokens` */
     int nt;
 } hess_ctx;
 
 static int slot_of(dq_tap t) {
-    for (int k = 0; k < DQ_BS_COUNT; k++)
+    for (int k = 0; k < DQ_BS_ALL; k++)
         if (DQ_BS_TAPS[k] == t) return k;
     return -1;
 }
@@ -41,7 +42,7 @@ static void observe(void *ctx, const dq_tap_data *d) {
     int k = slot_of(d->tap), n = d->cols;
     if (k < 0 || !h->sum[k]) return; /* not asked for (want() said no) */
     double *S = h->sum[k];
-    if (k == DQ_BS_ATTN_IN) h->tokens += (size_t)d->T;
+    if (!h->counted) h->tokens += (size_t)d->T, h->counted = true;
     int tiles = (n + TILE - 1) / TILE;
 #pragma omp parallel for num_threads(h->nt) schedule(static)
     for (int t = 0; t < tiles; t++) {
@@ -52,16 +53,17 @@ static void observe(void *ctx, const dq_tap_data *d) {
     }
 }
 
-dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, int nt, const dq_progress *progress,
+dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, unsigned inputs, int nt, const dq_progress *progress,
                             dq_block_hessian_fn fn, void *ctx, dq_error *err) {
     const dq_config *c = &m->cfg;
-    int nmax = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
-    hess_ctx h = {.n = {c->dim, c->dim, c->hidden_dim}, .nmax = nmax, .nt = nt};
-    float *X = malloc((size_t)cs->n * cs->len * c->dim * sizeof *X), *H[DQ_BS_COUNT] = {0};
+    int nq = c->n_heads * c->head_dim, nmax = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+    nmax = nq > nmax ? nq : nmax;
+    hess_ctx h = {.n = {c->dim, c->dim, c->hidden_dim, nq}, .nmax = nmax, .nt = nt};
+    float *X = malloc((size_t)cs->n * cs->len * c->dim * sizeof *X), *H[DQ_BS_ALL] = {0};
     h.tiles = malloc((size_t)nt * TILE * nmax * sizeof *h.tiles);
     bool ok = X && h.tiles;
-    for (int k = 0; k < DQ_BS_COUNT; k++) {
-        if (k == DQ_BS_FFN_HIDDEN && !hidden) continue;
+    for (int k = 0; k < DQ_BS_ALL; k++) {
+        if (!(inputs & DQ_BS_BIT(k))) continue;
         h.sum[k] = malloc((size_t)h.n[k] * h.n[k] * sizeof(double));
         H[k] = malloc((size_t)h.n[k] * h.n[k] * sizeof(float));
         ok = ok && h.sum[k] && H[k];
@@ -72,13 +74,15 @@ dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, in
     if (!st) st = dq_calib_embed(m, cs, 0, cs->n, X, err);
     dq_taps taps = {want, observe, &h};
     for (int l = 0; !st && l < c->n_layers; l++) {
-        for (int k = 0; k < DQ_BS_COUNT; k++)
+        for (int k = 0; k < DQ_BS_ALL; k++)
             if (h.sum[k]) memset(h.sum[k], 0, (size_t)h.n[k] * h.n[k] * sizeof(double));
         h.tokens = 0;
-        for (int w = 0; !st && w < cs->n; w++)
+        for (int w = 0; !st && w < cs->n; w++) {
+            h.counted = false; /* a window's tokens counted once, by its first wanted tap */
             st = dq_block_forward(s, l, X + (size_t)w * cs->len * c->dim, cs->len, &taps, err);
+        }
         double inv = h.tokens ? 1.0 / (double)h.tokens : 0;
-        for (int k = 0; !st && k < DQ_BS_COUNT; k++)
+        for (int k = 0; !st && k < DQ_BS_ALL; k++)
             for (size_t i = 0; h.sum[k] && i < (size_t)h.n[k] * h.n[k]; i++) H[k][i] = (float)(h.sum[k][i] * inv);
         if (!st) st = fn(ctx, m, l, H, err);
         if (!st && !dq_progress_report(progress, "transform", (size_t)l + 1, (size_t)c->n_layers, err))
@@ -86,7 +90,7 @@ dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, in
     }
     dq_session_free(s);
     free(X), free(h.tiles);
-    for (int k = 0; k < DQ_BS_COUNT; k++) free(h.sum[k]), free(H[k]);
+    for (int k = 0; k < DQ_BS_ALL; k++) free(h.sum[k]), free(H[k]);
     return st;
 }
 

@@ -7,22 +7,26 @@
 #include "model/model.h"
 #include "model/sites.h"
 
-/* The inputs, in the order of H[] below. */
-enum { DQ_BS_ATTN_IN, DQ_BS_FFN_IN, DQ_BS_FFN_HIDDEN, DQ_BS_COUNT };
-extern const dq_tap DQ_BS_TAPS[DQ_BS_COUNT];
+/* The inputs, in the order of H[] below: the three a smoothing scales
+ * (DQ_BS_COUNT), then o_proj's, which only a head rotation (R2) reads. */
+enum { DQ_BS_ATTN_IN, DQ_BS_FFN_IN, DQ_BS_FFN_HIDDEN, DQ_BS_COUNT, DQ_BS_ATTN_OUT = DQ_BS_COUNT, DQ_BS_ALL };
+extern const dq_tap DQ_BS_TAPS[DQ_BS_ALL];
+#define DQ_BS_BIT(k) (1u << (k))
 
 /* Called once per block, in order, with H[k] (n_k x n_k floats, n = dim,
- * dim, hidden_dim; H[2] NULL unless asked for), its own to keep or change.
+ * dim, hidden_dim, n_heads·head_dim; NULL unless asked for), its own to keep
+ * or change.
  * fn may rewrite block `layer` as long as its full-precision function stays
  * (the windows' outputs of the block are taken before the call). */
-typedef dq_status (*dq_block_hessian_fn)(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_COUNT],
+typedef dq_status (*dq_block_hessian_fn)(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_ALL],
                                          dq_error *err);
 
 /* Runs the windows of cs through m block by block (one block's hidden
  * states of every window in memory), summing in double by fixed tiles, so H
  * is the same at any thread count. progress: stage "transform", one unit per
  * block. */
-dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, bool hidden, int nt, const dq_progress *progress,
+/* `inputs`: DQ_BS_BIT(k) of each H[k] wanted. */
+dq_status dq_block_hessians(dq_model *m, const dq_calib_set *cs, unsigned inputs, int nt, const dq_progress *progress,
                             dq_block_hessian_fn fn, void *ctx, dq_error *err);
 
 /* The rows of every linear reading tap in block `layer`, stacked (rows, n),

@@ -179,7 +179,7 @@ static dq_status learn_input(dq_model *m, int l, int k, const float *H, dq_trans
     return st;
 }
 
-static dq_status smooth_block(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_COUNT], dq_error *err) {
+static dq_status smooth_block(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_ALL], dq_error *err) {
     dq_transform_opts *o = ctx;
     dq_status st = DQ_OK;
     for (int k = 0; !st && k < DQ_BS_COUNT; k++) st = learn_input(m, layer, k, H[k], o, err);
@@ -187,7 +187,8 @@ static dq_status smooth_block(void *ctx, dq_model *m, int layer, float *const H[
 }
 
 dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, dq_error *err) {
-    dq_status st = dq_block_hessians(m, cs, true, o->n_threads, &o->progress, smooth_block, o, err);
+    unsigned inputs = DQ_BS_BIT(DQ_BS_ATTN_IN) | DQ_BS_BIT(DQ_BS_FFN_IN) | DQ_BS_BIT(DQ_BS_FFN_HIDDEN);
+    dq_status st = dq_block_hessians(m, cs, inputs, o->n_threads, &o->progress, smooth_block, o, err);
     if (o->hero.n) {
         o->hero.err_ratio /= o->hero.n;
         o->hero.rho_before /= o->hero.n, o->hero.rho_after /= o->hero.n;

@@ -46,6 +46,12 @@ dq_status dq_hero_smooth(dq_model *m, const dq_calib_set *cs, dq_transform_opts 
  * model's loss through the backward pass (hero_loss.c: next-token
  * cross-entropy, or KL divergence from the full-precision model). */
 dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
+/* HeRo-Q's R2: every block's head rotation learned from P0 (head_dim²,
+ * made by the rotation's row) against o_proj's RTN error in its input
+ * Hessian norm, and folded in (hero_rotate.c); o->hero.r2_err_ratio the
+ * mean over blocks of learned / start. */
+dq_status dq_hero_learn_heads(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, const float *P0,
+                              dq_error *err);
 dq_status dq_hero_loss_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 dq_status dq_hero_kl_rotation(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, float *R, dq_error *err);
 /* The loss learner's Euclidean gradient G (dim x dim) = ∂ℓ_w/∂R and ℓ_w on

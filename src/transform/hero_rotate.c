@@ -28,6 +28,8 @@
 #include <string.h>
 
 #include "transform/block_stats.h"
+#include "transform/fold.h"
+#include "transform/hadamard.h"
 #include "transform/hero.h"
 #include "util/error.h"
 
@@ -44,7 +46,7 @@ typedef struct {
 } rproblem;
 
 /* collects every block's q/k/v and gate/up inputs (their Hessians and rows) */
-static dq_status collect(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_COUNT], dq_error *err) {
+static dq_status collect(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_ALL], dq_error *err) {
     rproblem *p = ctx;
     for (int k = DQ_BS_ATTN_IN; k <= DQ_BS_FFN_IN; k++) {
         rgroup *g = &p->g[p->n_groups];
@@ -156,7 +158,8 @@ dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transfo
     int n = m->cfg.dim, nt = o->n_threads > 64 ? 64 : o->n_threads;
     rproblem p = {.n = n, .group = o->group, .maxq = (1 << o->bits) - 1, .cap = o->hero_rows};
     p.g = calloc((size_t)2 * m->cfg.n_layers, sizeof *p.g);
-    dq_status st = p.g ? dq_block_hessians(m, cs, false, o->n_threads, &o->progress, collect, &p, err)
+    unsigned inputs = DQ_BS_BIT(DQ_BS_ATTN_IN) | DQ_BS_BIT(DQ_BS_FFN_IN);
+    dq_status st = p.g ? dq_block_hessians(m, cs, inputs, o->n_threads, &o->progress, collect, &p, err)
                        : dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q's rotation");
     size_t nn = (size_t)n * n, rn = (size_t)(o->hero_rows > 0 ? o->hero_rows : 0);
     for (int g = 0; g < p.n_groups; g++) rn = rn > (size_t)p.g[g].rows ? rn : (size_t)p.g[g].rows;
@@ -190,5 +193,92 @@ dq_status dq_hero_learn_rotation(dq_model *m, const dq_calib_set *cs, dq_transfo
     for (int t = 0; s && t < nt; t++) free(s[t].Wr), free(s[t].N), free(s[t].P), free(s[t].PH), free(s[t].GW);
     for (int g = 0; p.g && g < p.n_groups; g++) free(p.g[g].W), free(p.g[g].H);
     free(s), free(Gs), free(G), free(best), free(A), free(B), free(C), free(piv), free(p.g);
+    return st;
+}
+
+/* ---- HeRo-Q's learned R2 (reconstructed, as R1 above) -------------------------
+ * Per block, the head rotation P (head_dim²) between v and o acts on o_proj's
+ * input as B = diag(P, …, P) (one P per query head), so o_proj's rows are
+ * W B and its input Hessian BᵀH_oB: the same objective as R1's with R = B,
+ *   E(P) = tr(N Bᵀ H_o B Nᵀ),   N = RTN(W_o B) − W_o B,
+ * whose gradient in P is the sum of ∂E/∂B's diagonal head blocks. P starts
+ * from the rotation the caller made (random Hadamard) and moves by Cayley
+ * steps; the best iterate is kept (ratio ≤ 1). v_proj's rows (Pᵀ V) are not
+ * in E: a row rotation mixes its outputs, whose error o_proj then sees
+ * rotated back. Each block's P is folded in (dq_rotate_heads) before the next
+ * block's statistics, which the fold does not change (function kept). */
+
+typedef struct {
+    dq_transform_opts *o;
+    const float *P0;
+    double ratio_sum;
+    int n;
+} heads_ctx;
+
+static void block_diag(const float *P, int hd, int heads, float *B) {
+    int n = hd * heads;
+    memset(B, 0, (size_t)n * n * sizeof *B);
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < hd; i++)
+            memcpy(B + (size_t)(h * hd + i) * n + h * hd, P + (size_t)i * hd, (size_t)hd * sizeof *B);
+}
+
+static dq_status learn_heads_block(void *ctx, dq_model *m, int layer, float *const H[DQ_BS_ALL], dq_error *err) {
+    heads_ctx *c = ctx;
+    dq_transform_opts *o = c->o;
+    int hd = m->cfg.head_dim, heads = m->cfg.n_heads, n = hd * heads;
+    size_t nn = (size_t)n * n, pp = (size_t)hd * hd;
+    rgroup g = {.H = H[DQ_BS_ATTN_OUT]};
+    g.W = dq_stack_readers(m, layer, DQ_TAP_ATTN_OUT, o->hero_rows, &g.rows);
+    rproblem p = {.n = n, .n_groups = 1, .group = o->group, .maxq = (1 << o->bits) - 1, .g = &g};
+    size_t rn = (size_t)g.rows * n;
+    scratch s = {malloc(rn * 4), malloc(rn * 4), malloc(rn * 4), malloc(rn * 4), malloc(rn * 4)};
+    float *B = malloc(nn * sizeof *B), *G = malloc(nn * sizeof *G), *P = malloc(pp * sizeof *P);
+    float *Gp = malloc(pp * sizeof *Gp), *best = malloc(pp * sizeof *best);
+    double *A = malloc(pp * sizeof *A), *Bd = malloc(pp * sizeof *Bd), *C = malloc(pp * sizeof *C);
+    lapack_int *piv = malloc((size_t)hd * sizeof *piv);
+    dq_status st = g.W && s.Wr && s.N && s.P && s.PH && s.GW && B && G && P && Gp && best && A && Bd && C && piv
+                       ? DQ_OK
+                       : dq_fail(err, DQ_ERR_NOMEM, "out of memory for HeRo-Q's head rotation (block %d)", layer);
+    if (!st) {
+        memcpy(P, c->P0, pp * sizeof *P);
+        memcpy(best, P, pp * sizeof *P);
+        block_diag(P, hd, heads, B);
+        g.E0 = group_error(&p, &g, B, &s, NULL, 1.0f);
+        double inv = g.E0 > 0 ? 1.0 / g.E0 : 1.0, Jbest = 1.0;
+        for (int step = 0; !st && step <= o->hero_steps; step++) {
+            block_diag(P, hd, heads, B);
+            bool last = step == o->hero_steps;
+            double J = group_error(&p, &g, B, &s, last ? NULL : G, (float)inv) * inv;
+            if (J < Jbest) Jbest = J, memcpy(best, P, pp * sizeof *P);
+            if (last) break;
+            memset(Gp, 0, pp * sizeof *Gp); /* ∂E/∂P: the diagonal head blocks of ∂E/∂B, summed */
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < hd; i++)
+                    for (int j = 0; j < hd; j++) Gp[(size_t)i * hd + j] += G[(size_t)(h * hd + i) * n + h * hd + j];
+            double lr = o->hero_rot_lr * (1.0 - (double)step / o->hero_steps);
+            if (!dq_cayley_step(P, Gp, hd, lr, A, Bd, C, piv))
+                st = dq_fail(err, DQ_ERR_NUMERIC, "HeRo-Q head rotation, block %d: the Cayley step's solve failed at "
+                             "step %d", layer, step);
+        }
+        double e = st ? 0 : dq_orthogonality_error(best, hd);
+        if (!st && !(e <= 1e-4))
+            st = dq_fail(err, DQ_ERR_NUMERIC, "HeRo-Q head rotation, block %d: %g away from orthogonal (max |PᵀP - I|, "
+                         "1e-4 allowed): refused rather than change the model", layer, e);
+        o->orth_err = fmax(o->orth_err, e);
+        if (!st) st = dq_rotate_heads(m, layer, best, err);
+        c->ratio_sum += Jbest, c->n++;
+    }
+    free(g.W), free(s.Wr), free(s.N), free(s.P), free(s.PH), free(s.GW), free(B), free(G), free(P), free(Gp);
+    free(best), free(A), free(Bd), free(C), free(piv);
+    return st;
+}
+
+dq_status dq_hero_learn_heads(dq_model *m, const dq_calib_set *cs, dq_transform_opts *o, const float *P0,
+                              dq_error *err) {
+    heads_ctx c = {.o = o, .P0 = P0};
+    dq_status st = dq_block_hessians(m, cs, DQ_BS_BIT(DQ_BS_ATTN_OUT), o->n_threads, &o->progress, learn_heads_block,
+                                     &c, err);
+    o->hero.r2_err_ratio = c.n ? c.ratio_sum / c.n : 0;
     return st;
 }

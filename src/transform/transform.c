@@ -27,19 +27,22 @@ static void smoothquant_scales(const float *amax, const float *wmax, int w, floa
 }
 
 const dq_rotation_info DQ_ROTATIONS[] = {
-    {"none", "no rotation", NULL, NULL},
-    {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard, NULL},
-    {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL},
+    {"none", "no rotation", NULL, NULL, NULL},
+    {"hadamard", "random Hadamard (QuaRot): diag(±1)·H/√n, n = 2^k·(q+1) factors", dq_random_hadamard, NULL, NULL},
+    {"random", "Haar-random orthogonal (QR of a Gaussian matrix), any width", dq_random_orthogonal, NULL, NULL},
     {"split", "random Hadamard on all but the massive-activation channels (>= 8x the mean input energy) and as "
      "few more as give the rest a Hadamard order, which keep their own columns; none massive: hadamard",
-     dq_hadamard_or_random, dq_split_rotation},
+     dq_hadamard_or_random, dq_split_rotation, NULL},
     {"hero", "HeRo-Q (reconstructed): R1 learned by Cayley steps from the Hadamard one", dq_hadamard_or_random,
-     dq_hero_learn_rotation},
+     dq_hero_learn_rotation, NULL},
+    {"hero-r2", "HeRo-Q's R1 as hero, and each block's R2 learned the same way against o_proj's RTN error in its "
+     "input Hessian norm", dq_hadamard_or_random, dq_hero_learn_rotation, dq_hero_learn_heads},
     {"hero-loss", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's cross-entropy "
      "(SpinQuant's objective, rounding passed straight through the backward pass)", dq_hadamard_or_random,
-     dq_hero_loss_rotation},
+     dq_hero_loss_rotation, NULL},
     {"hero-kl", "HeRo-Q's R1 learned from the Hadamard one against the RTN-quantized model's KL divergence from "
-     "the full-precision model (distillation, straight-through rounding)", dq_hadamard_or_random, dq_hero_kl_rotation},
+     "the full-precision model (distillation, straight-through rounding)", dq_hadamard_or_random, dq_hero_kl_rotation,
+     NULL},
 };
 const int DQ_N_ROTATIONS = sizeof DQ_ROTATIONS / sizeof DQ_ROTATIONS[0];
 
@@ -129,7 +132,8 @@ static dq_status rotate(dq_model *m, const dq_calib_set *cs, dq_transform_opts *
     if (!st) st = dq_fold_norms(m, err);
     if (!st && o->rotate->learn) st = learn_rotation(m, cs, o, Q, err);
     if (!st) st = dq_rotate_residual(m, Q, o->n_threads, err);
-    for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_rotate_heads(m, l, P, err);
+    if (!st && o->rotate->learn_heads) st = o->rotate->learn_heads(m, cs, o, P, err);
+    for (int l = 0; !st && !o->rotate->learn_heads && l < m->cfg.n_layers; l++) st = dq_rotate_heads(m, l, P, err);
     free(Q);
     free(P);
     return st;

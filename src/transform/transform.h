@@ -20,6 +20,10 @@ typedef struct {
     /* NULL, or: the residual rotation R (dim x dim, made by make) improved
      * in place on the calibration windows, the model's norms already folded */
     dq_status (*learn)(dq_model *m, const dq_calib_set *cs, struct dq_transform_opts *o, float *R, dq_error *err);
+    /* NULL, or: every block's head rotation learned from P (head_dim², made
+     * by make) after R1 is folded, and folded in block by block */
+    dq_status (*learn_heads)(dq_model *m, const dq_calib_set *cs, struct dq_transform_opts *o, const float *P,
+                             dq_error *err);
 } dq_rotation_info;
 typedef struct {
     const char *name;
@@ -35,6 +39,7 @@ typedef struct {
     double err_ratio;  /* RTN output error in the Hessian norm, learned / identity (≤ 1) */
     double rho_before, rho_after; /* λ_max / mean eigenvalue of the input Hessian, before and after */
     double rot_err_ratio; /* learned rotation: its objective (mean RTN error ratio) against the starting rotation's 1 */
+    double r2_err_ratio;  /* learned head rotations: o_proj's RTN error ratio to the start, mean over blocks */
     double rot_loss_before, rot_loss_after; /* loss-learned rotation: the RTN-quantized model's cross-entropy on
                                                the calibration windows at the start and at the rotation kept */
     int split_massive;     /* split rotation: massive-activation channels (>= 8x the mean energy) */

@@ -121,8 +121,10 @@ static double transform_error(const char *path, const char *rot, const char *smo
     if (dq_transform_model(m, &cs, &o, &err)) fail_msg("%s %s/%s: %s", path, rot, smo, err.msg);
     assert_true(o.orth_err < 1e-5);
     if (dq_transform_unties(&o)) assert_false(m->cfg.tied_embeddings);
-    if (!strcmp(rot, "hero")) /* the best iterate: never above the starting rotation */
+    if (!strncmp(rot, "hero", 4) && strcmp(rot, "hero-loss") && strcmp(rot, "hero-kl")) /* the best iterate */
         assert_true(o.hero.rot_err_ratio > 0 && o.hero.rot_err_ratio <= 1.0);
+    if (!strcmp(rot, "hero-r2")) /* each block's best P: never above its start, below it on the whole */
+        assert_true(o.hero.r2_err_ratio > 0 && o.hero.r2_err_ratio < 1.0);
     if (!strcmp(rot, "hero-loss") || !strcmp(rot, "hero-kl")) /* the end kept only if below the start */
         assert_true(o.hero.rot_loss_before > 0 && o.hero.rot_loss_after <= o.hero.rot_loss_before);
     if (!strcmp(smo, "hero")) { /* the best iterate: never above the identity's objective */
@@ -146,7 +148,8 @@ static void test_function_preserved(void **st) {
                             tu_shared("models/gut6l-hf")};
     const char *rs[][2] = {{"hadamard", "none"}, {"random", "none"}, {"none", "closed"}, {"hadamard", "closed"},
                            {"none", "hero"}, {"random", "hero"}, {"hero", "none"}, {"hero", "hero"},
-                           {"hero-loss", "none"}, {"hero-kl", "none"}, {"hero-kl", "closed"}, {"split", "none"}};
+                           {"hero-loss", "none"}, {"hero-kl", "none"}, {"hero-kl", "closed"}, {"split", "none"},
+                           {"hero-r2", "none"}};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
             if ((!strcmp(rs[k][0], "hadamard") || !strncmp(rs[k][0], "hero", 4)) && strstr(models[i], "tiny")) {
@@ -165,7 +168,7 @@ static void test_function_preserved(void **st) {
 static void test_threads(void **st) {
     (void)st;
     const char *path = tu_shared("models/gut6l-hf");
-    const char *rs[][2] = {{"hero", "hero"}, {"hero-kl", "none"}, {"split", "none"}};
+    const char *rs[][2] = {{"hero", "hero"}, {"hero-kl", "none"}, {"split", "none"}, {"hero-r2", "none"}};
     for (size_t k = 0; k < sizeof rs / sizeof rs[0]; k++) {
         dq_model *a, *b;
         transform_error(path, rs[k][0], rs[k][1], 1, &a);
@@ -456,7 +459,7 @@ static void test_cli(void **st) {
     assert_non_null(strstr(out, "a hadamard rotation before dashq's diagonal curvature"));
     free(out);
     const char *bad[][2] = {
-        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, split, hero, hero-loss, hero-kl)"},
+        {"--method rtn --rotate hero-typo", "unknown rotation hero-typo (none, hadamard, random, split, hero, hero-r2, hero-loss, hero-kl)"},
         {"--method rtn --smooth max", "unknown smoothing max (none, closed, hero)"},
         {"--method rtn --smooth closed", "smoothing closed needs a calibration text (--calib FILE)"},
         {"--method rtn --rotate hero", "rotation hero needs a calibration text (--calib FILE)"},
