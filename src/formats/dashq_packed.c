@@ -213,9 +213,9 @@ static int cmp_entry_name(const void *a, const void *b) {
 
 /* model.safetensors.index.json of a sharded checkpoint as transformers
  * writes it: the tensors' total bytes, each tensor's file, by name. */
-static cJSON *shard_index(const dq_packed_writer *w) {
+static dq_status write_shard_index(const dq_packed_writer *w, dq_error *err) {
     const entry **by_name = malloc((w->n ? w->n : 1) * sizeof *by_name);
-    if (!by_name) return NULL;
+    if (!by_name) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", w->out);
     for (size_t i = 0; i < w->n; i++) by_name[i] = &w->e[i];
     qsort(by_name, w->n, sizeof *by_name, cmp_entry_name);
     cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
@@ -227,7 +227,7 @@ static cJSON *shard_index(const dq_packed_writer *w) {
     }
     cJSON_AddNumberToObject(meta, "total_size", total);
     free(by_name);
-    return o;
+    return dq_write_json(w->tmp, "model.safetensors.index.json", o, false, err);
 }
 
 /* A full-precision tensor, converted back to the source dtype (exact: the
@@ -533,9 +533,7 @@ dq_status dq_packed_finish(dq_packed_writer *w, const dq_model *m, const dq_quan
                              w->n_layout);
     if (!st) st = put_owned(w, -1, m, NULL, err);
     for (int f = 0; !st && f < w->n_files; f++) st = dq_st_writer_close(&w->files[f].st, err);
-    cJSON *index = !st && w->n_files > 1 ? shard_index(w) : NULL;
-    if (!st && w->n_files > 1 && !index) st = dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", w->out);
-    if (index) st = dq_write_json(w->tmp, "model.safetensors.index.json", index, false, err);
+    if (!st && w->n_files > 1) st = write_shard_index(w, err);
     if (!st) st = dq_write_json(w->tmp, "config.json", dq_hf_config(m, m->cfg.arch, dtype_torch(m->dtype)), false, err);
     if (!st) st = dq_write_json(w->tmp, "dashq_config.json", quant_config(m, r, info), false, err);
     if (!st && info->tokenizer_path) st = copy_tokenizer(info->tokenizer_path, w->tmp, info, m->cfg.seq_len, err);
