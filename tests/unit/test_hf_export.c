@@ -19,7 +19,6 @@
 #include "testutil.h"
 #include "util/out_dir.h"
 
-static cJSON *read_json(const char *dir, const char *file);
 
 static bool path_exists(const char *path) {
     struct stat st;
@@ -180,7 +179,7 @@ static void test_tiny_hf(void **st) {
     (void)st;
     roundtrip_tok(tu_fixture("qwen2-tiny"), "qwen2-f32", DQ_DTYPE_F32, 0, false);
     roundtrip_tok(tu_fixture("llama3-tiny"), "llama3-f32", DQ_DTYPE_F32, 0, false);
-    cJSON *cfg = read_json(tu_tmp("qwen2-f32"), "config.json");
+    cJSON *cfg = tu_read_json(tu_tmp("qwen2-f32"), "config.json");
     assert_string_equal(cJSON_GetObjectItem(cfg, "model_type")->valuestring, "qwen2");
     assert_false(cJSON_IsTrue(cJSON_GetObjectItem(cfg, "tie_word_embeddings")));
     cJSON_Delete(cfg);
@@ -260,16 +259,6 @@ static void test_tokenizers(void **st) {
 
 /* ---- what the folder holds ------------------------------------------------------------ */
 
-static cJSON *read_json(const char *dir, const char *file) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    char *text = tu_read(path, NULL);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    assert_non_null(j);
-    return j;
-}
-
 /* HF's layout: tied head absent, q/k rows in rotate-half order (row
  * h·hd + p·hd/2 + i of HF is row h·hd + 2i + p of llama2.c's). */
 static void test_layout(void **st) {
@@ -292,12 +281,12 @@ static void test_layout(void **st) {
     const float *w = (const float *)(const void *)q->data;
     assert_memory_equal(w + (size_t)(hd + hd / 2 + 3) * d, m->layers[1].wq + (size_t)(hd + 2 * 3 + 1) * d, (size_t)d * 4);
     dq_st_close(&f);
-    cJSON *cfg = read_json(out, "config.json");
+    cJSON *cfg = tu_read_json(out, "config.json");
     assert_string_equal(cJSON_GetObjectItem(cfg, "model_type")->valuestring, "llama");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cfg, "tie_word_embeddings")));
     assert_string_equal(cJSON_GetObjectItem(cfg, "torch_dtype")->valuestring, "float32");
     cJSON_Delete(cfg);
-    cJSON *tc = read_json(out, "tokenizer_config.json");
+    cJSON *tc = tu_read_json(out, "tokenizer_config.json");
     assert_string_equal(cJSON_GetObjectItem(tc, "bos_token")->valuestring, "<s>"); /* not llama2.c's "\n<s>\n" */
     cJSON_Delete(tc);
     dq_tokenizer_free(t), dq_model_free(m);

@@ -45,15 +45,6 @@
 #define STORIES "models/stories260K/stories260K.bin"
 #define CALIB "data/wikitext2/wiki.test.raw"
 
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = tu_read(a, &na), *y = tu_read(b, &nb);
-    bool same = na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 static bool exists(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0;
@@ -79,7 +70,7 @@ static void test_st_writer_pieces(void **st) {
     assert_int_equal(dq_st_writer_put(&w, 1, 4, b, 4, &err), DQ_ERR_ARG); /* past the tensor's end */
     assert_int_equal(dq_st_writer_put(&w, 3, 0, b, 1, &err), DQ_ERR_ARG);
     assert_int_equal(dq_st_writer_close(&w, &err), DQ_OK);
-    assert_true(same_file(whole, pieces));
+    assert_true(tu_same_file(whole, pieces));
     dq_st_file f;
     assert_int_equal(dq_st_open(pieces, &f, &err), DQ_OK);
     assert_int_equal(f.n_tensors, 3);
@@ -155,7 +146,7 @@ static void same_gguf(const char *method, const char *type, const char *rotate, 
     if (quantize(tu_shared(GUT6L_HF), tok, false, method, rotate, false, eager, &err)) fail_msg("%s", err.msg);
     if (quantize(tu_shared(GUT6L_HF), tok, true, method, rotate, false, lazy, &err)) fail_msg("%s", err.msg);
     gguf_type = NULL;
-    if (!same_file(eager, lazy)) fail_msg("%s: the eager and the lazy GGUF differ", name);
+    if (!tu_same_file(eager, lazy)) fail_msg("%s: the eager and the lazy GGUF differ", name);
     dq_model *m = tu_model(lazy); /* and it loads */
     dq_model_free(m);
 }
@@ -242,7 +233,7 @@ static void test_same_bytes_f16_biases(void **st) {
     pipeline_to(tu_fixture("qwen2-tiny"), true, tu_tmp("qwen2-lazy"));
     snprintf(a, sizeof a, "%s/model.safetensors", tu_tmp("qwen2-eager"));
     snprintf(b, sizeof b, "%s/model.safetensors", tu_tmp("qwen2-lazy"));
-    assert_true(same_file(a, b));
+    assert_true(tu_same_file(a, b));
 }
 
 /* Blocks come and go; the model's own buffers return to what they were. */

@@ -380,16 +380,6 @@ static dq_status refusing_hook(dq_model *m, const dq_calib_set *cs, void *user, 
     return dq_fail(err, DQ_ERR_UNSUPPORTED, "the hook refuses");
 }
 
-static cJSON *read_json(const char *dir, const char *file) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    char *text = tu_read(path, NULL);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    assert_non_null(j);
-    return j;
-}
-
 /* The input tensor an output tensor of a packed checkpoint comes from:
  * NAME.W_q_packed / .scale / .zero from NAME.weight, anything else from
  * itself (a tied head's copy: from nothing, absent from the input). */
@@ -423,7 +413,7 @@ static void check_sharded(const char *model, int n_shards, bool head, const char
     char path[1200], src[200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     assert_int_equal(access(path, F_OK), -1);
-    cJSON *in = read_json(model, "model.safetensors.index.json"), *out = read_json(dir, "model.safetensors.index.json");
+    cJSON *in = tu_read_json(model, "model.safetensors.index.json"), *out = tu_read_json(dir, "model.safetensors.index.json");
     const cJSON *in_map = cJSON_GetObjectItem(in, "weight_map"), *out_map = cJSON_GetObjectItem(out, "weight_map");
     const char *norm_file = cJSON_GetObjectItem(in_map, "model.norm.weight")->valuestring;
     size_t listed = 0, total = 0;

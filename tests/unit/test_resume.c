@@ -73,15 +73,6 @@ static bool exists(const char *p) {
     return stat(p, &sb) == 0;
 }
 
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = tu_read(a, &na), *y = tu_read(b, &nb);
-    bool same = na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 /* Killed after `blocks`, resumed: the bytes of a straight run. */
 static void resumed_equals_straight(const char *name, const char *type, int blocks) {
     char straight[1100], out[1100], state[1200], a[1300];
@@ -101,7 +92,7 @@ static void resumed_equals_straight(const char *name, const char *type, int bloc
     snprintf(a, sizeof a, "%s.resume", out);
     assert_false(exists(a)); /* finished: the state is gone */
     if (type) {
-        if (!same_file(straight, out)) fail_msg("%s: the resumed GGUF differs", name);
+        if (!tu_same_file(straight, out)) fail_msg("%s: the resumed GGUF differs", name);
         return;
     }
     const char *what;
@@ -147,7 +138,7 @@ static void test_killed_early_starts_over(void **st) {
     if (run(straight, NULL, 3, false, &err)) fail_msg("%s", err.msg);
     snprintf(a, sizeof a, "%s/model.safetensors", out);
     snprintf(b, sizeof b, "%s/model.safetensors", straight);
-    assert_true(same_file(a, b));
+    assert_true(tu_same_file(a, b));
 }
 
 int main(int argc, char **argv) {

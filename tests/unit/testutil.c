@@ -254,6 +254,25 @@ static int list_files(const char *dir, char names[][256], int cap) {
     return n;
 }
 
+bool tu_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = tu_read(a, &na), *y = tu_read(b, &nb);
+    bool same = na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
+cJSON *tu_read_json(const char *dir, const char *file) {
+    char path[16640];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    char *text = tu_read(path, NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j) fail_msg("%s: not JSON", path);
+    return j;
+}
+
 bool tu_same_folder(const char *a, const char *b, const char **what) {
     static char names[64][256], other[64][256];
     int n = list_files(a, names, 64), m = list_files(b, other, 64);
@@ -261,16 +280,11 @@ bool tu_same_folder(const char *a, const char *b, const char **what) {
     if (n != m) return false;
     for (int i = 0; i < n; i++) {
         char pa[16640], pb[16640];
-        size_t la, lb;
         snprintf(pa, sizeof pa, "%s/%s", a, names[i]);
         snprintf(pb, sizeof pb, "%s/%s", b, names[i]);
         *what = names[i];
         if (access(pb, R_OK) != 0) return false;
-        char *x = tu_read(pa, &la), *y = tu_read(pb, &lb);
-        bool same = la == lb && !memcmp(x, y, la);
-        free(x);
-        free(y);
-        if (!same) return false;
+        if (!tu_same_file(pa, pb)) return false;
     }
     return true;
 }

@@ -42,6 +42,10 @@ const char *tu_hf_copy(const char *name);
  * config and tokenizer files come along. Made once per name (a later call
  * returns the folder as it is). Returns its path. */
 const char *tu_hf_sharded(const char *src, const char *name, int n);
+/* Whether files a and b hold the same bytes (both must be readable). */
+bool tu_same_file(const char *a, const char *b);
+/* dir/file parsed as JSON (fails the test if it is not); the caller deletes it. */
+struct cJSON *tu_read_json(const char *dir, const char *file);
 /* Whether folders a and b hold the same files, byte for byte (regular files,
  * by name); on a difference, *what names the file. */
 bool tu_same_folder(const char *a, const char *b, const char **what);
