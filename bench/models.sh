@@ -8,8 +8,21 @@ model_spec() {
     stories260K) echo "$SHARED/models/stories260K/stories260K.bin $SHARED/data/tinystories/tinystories_train_sample.txt $SHARED/data/tinystories/tinystories_valid_sample.txt" ;;
     smollm2-135m) # fetched by scripts/models.sh; judged on WikiText-2 test, calibrated on the Gutenberg text
       echo "$(scripts/models.sh --path smollm2-135m) $SHARED/data/gutenberg/calib/gutenberg_calib.txt $SHARED/data/wikitext2/wiki.test.raw $SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" ;;
+    smollm2-135m-dither1) # SmolLM2 with its Q4_1 rounding undone by a seeded dither (bench/dither_reference.py)
+      echo "$(smollm2_dither 1) $SHARED/data/gutenberg/calib/gutenberg_calib.txt $SHARED/data/wikitext2/wiki.test.raw $SHARED/data/gutenberg/eval/pg35_The_Time_Machine.txt" ;;
     *) echo "unknown model $1" >&2; exit 2 ;;
   esac
+}
+# smollm2_dither SEED: the path of SmolLM2's weights off their Q4_1 grid (an F32 Hugging Face folder, made once in
+# the model cache by `dashq convert` and bench/dither_reference.py; needs build/dashq).
+smollm2_dither() {
+  local cache=${DASHQ_MODELS:-$HOME/.cache/dashq/models} q41
+  q41=$(scripts/models.sh --path smollm2-135m)
+  [ -s "$cache/smollm2-135m-f32/model.safetensors" ] ||
+    build/dashq convert "$q41" --format hf --type F32 -o "$cache/smollm2-135m-f32" >/dev/null
+  [ -s "$cache/smollm2-135m-dither$1/model.safetensors" ] ||
+    bench/dither_reference.py "$cache/smollm2-135m-f32" "$cache/smollm2-135m-dither$1" "$1" >/dev/null
+  echo "$cache/smollm2-135m-dither$1"
 }
 # Builds dashq (the benchmarks measure the working tree).
 build_dashq() { cmake --build build -j"$(nproc)" >/dev/null; }
