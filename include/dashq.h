@@ -111,6 +111,14 @@ size_t dq_model_n_params(const dq_model *m);
 /* Whether RoPE uses per-pair frequency divisors (GGUF rope_freqs.weight)
  * instead of the config's rope_scaling. */
 bool dq_model_has_rope_freq_factors(const dq_model *m);
+/* Whether the file stores block linears already quantized (a GGUF Q4_1
+ * file, a DASH-Q packed checkpoint): their type ("Q4_1", "INT3 g128",
+ * "mixed") and in *n_linears how many; NULL (0) for full precision. Such a
+ * model is its decoded weights to every method; quantizing it requantizes,
+ * and a method whose groups align with the source's blocks can land back on
+ * its grid (SmolLM2's Q4_1 at W4 g32: DASH-Q KLD 7e-6, RTN 0.30), which a
+ * full-precision model would not allow. */
+const char *dq_model_source_quant(const dq_model *m, int *n_linears);
 /* Sets cfg.act_bits / act_group (bits 0: off; else 4..8; group 0: per
  * token, else 8..4096): evaluation as W·A(bits). */
 dq_status dq_model_set_act_quant(dq_model *m, int bits, int group, dq_error *err);
@@ -356,6 +364,8 @@ typedef struct {
     uint64_t hidden_bytes; /* the calibration hidden states' size */
     bool hidden_spilled;   /* they went to a spill file under tmp_dir (past mem_budget) */
     uint64_t bytes_written; /* GGUF: the file's size; packed: its folder's files (shards, JSON, tokenizer) */
+    int n_requantized;      /* block linears the input stored quantized (dq_model_source_quant) ... */
+    char source_quant[24];  /* ... and their type; "" for a full-precision input */
 } dq_quantize_report;
 
 /* Quantizes m (in place: its weights become what was written; a model from

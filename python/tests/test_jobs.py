@@ -37,6 +37,7 @@ def test_packed_checkpoint_is_the_clis(work, cli):
     same_tree(work / "py", work / "cli")
     assert r.out == "py" and r.calib_windows == 4 and r.calib_len == 64
     assert r.bytes_written == sum(f.stat().st_size for f in (work / "py").iterdir())
+    assert r.source_quant is None  # gut6l is full precision: nothing requantized
     names = [t.name for t in r.tensors]
     assert len(names) == 5 * 7 and names[0] == "model.layers.0.self_attn.q_proj"
     assert all(t.rel_err is not None and 0 < t.rel_err < 1 for t in r.tensors)

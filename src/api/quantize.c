@@ -380,6 +380,20 @@ static dq_status fill_report(const char *out, const job *j, const dq_quant_resul
     return DQ_OK;
 }
 
+/* A source stored quantized (SmolLM2 comes as Q4_1) is a grid some methods
+ * can land back on: W4 g32 DASH-Q reproduced SmolLM2's Q4_1 weights to KLD
+ * 7e-6 where RTN gave 0.30 (bench/grid_confound.sh), which says nothing of
+ * either method on a full-precision model. */
+static void note_requantizing(const dq_model *m, const dq_quantize_params *p) {
+    int n;
+    const char *src = dq_model_source_quant(m, &n);
+    if (src)
+        dq_progress_note(&p->progress, true, "%s stores %d block linears already quantized (%s): they are "
+                         "requantized from their decoded values, and a method whose groups align with the "
+                         "source's blocks can land back on its grid; compare methods on full-precision weights",
+                         m->path, n, src);
+}
+
 /* Numeric failures name a tensor; the message then says which model too. */
 static dq_status in_model(const dq_model *m, dq_status st, dq_error *err) {
     if (st != DQ_ERR_NUMERIC || !err) return st;
@@ -413,6 +427,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
                          "activations the rotation moves them into dense directions a diagonal cannot see "
                          "(SmolLM2-135M W3 g128: KLD 0.69 -> 3.8); GPTQ or OAC use the full curvature",
                          j.tr.rotate->name, j.mi->name);
+    if (!st) note_requantizing(m, p);
     dq_calib_set cs = {0};
     if (!st && (p->act_bits || p->act_group)) st = dq_model_set_act_quant(m, p->act_bits, p->act_group, err);
     if (!st) st = load_windows(m, t, p, &j, &cs, err);
@@ -459,6 +474,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_resume_free(&rs);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     if (!st && report) report->hidden_bytes = mem.hidden_bytes, report->hidden_spilled = mem.hidden_spilled;
+    const char *src = dq_model_source_quant(m, report ? &report->n_requantized : NULL);
+    if (!st && report && src) snprintf(report->source_quant, sizeof report->source_quant, "%s", src);
     dq_quant_result_free(&r);
     dq_type_plan_free(&plan);
     dq_calib_free(&cs);

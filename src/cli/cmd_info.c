@@ -27,6 +27,10 @@ int dq_cmd_info(int argc, char **argv) {
                (double)c->rope_factor, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor,
                c->rope_orig_ctx);
     else printf("rope_scaling: none\n");
+    int n_quant;
+    const char *quant = dq_model_source_quant(m, &n_quant);
+    if (quant) printf("stored_quantized: %d block linears (%s)\n", n_quant, quant);
+    else printf("stored_quantized: none\n");
     dq_model_free(m);
     return 0;
 }

@@ -327,6 +327,8 @@ static cJSON *quant_config(const dq_model *m, const dq_quant_result *r, const dq
     cJSON_AddStringToObject(o, "model_class", "causal_lm");
     /* read at the top level by the official dashq-info */
     cJSON_AddStringToObject(o, "base_model", info->base_model ? info->base_model : m->path);
+    /* provenance: the reference was itself quantized (its grid can favour a method, see dq_model_source_quant) */
+    if (m->n_src_quant) cJSON_AddStringToObject(o, "base_model_quantization", m->src_quant);
     cJSON_AddStringToObject(o, "method", info->method);
     cJSON_AddStringToObject(q, "method", info->method);
     if (info->curvature) cJSON_AddStringToObject(q, "curvature", info->curvature);

@@ -140,7 +140,11 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
 static dq_status load_site(loader *L, const dq_site *site, int layer, const float **slot) {
     dq_site_ref t;
     dq_site_ref_of(site, &L->m->cfg, layer, DQ_NAMES_GGUF, &t);
-    return tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot);
+    dq_status st = tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot);
+    const dq_gguf_tensor *g = st ? NULL : dq_gguf_tensor_find(L->g, t.name);
+    if (g && site->lin >= 0 && g->type != DQ_GGML_F32 && g->type != DQ_GGML_F16 && g->type != DQ_GGML_BF16)
+        dq_model_note_src_quant(L->m, dq_ggml_info(g->type)->name);
+    return st;
 }
 
 static dq_status load_layer(loader *L, int i) {

@@ -269,15 +269,24 @@ static dq_status bind_packed(dq_model *m, shards *s, const char *module, const c
     return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, (size_t)rows * (size_t)cols, out, err);
 }
 
+/* The DASH-Q packed checkpoint's entry for linear weight `name` (NAME.weight:
+ * module NAME in quantization_config), or NULL when it is stored as it is. */
+static const cJSON *packed_meta(const shards *s, const char *name) {
+    size_t nl = strlen(name);
+    if (!s->qmap || nl <= 7 || strcmp(name + nl - 7, ".weight")) return NULL;
+    char module[200];
+    snprintf(module, sizeof module, "%.*s", (int)(nl - 7), name);
+    return cJSON_GetObjectItemCaseSensitive(s->qmap, module);
+}
+
 /* Binds an fp32 view of tensor `name`, checking its shape is (rows, cols) or (rows). */
 static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, int64_t cols,
                       const float **out, dq_error *err) {
-    size_t nl = strlen(name);
-    if (s->qmap && cols && nl > 7 && !strcmp(name + nl - 7, ".weight")) {
+    const cJSON *meta = cols ? packed_meta(s, name) : NULL;
+    if (meta) {
         char module[200];
-        snprintf(module, sizeof module, "%.*s", (int)(nl - 7), name);
-        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(s->qmap, module);
-        if (meta) return bind_packed(m, s, module, meta, rows, cols, out, err);
+        snprintf(module, sizeof module, "%.*s", (int)(strlen(name) - 7), name);
+        return bind_packed(m, s, module, meta, rows, cols, out, err);
     }
     const dq_st_tensor *t;
     dq_status st = find_tensor(s, name, &t, err);
@@ -320,6 +329,12 @@ static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int laye
     dq_site_ref_of(site, &m->cfg, layer, DQ_NAMES_HF, &t);
     dq_status st = bind(m, s, t.name, t.rows, t.cols, slot, err);
     if (!st) dq_site_set_shard(m, site, layer, shard_of(s, t.name));
+    const cJSON *meta = st || site->lin < 0 ? NULL : packed_meta(s, t.name);
+    if (meta) {
+        char type[24];
+        snprintf(type, sizeof type, "INT%d g%d", inum(meta, "nbits", 0), inum(meta, "group_size", 0));
+        dq_model_note_src_quant(m, type);
+    }
     return st;
 }
 

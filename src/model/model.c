@@ -73,6 +73,16 @@ const dq_config *dq_model_config(const dq_model *m) { return &m->cfg; }
 
 bool dq_model_has_rope_freq_factors(const dq_model *m) { return m->rope_freq_factors != NULL; }
 
+void dq_model_note_src_quant(dq_model *m, const char *type) {
+    if (!m->n_src_quant++) snprintf(m->src_quant, sizeof m->src_quant, "%s", type);
+    else if (strcmp(m->src_quant, type)) snprintf(m->src_quant, sizeof m->src_quant, "mixed");
+}
+
+const char *dq_model_source_quant(const dq_model *m, int *n_linears) {
+    if (n_linears) *n_linears = m->n_src_quant;
+    return m->n_src_quant ? m->src_quant : NULL;
+}
+
 size_t dq_model_n_params(const dq_model *m) {
     const dq_config *c = &m->cfg;
     size_t d = (size_t)c->dim, hd = (size_t)c->head_dim, f = (size_t)c->hidden_dim;

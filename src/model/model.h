@@ -61,6 +61,12 @@ struct dq_model {
      * files (0 with site_shard NULL). */
     int16_t *site_shard;
     int n_shards;
+    /* Block linears the source stores quantized (a GGUF Q4_1 file, a DASH-Q
+     * packed checkpoint): how many, and their type ("Q4_1", "INT3 g128";
+     * "mixed" when they differ). They are decoded to fp32 on load; quantizing
+     * such a model requantizes it (dq_model_source_quant). */
+    int n_src_quant;
+    char src_quant[24];
 };
 
 /* q/k row orders of the two RoPE layouts within a head of hd rows:
@@ -85,6 +91,8 @@ enum { DQ_LIN_Q, DQ_LIN_K, DQ_LIN_V, DQ_LIN_O, DQ_LIN_GATE, DQ_LIN_UP, DQ_LIN_DO
 void dq_linear_shape(const dq_config *c, int kind, int *rows, int *cols);
 
 dq_model *dq_model_new(const char *path, const char *format);
+/* A loader's record that one block linear was stored as `type` (quantized). */
+void dq_model_note_src_quant(dq_model *m, const char *type);
 /* Allocates a buffer owned by the model (freed in dq_model_free). */
 void *dq_model_alloc(dq_model *m, size_t bytes);
 /* The window length when the caller names none (calibration, perplexity):

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "formats/ggml_types.h"
 #include "export/gguf_export.h"
 #include "formats/dashq_packed.h"
@@ -151,6 +153,10 @@ static void roundtrip(const char *src, const char *tok, dq_ggml_type type, doubl
     dq_model *g = tu_model(out);
     double gap = logits_gap(g, m);
     if (gap > tol) fail_msg("%s as %s: logits differ by %g relative", src, dq_ggml_info(type)->name, gap);
+    int nq = -1;
+    const char *sq = dq_model_source_quant(g, &nq);
+    if (type == DQ_GGML_F32) assert_null(sq), assert_int_equal(nq, 0);
+    else assert_string_equal(sq, dq_ggml_info(type)->name), assert_int_equal(nq, 7 * dq_model_config(g)->n_layers);
     dq_tokenizer *tg = tu_tokenizer(out);
     const char *text = "The Time Traveller (for so it will be convenient to speak of him) was expounding.\n\"Yes,\" 42 ünï 🙂";
     int32_t *a, *b;
@@ -205,6 +211,57 @@ static void test_write_read_roundtrip(void **st) {
     roundtrip(tu_shared("models/stories260K/stories260K.bin"), tu_shared("models/stories260K/tok512.bin"), DQ_GGML_F32, 0);
     roundtrip(tu_shared("models/gut6l-hf"), tu_shared("models/gut6l-hf"), DQ_GGML_F32, 1e-5);
     roundtrip(tu_shared("models/gut6l/gut6l.bin"), tu_shared("models/gut6l/tokenizer.bin"), DQ_GGML_Q8_0, 3e-2);
+}
+
+typedef struct {
+    char warnings[4][600];
+    int n;
+} notes;
+
+static void keep_note(bool warning, const char *msg, void *user) {
+    notes *n = user;
+    if (warning && n->n < 4) snprintf(n->warnings[n->n++], sizeof n->warnings[0], "%s", msg);
+}
+
+/* A model whose linears a file stores quantized (Q8_0 here; SmolLM2's Q4_1
+ * in practice) is requantized: the run warns, the report and the packed
+ * checkpoint's dashq_config.json say from what, and that checkpoint, loaded
+ * again, is itself a quantized source (INT4 g32). */
+static void test_requantize_is_said(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
+    dq_tokenizer *t = tu_tokenizer(tu_shared("models/stories260K/tok512.bin"));
+    dq_gguf_export_opts o = {.type = DQ_GGML_Q8_0, .name = "test"};
+    dq_error err = {0};
+    const char *q8 = tu_tmp("requant-src.gguf"), *out = tu_tmp("requant-packed");
+    if (dq_export_gguf(q8, m, t, &o, &err)) fail_msg("%s", err.msg);
+    dq_model_free(m);
+    m = tu_model(q8);
+    int layers = dq_model_config(m)->n_layers, nq;
+    assert_string_equal(dq_model_source_quant(m, &nq), "Q8_0");
+    assert_int_equal(nq, 6 * layers); /* down_proj, 172 wide, is no whole number of Q8_0 blocks: kept as it is */
+    notes n = {0};
+    dq_quantize_params p = dq_quantize_default_params();
+    p.method = "rtn", p.bits = 4, p.group = 32, p.n_threads = 2;
+    p.progress = (dq_progress){.note = keep_note, .user = &n};
+    dq_quantize_report r;
+    if (dq_quantize(m, t, out, &p, &r, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(n.n, 1);
+    assert_non_null(strstr(n.warnings[0], "requant-src.gguf"));
+    assert_non_null(strstr(n.warnings[0], "already quantized (Q8_0)"));
+    assert_int_equal(r.n_requantized, 6 * layers);
+    assert_string_equal(r.source_quant, "Q8_0");
+    dq_quantize_report_free(&r);
+    cJSON *cfg = tu_read_json(out, "dashq_config.json");
+    const cJSON *bq = cJSON_GetObjectItemCaseSensitive(cfg, "base_model_quantization");
+    assert_true(cJSON_IsString(bq));
+    assert_string_equal(bq->valuestring, "Q8_0");
+    cJSON_Delete(cfg);
+    dq_model *back = tu_model(out);
+    assert_string_equal(dq_model_source_quant(back, &nq), "INT4 g32");
+    assert_int_equal(nq, 7 * layers);
+    dq_model_free(back), dq_model_free(m);
+    dq_tokenizer_free(t);
 }
 
 /* ---- hostile edits ---------------------------------------------------------- */
@@ -370,7 +427,7 @@ int main(void) {
         cmocka_unit_test(test_truncated),             cmocka_unit_test(test_lying_headers),
         cmocka_unit_test(test_nan_weight),            cmocka_unit_test(test_write_read_roundtrip),
         cmocka_unit_test(test_ambiguous_files),       cmocka_unit_test(test_tokenizer_lies),
-        cmocka_unit_test(test_llama3_rope_freqs_roundtrip),
+        cmocka_unit_test(test_llama3_rope_freqs_roundtrip), cmocka_unit_test(test_requantize_is_said),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,7 +62,8 @@ typedef struct {
     dq_tensor_report *tensors; int n_tensors; int n_padded; int n_fallback; int calib_windows; int calib_len;
     size_t calib_text_tokens; bool calib_overlapping; double t_forward; double t_stats; double t_solve;
     double t_total; double t_gradients; double grad_loss; double t_transform; double orth_err;
-    double mean_rel_err; uint64_t hidden_bytes; bool hidden_spilled; uint64_t bytes_written; ...;
+    double mean_rel_err; uint64_t hidden_bytes; bool hidden_spilled; uint64_t bytes_written;
+    int n_requantized; char source_quant[24]; ...;
 } dq_quantize_report;
 dq_status dq_quantize_check(const dq_quantize_params *p, dq_error *err);
 dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const dq_quantize_params *p,

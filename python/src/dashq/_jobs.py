@@ -46,6 +46,7 @@ class QuantizeReport:
     t_transform: float
     bytes_written: int    # GGUF: the file's size; packed: its folder's files
     hidden_spilled: bool
+    source_quant: Optional[str]  # the input's own quantization ("Q4_1"): this run requantized it; None: full precision
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ def _quantize_report(out: str, r) -> QuantizeReport:
     ]
     return QuantizeReport(out, tensors, r.mean_rel_err, r.calib_windows, r.calib_len, r.n_padded, r.n_fallback,
                           r.t_forward, r.t_stats, r.t_solve, r.t_total, r.t_gradients, r.t_transform,
-                          int(r.bytes_written), bool(r.hidden_spilled))
+                          int(r.bytes_written), bool(r.hidden_spilled),
+                          ffi.string(r.source_quant).decode() or None)
 
 
 def evaluate(
