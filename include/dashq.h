@@ -111,8 +111,9 @@ size_t dq_model_n_params(const dq_model *m);
 /* Whether RoPE uses per-pair frequency divisors (GGUF rope_freqs.weight)
  * instead of the config's rope_scaling. */
 bool dq_model_has_rope_freq_factors(const dq_model *m);
-/* Whether the file stores block linears already quantized (a GGUF Q4_1
- * file, a DASH-Q packed checkpoint): their type ("Q4_1", "INT3 g128",
+/* Whether the file, as loaded, stored block linears already quantized (a
+ * GGUF Q4_1 file, a DASH-Q packed checkpoint; dq_quantize does not change
+ * it, though it overwrites the weights): their type ("Q4_1", "INT3 g128",
  * "mixed") and in *n_linears how many; NULL (0) for full precision. Such a
  * model is its decoded weights to every method; quantizing it requantizes,
  * and a method whose groups align with the source's blocks can land back on

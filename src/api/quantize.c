@@ -474,8 +474,8 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     dq_resume_free(&rs);
     if (!st && report) st = fill_report(out, &j, &r, &cs, p->calib != NULL, report, err);
     if (!st && report) report->hidden_bytes = mem.hidden_bytes, report->hidden_spilled = mem.hidden_spilled;
-    const char *src = dq_model_source_quant(m, report ? &report->n_requantized : NULL);
-    if (!st && report && src) snprintf(report->source_quant, sizeof report->source_quant, "%s", src);
+    const char *src = !st && report ? dq_model_source_quant(m, &report->n_requantized) : NULL;
+    if (src) snprintf(report->source_quant, sizeof report->source_quant, "%s", src);
     dq_quant_result_free(&r);
     dq_type_plan_free(&plan);
     dq_calib_free(&cs);

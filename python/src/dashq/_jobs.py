@@ -46,7 +46,7 @@ class QuantizeReport:
     t_transform: float
     bytes_written: int    # GGUF: the file's size; packed: its folder's files
     hidden_spilled: bool
-    source_quant: Optional[str]  # the input's own quantization ("Q4_1"): this run requantized it; None: full precision
+    source_quant: Optional[str] = None  # the input's own quantization ("Q4_1"): this run requantized it; None: full precision
 
 
 @dataclass(frozen=True)
