@@ -114,8 +114,10 @@ static dq_status read_config(loader *L) {
     return dq_config_validate(c, L->path, L->err);
 }
 
-/* The fp32 view of tensor `name`, which must have shape [ne0, ne1]. */
-static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, const float **out) {
+/* The fp32 view of tensor `name`, which must have shape [ne0, ne1]; *quant
+ * (if quant) the ggml type it was decoded from when stored quantized, else NULL. */
+static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, const float **out, const char **quant) {
+    if (quant) *quant = NULL;
     const dq_gguf_tensor *t = dq_gguf_tensor_find(L->g, name);
     if (!t) return dq_fail(L->err, DQ_ERR_FORMAT, "%s: tensor %s is missing", L->path, name);
     L->used[t - L->g->tensors] = true;
@@ -131,6 +133,7 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
     float *buf = dq_model_alloc(L->m, n * sizeof *buf);
     if (!buf) return dq_fail(L->err, DQ_ERR_NOMEM, "%s: tensor %s: out of memory", L->path, name);
     dq_ggml_decode(t->type, t->data, n, buf);
+    if (quant) *quant = dq_ggml_info(t->type)->name;
     return dq_model_tensor(L->m, L->path, name, buf, DQ_DTYPE_F32, n, out, L->err);
 }
 
@@ -140,10 +143,9 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
 static dq_status load_site(loader *L, const dq_site *site, int layer, const float **slot) {
     dq_site_ref t;
     dq_site_ref_of(site, &L->m->cfg, layer, DQ_NAMES_GGUF, &t);
-    dq_status st = tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot);
-    const dq_gguf_tensor *g = st ? NULL : dq_gguf_tensor_find(L->g, t.name);
-    if (g && site->lin >= 0 && g->type != DQ_GGML_F32 && g->type != DQ_GGML_F16 && g->type != DQ_GGML_BF16)
-        dq_model_note_src_quant(L->m, dq_ggml_info(g->type)->name);
+    const char *quant;
+    dq_status st = tensor(L, t.name, t.cols ? t.cols : t.rows, t.cols ? t.rows : 1, slot, &quant);
+    if (!st && quant && site->lin >= 0) dq_model_note_src_quant(L->m, quant);
     return st;
 }
 
@@ -173,7 +175,7 @@ static dq_status load_tensors(loader *L) {
         if ((st = load_layer(L, i))) return st;
     /* Llama-3 context scaling, stored as one divisor per RoPE pair */
     if (dq_gguf_tensor_find(L->g, "rope_freqs.weight") &&
-        (st = tensor(L, "rope_freqs.weight", c->head_dim / 2, 1, &m->rope_freq_factors)))
+        (st = tensor(L, "rope_freqs.weight", c->head_dim / 2, 1, &m->rope_freq_factors, NULL)))
         return st;
     for (int i = 0; m->rope_freq_factors && i < c->head_dim / 2; i++)
         if (!(m->rope_freq_factors[i] > 0))

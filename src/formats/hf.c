@@ -269,25 +269,25 @@ static dq_status bind_packed(dq_model *m, shards *s, const char *module, const c
     return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, (size_t)rows * (size_t)cols, out, err);
 }
 
-/* The DASH-Q packed checkpoint's entry for linear weight `name` (NAME.weight:
- * module NAME in quantization_config), or NULL when it is stored as it is. */
-static const cJSON *packed_meta(const shards *s, const char *name) {
+/* NAME of a linear's weight tensor NAME.weight, into module (cap bytes);
+ * false for any other name. */
+static bool weight_module(const char *name, char *module, size_t cap) {
     size_t nl = strlen(name);
-    if (!s->qmap || nl <= 7 || strcmp(name + nl - 7, ".weight")) return NULL;
-    char module[200];
-    snprintf(module, sizeof module, "%.*s", (int)(nl - 7), name);
-    return cJSON_GetObjectItemCaseSensitive(s->qmap, module);
+    if (nl <= 7 || strcmp(name + nl - 7, ".weight")) return false;
+    snprintf(module, cap, "%.*s", (int)(nl - 7), name);
+    return true;
 }
 
-/* Binds an fp32 view of tensor `name`, checking its shape is (rows, cols) or (rows). */
+/* The DASH-Q packed checkpoint's entry for linear weight `name` (NAME.weight:
+ * module NAME in quantization_config, written to module), or NULL when it is
+ * stored as it is. */
+static const cJSON *packed_meta(const shards *s, const char *name, char *module, size_t cap) {
+    return s->qmap && weight_module(name, module, cap) ? cJSON_GetObjectItemCaseSensitive(s->qmap, module) : NULL;
+}
+
+/* Binds an fp32 view of stored tensor `name`, checking its shape is (rows, cols) or (rows). */
 static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, int64_t cols,
                       const float **out, dq_error *err) {
-    const cJSON *meta = cols ? packed_meta(s, name) : NULL;
-    if (meta) {
-        char module[200];
-        snprintf(module, sizeof module, "%.*s", (int)(strlen(name) - 7), name);
-        return bind_packed(m, s, module, meta, rows, cols, out, err);
-    }
     const dq_st_tensor *t;
     dq_status st = find_tensor(s, name, &t, err);
     if (st) return st;
@@ -312,10 +312,9 @@ static dq_status bind(dq_model *m, shards *s, const char *name, int64_t rows, in
  * linear's NAME.weight: its NAME.W_q_packed); -1 if none. */
 static int shard_of(const shards *s, const char *name) {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(s->weight_map, name);
-    size_t nl = strlen(name);
-    if (!f && nl > 7 && !strcmp(name + nl - 7, ".weight")) {
-        char packed[200];
-        snprintf(packed, sizeof packed, "%.*s.W_q_packed", (int)(nl - 7), name);
+    char module[200], packed[220];
+    if (!f && weight_module(name, module, sizeof module)) {
+        snprintf(packed, sizeof packed, "%s.W_q_packed", module);
         f = cJSON_GetObjectItemCaseSensitive(s->weight_map, packed);
     }
     for (int i = 0; cJSON_IsString(f) && i < s->n_shards; i++)
@@ -323,14 +322,17 @@ static int shard_of(const shards *s, const char *name) {
     return -1;
 }
 
-/* Site `site` of block `layer` (ignored for the model's own sites) into *slot. */
+/* Site `site` of block `layer` (ignored for the model's own sites) into
+ * *slot: a DASH-Q packed linear, dequantized, or a stored tensor. */
 static dq_status bind_site(dq_model *m, shards *s, const dq_site *site, int layer, const float **slot, dq_error *err) {
     dq_site_ref t;
     dq_site_ref_of(site, &m->cfg, layer, DQ_NAMES_HF, &t);
-    dq_status st = bind(m, s, t.name, t.rows, t.cols, slot, err);
+    char module[200];
+    const cJSON *meta = t.cols ? packed_meta(s, t.name, module, sizeof module) : NULL;
+    dq_status st = meta ? bind_packed(m, s, module, meta, t.rows, t.cols, slot, err)
+                        : bind(m, s, t.name, t.rows, t.cols, slot, err);
     if (!st) dq_site_set_shard(m, site, layer, shard_of(s, t.name));
-    const cJSON *meta = st || site->lin < 0 ? NULL : packed_meta(s, t.name);
-    if (meta) {
+    if (!st && meta && site->lin >= 0) {
         char type[24];
         snprintf(type, sizeof type, "INT%d g%d", inum(meta, "nbits", 0), inum(meta, "group_size", 0));
         dq_model_note_src_quant(m, type);
