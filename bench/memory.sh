@@ -6,6 +6,8 @@
 # (random bf16 weights, 4 shards) into ${DASHQ_SYNTHETIC:-~/.cache/dashq/synthetic};
 # never commit them. One line per run is appended to results/memory.tsv.
 #   bench/memory.sh                          # 1.9B: DASH-Q, GPTQ (packed W4 g128), DASH-Q Q4_K_M GGUF
+#   JOBS="convert-hf convert-gguf" OLD=... bench/memory.sh
+#     (dashq convert: Hugging Face folder in BF16, 5 GB shards; GGUF Q8_0)
 #   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
 #   MODEL=llama3-8b LAYERS=2 JOBS=gptq NSAMPLES=8 SEQLEN=2048 EXTRA="--mem-budget 1" bench/memory.sh
 #     (Llama-3-8B widths, 2 of its 32 blocks; EXTRA: more quantize flags, here the
@@ -34,13 +36,17 @@ for b in $NEW $OLD; do
       dashq) args="--method dashq --bits 4 --group 128" o=$T/dq_mem_q ;;
       gptq) args="--method gptq --bits 4 --group 128" o=$T/dq_mem_q ;;
       dashq-gguf) args="--method dashq --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
+      convert-hf) args="--format hf --type BF16" o=$T/dq_mem_c ;;
+      convert-gguf) args="--type Q8_0" o=$T/dq_mem_c.gguf ;;
       *) echo "unknown job $job" >&2; exit 2 ;;
     esac
     rm -rf "$o"
-    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b quantize "$C/$name" --tokenizer $TOK $args --calib $CAL \
-      --nsamples $NSAMPLES --seqlen $SEQLEN -o "$o" --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
+    calib="--calib $CAL --nsamples $NSAMPLES --seqlen $SEQLEN" cmd=quantize tokens=$((NSAMPLES * SEQLEN))
+    case $job in convert-*) calib= cmd=convert tokens=0 ;; esac
+    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b $cmd "$C/$name" --tokenizer $TOK $args $calib \
+      -o "$o" --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
     read -r kb s < $T/dq_mem_time
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $name "$job${EXTRA:+ $EXTRA}" $((NSAMPLES * SEQLEN)) \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $name "$job${EXTRA:+ $EXTRA}" $tokens \
       $((kb / 1024)) $s | tee -a $out
     rm -rf "$o"
   done

@@ -526,11 +526,21 @@ dq_status dq_report(const char *csv, const char *dir, bool plots, const dq_progr
 
 /* m with t's tokenizer as format "gguf" (type F32, F16, BF16 or Q8_0: a file
  * llama.cpp runs) or "hf" (type F32 or BF16: a Hugging Face folder), written
- * atomically; an output that would replace an input is refused.
+ * atomically; an output that would replace an input is refused. The output
+ * is laid out first and written block by block: a model from
+ * dq_model_load_lazy is held one block at a time (memory: a block, and the
+ * embedding and head in their turn), and blocks loaded before stay loaded.
  * dq_convert_check: format and type alone, before a model is loaded. */
+typedef struct {
+    const char *format;       /* "gguf" or "hf" */
+    const char *type;         /* gguf: F32, F16, BF16 or Q8_0; hf: F32 or BF16 */
+    uint64_t max_shard_bytes; /* hf: safetensors shards cut as transformers' save_pretrained cuts them (a new
+                                 shard when the next tensor would pass this); 0: its default, 5 GB */
+    dq_progress progress;     /* stage "convert", one unit per block */
+} dq_convert_params;
+dq_convert_params dq_convert_default_params(void); /* gguf, F32 (loads back to the same logits) */
 dq_status dq_convert_check(const char *format, const char *type, dq_error *err);
-dq_status dq_convert(const dq_model *m, const dq_tokenizer *t, const char *out, const char *format, const char *type,
-                     dq_error *err);
+dq_status dq_convert(dq_model *m, const dq_tokenizer *t, const char *out, const dq_convert_params *p, dq_error *err);
 
 #ifdef __cplusplus
 }

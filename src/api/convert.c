@@ -1,6 +1,7 @@
 /* dq_convert, the public entry point of format conversion: a model we read,
  * with its tokenizer, as a GGUF file (F32/F16/BF16/Q8_0) or a Hugging Face
- * folder (F32/BF16), written atomically and never over an input. */
+ * folder (F32/BF16), written atomically and never over an input, block by
+ * block (a lazily loaded model is held one block at a time). */
 #include <string.h>
 
 #include "export/gguf_export.h"
@@ -25,21 +26,42 @@ dq_status dq_convert_check(const char *format, const char *type, dq_error *err) 
     return DQ_OK;
 }
 
-dq_status dq_convert(const dq_model *m, const dq_tokenizer *t, const char *out, const char *format, const char *type,
-                     dq_error *err) {
-    dq_status st = dq_convert_check(format, type, err);
-    bool hf = !st && !strcmp(format, "hf");
+dq_convert_params dq_convert_default_params(void) { return (dq_convert_params){.format = "gguf", .type = "F32"}; }
+
+/* The GGUF file laid out, then block by block from m. */
+static dq_status convert_gguf(dq_model *m, const dq_tokenizer *t, const char *out, const dq_convert_params *p,
+                              dq_error *err) {
+    dq_gguf_export_opts o = {.type = (dq_ggml_type)dq_ggml_type_by_name(p->type)};
+    dq_gguf_export *x = NULL;
+    dq_status st = dq_gguf_export_begin(out, m, &m->cfg, t, &o, NULL, 0, &x, err);
+    for (int l = 0; !st && l < m->cfg.n_layers; l++) {
+        bool held;
+        if (!(st = dq_model_block_hold(m, l, &held, err))) st = dq_gguf_export_put_block(x, m, l, err);
+        dq_model_block_let_go(m, l, held);
+        if (!st && p->progress.fn && !p->progress.fn("convert", (size_t)l + 1, (size_t)m->cfg.n_layers, p->progress.user))
+            st = dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled", out);
+    }
+    bool embed = false, head = false; /* finish writes both */
+    if (!st) st = dq_model_block_hold(m, DQ_DEFER_EMBED, &embed, err);
+    if (!st) st = dq_model_block_hold(m, DQ_DEFER_HEAD, &head, err);
+    if (!st) st = dq_gguf_export_finish(x, m, err);
+    else if (x) dq_gguf_export_abort(x);
+    dq_model_block_let_go(m, DQ_DEFER_HEAD, head);
+    dq_model_block_let_go(m, DQ_DEFER_EMBED, embed);
+    return st;
+}
+
+dq_status dq_convert(dq_model *m, const dq_tokenizer *t, const char *out, const dq_convert_params *p, dq_error *err) {
+    dq_status st = dq_convert_check(p->format, p->type, err);
+    bool hf = !st && !strcmp(p->format, "hf");
     const char *inputs[] = {m->path, dq_tokenizer_path(t)};
     if (!st) st = dq_check_output(out, hf ? DQ_OUT_PACKED_DIR : DQ_OUT_GGUF, inputs, 2, err);
-    for (int l = 0; !st && l < m->cfg.n_layers; l++) /* a model from dq_model_load_lazy is for dq_quantize */
-        if (!dq_model_block_ready(m, l))
-            st = dq_fail(err, DQ_ERR_ARG, "%s: block %d's weights are not loaded (a model opened for streaming "
-                         "quantization); load it with dq_model_load to convert it", m->path, l);
     if (st) return st;
     if (hf) {
-        dq_hf_export_opts o = {.type = !strcmp(type, "BF16") ? DQ_DTYPE_BF16 : DQ_DTYPE_F32};
+        dq_hf_export_opts o = {.type = !strcmp(p->type, "BF16") ? DQ_DTYPE_BF16 : DQ_DTYPE_F32,
+                               .max_shard_bytes = p->max_shard_bytes,
+                               .progress = p->progress};
         return dq_export_hf(out, m, t, &o, err);
     }
-    dq_gguf_export_opts o = {.type = (dq_ggml_type)dq_ggml_type_by_name(type)};
-    return dq_export_gguf(out, m, t, &o, err);
+    return convert_gguf(m, t, out, p, err);
 }

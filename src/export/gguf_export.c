@@ -475,6 +475,17 @@ dq_status dq_gguf_export_put(dq_gguf_export *x, const dq_model *m, const dq_qlay
     return put_or_mark(x, m, layers, n, false, err);
 }
 
+dq_status dq_gguf_export_put_block(dq_gguf_export *x, const dq_model *m, int l, dq_error *err) {
+    if (l < 0 || l >= x->cfg.n_layers || x->block_done[l])
+        return dq_fail(err, DQ_ERR_ARG, "%s: block %d is not one still to write", x->path, l);
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        const dq_qlayer *ql = x->lin[(size_t)l * DQ_LIN_PER_BLOCK + k];
+        if (ql && ql->qt.grid)
+            return dq_fail(err, DQ_ERR_ARG, "%s: block %d has quantized layers to come (dq_gguf_export_put)", x->path, l);
+    }
+    return write_block(x, m, l, x->lin + (size_t)l * DQ_LIN_PER_BLOCK, false, err);
+}
+
 dq_status dq_gguf_export_skip(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
     return put_or_mark(x, m, layers, n, true, err);
 }

@@ -66,14 +66,28 @@ cJSON *dq_hf_config(const dq_model *m, const char *arch, const char *torch_dtype
 
 /* ---- tensors ------------------------------------------------------------------- */
 
-/* The tensors in one dtype: DQ_DTYPE_F32 (exact) or DQ_DTYPE_BF16. */
+/* A tensor with no block to hold (the final norm: never deferred). */
+#define HOLD_NONE (-3)
+
+/* One tensor of the folder: name, dtype and shape (out, no data), where its
+ * values come from, and its shard. The folder is laid out first and filled
+ * block by block, so a lazily loaded model is held one block at a time. */
 typedef struct {
-    dq_st_list st;
+    dq_st_out out;
+    const dq_site *site;
+    int layer;      /* its block (ignored for the model's own sites) */
+    int hold;       /* what dq_model_block_hold loads for it: layer, DQ_DEFER_EMBED/HEAD or HOLD_NONE */
+    int permute_hd; /* q/k rows and their biases to HF's rotate-half order; 0: as stored */
+    int shard;
+    size_t slot; /* its index in its shard */
+} entry;
+
+typedef struct {
+    entry *e;
+    size_t n;
+    int n_shards;
     dq_dtype type;
-    char bad[160]; /* the first tensor with a finite value that BF16 cannot hold (next to FLT_MAX) */
-    float bad_value;
-    size_t bad_at;
-} tensor_list;
+} plan;
 
 /* Source row of HF row r: HF rotates q/k heads in halves (i, i + hd/2), the
  * interleaved layouts (llama2.c, GGUF llama) in pairs (2i, 2i + 1). */
@@ -81,59 +95,102 @@ static int src_row(int r, int permute_hd) {
     return permute_hd ? dq_interleaved_row_of_half_row(r, permute_hd) : r;
 }
 
-/* Adds tensor `name` (rows x cols, cols 0 for a vector) in the list's dtype. */
-static void add(tensor_list *l, const char *name, const float *x, int rows, int cols, int permute_hd) {
-    size_t w = (size_t)(cols ? cols : rows), h = cols ? (size_t)rows : 1, es = l->type == DQ_DTYPE_F32 ? 4 : 2;
-    const void *data = x;
-    if (l->type != DQ_DTYPE_F32 || permute_hd) {
-        uint8_t *buf = dq_st_list_own(&l->st, w * h * es);
-        if (!buf) return;
-        for (size_t r = 0; r < h; r++) {
-            const float *src = x + (size_t)src_row((int)r, permute_hd) * w;
-            if (l->type == DQ_DTYPE_F32) memcpy(buf + r * w * 4, src, w * 4);
-            for (size_t j = 0; l->type == DQ_DTYPE_BF16 && j < w; j++) {
-                uint16_t b = dq_f32_to_bf16(src[j]);
-                memcpy(buf + (r * w + j) * 2, &b, 2);
-                if ((b & 0x7fffu) == 0x7f80u && isfinite(src[j]) && !l->bad[0])
-                    snprintf(l->bad, sizeof l->bad, "%s", name), l->bad_value = src[j], l->bad_at = r * w + j;
-            }
-        }
-        data = buf;
-    }
-    dq_st_list_add(&l->st, name, l->type == DQ_DTYPE_F32 ? "F32" : "BF16", rows, cols, data, w * h * es);
-}
-
-/* Biases of q/k are permuted like their rows (a 1-row view per output). */
-static void add_bias(tensor_list *l, const char *name, const float *b, int n, int permute_hd) {
-    if (!permute_hd) {
-        add(l, name, b, n, 0, 0);
-        return;
-    }
-    float *p = dq_st_list_own(&l->st, (size_t)n * sizeof *p);
-    if (!p) return;
-    for (int r = 0; r < n; r++) p[r] = b[src_row(r, permute_hd)];
-    add(l, name, p, n, 0, 0);
-}
-
-/* Site s of block `layer` (ignored for the model's own sites); phd reorders
- * the rows of q/k and their biases (0: keep them). */
-static void add_site(tensor_list *l, const dq_model *m, const dq_site *s, int layer, int phd) {
+static void plan_site(plan *p, const dq_model *m, const dq_site *s, int layer, int hold, int phd) {
     dq_site_ref t;
     dq_site_ref_of(s, &m->cfg, layer, DQ_NAMES_HF, &t);
-    const float *x = dq_site_data(m, layer, s);
-    if (s->role == DQ_SITE_BIAS) add_bias(l, t.name, x, t.rows, s->rope_rows ? phd : 0);
-    else add(l, t.name, x, t.rows, t.cols, s->rope_rows ? phd : 0);
+    entry *e = &p->e[p->n++];
+    *e = (entry){.site = s, .layer = layer, .hold = hold, .permute_hd = s->rope_rows ? phd : 0};
+    snprintf(e->out.name, sizeof e->out.name, "%s", t.name);
+    e->out.dtype = p->type == DQ_DTYPE_F32 ? "F32" : "BF16";
+    e->out.ndim = t.cols ? 2 : 1;
+    e->out.shape[0] = t.rows;
+    e->out.shape[1] = t.cols;
+    e->out.nbytes = (size_t)t.rows * (size_t)(t.cols ? t.cols : 1) * (p->type == DQ_DTYPE_F32 ? 4 : 2);
 }
 
-static void build_tensors(tensor_list *l, const dq_model *m) {
+/* A block's tensors in the order transformers registers them (its
+ * state_dict's, which decides where save_pretrained cuts shards). */
+static const dq_site_id HF_BLOCK_ORDER[] = {DQ_SITE_Q,    DQ_SITE_Q_BIAS,    DQ_SITE_K,    DQ_SITE_K_BIAS,
+                                            DQ_SITE_V,    DQ_SITE_V_BIAS,    DQ_SITE_O,    DQ_SITE_GATE,
+                                            DQ_SITE_UP,   DQ_SITE_DOWN,      DQ_SITE_ATTN_NORM, DQ_SITE_FFN_NORM};
+_Static_assert(sizeof HF_BLOCK_ORDER / sizeof *HF_BLOCK_ORDER == DQ_SITE_PER_BLOCK, "every block site, once");
+
+/* Every tensor in transformers' order: embedding, blocks, final norm, an untied head. */
+static bool plan_tensors(plan *p, const dq_model *m) {
     const dq_config *c = &m->cfg;
     int phd = c->rope_style == DQ_ROPE_INTERLEAVED ? c->head_dim : 0;
-    add_site(l, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, 0);
+    if (!(p->e = calloc(3 + (size_t)c->n_layers * DQ_SITE_PER_BLOCK, sizeof *p->e))) return false;
+    plan_site(p, m, &DQ_SITES[DQ_SITE_TOKEN_EMBD], 0, DQ_DEFER_EMBED, 0);
     for (int i = 0; i < c->n_layers; i++)
         for (int k = 0; k < DQ_SITE_PER_BLOCK; k++)
-            if (dq_site_present(&DQ_SITES[k], c)) add_site(l, m, &DQ_SITES[k], i, phd);
-    add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0, 0);
-    if (!c->tied_embeddings) add_site(l, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, 0); /* tied: HF has none */
+            if (dq_site_present(&DQ_SITES[HF_BLOCK_ORDER[k]], c)) plan_site(p, m, &DQ_SITES[HF_BLOCK_ORDER[k]], i, i, phd);
+    plan_site(p, m, &DQ_SITES[DQ_SITE_OUTPUT_NORM], 0, HOLD_NONE, 0);
+    if (!c->tied_embeddings) plan_site(p, m, &DQ_SITES[DQ_SITE_OUTPUT], 0, DQ_DEFER_HEAD, 0); /* tied: HF has none */
+    return true;
+}
+
+/* Shards as huggingface_hub's split_state_dict_into_shards_factory makes
+ * them, in model order: a tensor that would take the current shard past
+ * max_bytes closes it; a tensor larger than max_bytes gets a shard of its
+ * own, numbered where it is met, while the current shard goes on. */
+static void plan_shards(plan *p, uint64_t max_bytes) {
+    int next = 0, open = -1; /* open: entries of the current shard carry -1 until it is closed */
+    uint64_t size = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        entry *e = &p->e[i];
+        if (e->out.nbytes > max_bytes) {
+            e->shard = next++;
+            continue;
+        }
+        if (size && size + e->out.nbytes > max_bytes) {
+            for (size_t j = 0; j < i; j++)
+                if (p->e[j].shard == open) p->e[j].shard = next;
+            next++;
+            size = 0;
+        }
+        e->shard = open;
+        size += e->out.nbytes;
+    }
+    for (size_t j = 0; j < p->n; j++)
+        if (p->e[j].shard == open) p->e[j].shard = next;
+    p->n_shards = size ? next + 1 : next;
+}
+
+static void shard_name(const plan *p, int k, char *buf, size_t cap) {
+    if (p->n_shards == 1) snprintf(buf, cap, "model.safetensors");
+    else snprintf(buf, cap, "model-%05d-of-%05d.safetensors", k + 1, p->n_shards);
+}
+
+/* Entry e's values in the plan's dtype, a buffer of `cap` bytes at a time
+ * (at least one row). BF16 refuses a finite value it would make infinite. */
+static dq_status put_entry(dq_st_writer *w, const entry *e, const dq_model *m, dq_dtype type, uint8_t *buf,
+                           size_t cap, const char *out_dir, dq_error *err) {
+    const float *x = dq_site_data(m, e->layer, e->site);
+    if (!x) return dq_fail(err, DQ_ERR_ARG, "%s: tensor %s is not loaded", out_dir, e->out.name);
+    if (type == DQ_DTYPE_F32 && !e->permute_hd) return dq_st_writer_put(w, e->slot, 0, x, e->out.nbytes, err);
+    size_t width = e->out.ndim == 2 ? (size_t)e->out.shape[1] : 1, rows = (size_t)e->out.shape[0];
+    size_t es = type == DQ_DTYPE_F32 ? 4 : 2, at = 0, fill = 0;
+    dq_status st = DQ_OK;
+    for (size_t r = 0; !st && r < rows; r++) {
+        if (fill + width * es > cap) {
+            st = dq_st_writer_put(w, e->slot, at, buf, fill, err);
+            at += fill, fill = 0;
+        }
+        const float *src = x + (size_t)src_row((int)r, e->permute_hd) * width;
+        if (type == DQ_DTYPE_F32) memcpy(buf + fill, src, width * 4);
+        for (size_t j = 0; !st && type == DQ_DTYPE_BF16 && j < width; j++) {
+            uint16_t b = dq_f32_to_bf16(src[j]);
+            memcpy(buf + fill + 2 * j, &b, 2);
+            if ((b & 0x7fffu) == 0x7f80u && isfinite(src[j]))
+                st = dq_fail(err, DQ_ERR_NUMERIC,
+                             "%s: tensor %s: value %g (element %zu) is beyond the range of BF16; nothing was "
+                             "written: use --type F32",
+                             out_dir, e->out.name, (double)src[j], r * width + j);
+        }
+        fill += width * es;
+    }
+    if (!st) st = dq_st_writer_put(w, e->slot, at, buf, fill, err);
+    return st;
 }
 
 /* ---- the folder ------------------------------------------------------------------ */
@@ -166,40 +223,104 @@ static cJSON *export_config(const dq_model *m, dq_dtype type) {
     return cfg;
 }
 
-dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenizer *t, const dq_hf_export_opts *o,
+/* The shards' writers, their headers written: each entry gets its slot. */
+static dq_status open_shards(plan *p, const char *tmp, dq_st_writer *w, dq_error *err) {
+    dq_st_out *t = malloc((p->n ? p->n : 1) * sizeof *t);
+    if (!t) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", tmp);
+    dq_status st = DQ_OK;
+    for (int k = 0; !st && k < p->n_shards; k++) {
+        size_t n = 0;
+        for (size_t i = 0; i < p->n; i++)
+            if (p->e[i].shard == k) p->e[i].slot = n, t[n++] = p->e[i].out;
+        char name[64], path[PATH_MAX];
+        shard_name(p, k, name, sizeof name);
+        if ((st = dq_path_fmt(path, sizeof path, err, "%s/%s", tmp, name))) break;
+        dq_tmp_register(path, false);
+        st = dq_st_writer_open(path, t, n, &w[k], err);
+    }
+    free(t);
+    return st;
+}
+
+static dq_status report_block(const dq_progress *pr, int done, int total, const char *out_dir, dq_error *err) {
+    if (!pr || !pr->fn || pr->fn("convert", (size_t)done, (size_t)total, pr->user)) return DQ_OK;
+    return dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled", out_dir);
+}
+
+/* Every tensor's bytes, one block held at a time (an eager model holds them all). */
+static dq_status fill_shards(const plan *p, dq_st_writer *w, dq_model *m, const char *out_dir, const dq_progress *pr,
+                             dq_error *err) {
+    size_t cap = (size_t)4 << 20; /* > a row of the widest model we admit (2^17 fp32) */
+    uint8_t *buf = malloc(cap);
+    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
+    int hold = HOLD_NONE;
+    bool held = false;
+    dq_status st = DQ_OK;
+    for (size_t i = 0; !st && i < p->n; i++) {
+        const entry *e = &p->e[i];
+        if (e->hold != hold) {
+            dq_model_block_let_go(m, hold, held);
+            held = false;
+            if (hold >= 0) st = report_block(pr, hold + 1, m->cfg.n_layers, out_dir, err);
+            hold = e->hold;
+            if (!st && hold != HOLD_NONE) st = dq_model_block_hold(m, hold, &held, err);
+        }
+        if (!st) st = put_entry(&w[e->shard], e, m, p->type, buf, cap, out_dir, err);
+    }
+    dq_model_block_let_go(m, hold, held);
+    free(buf);
+    return st;
+}
+
+static dq_status write_index(const plan *p, const char *tmp, dq_error *err) {
+    dq_st_index_entry *x = malloc(p->n * sizeof *x);
+    char(*names)[64] = malloc((size_t)p->n_shards * sizeof *names);
+    dq_status st = x && names ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", tmp);
+    for (int k = 0; !st && k < p->n_shards; k++) shard_name(p, k, names[k], sizeof names[k]);
+    for (size_t i = 0; !st && i < p->n; i++)
+        x[i] = (dq_st_index_entry){p->e[i].out.name, names[p->e[i].shard], p->e[i].out.nbytes};
+    if (!st) st = dq_st_write_index(tmp, x, p->n, err);
+    free(x);
+    free(names);
+    return st;
+}
+
+/* The tensors into tmp: laid out, sharded, filled, indexed. */
+static dq_status write_tensors(plan *p, const char *tmp, dq_model *m, const char *out_dir, const dq_progress *pr,
+                               dq_error *err) {
+    dq_st_writer *w = calloc((size_t)p->n_shards, sizeof *w);
+    if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
+    dq_status st = open_shards(p, tmp, w, err);
+    if (!st) st = fill_shards(p, w, m, out_dir, pr, err);
+    for (int k = 0; k < p->n_shards; k++) {
+        if (!st) st = dq_st_writer_close(&w[k], err);
+        else dq_st_writer_abort(&w[k]);
+    }
+    free(w);
+    if (!st && p->n_shards > 1) st = write_index(p, tmp, err);
+    return st;
+}
+
+dq_status dq_export_hf(const char *out_dir, dq_model *m, const dq_tokenizer *t, const dq_hf_export_opts *o,
                        dq_error *err) {
     if (o->type != DQ_DTYPE_F32 && o->type != DQ_DTYPE_BF16)
         return dq_fail(err, DQ_ERR_ARG, "%s: Hugging Face export writes F32 or BF16", out_dir);
     if (t && t->n_vocab > m->cfg.vocab_size)
         return dq_fail(err, DQ_ERR_ARG, "%s: tokenizer has %d tokens, the model %d", t->path, t->n_vocab,
                        m->cfg.vocab_size);
-    char tmp[PATH_MAX], path[PATH_MAX];
     dq_status st = check_model(m, err);
     if (st) return st;
-    tensor_list l = {.type = o->type};
-    build_tensors(&l, m); /* first: a tensor that cannot be written stops it before the folder exists */
-    if (l.bad[0])
-        st = dq_fail(err, DQ_ERR_NUMERIC,
-                     "%s: tensor %s: value %g (element %zu) is beyond the range of BF16; nothing was written: "
-                     "use --type F32",
-                     out_dir, l.bad, (double)l.bad_value, l.bad_at);
-    if (!st) st = dq_dir_begin(out_dir, tmp, sizeof tmp, err);
-    if (st) {
-        dq_st_list_free(&l.st);
-        return st;
+    plan p = {.type = o->type};
+    if (!plan_tensors(&p, m)) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
+    plan_shards(&p, o->max_shard_bytes ? o->max_shard_bytes : DQ_HF_SHARD_BYTES);
+    char tmp[PATH_MAX];
+    if (!(st = dq_dir_begin(out_dir, tmp, sizeof tmp, err))) {
+        st = write_tensors(&p, tmp, m, out_dir, &o->progress, err);
+        if (!st) st = dq_write_json(tmp, "config.json", export_config(m, o->type), false, err);
+        if (!st && t) st = dq_hf_write_tokenizer(tmp, t, m->cfg.seq_len, err);
+        if (!st) st = dq_dir_publish(tmp, out_dir, err);
+        if (st) dq_dir_remove_flat(tmp);
     }
-    if ((st = dq_path_fmt(path, sizeof path, err, "%s/model.safetensors", tmp))) {
-        dq_st_list_free(&l.st);
-        dq_dir_remove_flat(tmp);
-        return st;
-    }
-    dq_tmp_register(path, false);
-    st = l.st.oom ? dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory converting tensors", out_dir)
-                  : dq_st_write(path, l.st.t, l.st.n, err);
-    dq_st_list_free(&l.st);
-    if (!st) st = dq_write_json(tmp, "config.json", export_config(m, o->type), false, err);
-    if (!st && t) st = dq_hf_write_tokenizer(tmp, t, m->cfg.seq_len, err);
-    if (!st) st = dq_dir_publish(tmp, out_dir, err);
-    if (st) dq_dir_remove_flat(tmp);
+    free(p.e);
     return st;
 }

@@ -9,13 +9,22 @@
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
+/* transformers' save_pretrained default shard size, "5GB" (decimal, as huggingface_hub counts). */
+#define DQ_HF_SHARD_BYTES 5000000000ull
+
 typedef struct {
-    dq_dtype type; /* every tensor: DQ_DTYPE_F32 (exact) or DQ_DTYPE_BF16 */
+    dq_dtype type;            /* every tensor: DQ_DTYPE_F32 (exact) or DQ_DTYPE_BF16 */
+    uint64_t max_shard_bytes; /* safetensors shards as transformers cuts them; 0: DQ_HF_SHARD_BYTES */
+    dq_progress progress;     /* stage "convert", one unit per block */
 } dq_hf_export_opts;
 
 /* Builds OUT.tmp-PID and renames it to OUT; an existing OUT is replaced only
- * if dashq wrote it. The model must have no GGUF per-pair RoPE factors. */
-dq_status dq_export_hf(const char *out_dir, const dq_model *m, const dq_tokenizer *t, const dq_hf_export_opts *o,
+ * if dashq wrote it. The model must have no GGUF per-pair RoPE factors. The
+ * tensors are laid out first and written block by block: a lazily loaded
+ * model (dq_model_load_lazy) is held one block at a time, and blocks it had
+ * loaded before stay loaded. One model.safetensors, or shards
+ * model-0000k-of-0000N.safetensors and model.safetensors.index.json. */
+dq_status dq_export_hf(const char *out_dir, dq_model *m, const dq_tokenizer *t, const dq_hf_export_opts *o,
                        dq_error *err);
 
 /* config.json for model_type `arch` ("llama", "mistral", "qwen2") with the

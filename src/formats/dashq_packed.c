@@ -207,27 +207,15 @@ static dq_status open_files(dq_packed_writer *w, bool reopen, dq_error *err) {
     return st;
 }
 
-static int cmp_entry_name(const void *a, const void *b) {
-    return strcmp((*(const entry *const *)a)->out.name, (*(const entry *const *)b)->out.name);
-}
-
-/* model.safetensors.index.json of a sharded checkpoint as transformers
- * writes it: the tensors' total bytes, each tensor's file, by name. */
+/* model.safetensors.index.json of a sharded checkpoint. */
 static dq_status write_shard_index(const dq_packed_writer *w, dq_error *err) {
-    const entry **by_name = malloc((w->n ? w->n : 1) * sizeof *by_name);
-    if (!by_name) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", w->out);
-    for (size_t i = 0; i < w->n; i++) by_name[i] = &w->e[i];
-    qsort(by_name, w->n, sizeof *by_name, cmp_entry_name);
-    cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
-    cJSON *map = cJSON_AddObjectToObject(o, "weight_map");
-    double total = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        total += (double)by_name[i]->out.nbytes;
-        cJSON_AddStringToObject(map, by_name[i]->out.name, w->files[by_name[i]->file].name);
-    }
-    cJSON_AddNumberToObject(meta, "total_size", total);
-    free(by_name);
-    return dq_write_json(w->tmp, "model.safetensors.index.json", o, false, err);
+    dq_st_index_entry *e = malloc((w->n ? w->n : 1) * sizeof *e);
+    if (!e) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", w->out);
+    for (size_t i = 0; i < w->n; i++)
+        e[i] = (dq_st_index_entry){w->e[i].out.name, w->files[w->e[i].file].name, w->e[i].out.nbytes};
+    dq_status st = dq_st_write_index(w->tmp, e, w->n, err);
+    free(e);
+    return st;
 }
 
 /* A full-precision tensor, converted back to the source dtype (exact: the

@@ -9,6 +9,7 @@
 #include <errno.h>
 
 #include "util/error.h"
+#include "util/out_dir.h"
 
 #define MAX_HEADER (100u << 20)
 
@@ -307,4 +308,21 @@ dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *
         return st;
     }
     return dq_st_writer_close(&w, err);
+}
+
+static int cmp_index_name(const void *a, const void *b) {
+    return strcmp(((const dq_st_index_entry *)a)->name, ((const dq_st_index_entry *)b)->name);
+}
+
+dq_status dq_st_write_index(const char *dir, dq_st_index_entry *e, size_t n, dq_error *err) {
+    qsort(e, n, sizeof *e, cmp_index_name);
+    cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
+    cJSON *map = cJSON_AddObjectToObject(o, "weight_map");
+    double total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += (double)e[i].nbytes;
+        cJSON_AddStringToObject(map, e[i].name, e[i].file);
+    }
+    cJSON_AddNumberToObject(meta, "total_size", total);
+    return dq_write_json(dir, "model.safetensors.index.json", o, false, err);
 }

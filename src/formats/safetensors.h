@@ -65,6 +65,15 @@ void dq_st_list_free(dq_st_list *l);
  * order). The caller makes it atomic by writing inside a temporary folder. */
 dq_status dq_st_write(const char *path, const dq_st_out *t, size_t n, dq_error *err);
 
+/* model.safetensors.index.json in dir, as transformers writes it for a
+ * sharded folder: metadata.total_size (the tensors' bytes) and weight_map,
+ * each tensor's file, by name (e is sorted by name). */
+typedef struct {
+    const char *name, *file;
+    size_t nbytes;
+} dq_st_index_entry;
+dq_status dq_st_write_index(const char *dir, dq_st_index_entry *e, size_t n, dq_error *err);
+
 /* A safetensors file written as its tensors become available (a model
  * quantized block by block, a synthetic model generated tensor by tensor):
  * the header is written first from the names, dtypes, shapes and sizes alone

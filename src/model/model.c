@@ -245,6 +245,18 @@ dq_status dq_model_load_all(dq_model *m, dq_error *err) {
     return st;
 }
 
+dq_status dq_model_block_hold(dq_model *m, int l, bool *held, dq_error *err) {
+    bool present = l == DQ_DEFER_EMBED ? m->tok_embeddings != NULL
+                   : l == DQ_DEFER_HEAD ? m->output != NULL
+                                        : dq_model_block_ready(m, l);
+    *held = !present;
+    return present ? DQ_OK : dq_model_block_load(m, l, err);
+}
+
+void dq_model_block_let_go(dq_model *m, int l, bool held) {
+    if (held) dq_model_block_unload(m, l);
+}
+
 bool dq_model_block_ready(const dq_model *m, int l) {
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
         if (!dq_site_get(&m->layers[l], dq_site_of_linear(k))) return false;

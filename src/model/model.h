@@ -125,6 +125,12 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
 dq_status dq_model_block_load(dq_model *m, int l, dq_error *err);
 void dq_model_block_unload(dq_model *m, int l);
 dq_status dq_model_load_all(dq_model *m, dq_error *err);
+/* For a writer going through a model block by block (dq_convert): loads
+ * block l (or DQ_DEFER_HEAD / DQ_DEFER_EMBED) unless it is present, *held
+ * saying whether it did; dq_model_block_let_go unloads only what was held,
+ * so a caller's loaded blocks stay loaded. Nothing to do on an eager model. */
+dq_status dq_model_block_hold(dq_model *m, int l, bool *held, dq_error *err);
+void dq_model_block_let_go(dq_model *m, int l, bool held);
 /* out (n, dim) = the embedding rows of tokens (each < vocab_size, checked by
  * the caller), from the fp32 embedding or, deferred, converted from its
  * stored dtype row by row (a non-finite value names file, tensor, token). */

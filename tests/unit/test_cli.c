@@ -1,5 +1,6 @@
 /* The dashq command line as scripts use it: stdout carries only results,
  * errors are one line on stderr with exit status 2. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,10 @@ static void test_errors(void **st) {
         {"convert MODEL -o /tmp/x.gguf --type Q3_K", "takes type F32, F16, BF16 or Q8_0"},
         {"convert MODEL", "-o OUT.gguf"},
         {"convert MODEL -o /no/such/dir/x.gguf", "/no/such/dir/x.gguf"},
+        {"convert MODEL -o /tmp/x.gguf --max-shard-size 5GB", "--max-shard-size is for --format hf"},
+        {"convert MODEL --format hf -o /tmp/x --max-shard-size 5XB", "--max-shard-size takes a size such as 5GB"},
+        {"convert MODEL --format hf -o /tmp/x --max-shard-size 0", "--max-shard-size takes a size"},
+        {"convert MODEL --format hf -o /tmp/x --max-shard-size 99999999999999999999GB", "--max-shard-size takes"},
         {"generate MODEL --system hi", "--system and --chat-template need --chat"},
         {"generate MODEL --chat --prompt hi", "tok512.bin: no chat template"},
         {"generate MODEL --chat --chat-template nonesuch --prompt hi", "--chat-template: chat template not recognised"},
@@ -137,6 +142,18 @@ static void test_convert(void **st) {
     assert_int_equal(dashq(args, &out), 0);
     snprintf(args, sizeof args, "generate %s -n 100 --temp 0 --quiet", model);
     assert_int_equal(dashq(args, &ref), 0);
+    assert_string_equal(out, ref);
+    free(out);
+    /* a Hugging Face folder cut into shards of 100 KB (stories260K: 1 MB in F32) reads back to the same text */
+    const char *dir = tu_tmp("s260k-hf");
+    snprintf(args, sizeof args, "convert %s --format hf -o %s --max-shard-size 100KB --quiet", model, dir);
+    assert_int_equal(dashq(args, &out), 0);
+    free(out);
+    cJSON *index = tu_read_json(dir, "model.safetensors.index.json");
+    assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(index, "weight_map")) > 10);
+    cJSON_Delete(index);
+    snprintf(args, sizeof args, "generate %s -n 100 --temp 0 --quiet", dir);
+    assert_int_equal(dashq(args, &out), 0);
     assert_string_equal(out, ref);
     free(out), free(ref);
 }

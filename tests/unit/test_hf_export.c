@@ -292,6 +292,47 @@ static void test_layout(void **st) {
     dq_tokenizer_free(t), dq_model_free(m);
 }
 
+/* Sharded at max_bytes: the index names the files transformers' own
+ * save_pretrained gives the same model at that size (fixture made by
+ * tests/tools/make_hf_shards_fixture.py), the files are those, and the folder
+ * loads back to the source's logits exactly (the source's own dtype). */
+static void sharded_like_transformers(const char *src, dq_dtype type, uint64_t max_bytes, const char *fixture) {
+    dq_model *m = tu_model(src);
+    const char *out = tu_tmp("sharded");
+    dq_hf_export_opts o = {.type = type, .max_shard_bytes = max_bytes};
+    dq_error err = {0};
+    if (dq_export_hf(out, m, NULL, &o, &err)) fail_msg("%s: %s", src, err.msg);
+    cJSON *want = tu_read_json(tu_fixture("hf_shards"), fixture), *got = tu_read_json(out, "model.safetensors.index.json");
+    const cJSON *wm = cJSON_GetObjectItem(want, "weight_map"), *gm = cJSON_GetObjectItem(got, "weight_map"), *e;
+    assert_int_equal(cJSON_GetArraySize(wm), cJSON_GetArraySize(gm));
+    cJSON_ArrayForEach(e, wm) {
+        const cJSON *g = cJSON_GetObjectItem(gm, e->string);
+        if (!cJSON_IsString(g) || strcmp(g->valuestring, e->valuestring))
+            fail_msg("%s: %s is in %s, transformers puts it in %s", src, e->string, g ? g->valuestring : "(none)",
+                     e->valuestring);
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", out, e->valuestring);
+        assert_true(path_exists(path));
+    }
+    assert_true(cJSON_GetObjectItem(cJSON_GetObjectItem(want, "metadata"), "total_size")->valuedouble ==
+                cJSON_GetObjectItem(cJSON_GetObjectItem(got, "metadata"), "total_size")->valuedouble);
+    cJSON_Delete(want), cJSON_Delete(got);
+    dq_model *h = tu_model(out);
+    int32_t toks[32];
+    for (int i = 0; i < 32; i++) toks[i] = (int32_t)((i * 37 + 1) % dq_model_config(m)->vocab_size);
+    double range;
+    assert_true(logits_gap(m, h, toks, 32, &range) == 0);
+    dq_model_free(h), dq_model_free(m);
+    dq_dir_remove_flat(out);
+}
+
+static void test_shards(void **st) {
+    (void)st;
+    sharded_like_transformers(tu_shared("models/gut6l-hf"), DQ_DTYPE_BF16, 300000, "gut6l-bf16-300000.json");
+    /* q/k/v biases and an untied head; tensors larger than the limit get shards of their own */
+    sharded_like_transformers(tu_fixture("qwen2-tiny"), DQ_DTYPE_F32, 20000, "qwen2-tiny-f32-20000.json");
+}
+
 /* An existing folder is replaced only if dashq wrote it; errors name the problem. */
 static void test_overwrite_rules(void **st) {
     (void)st;
@@ -402,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_tiny_hf),         cmocka_unit_test(test_packed),
         cmocka_unit_test(test_tokenizers),
         cmocka_unit_test(test_layout),          cmocka_unit_test(test_overwrite_rules),
+        cmocka_unit_test(test_shards),
         cmocka_unit_test(test_smollm2_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -270,10 +270,14 @@ static void test_block_load_unload(void **st) {
     free(x);
     dq_session_free(s);
 
-    dq_tokenizer *tok = tu_tokenizer(tu_shared(GUT6L_HF "/tokenizer.json")); /* convert refuses, never crashes */
-    assert_int_equal(dq_convert(m, tok, tu_tmp("lazy.gguf"), "gguf", "F16", &err), DQ_ERR_ARG);
-    assert_non_null(strstr(err.msg, "block 0's weights are not loaded"));
+    /* convert goes through the blocks itself: those it loaded are unloaded again, block 2 stays */
+    dq_tokenizer *tok = tu_tokenizer(tu_shared(GUT6L_HF "/tokenizer.json"));
+    dq_convert_params cp = dq_convert_default_params();
+    cp.type = "F16";
+    assert_int_equal(dq_convert(m, tok, tu_tmp("lazy.gguf"), &cp, &err), DQ_OK);
     dq_tokenizer_free(tok);
+    for (int l = 0; l < m->cfg.n_layers; l++) assert_int_equal(dq_model_block_ready(m, l), l == 2);
+    assert_int_equal(m->n_owned, owned + DQ_LIN_PER_BLOCK);
 
     dq_model_block_unload(m, 2);
     assert_false(dq_model_block_ready(m, 2));
@@ -281,6 +285,41 @@ static void test_block_load_unload(void **st) {
     assert_int_equal(dq_model_load_all(m, &err), DQ_OK);
     for (int l = 0; l < m->cfg.n_layers; l++) assert_true(dq_model_block_ready(m, l));
     dq_model_free(m);
+}
+
+/* dashq convert streams: a lazily loaded model gives the bytes of an eager
+ * one in every output (GGUF F16/Q8_0, HF F32/BF16, sharded), holding one
+ * block at a time (none is loaded after; an untied head and embedding too). */
+static void same_convert(const char *model, const char *tok_path, const char *format, const char *type,
+                         uint64_t shard, const char *name) {
+    char eager[1100], lazy[1200];
+    snprintf(eager, sizeof eager, "%s", tu_tmp(name));
+    snprintf(lazy, sizeof lazy, "%s-lazy", eager);
+    dq_tokenizer *tok = tok_path ? tu_tokenizer(tok_path) : NULL;
+    dq_convert_params p = dq_convert_default_params();
+    p.format = format, p.type = type, p.max_shard_bytes = shard;
+    dq_error err = {0};
+    dq_model *e = tu_model(model), *m;
+    if (dq_convert(e, tok, eager, &p, &err)) fail_msg("%s: %s", name, err.msg);
+    if (dq_model_load_lazy(model, &m, &err) || dq_convert(m, tok, lazy, &p, &err)) fail_msg("%s: %s", name, err.msg);
+    for (int l = 0; l < m->cfg.n_layers; l++) assert_false(dq_model_block_ready(m, l));
+    assert_true(m->cfg.tied_embeddings || (!m->output && !m->tok_embeddings));
+    const char *what = "the file";
+    if (strcmp(format, "hf") ? !tu_same_file(eager, lazy) : !tu_same_folder(eager, lazy, &what))
+        fail_msg("%s: %s differs between the eager and the lazy model", name, what);
+    dq_tokenizer_free(tok);
+    dq_model_free(m), dq_model_free(e);
+}
+
+static void test_same_bytes_convert(void **st) {
+    (void)st;
+    const char *gut = tu_shared(GUT6L_HF), *tok = tu_shared(GUT6L_HF "/tokenizer.json");
+    same_convert(gut, tok, "gguf", "F16", 0, "conv-f16.gguf");
+    same_convert(gut, tok, "gguf", "Q8_0", 0, "conv-q8.gguf");
+    same_convert(gut, tok, "hf", "F32", 0, "conv-hf-f32");
+    same_convert(gut, tok, "hf", "BF16", 300000, "conv-hf-bf16-sharded");
+    same_convert(tu_fixture("qwen2-tiny"), NULL, "hf", "F32", 0, "conv-qwen2"); /* untied F16 head, biases */
+    same_convert(tu_fixture("llama3-tiny"), NULL, "hf", "BF16", 0, "conv-llama3"); /* 2 input shards */
 }
 
 /* NaN in block 1's down_proj: the eager load refuses the file; the lazy one
@@ -459,6 +498,7 @@ int main(void) {
         cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
         cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_shard_shrinks),
+        cmocka_unit_test(test_same_bytes_convert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
