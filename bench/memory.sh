@@ -7,6 +7,7 @@
 # never commit them. One line per run is appended to results/memory.tsv.
 #   bench/memory.sh                          # 1.9B: DASH-Q, GPTQ (packed W4 g128), DASH-Q Q4_K_M GGUF
 #   JOBS="convert-hf convert-gguf" OLD=... bench/memory.sh
+#   MODEL=1.9b-q8_0 JOBS="dashq-gguf convert-hf" bench/memory.sh   (the 1.9B model as a Q8_0 GGUF source)
 #     (dashq convert: Hugging Face folder in BF16, 5 GB shards; GGUF Q8_0)
 #   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
 #   MODEL=llama3-8b LAYERS=2 JOBS=gptq NSAMPLES=8 SEQLEN=2048 EXTRA="--mem-budget 1" bench/memory.sh
@@ -25,7 +26,12 @@ CAL=$SHARED/data/wikitext2/wiki.test.raw
 cmake --build build --target make_synthetic_llama >/dev/null || exit 1
 name=$MODEL${LAYERS:+-${LAYERS}l}
 mkdir -p "$C"
-[ -f "$C/$name/config.json" ] || build/tests/make_synthetic_llama "$MODEL" "$C/$name" ${LAYERS:+--layers $LAYERS} || exit 1
+base=${name%-q8_0} src=$C/$name
+[ -f "$C/$base/config.json" ] || build/tests/make_synthetic_llama "${MODEL%-q8_0}" "$C/$base" ${LAYERS:+--layers $LAYERS} || exit 1
+if [ "$base" != "$name" ]; then # MODEL=1.9b-q8_0: the same model as a Q8_0 GGUF (a quantized source)
+  src=$C/$name.gguf
+  [ -f "$src" ] || $NEW convert "$C/$base" --tokenizer $TOK --type Q8_0 -o "$src" --quiet || exit 1
+fi
 out=results/memory.tsv T=${TMPDIR:-/tmp}
 [ -s $out ] || printf 'date\tcommit\tbuild\tmodel\tjob\tcalib_tokens\tpeak_rss_mb\twall_s\n' > $out
 for b in $NEW $OLD; do
@@ -43,7 +49,7 @@ for b in $NEW $OLD; do
     rm -rf "$o"
     calib="--calib $CAL --nsamples $NSAMPLES --seqlen $SEQLEN" cmd=quantize tokens=$((NSAMPLES * SEQLEN))
     case $job in convert-*) calib= cmd=convert tokens=0 ;; esac
-    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b $cmd "$C/$name" --tokenizer $TOK $args $calib \
+    /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b $cmd "$src" --tokenizer $TOK $args $calib \
       -o "$o" --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
     read -r kb s < $T/dq_mem_time
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $name "$job${EXTRA:+ $EXTRA}" $tokens \
