@@ -114,7 +114,12 @@ static dq_status read_config(loader *L) {
     return dq_config_validate(c, L->path, L->err);
 }
 
-/* The fp32 view of tensor `name`, which must have shape [ne0, ne1]; *quant
+static void decode_ggml(int type, const void *src, size_t n, float *out) {
+    dq_ggml_decode((dq_ggml_type)type, src, n, out);
+}
+
+/* The fp32 view of tensor `name`, which must have shape [ne0, ne1] (a
+ * quantized one decoded, or deferred on a lazily loaded model); *quant
  * (if quant) the ggml type it was decoded from when stored quantized, else NULL. */
 static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, const float **out, const char **quant) {
     if (quant) *quant = NULL;
@@ -130,11 +135,8 @@ static dq_status tensor(loader *L, const char *name, int64_t ne0, int64_t ne1, c
         dq_dtype dt = t->type == DQ_GGML_F32 ? DQ_DTYPE_F32 : t->type == DQ_GGML_F16 ? DQ_DTYPE_F16 : DQ_DTYPE_BF16;
         return dq_model_tensor(L->m, L->path, name, t->data, dt, n, out, L->err);
     }
-    float *buf = dq_model_alloc(L->m, n * sizeof *buf);
-    if (!buf) return dq_fail(L->err, DQ_ERR_NOMEM, "%s: tensor %s: out of memory", L->path, name);
-    dq_ggml_decode(t->type, t->data, n, buf);
     if (quant) *quant = dq_ggml_info(t->type)->name;
-    return dq_model_tensor(L->m, L->path, name, buf, DQ_DTYPE_F32, n, out, L->err);
+    return dq_model_tensor_coded(L->m, L->path, name, t->data, t->nbytes, decode_ggml, (int)t->type, n, out, L->err);
 }
 
 /* Site `site` of block `layer` (ignored for the model's own sites) into

@@ -114,6 +114,29 @@ static void to_f32(float *out, const void *src, dq_dtype dtype, size_t n) {
     }
 }
 
+/* n values of a deferred tensor's source starting at src, as fp32. */
+static void decode_to(const dq_deferred *d, const void *src, size_t n, float *out) {
+    if (d->decode) d->decode(d->code, src, n, out);
+    else to_f32(out, src, d->dtype, n);
+}
+
+/* A block-quantized tensor decoded into a model-owned buffer; NaN/Inf refused. */
+static dq_status decoded(dq_model *m, const char *file, const char *name, const void *src, dq_decode_fn decode,
+                         int code, size_t n, const float **out, dq_error *err) {
+    size_t bytes;
+    float *buf = dq_mul_size(n, sizeof(float), &bytes) ? dq_model_alloc(m, bytes) : NULL;
+    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu values", file, name, n);
+    decode(code, src, n, buf);
+    size_t bad = first_nonfinite(buf, n);
+    if (bad < n) {
+        double v = buf[bad];
+        dq_model_release(m, buf);
+        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file, name, v, bad);
+    }
+    *out = buf;
+    return DQ_OK;
+}
+
 /* An fp32 view of n elements at src: the bytes themselves when they are
  * aligned fp32, else a converted model-owned copy; NaN/Inf refused. */
 static dq_status fp32_view(dq_model *m, const char *file, const char *name, const void *src, dq_dtype dtype,
@@ -157,8 +180,8 @@ static int deferred_layer_of(const dq_model *m, const float **slot) {
     return LOAD_NOW;
 }
 
-static dq_status defer(dq_model *m, int l, const char *file, const char *name, const void *src, dq_dtype dtype,
-                       size_t n, const float **out, dq_error *err) {
+static dq_status defer(dq_model *m, int l, const char *file, const char *name, const dq_deferred *what,
+                       const float **out, dq_error *err) {
     if (m->n_deferred == m->cap_deferred) {
         int cap = m->cap_deferred ? 2 * m->cap_deferred : 64;
         dq_deferred *d = realloc(m->deferred, (size_t)cap * sizeof *d);
@@ -167,7 +190,8 @@ static dq_status defer(dq_model *m, int l, const char *file, const char *name, c
         m->cap_deferred = cap;
     }
     dq_deferred *d = &m->deferred[m->n_deferred];
-    *d = (dq_deferred){out, src, dtype, n, l, strdup(file), strdup(name)};
+    *d = *what;
+    d->slot = out, d->layer = l, d->file = strdup(file), d->name = strdup(name);
     if (!d->file || !d->name) {
         free(d->file), free(d->name);
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", file);
@@ -180,8 +204,17 @@ static dq_status defer(dq_model *m, int l, const char *file, const char *name, c
 dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
                           dq_dtype dtype, size_t n, const float **out, dq_error *err) {
     int l = m->lazy && !dq_model_owns(m, src) ? deferred_layer_of(m, out) : LOAD_NOW;
-    if (l != LOAD_NOW) return defer(m, l, file, name, src, dtype, n, out, err);
-    return fp32_view(m, file, name, src, dtype, n, out, err);
+    if (l == LOAD_NOW) return fp32_view(m, file, name, src, dtype, n, out, err);
+    size_t bytes = n * dq_dtype_size(dtype); /* n was checked against the file */
+    return defer(m, l, file, name, &(dq_deferred){.src = src, .dtype = dtype, .n = n, .bytes = bytes}, out, err);
+}
+
+dq_status dq_model_tensor_coded(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
+                                dq_decode_fn decode, int code, size_t n, const float **out, dq_error *err) {
+    int l = m->lazy ? deferred_layer_of(m, out) : LOAD_NOW;
+    if (l == LOAD_NOW) return decoded(m, file, name, src, decode, code, n, out, err);
+    return defer(m, l, file, name, &(dq_deferred){.src = src, .decode = decode, .code = code, .n = n, .bytes = bytes},
+                 out, err);
 }
 
 /* The mapped file a deferred tensor is in, still whole. */
@@ -198,9 +231,10 @@ dq_status dq_model_block_load(dq_model *m, int l, dq_error *err) {
         if (d->layer != l || *d->slot) continue;
         dq_status st0 = source_intact(m, d, err);
         if (st0) return st0;
-        dq_status st = fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
+        dq_status st = d->decode ? decoded(m, d->file, d->name, d->src, d->decode, d->code, d->n, d->slot, err)
+                                 : fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
         if (st) return st;
-        if ((const void *)*d->slot != d->src) dq_map_release(d->src, d->n * dq_dtype_size(d->dtype)); /* converted */
+        if ((const void *)*d->slot != d->src) dq_map_release(d->src, d->bytes); /* converted */
     }
     return DQ_OK;
 }
@@ -210,7 +244,7 @@ void dq_model_block_unload(dq_model *m, int l) {
         dq_deferred *d = &m->deferred[i];
         if (d->layer != l || !*d->slot) continue;
         dq_model_release(m, *d->slot); /* the fp32 copy or the quantized Ŵ; nothing for a view into the map */
-        dq_map_release(d->src, d->n * dq_dtype_size(d->dtype));
+        dq_map_release(d->src, d->bytes);
         *d->slot = NULL;
     }
 }
@@ -229,7 +263,7 @@ dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n
             memcpy(o, m->tok_embeddings + (size_t)tokens[i] * d, d * sizeof *o);
             continue;
         }
-        to_f32(o, (const uint8_t *)e->src + (size_t)tokens[i] * d * dq_dtype_size(e->dtype), e->dtype, d);
+        decode_to(e, (const uint8_t *)e->src + (size_t)tokens[i] * (e->bytes / (e->n / d)), d, o); /* rows of whole blocks */
         size_t bad = first_nonfinite(o, d);
         if (bad < d)
             return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu (token %d)", e->file,

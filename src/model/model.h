@@ -25,11 +25,17 @@ typedef struct {
 /* A block linear left in its mapped file until its block is needed (a model
  * loaded lazily for streaming quantization, issue #15): its slot stays NULL
  * until dq_model_block_load converts it to fp32. */
+/* Turns n values of a block-quantized source (a GGUF Q8_0, Q4_K, ... tensor;
+ * `code` says which) into fp32. */
+typedef void (*dq_decode_fn)(int code, const void *src, size_t n, float *out);
+
 typedef struct {
     const float **slot;  /* its pointer in m->layers[layer] */
     const void *src;     /* its bytes in one of m->maps */
-    dq_dtype dtype;
-    size_t n;
+    dq_dtype dtype;      /* a float source's dtype */
+    dq_decode_fn decode; /* a block-quantized source: decode(code, ...); NULL for a float one */
+    int code;
+    size_t n, bytes;     /* its values, and their bytes in the file */
     int layer;           /* its block, DQ_DEFER_HEAD or DQ_DEFER_EMBED */
     char *file, *name;   /* for errors (owned) */
 } dq_deferred;
@@ -109,6 +115,12 @@ bool dq_model_owns(const dq_model *m, const void *p);
  * naming the file and tensor. */
 dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const void *src,
                           dq_dtype dtype, size_t n, const float **out, dq_error *err);
+/* The same for a block-quantized source of `bytes` bytes that decode turns
+ * into n values: on a lazily loaded model a block linear (an untied head or
+ * embedding) is deferred like a float one and decoded when its block is
+ * loaded; otherwise it is decoded now into an owned buffer. */
+dq_status dq_model_tensor_coded(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
+                                dq_decode_fn decode, int code, size_t n, const float **out, dq_error *err);
 
 /* Streaming (a lazily loaded model): block l's deferred linears as fp32,
  * checked finite (naming file and tensor) as on an eager load; idempotent.

@@ -136,19 +136,24 @@ static void test_same_bytes_bf16_tied(void **st) {
                     "dashq", NULL, false, "gut6l-sharded");
 }
 
-static void same_gguf(const char *method, const char *type, const char *rotate, const char *name) {
+static void same_gguf_from(const char *model, const char *method, const char *type, const char *rotate,
+                           const char *name) {
     char eager[1100], lazy[1200];
     snprintf(eager, sizeof eager, "%s", tu_tmp(name));
     snprintf(lazy, sizeof lazy, "%s-lazy.gguf", eager);
     dq_error err = {0};
     gguf_type = type;
     const char *tok = tu_shared(GUT6L_HF "/tokenizer.json");
-    if (quantize(tu_shared(GUT6L_HF), tok, false, method, rotate, false, eager, &err)) fail_msg("%s", err.msg);
-    if (quantize(tu_shared(GUT6L_HF), tok, true, method, rotate, false, lazy, &err)) fail_msg("%s", err.msg);
+    if (quantize(model, tok, false, method, rotate, false, eager, &err)) fail_msg("%s", err.msg);
+    if (quantize(model, tok, true, method, rotate, false, lazy, &err)) fail_msg("%s", err.msg);
     gguf_type = NULL;
     if (!tu_same_file(eager, lazy)) fail_msg("%s: the eager and the lazy GGUF differ", name);
     dq_model *m = tu_model(lazy); /* and it loads */
     dq_model_free(m);
+}
+
+static void same_gguf(const char *method, const char *type, const char *rotate, const char *name) {
+    same_gguf_from(tu_shared(GUT6L_HF), method, type, rotate, name);
 }
 
 /* GGUF written block by block: a tied head that is the embedding (Q4_K_M's
@@ -320,6 +325,51 @@ static void test_same_bytes_convert(void **st) {
     same_convert(gut, tok, "hf", "BF16", 300000, "conv-hf-bf16-sharded");
     same_convert(tu_fixture("qwen2-tiny"), NULL, "hf", "F32", 0, "conv-qwen2"); /* untied F16 head, biases */
     same_convert(tu_fixture("llama3-tiny"), NULL, "hf", "BF16", 0, "conv-llama3"); /* 2 input shards */
+}
+
+/* A GGUF whose linears are block-quantized (Q8_0; RTN's Q4_K_M: Q4_K,
+ * Q6_K, and Q8_0 where the blocks do not divide) streams as well: its linears
+ * stay in the file until their block is loaded, then are decoded as an eager
+ * load decodes them; quantize and convert write the same bytes either way. */
+static void test_quantized_source(void **st) {
+    (void)st;
+    const char *gut = tu_shared(GUT6L_HF), *q8 = tu_tmp("src-q8.gguf"), *q4 = tu_tmp("src-q4km.gguf");
+    dq_tokenizer *tok = tu_tokenizer(tu_shared(GUT6L_HF "/tokenizer.json"));
+    dq_convert_params p = dq_convert_default_params();
+    p.type = "Q8_0";
+    dq_error err = {0};
+    dq_model *src = tu_model(gut);
+    if (dq_convert(src, tok, q8, &p, &err)) fail_msg("%s", err.msg);
+    dq_model_free(src);
+    dq_tokenizer_free(tok);
+    gguf_type = "Q4_K_M";
+    if (quantize(gut, tu_shared(GUT6L_HF "/tokenizer.json"), false, "rtn", NULL, false, q4, &err))
+        fail_msg("%s", err.msg);
+    gguf_type = NULL;
+
+    dq_model *m, *e = tu_model(q4);
+    if (dq_model_load_lazy(q4, &m, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(m->n_deferred, m->cfg.n_layers * DQ_LIN_PER_BLOCK);
+    size_t owned = m->n_owned;
+    assert_int_equal(dq_model_block_load(m, 3, &err), DQ_OK);
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        const dq_site *s = dq_site_of_linear(k);
+        assert_memory_equal(dq_site_get(&m->layers[3], s), dq_site_get(&e->layers[3], s),
+                            dq_site_elems(s, &m->cfg) * sizeof(float));
+    }
+    dq_model_block_unload(m, 3);
+    assert_int_equal(m->n_owned, owned);
+    int nm, ne;
+    const char *qm = dq_model_source_quant(m, &nm), *qe = dq_model_source_quant(e, &ne); /* still said */
+    assert_int_equal(nm, ne);
+    assert_int_equal(nm, m->cfg.n_layers * DQ_LIN_PER_BLOCK);
+    assert_string_equal(qm, qe);
+    dq_model_free(m), dq_model_free(e);
+
+    same_gguf_from(q8, "dashq", "Q4_K_M", NULL, "from-q8-q4km.gguf");
+    same_gguf_from(q4, "gptq", "Q3_K_S", NULL, "from-q4km-q3ks.gguf");
+    same_convert(q4, NULL, "hf", "F32", 0, "from-q4km-hf");
+    same_convert(q8, tu_shared(GUT6L_HF "/tokenizer.json"), "gguf", "F16", 0, "from-q8-f16.gguf");
 }
 
 /* NaN in block 1's down_proj: the eager load refuses the file; the lazy one
@@ -498,7 +548,7 @@ int main(void) {
         cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
         cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_shard_shrinks),
-        cmocka_unit_test(test_same_bytes_convert),
+        cmocka_unit_test(test_same_bytes_convert),   cmocka_unit_test(test_quantized_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
