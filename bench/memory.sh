@@ -7,7 +7,7 @@
 # never commit them. One line per run is appended to results/memory.tsv.
 #   bench/memory.sh                          # 1.9B: DASH-Q, GPTQ (packed W4 g128), DASH-Q Q4_K_M GGUF
 #   JOBS="convert-hf convert-gguf" OLD=... bench/memory.sh
-#   MODEL=1.9b-q8_0 JOBS="dashq-gguf convert-hf" bench/memory.sh   (the 1.9B model as a Q8_0 GGUF source)
+#   MODEL=1.9b-q8_0 JOBS="rtn-gguf convert-hf" bench/memory.sh   (the 1.9B model as a Q8_0 GGUF source)
 #     (dashq convert: Hugging Face folder in BF16, 5 GB shards; GGUF Q8_0)
 #   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
 #   MODEL=llama3-8b LAYERS=2 JOBS=gptq NSAMPLES=8 SEQLEN=2048 EXTRA="--mem-budget 1" bench/memory.sh
@@ -42,6 +42,7 @@ for b in $NEW $OLD; do
       dashq) args="--method dashq --bits 4 --group 128" o=$T/dq_mem_q ;;
       gptq) args="--method gptq --bits 4 --group 128" o=$T/dq_mem_q ;;
       dashq-gguf) args="--method dashq --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
+      rtn-gguf) args="--method rtn --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
       convert-hf) args="--format hf --type BF16" o=$T/dq_mem_c ;;
       convert-gguf) args="--type Q8_0" o=$T/dq_mem_c.gguf ;;
       *) echo "unknown job $job" >&2; exit 2 ;;
