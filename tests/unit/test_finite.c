@@ -141,10 +141,7 @@ static char *gguf_stories(size_t *len) {
     dq_tokenizer *t = tu_tokenizer(tu_shared(TOK512));
     m->cfg.rope_scaling = DQ_ROPE_SCALING_LINEAR;
     m->cfg.rope_factor = 2.0f;
-    dq_gguf_export_opts o = {.type = DQ_GGML_F32, .name = "test"};
-    dq_error err = {0};
-    const char *p = tu_tmp("keys.gguf");
-    if (dq_export_gguf(p, m, t, &o, &err)) fail_msg("%s", err.msg);
+    const char *p = tu_export_gguf(tu_tmp("keys.gguf"), m, t, DQ_GGML_F32);
     dq_tokenizer_free(t);
     dq_model_free(m);
     return tu_read(p, len);

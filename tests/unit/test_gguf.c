@@ -146,10 +146,8 @@ static void test_llamacpp_file_as_model(void **st) {
 static void roundtrip(const char *src, const char *tok, dq_ggml_type type, double tol) {
     dq_model *m = tu_model(src);
     dq_tokenizer *t = tu_tokenizer(tok);
-    dq_gguf_export_opts o = {.type = type, .name = "test"};
+    const char *out = tu_export_gguf(tu_tmp("roundtrip.gguf"), m, t, type);
     dq_error err = {0};
-    const char *out = tu_tmp("roundtrip.gguf");
-    if (dq_export_gguf(out, m, t, &o, &err)) fail_msg("%s", err.msg);
     dq_model *g = tu_model(out);
     double gap = logits_gap(g, m);
     if (gap > tol) fail_msg("%s as %s: logits differ by %g relative", src, dq_ggml_info(type)->name, gap);
@@ -185,10 +183,8 @@ static void test_llama3_rope_freqs_roundtrip(void **st) {
     const double pi = 3.14159265358979323846, smooth = (16 / (2 * pi) - 1) / 3; /* pair 0: f = 1, wavelength 2π between 4 and 16 */
     assert_true(fabs(dq_rope_freq_divisor(&m->cfg, 1.0) - 1 / ((1 - smooth) / 8 + smooth)) < 1e-12);
     assert_true(dq_rope_freq_divisor(&m->cfg, 0.1) == 8); /* wavelength 63 > 16 */
-    dq_gguf_export_opts o = {.type = DQ_GGML_F32, .name = "test"};
+    const char *out = tu_export_gguf(tu_tmp("llama3-rope.gguf"), m, t, DQ_GGML_F32);
     dq_error err = {0};
-    const char *out = tu_tmp("llama3-rope.gguf");
-    if (dq_export_gguf(out, m, t, &o, &err)) fail_msg("%s", err.msg);
     dq_gguf g;
     assert_int_equal(dq_gguf_open(out, &g, &err), DQ_OK);
     const dq_gguf_tensor *f = dq_gguf_tensor_find(&g, "rope_freqs.weight");
@@ -232,10 +228,8 @@ static void test_requantize_is_said(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/stories260K/stories260K.bin"));
     dq_tokenizer *t = tu_tokenizer(tu_shared("models/stories260K/tok512.bin"));
-    dq_gguf_export_opts o = {.type = DQ_GGML_Q8_0, .name = "test"};
+    const char *q8 = tu_export_gguf(tu_tmp("requant-src.gguf"), m, t, DQ_GGML_Q8_0), *out = tu_tmp("requant-packed");
     dq_error err = {0};
-    const char *q8 = tu_tmp("requant-src.gguf"), *out = tu_tmp("requant-packed");
-    if (dq_export_gguf(q8, m, t, &o, &err)) fail_msg("%s", err.msg);
     dq_model_free(m);
     if (dq_model_load_lazy(q8, &m, &err)) fail_msg("%s", err.msg); /* as the CLI loads it */
     int layers = dq_model_config(m)->n_layers, nq;

@@ -201,9 +201,7 @@ static void test_gguf(void **st) {
     (void)st;
     dq_model *m = tu_model(tu_shared("models/gut6l/gut6l.bin"));
     dq_tokenizer *t = tu_tokenizer(tu_shared("models/gut6l/tokenizer.bin"));
-    dq_gguf_export_opts o = {.type = DQ_GGML_F32, .name = "test"};
-    dq_error err = {0};
-    if (dq_export_gguf(tu_tmp("gut6l.gguf"), m, t, &o, &err)) fail_msg("%s", err.msg);
+    tu_export_gguf(tu_tmp("gut6l.gguf"), m, t, DQ_GGML_F32);
     dq_tokenizer_free(t), dq_model_free(m);
     roundtrip(tu_tmp("gut6l.gguf"), "gut6l-gguf-f32", DQ_DTYPE_F32, PERMUTED_F32);
 }

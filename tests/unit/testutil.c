@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "export/gguf_export.h"
 #include "formats/safetensors.h"
 
 #define N_SLOTS 16
@@ -287,4 +288,11 @@ bool tu_same_folder(const char *a, const char *b, const char **what) {
         if (!tu_same_file(pa, pb)) return false;
     }
     return true;
+}
+
+const char *tu_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, int type) {
+    dq_gguf_export_opts o = {.type = (dq_ggml_type)type, .name = "test"};
+    dq_error err = {0};
+    if (dq_export_gguf(path, m, t, &o, &err)) fail_msg("%s: %s", path, err.msg);
+    return path;
 }

@@ -42,6 +42,9 @@ const char *tu_hf_copy(const char *name);
  * config and tokenizer files come along. Made once per name (a later call
  * returns the folder as it is). Returns its path. */
 const char *tu_hf_sharded(const char *src, const char *name, int n);
+/* m with t as a GGUF file of `type` (a ggml type: F32, F16, BF16, Q8_0) at
+ * path, general.name "test"; fails the test on error. Returns path. */
+const char *tu_export_gguf(const char *path, const dq_model *m, const dq_tokenizer *t, int type);
 /* Whether files a and b hold the same bytes (both must be readable). */
 bool tu_same_file(const char *a, const char *b);
 /* dir/file parsed as JSON (fails the test if it is not); the caller deletes it. */
