@@ -34,6 +34,9 @@ static dq_status convert_gguf(dq_model *m, const dq_tokenizer *t, const char *ou
     dq_gguf_export_opts o = {.type = (dq_ggml_type)dq_ggml_type_by_name(p->type)};
     dq_gguf_export *x = NULL;
     dq_status st = dq_gguf_export_begin(out, m, &m->cfg, t, &o, NULL, 0, &x, err);
+    bool embed = false, head = false;
+    if (!st && !(st = dq_model_block_hold(m, DQ_DEFER_EMBED, &embed, err))) st = dq_gguf_export_put_embedding(x, m, err);
+    dq_model_block_let_go(m, DQ_DEFER_EMBED, embed); /* an untied embedding, then the head: never both */
     for (int l = 0; !st && l < m->cfg.n_layers; l++) {
         bool held;
         if (!(st = dq_model_block_hold(m, l, &held, err))) st = dq_gguf_export_put_block(x, m, l, err);
@@ -41,13 +44,10 @@ static dq_status convert_gguf(dq_model *m, const dq_tokenizer *t, const char *ou
         if (!st && p->progress.fn && !p->progress.fn("convert", (size_t)l + 1, (size_t)m->cfg.n_layers, p->progress.user))
             st = dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled", out);
     }
-    bool embed = false, head = false; /* finish writes both */
-    if (!st) st = dq_model_block_hold(m, DQ_DEFER_EMBED, &embed, err);
     if (!st) st = dq_model_block_hold(m, DQ_DEFER_HEAD, &head, err);
     if (!st) st = dq_gguf_export_finish(x, m, err);
     else if (x) dq_gguf_export_abort(x);
     dq_model_block_let_go(m, DQ_DEFER_HEAD, head);
-    dq_model_block_let_go(m, DQ_DEFER_EMBED, embed);
     return st;
 }
 

@@ -486,6 +486,17 @@ dq_status dq_gguf_export_put_block(dq_gguf_export *x, const dq_model *m, int l, 
     return write_block(x, m, l, x->lin + (size_t)l * DQ_LIN_PER_BLOCK, false, err);
 }
 
+dq_status dq_gguf_export_put_embedding(dq_gguf_export *x, const dq_model *m, dq_error *err) {
+    const dq_qlayer *embed = x->cfg.tied_embeddings && x->head ? x->head : x->embed;
+    if (x->embed_done || (embed && embed->qt.grid))
+        return dq_fail(err, DQ_ERR_ARG, "%s: the embedding is %s", x->path,
+                       x->embed_done ? "written already" : "a quantized layer to come (dq_gguf_export_put)");
+    sink k = {x->w, x->path, err, DQ_OK, false, false};
+    model_tensors(x, &k, m, 1, embed, x->head);
+    x->embed_done = true;
+    return k.st;
+}
+
 dq_status dq_gguf_export_skip(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err) {
     return put_or_mark(x, m, layers, n, true, err);
 }

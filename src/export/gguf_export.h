@@ -43,6 +43,9 @@ dq_status dq_gguf_export_finish(dq_gguf_export *x, const dq_model *m, dq_error *
 /* Block l as m holds it now (a conversion going through a lazily loaded
  * model, dq_model_block_hold): for a block with no quantized layers to come. */
 dq_status dq_gguf_export_put_block(dq_gguf_export *x, const dq_model *m, int l, dq_error *err);
+/* The token embedding as m holds it now (before the blocks, so that a
+ * conversion holds it alone): for an embedding with no quantized layer to come. */
+dq_status dq_gguf_export_put_embedding(dq_gguf_export *x, const dq_model *m, dq_error *err);
 /* As put, for layers a reopened file already holds: their tensors count as
  * written, nothing is read (their codes are gone). */
 dq_status dq_gguf_export_skip(dq_gguf_export *x, const dq_model *m, const dq_qlayer *layers, int n, dq_error *err);
