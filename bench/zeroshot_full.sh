@@ -7,7 +7,8 @@
 #
 # A CELL is fp or METHOD:BITS:GROUP:NSAMPLES (quantized once into CACHE: CTX-token windows of the model's
 # calibration text, seed 0, as bench/quant_sweep.sh). Knobs: TASKS [all seven, fastest first], CTX [512],
-# CACHE [~/.cache/dashq/fullzs], OUT [results/smollm2_zeroshot_full.jsonl for smollm2-135m].
+# CACHE [~/.cache/dashq/fullzs], OUT [results/smollm2_zeroshot_full.jsonl for smollm2-135m], LIMITS ["": full
+# sets; "hellaswag=3000" scores that task's first 3000 items, cached apart from a full run's, "n" says so].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -18,6 +19,8 @@ TASKS=${TASKS:-winogrande arc_challenge arc_easy piqa lambada boolq hellaswag}
 CTX=${CTX:-512}
 CACHE=${CACHE:-$HOME/.cache/dashq/fullzs}
 OUT=${OUT:-results/${NAME%%-135m}_zeroshot_full.jsonl}
+LIMITS=${LIMITS:-}
+limit_of() { local kv; for kv in $LIMITS; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"; done; return 0; }
 read -r model calib _ <<<"$(model_spec "$NAME")"
 build_dashq
 mkdir -p "$CACHE"
@@ -31,10 +34,11 @@ for cell in $CELLS; do
       --calib "$calib" --nsamples "$ns" --seqlen "$CTX" --seed 0 -o "$file" --quiet >/dev/null
   fi
   for t in $TASKS; do
-    sum=$CACHE/$label-$t.json
+    lim=$(limit_of "$t")
+    sum=$CACHE/$label-$t${lim:+-first$lim}.json
     [ -s "$sum" ] && continue
-    build/dashq eval "$file" --tasks "$t" --data-dir "$SHARED/data" --json --quiet \
-      --items "$CACHE/$label-$t.items.jsonl" >"$sum.tmp"
+    build/dashq eval "$file" --tasks "$t" --data-dir "$SHARED/data" --json --quiet ${lim:+--limit $lim} \
+      --items "$CACHE/$label-$t${lim:+-first$lim}.items.jsonl" >"$sum.tmp"
     mv "$sum.tmp" "$sum"
   done
 done
@@ -43,7 +47,8 @@ start_results
 for cell in $CELLS; do
   label=${cell//:/-}
   for t in $TASKS; do
-    sum=$CACHE/$label-$t.json
+    lim=$(limit_of "$t")
+    sum=$CACHE/$label-$t${lim:+-first$lim}.json
     [ -s "$sum" ] && sed "s/^{/{\"cell\": \"$NAME,$label\", /" "$sum" >>"$OUT.tmp"
   done
 done
