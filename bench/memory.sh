@@ -43,6 +43,8 @@ for b in $NEW $OLD; do
       gptq) args="--method gptq --bits 4 --group 128" o=$T/dq_mem_q ;;
       dashq-gguf) args="--method dashq --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
       rtn-gguf) args="--method rtn --format gguf --type Q4_K_M" o=$T/dq_mem_q.gguf ;;
+      dashq-oac) args="--method dashq --curvature oac-token --bits 4 --group 128" o=$T/dq_mem_q ;;
+      oac) args="--method oac --bits 4 --group 128" o=$T/dq_mem_q ;;
       convert-hf) args="--format hf --type BF16" o=$T/dq_mem_c ;;
       convert-gguf) args="--type Q8_0" o=$T/dq_mem_c.gguf ;;
       *) echo "unknown job $job" >&2; exit 2 ;;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib/hidden_states.h"
 #include "model/backward.h"
 #include "util/error.h"
 #include "util/half.h"
@@ -98,8 +99,118 @@ static dq_status alloc_store(const dq_model *m, const dq_calib_set *cs, dq_grads
     return kind == DQ_GRADS_FULL ? open_spill(g, err) : DQ_OK;
 }
 
-dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
-                              const dq_progress *progress, dq_grad_store **out, dq_error *err) {
+/* A numeric failure of window w, said as the gradient pass's. */
+static dq_status in_window(dq_status st, int w, dq_error *err) {
+    if (st != DQ_ERR_NUMERIC) return st;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return dq_fail(err, st, "%s, calibration window %d (gradient pass)", msg, w);
+}
+
+static dq_status spill_ok(const dq_grad_store *g, dq_error *err) {
+    if (!g->io_errno) return DQ_OK;
+    return dq_fail(err, DQ_ERR_IO, "gradient spill file under %s: %s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+                   strerror(g->io_errno));
+}
+
+/* Window by window, the whole model in memory. */
+static dq_status build_in_memory(dq_grad_store *g, dq_session *s, const dq_calib_set *cs, const dq_grad_taps *taps,
+                                 const dq_progress *progress, dq_error *err) {
+    dq_status st = DQ_OK;
+    for (int w = 0; !st && w < cs->n; w++) {
+        double loss = 0;
+        g->window = w;
+        st = in_window(dq_loss_backward(s, cs->tokens + (size_t)w * cs->len, cs->len, taps, &loss, err), w, err);
+        if (!st) st = spill_ok(g, err);
+        g->loss += loss / cs->n;
+        if (!st && !dq_progress_report(progress, "gradients", (size_t)w + 1, (size_t)cs->n, err)) st = DQ_ERR_CANCELLED;
+    }
+    return st;
+}
+
+/* Block l (or the head, l = L) over every window: forward sweep (record
+ * l·n + w holds block l's input of window w, L·n + w the head's), the head's
+ * loss and gradient (record (L+1)·n + w: ∂ℓ/∂ of the last block's output),
+ * or backward (that record, turned into ∂ℓ/∂ of block l's input). */
+typedef enum { SWEEP_FORWARD, SWEEP_HEAD, SWEEP_BACKWARD } sweep;
+
+static dq_status sweep_block(dq_grad_store *g, dq_session *s, dq_backward *k, dq_hidden *X, const dq_calib_set *cs,
+                             int l, sweep how, float *x, const dq_grad_taps *taps, dq_error *err) {
+    int n = cs->n, T = cs->len, L = g->n_layers;
+    float *dx = dq_backward_dx(k);
+    dq_status st = DQ_OK;
+    for (int w = 0; !st && w < n; w++) {
+        const int32_t *tokens = cs->tokens + (size_t)w * T;
+        g->window = w;
+        st = dq_hidden_read(X, l * n + w, x, err);
+        if (!st && how == SWEEP_FORWARD) {
+            st = in_window(dq_block_forward(s, l, x, T, NULL, err), w, err);
+            if (!st) st = dq_hidden_write(X, (l + 1) * n + w, x, err);
+        } else if (!st && how == SWEEP_HEAD) {
+            double loss = 0;
+            st = in_window(dq_head_forward(s, x, T, err), w, err);
+            if (!st) st = in_window(dq_backward_head(k, tokens, taps, &loss, err), w, err);
+            g->loss += loss / n;
+            if (!st) st = dq_hidden_write(X, (L + 1) * n + w, dx, err);
+        } else if (!st) {
+            st = in_window(dq_block_forward(s, l, x, T, NULL, err), w, err); /* block l's activations again */
+            if (!st) st = dq_hidden_read(X, (L + 1) * n + w, dx, err);
+            if (!st) st = in_window(dq_backward_block(k, l, taps, err), w, err);
+            if (!st) st = spill_ok(g, err);
+            if (!st) st = dq_hidden_write(X, (L + 1) * n + w, dx, err);
+        }
+    }
+    return st;
+}
+
+/* One sweep step with block l held (l = DQ_DEFER_HEAD for the head), and
+ * its progress: 2L + 1 steps in all. */
+static dq_status held_sweep(dq_grad_store *g, dq_model *m, dq_session *s, dq_backward *k, dq_hidden *X,
+                            const dq_calib_set *cs, int l, sweep how, float *x, const dq_grad_taps *taps,
+                            const dq_progress *progress, size_t *step, dq_error *err) {
+    bool held;
+    dq_status st = dq_model_block_hold(m, l, &held, err);
+    int L = g->n_layers;
+    if (!st) st = sweep_block(g, s, k, X, cs, l == DQ_DEFER_HEAD ? L : l, how, x, taps, err);
+    dq_model_block_let_go(m, l, held);
+    if (!st && !dq_progress_report(progress, "gradients", ++*step, 2 * (size_t)L + 1, err)) st = DQ_ERR_CANCELLED;
+    return st;
+}
+
+/* A lazily loaded model, one block in memory at a time: a forward sweep
+ * keeps every block's input for every window, the head gives each window's
+ * loss and gradient, and a backward sweep from the last block recomputes
+ * each block's activations from its input (one more forward pass than the
+ * in-memory pass, and (L + 2)·n·T·dim fp32 values in RAM or, with
+ * spill_dir, a file there). The same arithmetic as build_in_memory: the
+ * same store, bit for bit (test_lazy). */
+static dq_status build_streamed(dq_grad_store *g, dq_model *m, dq_session *s, const dq_calib_set *cs,
+                                const dq_grad_taps *taps, const char *spill_dir, const dq_progress *progress,
+                                dq_error *err) {
+    int n = cs->n, T = cs->len, L = m->cfg.n_layers;
+    dq_hidden X = {.fd = -1, .fds = {-1, -1}};
+    dq_backward *k = NULL;
+    float *x = malloc((size_t)T * m->cfg.dim * sizeof *x);
+    dq_status st = x ? dq_hidden_open(&X, (L + 2) * n, T, m->cfg.dim, DQ_HIDDEN_F32, spill_dir, err)
+                     : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    if (!st) st = dq_backward_new(s, T, &k, err);
+    for (int w = 0; !st && w < n; w++) {
+        st = dq_model_embed_rows(m, cs->tokens + (size_t)w * T, (size_t)T, x, err);
+        if (!st) st = dq_hidden_write(&X, w, x, err);
+    }
+    size_t step = 0;
+    for (int l = 0; !st && l < L; l++) st = held_sweep(g, m, s, k, &X, cs, l, SWEEP_FORWARD, x, taps, progress, &step, err);
+    if (!st) st = held_sweep(g, m, s, k, &X, cs, DQ_DEFER_HEAD, SWEEP_HEAD, x, taps, progress, &step, err);
+    for (int l = L - 1; !st && l >= 0; l--)
+        st = held_sweep(g, m, s, k, &X, cs, l, SWEEP_BACKWARD, x, taps, progress, &step, err);
+    dq_backward_free(k);
+    dq_hidden_close(&X);
+    free(x);
+    return st;
+}
+
+dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
+                              const char *spill_dir, const dq_progress *progress, dq_grad_store **out, dq_error *err) {
     double t0 = dq_now();
     dq_grad_store *g = NULL;
     dq_session *s = NULL;
@@ -107,20 +218,10 @@ dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grad
     if (!st) st = dq_session_new(m, cs->len, cs->len, n_threads, &s, err);
     if (!st) st = dq_session_keep_activations(s, err);
     dq_grad_taps taps = {.ask = want, .fn = keep, .ctx = g};
-    for (int w = 0; !st && w < cs->n; w++) {
-        double loss = 0;
-        g->window = w;
-        st = dq_loss_backward(s, cs->tokens + (size_t)w * cs->len, cs->len, &taps, &loss, err);
-        if (st == DQ_ERR_NUMERIC) {
-            char msg[sizeof err->msg];
-            snprintf(msg, sizeof msg, "%s", err->msg);
-            st = dq_fail(err, st, "%s, calibration window %d (gradient pass)", msg, w);
-        } else if (!st && g->io_errno)
-            st = dq_fail(err, DQ_ERR_IO, "gradient spill file under %s: %s",
-                         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(g->io_errno));
-        g->loss += loss / cs->n;
-        if (!st && !dq_progress_report(progress, "gradients", (size_t)w + 1, (size_t)cs->n, err)) st = DQ_ERR_CANCELLED;
-    }
+    bool streamed = false; /* a lazily loaded model with blocks not in memory */
+    for (int l = 0; m->lazy && l < m->cfg.n_layers; l++) streamed |= !dq_model_block_ready(m, l);
+    if (!st) st = streamed ? build_streamed(g, m, s, cs, &taps, spill_dir, progress, err)
+                           : build_in_memory(g, s, cs, &taps, progress, err);
     dq_session_free(s);
     if (g) g->seconds = dq_now() - t0;
     if (st) dq_grad_store_free(g);

@@ -24,10 +24,13 @@ typedef enum { DQ_GRADS_NORMS, DQ_GRADS_FULL } dq_grads_kind;
 typedef struct dq_grad_store dq_grad_store; /* the tag: calib/pipeline.h names it too */
 
 /* Runs the pass over every window of cs (progress: stage "gradients", one
- * unit per window). A window whose loss or gradient is not finite fails with
- * DQ_ERR_NUMERIC naming it. */
-dq_status dq_grad_store_build(const dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
-                              const dq_progress *progress, dq_grad_store **out, dq_error *err);
+ * unit per window, or per sweep step when streamed). A window whose loss or
+ * gradient is not finite fails with DQ_ERR_NUMERIC naming it. A lazily
+ * loaded model is streamed, one block in memory at a time (blocks it had
+ * loaded stay loaded), its block inputs and gradients kept in RAM or, with
+ * spill_dir, in a file there; the store is the same bit for bit. */
+dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
+                              const char *spill_dir, const dq_progress *progress, dq_grad_store **out, dq_error *err);
 /* δ (T, rows) of block linear `lin` (DQ_LIN_*) of block `layer` on window w,
  * into out; DQ_GRADS_FULL only. */
 dq_status dq_grad_store_delta(dq_grad_store *g, int layer, int lin, int w, float *out, dq_error *err);

@@ -542,7 +542,8 @@ static dq_status gather_gradients(run_ctx *c, dq_error *err) {
     dq_grads_kind gk = c->stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
     dq_grad_store_free(c->stats.grads);
     c->stats.grads = NULL;
-    dq_status st = dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, &c->o->progress, &c->stats.grads, err);
+    dq_status st =
+        dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, c->o->spill_dir, &c->o->progress, &c->stats.grads, err);
     if (st) return st;
     if (c->r->grad_passes++ == 0) c->r->grad_loss = dq_grad_store_loss(c->stats.grads);
     c->r->t_gradients += dq_grad_store_seconds(c->stats.grads);
@@ -899,8 +900,11 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     bool head = o->quantize_head || o->plan;
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
     dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
-    bool whole = o->prepare || (c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads);
-    if (!st && whole) st = dq_model_load_all(m, err); /* a transform or the gradient pass sees the whole model */
+    /* a transform sees the whole model, and so does a gradient pass that will run again through the quantized
+       blocks (--refresh); a single gradient pass streams a lazily loaded model (calib/gradients.h) */
+    bool whole = o->prepare || (c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads &&
+                                o->q.refresh > 0);
+    if (!st && whole) st = dq_model_load_all(m, err);
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->start_block > 0) st = restore_done(&c, err); /* an interrupted run's blocks (and embedding) */
     else if (!st && o->plan && !m->cfg.tied_embeddings) st = quantize_embedding(&c, err);

@@ -318,6 +318,31 @@ static dq_status loss_and_gradient(dq_session *s, const int32_t *tokens, int n, 
                    target ? "KL divergence" : "cross-entropy");
 }
 
+/* The loss of the session's logits and b->dx = ∂ℓ/∂(the last block's
+ * output), through the head and the final norm (s->x_final: its input). */
+static dq_status head_backward(dq_session *s, const int32_t *tokens, int n, const float *target,
+                               const dq_grad_taps *taps, bwd *b, double *loss, dq_error *err) {
+    const dq_model *m = s->m;
+    const dq_config *c = &m->cfg;
+    int d = c->dim, V = c->vocab_size, nt = s->n_threads;
+    dq_status st = loss_and_gradient(s, tokens, n, target, b->row_loss, loss, err);
+    if (st) return st;
+    dq_rmsnorm_rows(b->xb, s->x_final, m->final_norm, n, d, c->norm_eps, nt);
+    grad_tap(taps, c, -1, DQ_SITE_OUTPUT, b->xb, s->logits, n);
+    linear_backward(s->logits, n, V, m->output, d, b->dxb, 0.0f, nt);
+    memset(b->dx, 0, (size_t)n * d * sizeof(float));
+    rmsnorm_backward(b->dx, s->x_final, m->final_norm, b->dxb, n, d, c->norm_eps, nt);
+    return DQ_OK;
+}
+
+static dq_status block_backward_checked(dq_session *s, int layer, int n, const dq_grad_taps *taps, bwd *b,
+                                        dq_error *err) {
+    block_backward(s, layer, n, taps, b);
+    if (dq_any_nonfinite(b->dx, (size_t)n * s->m->cfg.dim))
+        return dq_fail(err, DQ_ERR_NUMERIC, "%s: blk.%d: non-finite gradient (fp32 overflow)", s->m->path, layer);
+    return DQ_OK;
+}
+
 static dq_status backward(dq_session *s, const int32_t *tokens, int n, const float *target, const dq_grad_taps *taps,
                           double *loss, dq_error *err) {
     const dq_model *m = s->m;
@@ -332,23 +357,10 @@ static dq_status backward(dq_session *s, const int32_t *tokens, int n, const flo
         return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for a backward pass over %d tokens", m->path, n);
     }
     openblas_set_num_threads(1);
-    int d = c->dim, V = c->vocab_size, nt = s->n_threads;
     double l;
-    if ((st = loss_and_gradient(s, tokens, n, target, b.row_loss, &l, err))) {
-        bwd_free(&b);
-        return st;
-    }
-    dq_rmsnorm_rows(b.xb, s->x_final, m->final_norm, n, d, c->norm_eps, nt);
-    grad_tap(taps, c, -1, DQ_SITE_OUTPUT, b.xb, s->logits, n);
-    linear_backward(s->logits, n, V, m->output, d, b.dxb, 0.0f, nt);
-    memset(b.dx, 0, (size_t)n * d * sizeof(float));
-    rmsnorm_backward(b.dx, s->x_final, m->final_norm, b.dxb, n, d, c->norm_eps, nt);
-    for (int layer = c->n_layers - 1; layer >= 0 && !st; layer--) {
-        block_backward(s, layer, n, taps, &b);
-        if (dq_any_nonfinite(b.dx, (size_t)n * d))
-            st = dq_fail(err, DQ_ERR_NUMERIC, "%s: blk.%d: non-finite gradient (fp32 overflow)", m->path, layer);
-    }
-    if (!st && taps && taps->d_embed) memcpy(taps->d_embed, b.dx, (size_t)n * d * sizeof(float));
+    st = head_backward(s, tokens, n, target, taps, &b, &l, err);
+    for (int layer = c->n_layers - 1; layer >= 0 && !st; layer--) st = block_backward_checked(s, layer, n, taps, &b, err);
+    if (!st && taps && taps->d_embed) memcpy(taps->d_embed, b.dx, (size_t)n * c->dim * sizeof(float));
     bwd_free(&b);
     if (!st) *loss = l;
     return st;
@@ -374,4 +386,45 @@ dq_status dq_window_loss(dq_session *s, const int32_t *tokens, int n, const floa
     if (!st) st = loss_and_gradient(s, tokens, n, target, row, loss, err);
     free(row);
     return st;
+}
+
+/* ---- one piece at a time (a model streamed block by block) ---------------- */
+
+struct dq_backward {
+    dq_session *s;
+    int T;
+    bwd b;
+};
+
+dq_status dq_backward_new(dq_session *s, int T, dq_backward **out, dq_error *err) {
+    dq_status st = check_window(s, T, true, err);
+    if (st) return st;
+    dq_backward *k = calloc(1, sizeof *k);
+    if (!k || !bwd_alloc(&k->b, &s->m->cfg, T, s->n_threads)) {
+        if (k) bwd_free(&k->b);
+        free(k);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory for a backward pass over %d tokens", s->m->path, T);
+    }
+    k->s = s, k->T = T;
+    *out = k;
+    return DQ_OK;
+}
+
+void dq_backward_free(dq_backward *k) {
+    if (!k) return;
+    bwd_free(&k->b);
+    free(k);
+}
+
+float *dq_backward_dx(dq_backward *k) { return k->b.dx; }
+
+dq_status dq_backward_head(dq_backward *k, const int32_t *tokens, const dq_grad_taps *taps, double *loss,
+                           dq_error *err) {
+    openblas_set_num_threads(1);
+    return head_backward(k->s, tokens, k->T, NULL, taps, &k->b, loss, err);
+}
+
+dq_status dq_backward_block(dq_backward *k, int layer, const dq_grad_taps *taps, dq_error *err) {
+    openblas_set_num_threads(1);
+    return block_backward_checked(k->s, layer, k->T, taps, &k->b, err);
 }

@@ -54,4 +54,20 @@ dq_status dq_kl_backward(dq_session *s, const int32_t *tokens, int n, const floa
  * overwritten); needs no activation store. */
 dq_status dq_window_loss(dq_session *s, const int32_t *tokens, int n, const float *target, double *loss,
                          dq_error *err);
+
+/* The same backward pass one piece at a time, for a model that is in memory
+ * one block at a time (calib/gradients.c streams it): after dq_head_forward
+ * on the last block's output of a window, dq_backward_head gives its loss
+ * (cross-entropy) and leaves ∂ℓ/∂(that output) in dq_backward_dx; after
+ * dq_block_forward of block l on the block's input (activations kept),
+ * dq_backward_block turns dx = ∂ℓ/∂(its output) into ∂ℓ/∂(its input). The
+ * caller keeps dx between calls (it may overwrite it with a window's
+ * stored value). Same arithmetic as dq_loss_backward, bit for bit. */
+typedef struct dq_backward dq_backward;
+dq_status dq_backward_new(dq_session *s, int T, dq_backward **out, dq_error *err);
+void dq_backward_free(dq_backward *k);
+float *dq_backward_dx(dq_backward *k); /* (T, dim) */
+dq_status dq_backward_head(dq_backward *k, const int32_t *tokens, const dq_grad_taps *taps, double *loss,
+                           dq_error *err);
+dq_status dq_backward_block(dq_backward *k, int layer, const dq_grad_taps *taps, dq_error *err);
 #endif

@@ -404,6 +404,8 @@ static dq_status check_tokens(const dq_session *s, const int32_t *tokens, int n,
     return DQ_OK;
 }
 
+static dq_status head_logits(dq_session *s, int first, int rows, dq_error *err);
+
 /* Embeds, runs every block with the session's layout, and computes the
  * logits of rows [first, n). */
 static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos, int first, dq_error *err) {
@@ -416,10 +418,16 @@ static dq_status run_batch(dq_session *s, const int32_t *tokens, int n, int pos,
         dq_status st = block(s, l, n, pos, NULL, err);
         if (st) return st;
     }
+    return head_logits(s, first, n - first, err);
+}
+
+/* The logits of rows [first, first + rows) of the last block's output s->x
+ * (kept as x_final when the session keeps activations). */
+static dq_status head_logits(dq_session *s, int first, int rows, dq_error *err) {
+    const dq_config *c = &s->m->cfg;
     if (!s->m->output)
         return dq_fail(err, DQ_ERR_ARG, "%s: the output head is not loaded: the model was opened for streaming "
                        "quantization; load it again", s->m->path);
-    int rows = n - first;
     float *xr = s->x + (size_t)first * c->dim;
     keep(s->x_final ? s->x_final + (size_t)first * c->dim : NULL, xr, (size_t)rows * c->dim);
     rmsnorm_rows(s->xb, xr, s->m->final_norm, rows, c->dim, c->norm_eps, s->n_threads);
@@ -478,6 +486,15 @@ dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_t
     dq_status st = block(s, layer, T, 0, taps, err);
     if (!st) memcpy(x, s->x, (size_t)T * c->dim * sizeof(float));
     return st;
+}
+
+dq_status dq_head_forward(dq_session *s, const float *x, int T, dq_error *err) {
+    const dq_config *c = &s->m->cfg;
+    if (T <= 0 || T > s->n_batch) return dq_fail(err, DQ_ERR_ARG, "head forward: %d tokens (batch %d)", T, s->n_batch);
+    openblas_set_num_threads(1);
+    memcpy(s->x, x, (size_t)T * c->dim * sizeof(float));
+    sequence_layout(s, T, 0);
+    return head_logits(s, 0, T, err);
 }
 
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads) {

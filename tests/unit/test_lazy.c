@@ -179,6 +179,19 @@ static void test_same_bytes_oac_refresh(void **st) {
     options = NULL;
 }
 
+/* A single gradient pass streams the lazy model (calib/gradients.h): the
+ * Fisher form with its bf16 δ spill, the token form under DASH-Q, and GPTQ
+ * on the Fisher statistic into a Q3_K_S GGUF. */
+static void test_same_bytes_oac_streamed(void **st) {
+    (void)st;
+    const char *tok = tu_shared(GUT6L_HF "/tokenizer.json");
+    same_checkpoint(tu_shared(GUT6L_HF), tok, "oac", NULL, false, "gut6l-oac-streamed");
+    options = "curvature=oac-token";
+    same_checkpoint(tu_shared(GUT6L_HF), tok, "dashq", NULL, false, "gut6l-dashq-oac-token");
+    options = NULL;
+    same_gguf("oac", "Q3_K_S", NULL, "gut6l-oac-q3ks.gguf");
+}
+
 /* A rotation folds into every tensor first: the lazy model is loaded whole. */
 static void test_same_bytes_rotated(void **st) {
     (void)st;
@@ -545,7 +558,8 @@ int main(void) {
         cmocka_unit_test(test_st_writer_pieces),     cmocka_unit_test(test_same_bytes_bf16_tied),
         cmocka_unit_test(test_same_bytes_llama2c_views), cmocka_unit_test(test_same_bytes_rotated),
         cmocka_unit_test(test_same_bytes_f16_biases), cmocka_unit_test(test_same_bytes_gguf),
-        cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_block_load_unload),
+        cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_same_bytes_oac_streamed),
+        cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
         cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_shard_shrinks),
         cmocka_unit_test(test_same_bytes_convert),   cmocka_unit_test(test_quantized_source),

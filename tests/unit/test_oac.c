@@ -76,6 +76,43 @@ static void catch_tap(void *ctx, const dq_grad_data *d) {
     memcpy(c->dy, d->dy, (size_t)d->T * d->rows * sizeof(float));
 }
 
+/* The gradient pass over a lazily loaded model (one block held at a time,
+ * block inputs and gradients kept aside; here in a spill file) fills the same
+ * store as the in-memory pass, bit for bit: every ‖δ_t‖², every bf16 δ, and
+ * the loss; the model's blocks are not loaded after. gut6l-hf: bf16, tied. */
+static void test_streamed_store(void **st) {
+    (void)st;
+    const char *path = tu_shared("models/gut6l-hf");
+    dq_model *e = tu_model(path), *m;
+    dq_calib_set cs = tu_book_windows("models/gut6l-hf/tokenizer.json", 3, 48, 5);
+    dq_error err = {0};
+    if (dq_model_load_lazy(path, &m, &err)) fail_msg("%s", err.msg);
+    dq_grad_store *a = NULL, *b = NULL;
+    if (dq_grad_store_build(e, &cs, DQ_GRADS_FULL, 2, NULL, NULL, &a, &err) ||
+        dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, tu_tmp(""), NULL, &b, &err))
+        fail_msg("%s", err.msg);
+    const dq_config *c = dq_model_config(m);
+    for (int l = 0; l < c->n_layers; l++) assert_false(dq_model_block_ready(m, l));
+    assert_true(dq_grad_store_loss(a) == dq_grad_store_loss(b));
+    size_t cap = (size_t)cs.len * (c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
+    float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
+            for (int w = 0; w < cs.n; w++) {
+                size_t nd = (size_t)cs.len * dq_grad_store_rows(a, k);
+                if (dq_grad_store_norms(a, l, k, w, x, &err) || dq_grad_store_norms(b, l, k, w, y, &err))
+                    fail_msg("%s", err.msg);
+                assert_memory_equal(x, y, (size_t)cs.len * sizeof *x);
+                if (dq_grad_store_delta(a, l, k, w, x, &err) || dq_grad_store_delta(b, l, k, w, y, &err))
+                    fail_msg("%s", err.msg);
+                if (memcmp(x, y, nd * sizeof *x)) fail_msg("block %d linear %d window %d: δ differs", l, k, w);
+            }
+    free(x), free(y);
+    dq_grad_store_free(a), dq_grad_store_free(b);
+    dq_calib_free(&cs);
+    dq_model_free(m), dq_model_free(e);
+}
+
 /* The store's weighted rows for a linear against δ and x caught straight
  * from the backward pass: G = δᵀx to bf16 precision (δ is spilled in bf16),
  * ‖δ_t‖·x_t to float rounding. */
@@ -85,8 +122,8 @@ static void test_store_matches_backward(void **st) {
     dq_calib_set cs = tu_book_windows("models/stories260K/tok512.bin", 2, 80, 7);
     dq_error err = {0};
     dq_grad_store *full = NULL, *norms = NULL;
-    if (dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, NULL, &full, &err) ||
-        dq_grad_store_build(m, &cs, DQ_GRADS_NORMS, 2, NULL, &norms, &err))
+    if (dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, NULL, NULL, &full, &err) ||
+        dq_grad_store_build(m, &cs, DQ_GRADS_NORMS, 2, NULL, NULL, &norms, &err))
         fail_msg("%s", err.msg);
     int lins[] = {DQ_LIN_Q, DQ_LIN_DOWN};
     for (int k = 0; k < 2; k++) {
@@ -253,6 +290,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uniform_delta_is_layer_hessian),
         cmocka_unit_test(test_store_matches_backward),
+        cmocka_unit_test(test_streamed_store),
         cmocka_unit_test(test_oac_end_to_end),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_cli_outputs),
