@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib/calib_data.h"
 #include "calib/hidden_states.h"
 #include "model/backward.h"
 #include "util/error.h"
@@ -130,8 +131,9 @@ static dq_status build_in_memory(dq_grad_store *g, dq_session *s, const dq_calib
 
 /* Block l (or the head, l = L) over every window: forward sweep (record
  * l·n + w holds block l's input of window w, L·n + w the head's), the head's
- * loss and gradient (record (L+1)·n + w: ∂ℓ/∂ of the last block's output),
- * or backward (that record, turned into ∂ℓ/∂ of block l's input). */
+ * loss and gradient (∂ℓ/∂ of the last block's output, over the head's input
+ * in record L·n + w, no longer needed), or backward (that record, turned
+ * into ∂ℓ/∂ of block l's input). */
 typedef enum { SWEEP_FORWARD, SWEEP_HEAD, SWEEP_BACKWARD } sweep;
 
 static dq_status sweep_block(dq_grad_store *g, dq_session *s, dq_backward *k, dq_hidden *X, const dq_calib_set *cs,
@@ -151,13 +153,13 @@ static dq_status sweep_block(dq_grad_store *g, dq_session *s, dq_backward *k, dq
             st = in_window(dq_head_forward(s, x, T, err), w, err);
             if (!st) st = in_window(dq_backward_head(k, tokens, taps, &loss, err), w, err);
             g->loss += loss / n;
-            if (!st) st = dq_hidden_write(X, (L + 1) * n + w, dx, err);
+            if (!st) st = dq_hidden_write(X, L * n + w, dx, err);
         } else if (!st) {
             st = in_window(dq_block_forward(s, l, x, T, NULL, err), w, err); /* block l's activations again */
-            if (!st) st = dq_hidden_read(X, (L + 1) * n + w, dx, err);
+            if (!st) st = dq_hidden_read(X, L * n + w, dx, err);
             if (!st) st = in_window(dq_backward_block(k, l, taps, err), w, err);
             if (!st) st = spill_ok(g, err);
-            if (!st) st = dq_hidden_write(X, (L + 1) * n + w, dx, err);
+            if (!st) st = dq_hidden_write(X, L * n + w, dx, err);
         }
     }
     return st;
@@ -181,7 +183,7 @@ static dq_status held_sweep(dq_grad_store *g, dq_model *m, dq_session *s, dq_bac
  * keeps every block's input for every window, the head gives each window's
  * loss and gradient, and a backward sweep from the last block recomputes
  * each block's activations from its input (one more forward pass than the
- * in-memory pass, and (L + 2)·n·T·dim fp32 values in RAM or, with
+ * in-memory pass, and (L + 1)·n·T·dim fp32 values in RAM or, with
  * spill_dir, a file there). The same arithmetic as build_in_memory: the
  * same store, bit for bit (test_lazy). */
 static dq_status build_streamed(dq_grad_store *g, dq_model *m, dq_session *s, const dq_calib_set *cs,
@@ -191,11 +193,11 @@ static dq_status build_streamed(dq_grad_store *g, dq_model *m, dq_session *s, co
     dq_hidden X = {.fd = -1, .fds = {-1, -1}};
     dq_backward *k = NULL;
     float *x = malloc((size_t)T * m->cfg.dim * sizeof *x);
-    dq_status st = x ? dq_hidden_open(&X, (L + 2) * n, T, m->cfg.dim, DQ_HIDDEN_F32, spill_dir, err)
+    dq_status st = x ? dq_hidden_open(&X, (L + 1) * n, T, m->cfg.dim, DQ_HIDDEN_F32, spill_dir, err)
                      : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     if (!st) st = dq_backward_new(s, T, &k, err);
     for (int w = 0; !st && w < n; w++) {
-        st = dq_model_embed_rows(m, cs->tokens + (size_t)w * T, (size_t)T, x, err);
+        st = dq_calib_embed(m, cs, w, 1, x, err); /* token ids checked, as dq_forward checks them */
         if (!st) st = dq_hidden_write(&X, w, x, err);
     }
     size_t step = 0;
@@ -209,6 +211,11 @@ static dq_status build_streamed(dq_grad_store *g, dq_model *m, dq_session *s, co
     return st;
 }
 
+size_t dq_grad_stream_bytes(const dq_config *c, const dq_calib_set *cs) {
+    size_t b = dq_hidden_bytes((c->n_layers + 1) * cs->n, cs->len, c->dim, DQ_HIDDEN_F32);
+    return b;
+}
+
 dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
                               const char *spill_dir, const dq_progress *progress, dq_grad_store **out, dq_error *err) {
     double t0 = dq_now();
@@ -218,7 +225,9 @@ dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind
     if (!st) st = dq_session_new(m, cs->len, cs->len, n_threads, &s, err);
     if (!st) st = dq_session_keep_activations(s, err);
     dq_grad_taps taps = {.ask = want, .fn = keep, .ctx = g};
-    bool streamed = false; /* a lazily loaded model with blocks not in memory */
+    /* a lazily loaded model with weights not in memory (a packed checkpoint's blocks are, its untied embedding
+       and head may not be) */
+    bool streamed = m->lazy && (!m->tok_embeddings || !m->output);
     for (int l = 0; m->lazy && l < m->cfg.n_layers; l++) streamed |= !dq_model_block_ready(m, l);
     if (!st) st = streamed ? build_streamed(g, m, s, cs, &taps, spill_dir, progress, err)
                            : build_in_memory(g, s, cs, &taps, progress, err);

@@ -26,9 +26,11 @@ typedef struct dq_grad_store dq_grad_store; /* the tag: calib/pipeline.h names i
 /* Runs the pass over every window of cs (progress: stage "gradients", one
  * unit per window, or per sweep step when streamed). A window whose loss or
  * gradient is not finite fails with DQ_ERR_NUMERIC naming it. A lazily
- * loaded model is streamed, one block in memory at a time (blocks it had
- * loaded stay loaded), its block inputs and gradients kept in RAM or, with
- * spill_dir, in a file there; the store is the same bit for bit. */
+ * loaded model whose weights are not all in memory is streamed, one block
+ * at a time (blocks it had loaded stay loaded), its block inputs and
+ * gradients, dq_grad_stream_bytes, kept in RAM or, with spill_dir, in a
+ * file there; the store is the same bit for bit. */
+size_t dq_grad_stream_bytes(const dq_config *c, const dq_calib_set *cs);
 dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,
                               const char *spill_dir, const dq_progress *progress, dq_grad_store **out, dq_error *err);
 /* δ (T, rows) of block linear `lin` (DQ_LIN_*) of block `layer` on window w,

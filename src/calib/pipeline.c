@@ -535,6 +535,22 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
     return share_stats(c, st, err);
 }
 
+/* Whether the gradient pass streams a lazily loaded model (one more forward
+ * pass) rather than loading it whole (as fast as it goes): when its fp32
+ * weights would not fit what the memory budget leaves (hidden_budget; 0,
+ * no limit: load it). */
+static bool stream_gradients(const dq_model *m, const dq_pipeline_opts *o) {
+    if (!m->lazy || !o->hidden_budget) return false;
+    const dq_config *c = &m->cfg;
+    double w = (double)c->vocab_size * c->dim * (c->tied_embeddings ? 1 : 2);
+    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
+        int rows, cols;
+        dq_site_shape(dq_site_of_linear(k), c, &rows, &cols);
+        w += (double)c->n_layers * rows * cols;
+    }
+    return w * sizeof(float) > (double)o->hidden_budget;
+}
+
 /* The gradient pass (calib/gradients.h) on the model as it is now: full
  * precision before the first block, or with blocks quantized so far when
  * the method refreshes. The first pass's loss is the report's. */
@@ -542,8 +558,10 @@ static dq_status gather_gradients(run_ctx *c, dq_error *err) {
     dq_grads_kind gk = c->stats.curvature == DQ_CURVATURE_OAC ? DQ_GRADS_FULL : DQ_GRADS_NORMS;
     dq_grad_store_free(c->stats.grads);
     c->stats.grads = NULL;
-    dq_status st =
-        dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, c->o->spill_dir, &c->o->progress, &c->stats.grads, err);
+    /* a streamed pass keeps its block inputs in RAM while they fit the budget, like the hidden states */
+    size_t bytes = dq_grad_stream_bytes(&c->m->cfg, c->cs);
+    const char *dir = c->o->hidden_budget && bytes > c->o->hidden_budget ? c->o->spill_dir : NULL;
+    dq_status st = dq_grad_store_build(c->m, c->cs, gk, c->o->n_threads, dir, &c->o->progress, &c->stats.grads, err);
     if (st) return st;
     if (c->r->grad_passes++ == 0) c->r->grad_loss = dq_grad_store_loss(c->stats.grads);
     c->r->t_gradients += dq_grad_store_seconds(c->stats.grads);
@@ -884,7 +902,7 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     int nl = m->cfg.n_layers, nt = dq_threads_or_default(o->n_threads);
     dq_pipeline_opts opts = *o;
     opts.n_threads = nt;
-    run_ctx c = {.X = {.fd = -1},
+    run_ctx c = {.X = {.fd = -1, .fds = {-1, -1}},
                  .comm = o->comm,
                  .m = m,
                  .cs = cs,
@@ -901,9 +919,9 @@ dq_status dq_quantize_model(dq_model *m, const dq_calib_set *cs, const dq_pipeli
     c.stats.tiles = malloc((size_t)nt * GRAM_TILE * GRAM_TILE * sizeof(float));
     dq_status st = (!r->layers || !c.stats.tiles) ? dq_fail(err, DQ_ERR_NOMEM, "out of memory") : DQ_OK;
     /* a transform sees the whole model, and so does a gradient pass that will run again through the quantized
-       blocks (--refresh); a single gradient pass streams a lazily loaded model (calib/gradients.h) */
-    bool whole = o->prepare || (c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads &&
-                                o->q.refresh > 0);
+       blocks (--refresh) or that the budget lets hold it; else it streams the lazily loaded model */
+    bool grads = c.stats.kind != DQ_STAT_NONE && c.stats.curvature != DQ_CURVATURE_LAYER && !o->grads;
+    bool whole = o->prepare || (grads && (o->q.refresh > 0 || !stream_gradients(m, o)));
     if (!st && whole) st = dq_model_load_all(m, err);
     if (!st && o->prepare) st = o->prepare(m, cs, o->prepare_user, err);
     if (!st && o->start_block > 0) st = restore_done(&c, err); /* an interrupted run's blocks (and embedding) */

@@ -1,11 +1,13 @@
 /* dashq convert: any model we read, written as a GGUF file for llama.cpp or
  * as a Hugging Face folder for Python tools (--format hf). */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 
@@ -17,8 +19,8 @@ static int usage_error(const char *msg) {
     return DQ_EXIT_ERROR;
 }
 
-/* A size as huggingface_hub's parse_size_to_int reads it: bytes, or digits
- * with KB/MB/GB/TB (powers of 1000) or KiB/MiB/GiB/TiB (of 1024). */
+/* A size in huggingface_hub's units: bytes, or a whole number with KB/MB/GB/TB
+ * (powers of 1000) or KiB/MiB/GiB/TiB (of 1024), any case ("5GB", "5gb"). */
 static bool parse_size(const char *s, uint64_t *out) {
     static const struct {
         const char *unit;
@@ -28,9 +30,9 @@ static bool parse_size(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *s == '-' || errno) return false;
+    if (end == s || !isdigit((unsigned char)*s) || errno) return false; /* no sign, no leading space */
     for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-        if (!strcmp(end, units[i].unit)) {
+        if (!strcasecmp(end, units[i].unit)) {
             if (v == 0 || v > UINT64_MAX / units[i].mul) return false;
             *out = v * units[i].mul;
             return true;

@@ -32,11 +32,11 @@ dq_tap_data dq_tap_make(int layer, dq_tap tap, const float *x, int T, int cols);
 /* x (T, dim): in = the block's input, out = its output; positions 0..T-1.
  * A non-finite output fails with DQ_ERR_NUMERIC (see dq_forward), x untouched. */
 dq_status dq_block_forward(dq_session *s, int layer, float *x, int T, const dq_taps *taps, dq_error *err);
-/* out (T, dim) = final RMSNorm of x: the input of the output head. */
 /* The head on T rows of the last block's output (positions 0..T-1): the
  * session's logits, as dq_forward computes them (a backward pass that runs
  * the model block by block, model/backward.h). */
 dq_status dq_head_forward(dq_session *s, const float *x, int T, dq_error *err);
+/* out (T, dim) = final RMSNorm of x: the input of the output head. */
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads);
 int dq_session_threads(const dq_session *s);
 #endif

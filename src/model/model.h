@@ -22,13 +22,13 @@ typedef struct {
 
 #define DQ_MAX_MAPS 64
 
-/* A block linear left in its mapped file until its block is needed (a model
- * loaded lazily for streaming quantization, issue #15): its slot stays NULL
- * until dq_model_block_load converts it to fp32. */
 /* Turns n values of a block-quantized source (a GGUF Q8_0, Q4_K, ... tensor;
  * `code` says which) into fp32. */
 typedef void (*dq_decode_fn)(int code, const void *src, size_t n, float *out);
 
+/* A block linear left in its mapped file until its block is needed (a model
+ * loaded lazily for streaming quantization, issue #15): its slot stays NULL
+ * until dq_model_block_load converts it to fp32. */
 typedef struct {
     const float **slot;  /* its pointer in m->layers[layer] */
     const void *src;     /* its bytes in one of m->maps */

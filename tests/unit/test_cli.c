@@ -83,6 +83,7 @@ static void test_errors(void **st) {
         {"convert MODEL -o /tmp/x.gguf --max-shard-size 5GB", "--max-shard-size is for --format hf"},
         {"convert MODEL --format hf -o /tmp/x --max-shard-size 5XB", "--max-shard-size takes a size such as 5GB"},
         {"convert MODEL --format hf -o /tmp/x --max-shard-size 0", "--max-shard-size takes a size"},
+        {"convert MODEL --format hf -o /tmp/x --max-shard-size \" -5\"", "--max-shard-size takes a size"},
         {"convert MODEL --format hf -o /tmp/x --max-shard-size 99999999999999999999GB", "--max-shard-size takes"},
         {"generate MODEL --system hi", "--system and --chat-template need --chat"},
         {"generate MODEL --chat --prompt hi", "tok512.bin: no chat template"},
@@ -146,7 +147,7 @@ static void test_convert(void **st) {
     free(out);
     /* a Hugging Face folder cut into shards of 100 KB (stories260K: 1 MB in F32) reads back to the same text */
     const char *dir = tu_tmp("s260k-hf");
-    snprintf(args, sizeof args, "convert %s --format hf -o %s --max-shard-size 100KB --quiet", model, dir);
+    snprintf(args, sizeof args, "convert %s --format hf -o %s --max-shard-size 100kb --quiet", model, dir);
     assert_int_equal(dashq(args, &out), 0);
     free(out);
     cJSON *index = tu_read_json(dir, "model.safetensors.index.json");

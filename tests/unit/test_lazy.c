@@ -179,17 +179,32 @@ static void test_same_bytes_oac_refresh(void **st) {
     options = NULL;
 }
 
-/* A single gradient pass streams the lazy model (calib/gradients.h): the
- * Fisher form with its bf16 δ spill, the token form under DASH-Q, and GPTQ
- * on the Fisher statistic into a Q3_K_S GGUF. */
+/* Files whose name starts with prefix in dir. */
+static int count_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    if (d) closedir(d);
+    return n;
+}
+
+/* Past the memory budget a single gradient pass streams the lazy model
+ * (calib/gradients.h; its block inputs spilled too): the Fisher form with
+ * its bf16 δ spill, the token form under DASH-Q, and OAC into a Q3_K_S GGUF. */
 static void test_same_bytes_oac_streamed(void **st) {
     (void)st;
-    const char *tok = tu_shared(GUT6L_HF "/tokenizer.json");
+    char dir[1100], tok[1100];
+    snprintf(dir, sizeof dir, "%s", tu_tmp("spill-oac"));
+    snprintf(tok, sizeof tok, "%s", tu_shared(GUT6L_HF "/tokenizer.json"));
+    mkdir(dir, 0755);
+    lazy_budget = 1, lazy_tmp_dir = dir;
     same_checkpoint(tu_shared(GUT6L_HF), tok, "oac", NULL, false, "gut6l-oac-streamed");
     options = "curvature=oac-token";
     same_checkpoint(tu_shared(GUT6L_HF), tok, "dashq", NULL, false, "gut6l-dashq-oac-token");
     options = NULL;
     same_gguf("oac", "Q3_K_S", NULL, "gut6l-oac-q3ks.gguf");
+    assert_int_equal(count_prefixed(dir, ".dashq-hidden"), 0); /* unlinked at creation */
+    lazy_budget = 0, lazy_tmp_dir = NULL;
 }
 
 /* A rotation folds into every tensor first: the lazy model is loaded whole. */
@@ -485,14 +500,6 @@ static void test_shard_shrinks(void **st) {
     dq_model_free(m);
 }
 
-/* Files whose name starts with prefix in dir. */
-static int count_prefixed(const char *dir, const char *prefix) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));) n += !strncmp(e->d_name, prefix, strlen(prefix));
-    if (d) closedir(d);
-    return n;
-}
 
 static void test_spill_same_bytes(void **st) {
     (void)st;

@@ -87,9 +87,10 @@ static void test_streamed_store(void **st) {
     dq_calib_set cs = tu_book_windows("models/gut6l-hf/tokenizer.json", 3, 48, 5);
     dq_error err = {0};
     if (dq_model_load_lazy(path, &m, &err)) fail_msg("%s", err.msg);
-    dq_grad_store *a = NULL, *b = NULL;
+    dq_grad_store *a = NULL, *b = NULL, *r = NULL;
     if (dq_grad_store_build(e, &cs, DQ_GRADS_FULL, 2, NULL, NULL, &a, &err) ||
-        dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, tu_tmp(""), NULL, &b, &err))
+        dq_grad_store_build(m, &cs, DQ_GRADS_FULL, 2, tu_tmp(""), NULL, &b, &err) || /* block inputs in a file */
+        dq_grad_store_build(m, &cs, DQ_GRADS_NORMS, 2, NULL, NULL, &r, &err))        /* in RAM */
         fail_msg("%s", err.msg);
     const dq_config *c = dq_model_config(m);
     for (int l = 0; l < c->n_layers; l++) assert_false(dq_model_block_ready(m, l));
@@ -103,12 +104,14 @@ static void test_streamed_store(void **st) {
                 if (dq_grad_store_norms(a, l, k, w, x, &err) || dq_grad_store_norms(b, l, k, w, y, &err))
                     fail_msg("%s", err.msg);
                 assert_memory_equal(x, y, (size_t)cs.len * sizeof *x);
+                if (dq_grad_store_norms(r, l, k, w, y, &err)) fail_msg("%s", err.msg);
+                assert_memory_equal(x, y, (size_t)cs.len * sizeof *x);
                 if (dq_grad_store_delta(a, l, k, w, x, &err) || dq_grad_store_delta(b, l, k, w, y, &err))
                     fail_msg("%s", err.msg);
                 if (memcmp(x, y, nd * sizeof *x)) fail_msg("block %d linear %d window %d: δ differs", l, k, w);
             }
     free(x), free(y);
-    dq_grad_store_free(a), dq_grad_store_free(b);
+    dq_grad_store_free(a), dq_grad_store_free(b), dq_grad_store_free(r);
     dq_calib_free(&cs);
     dq_model_free(m), dq_model_free(e);
 }
