@@ -525,7 +525,8 @@ dq_status dq_report(const char *csv, const char *dir, bool plots, const dq_progr
 /* ---- conversion ---------------------------------------------------------- */
 
 /* m with t's tokenizer as format "gguf" (type F32, F16, BF16 or Q8_0: a file
- * llama.cpp runs) or "hf" (type F32 or BF16: a Hugging Face folder), written
+ * llama.cpp runs; t required) or "hf" (type F32 or BF16: a Hugging Face
+ * folder; t NULL writes no tokenizer files), written
  * atomically; an output that would replace an input is refused. The output
  * is laid out first and written block by block: a model from
  * dq_model_load_lazy is held one block at a time (memory: a block, and the

@@ -54,8 +54,9 @@ static dq_status convert_gguf(dq_model *m, const dq_tokenizer *t, const char *ou
 dq_status dq_convert(dq_model *m, const dq_tokenizer *t, const char *out, const dq_convert_params *p, dq_error *err) {
     dq_status st = dq_convert_check(p->format, p->type, err);
     bool hf = !st && !strcmp(p->format, "hf");
-    const char *inputs[] = {m->path, dq_tokenizer_path(t)};
-    if (!st) st = dq_check_output(out, hf ? DQ_OUT_PACKED_DIR : DQ_OUT_GGUF, inputs, 2, err);
+    if (!st && !hf && !t) st = dq_fail(err, DQ_ERR_ARG, "%s: a GGUF file needs the model's tokenizer", out);
+    const char *inputs[] = {m->path, t ? dq_tokenizer_path(t) : NULL};
+    if (!st) st = dq_check_output(out, hf ? DQ_OUT_PACKED_DIR : DQ_OUT_GGUF, inputs, t ? 2 : 1, err);
     if (st) return st;
     if (hf) {
         dq_hf_export_opts o = {.type = !strcmp(p->type, "BF16") ? DQ_DTYPE_BF16 : DQ_DTYPE_F32,

@@ -353,6 +353,12 @@ static void test_same_bytes_convert(void **st) {
     same_convert(gut, tok, "hf", "BF16", 300000, "conv-hf-bf16-sharded");
     same_convert(tu_fixture("qwen2-tiny"), NULL, "hf", "F32", 0, "conv-qwen2"); /* untied F16 head, biases */
     same_convert(tu_fixture("llama3-tiny"), NULL, "hf", "BF16", 0, "conv-llama3"); /* 2 input shards */
+    dq_model *m = tu_model(gut); /* GGUF needs a tokenizer: an error, not a crash */
+    dq_convert_params p = dq_convert_default_params();
+    dq_error err = {0};
+    assert_int_equal(dq_convert(m, NULL, tu_tmp("no-tok.gguf"), &p, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "needs the model's tokenizer"));
+    dq_model_free(m);
 }
 
 /* A GGUF whose linears are block-quantized (Q8_0; RTN's Q4_K_M: Q4_K,
