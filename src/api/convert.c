@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/progress.h"
 
 dq_status dq_convert_check(const char *format, const char *type, dq_error *err) {
     if (!format || (strcmp(format, "gguf") && strcmp(format, "hf")))
@@ -41,8 +42,8 @@ static dq_status convert_gguf(dq_model *m, const dq_tokenizer *t, const char *ou
         bool held;
         if (!(st = dq_model_block_hold(m, l, &held, err))) st = dq_gguf_export_put_block(x, m, l, err);
         dq_model_block_let_go(m, l, held);
-        if (!st && p->progress.fn && !p->progress.fn("convert", (size_t)l + 1, (size_t)m->cfg.n_layers, p->progress.user))
-            st = dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled", out);
+        if (!st && !dq_progress_report(&p->progress, "convert", (size_t)l + 1, (size_t)m->cfg.n_layers, err))
+            st = DQ_ERR_CANCELLED;
     }
     if (!st) st = dq_model_block_hold(m, DQ_DEFER_HEAD, &head, err);
     if (!st) st = dq_gguf_export_finish(x, m, err);

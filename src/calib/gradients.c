@@ -212,8 +212,7 @@ static dq_status build_streamed(dq_grad_store *g, dq_model *m, dq_session *s, co
 }
 
 size_t dq_grad_stream_bytes(const dq_config *c, const dq_calib_set *cs) {
-    size_t b = dq_hidden_bytes((c->n_layers + 1) * cs->n, cs->len, c->dim, DQ_HIDDEN_F32);
-    return b;
+    return dq_hidden_bytes((c->n_layers + 1) * cs->n, cs->len, c->dim, DQ_HIDDEN_F32);
 }
 
 dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind kind, int n_threads,

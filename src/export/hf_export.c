@@ -11,6 +11,7 @@
 #include "util/half.h"
 #include "util/files.h"
 #include "util/out_dir.h"
+#include "util/progress.h"
 #include "util/tmpfiles.h"
 
 /* ---- config.json --------------------------------------------------------------- */
@@ -242,11 +243,6 @@ static dq_status open_shards(plan *p, const char *tmp, dq_st_writer *w, dq_error
     return st;
 }
 
-static dq_status report_block(const dq_progress *pr, int done, int total, const char *out_dir, dq_error *err) {
-    if (!pr || !pr->fn || pr->fn("convert", (size_t)done, (size_t)total, pr->user)) return DQ_OK;
-    return dq_fail(err, DQ_ERR_CANCELLED, "%s: cancelled", out_dir);
-}
-
 /* Every tensor's bytes, one block held at a time (an eager model holds them all). */
 static dq_status fill_shards(const plan *p, dq_st_writer *w, dq_model *m, const char *out_dir, const dq_progress *pr,
                              dq_error *err) {
@@ -261,7 +257,8 @@ static dq_status fill_shards(const plan *p, dq_st_writer *w, dq_model *m, const 
         if (e->hold != hold) {
             dq_model_block_let_go(m, hold, held);
             held = false;
-            if (hold >= 0) st = report_block(pr, hold + 1, m->cfg.n_layers, out_dir, err);
+            if (hold >= 0 && !dq_progress_report(pr, "convert", (size_t)hold + 1, (size_t)m->cfg.n_layers, err))
+                st = DQ_ERR_CANCELLED;
             hold = e->hold;
             if (!st && hold != HOLD_NONE) st = dq_model_block_hold(m, hold, &held, err);
         }
