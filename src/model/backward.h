@@ -32,8 +32,13 @@ typedef struct {
 
 /* Allocates the activation store: from now on every forward keeps what
  * dq_loss_backward needs (per token and block 2·dim + 2·n_heads·head_dim +
- * 2·hidden_dim floats; SmolLM2-135M at 512 tokens: 330 MB). */
-dq_status dq_session_keep_activations(dq_session *s, dq_error *err);
+ * 2·hidden_dim floats; SmolLM2-135M at 512 tokens: 330 MB for its 30 blocks).
+ * DQ_ACTS_ONE_BLOCK keeps one block's, overwritten by each block's forward:
+ * enough for dq_backward_block right after that block's dq_block_forward, as
+ * a pass over a model held one block at a time does (Llama-3-8B at 2048
+ * tokens: 369 MB instead of 11.8 GB). */
+typedef enum { DQ_ACTS_EVERY_BLOCK, DQ_ACTS_ONE_BLOCK } dq_keep_acts;
+dq_status dq_session_keep_activations(dq_session *s, dq_keep_acts keep, dq_error *err);
 
 /* Runs tokens[0..n) (n >= 2) from position 0 forward, keeping activations
  * (dq_session_keep_activations must have been called), and back: ℓ is the

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/forward.h"
+#include "model/backward.h"
 #include "model/session.h"
 #include "util/error.h"
 #include "util/fastmath.h"
@@ -98,12 +99,13 @@ void dq_session_free(dq_session *s) {
     free(s);
 }
 
-dq_status dq_session_keep_activations(dq_session *s, dq_error *err) {
+dq_status dq_session_keep_activations(dq_session *s, dq_keep_acts keep, dq_error *err) {
     if (s->acts) return DQ_OK;
     const dq_config *c = &s->m->cfg;
     size_t B = (size_t)s->n_batch, d = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim;
     size_t f = (size_t)c->hidden_dim, per_block = B * (2 * d + 2 * qd + 2 * f), total;
-    if (!dq_mul_size(per_block, (size_t)c->n_layers, &total) || !dq_mul_size(total, sizeof(float), &total) ||
+    size_t slots = keep == DQ_ACTS_ONE_BLOCK ? 1 : (size_t)c->n_layers;
+    if (!dq_mul_size(per_block, slots, &total) || !dq_mul_size(total, sizeof(float), &total) ||
         !(s->acts = calloc((size_t)c->n_layers, sizeof *s->acts)) || !(s->acts_buf = malloc(total)) ||
         !(s->x_final = malloc(B * d * sizeof(float)))) {
         free(s->acts);
@@ -113,7 +115,7 @@ dq_status dq_session_keep_activations(dq_session *s, dq_error *err) {
                        s->m->path, c->n_layers, s->n_batch);
     }
     for (int l = 0; l < c->n_layers; l++) {
-        float *p = s->acts_buf + (size_t)l * per_block;
+        float *p = s->acts_buf + (size_t)l % slots * per_block; /* one slot: every block writes the same one */
         dq_block_acts *a = &s->acts[l];
         a->x_in = p, p += B * d;
         a->x_mid = p, p += B * d;

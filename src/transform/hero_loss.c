@@ -117,7 +117,7 @@ static dq_status learner_init(learner *L, dq_model *m, const dq_calib_set *cs, c
     if (!st) st = add_tensor(L, 0, &DQ_SITES[DQ_SITE_TOKEN_EMBD], ROT_EMBED, err);
     if (!st) st = add_tensor(L, 0, &DQ_SITES[DQ_SITE_OUTPUT], ROT_READER, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, L->nt, &L->s, err);
-    if (!st) st = dq_session_keep_activations(L->s, err);
+    if (!st) st = dq_session_keep_activations(L->s, DQ_ACTS_EVERY_BLOCK, err);
     return st;
 }
 

@@ -96,7 +96,8 @@ static float *perturbed_logits(dq_session *s, const int32_t *tok, int n, int V) 
 static dq_session *session(dq_model *m, int n, int nt) {
     dq_error err = {0};
     dq_session *s = NULL;
-    if (dq_session_new(m, n, n, nt, &s, &err) || dq_session_keep_activations(s, &err)) fail_msg("%s", err.msg);
+    if (dq_session_new(m, n, n, nt, &s, &err) || dq_session_keep_activations(s, DQ_ACTS_EVERY_BLOCK, &err))
+        fail_msg("%s", err.msg);
     return s;
 }
 
@@ -325,7 +326,7 @@ static void test_refusals(void **st) {
     assert_int_equal(dq_session_new(m, 4, 4, 1, &s, &err), DQ_OK);
     assert_int_equal(dq_loss_backward(s, tok, 4, NULL, &loss, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "keeps no activations"));
-    assert_int_equal(dq_session_keep_activations(s, &err), DQ_OK);
+    assert_int_equal(dq_session_keep_activations(s, DQ_ACTS_EVERY_BLOCK, &err), DQ_OK);
     assert_int_equal(dq_loss_backward(s, tok, 1, NULL, &loss, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "at least 2 tokens"));
     tok[2] = 1 << 20;

@@ -134,7 +134,8 @@ static void test_store_matches_backward(void **st) {
         dq_session *s = NULL;
         double loss;
         dq_grad_taps taps = {.fn = catch_tap, .ctx = &c};
-        if (dq_session_new(m, cs.len, cs.len, 1, &s, &err) || dq_session_keep_activations(s, &err) ||
+        if (dq_session_new(m, cs.len, cs.len, 1, &s, &err) ||
+            dq_session_keep_activations(s, DQ_ACTS_EVERY_BLOCK, &err) ||
             dq_loss_backward(s, cs.tokens + cs.len, cs.len, &taps, &loss, &err))
             fail_msg("%s", err.msg);
         int big = c.T > c.rows ? c.T : c.rows, n = 0;
