@@ -224,28 +224,39 @@ static cJSON *export_config(const dq_model *m, dq_dtype type) {
     return cfg;
 }
 
-/* The shards' writers, their headers written: each entry gets its slot. */
-static dq_status open_shards(plan *p, const char *tmp, dq_st_writer *w, dq_error *err) {
-    dq_st_out *t = malloc((p->n ? p->n : 1) * sizeof *t);
+/* Each entry's slot in its shard (entries in order, so slot 0 is a shard's
+ * first), and each shard's last entry. */
+static bool slot_entries(plan *p, size_t *last) {
+    size_t *n = calloc((size_t)p->n_shards, sizeof *n);
+    if (!n) return false;
+    for (size_t i = 0; i < p->n; i++) p->e[i].slot = n[p->e[i].shard]++, last[p->e[i].shard] = i;
+    free(n);
+    return true;
+}
+
+/* Shard k's writer, its header written (the tensors of shard k, in slot order). */
+static dq_status open_shard(const plan *p, int k, const char *tmp, dq_st_writer *w, dq_error *err) {
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++) n += p->e[i].shard == k;
+    dq_st_out *t = malloc((n ? n : 1) * sizeof *t);
     if (!t) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", tmp);
-    dq_status st = DQ_OK;
-    for (int k = 0; !st && k < p->n_shards; k++) {
-        size_t n = 0;
-        for (size_t i = 0; i < p->n; i++)
-            if (p->e[i].shard == k) p->e[i].slot = n, t[n++] = p->e[i].out;
-        char name[64], path[PATH_MAX];
-        shard_name(p, k, name, sizeof name);
-        if ((st = dq_path_fmt(path, sizeof path, err, "%s/%s", tmp, name))) break;
-        dq_tmp_register(path, false);
-        st = dq_st_writer_open(path, t, n, &w[k], err);
-    }
+    for (size_t i = 0; i < p->n; i++)
+        if (p->e[i].shard == k) t[p->e[i].slot] = p->e[i].out;
+    char name[64], path[PATH_MAX];
+    shard_name(p, k, name, sizeof name);
+    dq_status st = dq_path_fmt(path, sizeof path, err, "%s/%s", tmp, name);
+    if (!st) dq_tmp_register(path, false);
+    if (!st) st = dq_st_writer_open(path, t, n, w, err);
     free(t);
     return st;
 }
 
-/* Every tensor's bytes, one block held at a time (an eager model holds them all). */
-static dq_status fill_shards(const plan *p, dq_st_writer *w, dq_model *m, const char *out_dir, const dq_progress *pr,
-                             dq_error *err) {
+/* Every tensor's bytes, one block held at a time (an eager model holds them
+ * all). A shard is open from its first tensor to its last: one file at a
+ * time, two while a tensor larger than the shard size has one of its own,
+ * so no --max-shard-size meets the open-file limit. */
+static dq_status fill_shards(const plan *p, const size_t *last, dq_st_writer *w, dq_model *m, const char *tmp,
+                             const char *out_dir, const dq_progress *pr, dq_error *err) {
     size_t cap = (size_t)4 << 20; /* > a row of the widest model we admit (2^17 fp32) */
     uint8_t *buf = malloc(cap);
     if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
@@ -262,7 +273,9 @@ static dq_status fill_shards(const plan *p, dq_st_writer *w, dq_model *m, const 
             hold = e->hold;
             if (!st && hold != HOLD_NONE) st = dq_model_block_hold(m, hold, &held, err);
         }
+        if (!st && e->slot == 0) st = open_shard(p, e->shard, tmp, &w[e->shard], err);
         if (!st) st = put_entry(&w[e->shard], e, m, p->type, buf, cap, out_dir, err);
+        if (!st && i == last[e->shard]) st = dq_st_writer_close(&w[e->shard], err);
     }
     dq_model_block_let_go(m, hold, held);
     free(buf);
@@ -286,14 +299,13 @@ static dq_status write_index(const plan *p, const char *tmp, dq_error *err) {
 static dq_status write_tensors(plan *p, const char *tmp, dq_model *m, const char *out_dir, const dq_progress *pr,
                                dq_error *err) {
     dq_st_writer *w = calloc((size_t)p->n_shards, sizeof *w);
-    if (!w) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
-    dq_status st = open_shards(p, tmp, w, err);
-    if (!st) st = fill_shards(p, w, m, out_dir, pr, err);
-    for (int k = 0; k < p->n_shards; k++) {
-        if (!st) st = dq_st_writer_close(&w[k], err);
-        else dq_st_writer_abort(&w[k]);
-    }
+    size_t *last = calloc((size_t)p->n_shards, sizeof *last);
+    bool ok = w && last && slot_entries(p, last);
+    dq_status st = ok ? DQ_OK : dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", out_dir);
+    if (!st) st = fill_shards(p, last, w, m, tmp, out_dir, pr, err);
+    for (int k = 0; w && k < p->n_shards; k++) dq_st_writer_abort(&w[k]); /* any still open after an error */
     free(w);
+    free(last);
     if (!st && p->n_shards > 1) st = write_index(p, tmp, err);
     return st;
 }

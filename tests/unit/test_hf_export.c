@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -331,6 +333,39 @@ static void test_shards(void **st) {
     sharded_like_transformers(tu_fixture("qwen2-tiny"), DQ_DTYPE_F32, 20000, "qwen2-tiny-f32-20000.json");
 }
 
+/* Open file descriptors of this process. */
+static int open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = -1; /* the directory's own */
+    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+/* A shard is open only while its tensors are written: 28 shards export
+ * under an open-file limit a few above what the process already holds. */
+static void test_shards_few_files(void **st) {
+    (void)st;
+    dq_model *m = tu_model(tu_shared("models/gut6l-hf"));
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)open_fds() + 6;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    const char *out = tu_tmp("few_files");
+    dq_hf_export_opts o = {.type = DQ_DTYPE_BF16, .max_shard_bytes = 300000};
+    dq_error err = {0};
+    dq_status rc = dq_export_hf(out, m, NULL, &o, &err);
+    setrlimit(RLIMIT_NOFILE, &old);
+    if (rc) fail_msg("%s", err.msg);
+    cJSON *idx = tu_read_json(out, "model.safetensors.index.json");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(idx, "weight_map"), "model.norm.weight")->valuestring,
+                        "model-00028-of-00028.safetensors");
+    cJSON_Delete(idx);
+    dq_model_free(m);
+    dq_dir_remove_flat(out);
+}
+
 /* An existing folder is replaced only if dashq wrote it; errors name the problem. */
 static void test_overwrite_rules(void **st) {
     (void)st;
@@ -442,6 +477,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizers),
         cmocka_unit_test(test_layout),          cmocka_unit_test(test_overwrite_rules),
         cmocka_unit_test(test_shards),
+        cmocka_unit_test(test_shards_few_files),
         cmocka_unit_test(test_smollm2_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
