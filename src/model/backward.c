@@ -348,6 +348,9 @@ static dq_status backward(dq_session *s, const int32_t *tokens, int n, const flo
     const dq_model *m = s->m;
     const dq_config *c = &m->cfg;
     dq_status st = check_window(s, n, true, err);
+    if (!st && s->acts_one_block && c->n_layers > 1)
+        st = dq_fail(err, DQ_ERR_ARG, "%s: whole-model backward pass on a session that keeps one block's activations",
+                     m->path);
     const float *logits;
     if (!st) st = dq_forward(s, tokens, n, 0, true, &logits, err);
     if (st) return st;

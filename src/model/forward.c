@@ -114,6 +114,7 @@ dq_status dq_session_keep_activations(dq_session *s, dq_keep_acts keep, dq_error
         return dq_fail(err, DQ_ERR_NOMEM, "%s: cannot keep activations of %d layers x %d tokens for a backward pass",
                        s->m->path, c->n_layers, s->n_batch);
     }
+    s->acts_one_block = slots == 1;
     for (int l = 0; l < c->n_layers; l++) {
         float *p = s->acts_buf + (size_t)l % slots * per_block; /* one slot: every block writes the same one */
         dq_block_acts *a = &s->acts[l];

@@ -48,6 +48,7 @@ struct dq_session {
      * (n_batch rows each), and the residual stream entering the final norm. */
     dq_block_acts *acts;
     float *acts_buf, *x_final;
+    bool acts_one_block; /* every acts[l] is the same slot: dq_backward_block only */
 };
 
 /* The forward's RMSNorm and silu(g)·u, for the backward pass's recomputed

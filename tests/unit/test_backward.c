@@ -326,6 +326,12 @@ static void test_refusals(void **st) {
     assert_int_equal(dq_session_new(m, 4, 4, 1, &s, &err), DQ_OK);
     assert_int_equal(dq_loss_backward(s, tok, 4, NULL, &loss, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "keeps no activations"));
+    dq_session *one = NULL; /* a streamed pass's store: one block's, every block writes it */
+    assert_int_equal(dq_session_new(m, 4, 4, 1, &one, &err), DQ_OK);
+    assert_int_equal(dq_session_keep_activations(one, DQ_ACTS_ONE_BLOCK, &err), DQ_OK);
+    assert_int_equal(dq_loss_backward(one, tok, 4, NULL, &loss, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "one block's activations"));
+    dq_session_free(one);
     assert_int_equal(dq_session_keep_activations(s, DQ_ACTS_EVERY_BLOCK, &err), DQ_OK);
     assert_int_equal(dq_loss_backward(s, tok, 1, NULL, &loss, &err), DQ_ERR_ARG);
     assert_non_null(strstr(err.msg, "at least 2 tokens"));
