@@ -9,6 +9,7 @@
 # calibration text, seed 0, as bench/quant_sweep.sh). Knobs: TASKS [all seven, fastest first], CTX [512],
 # CACHE [~/.cache/dashq/fullzs], OUT [results/smollm2_zeroshot_full.jsonl for smollm2-135m], LIMITS ["": full
 # sets; "hellaswag=3000" scores that task's first 3000 items, cached apart from a full run's, "n" says so].
+# Each quantized cell is also set against fp item by item (bench/zeroshot_paired.sh) into OUT's _paired.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/models.sh
@@ -54,3 +55,21 @@ for cell in $CELLS; do
 done
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
+# each quantized cell against full precision on the same items (bench/zeroshot_paired.sh)
+PAIRED=${OUT%.jsonl}_paired.tsv
+: >"$PAIRED.tmp"
+for cell in $CELLS; do
+  [ "$cell" = fp ] && continue
+  label=${cell//:/-}
+  for t in $TASKS; do
+    lim=$(limit_of "$t")
+    a=$CACHE/fp-$t${lim:+-first$lim}.items.jsonl b=$CACHE/$label-$t${lim:+-first$lim}.items.jsonl
+    [ -s "$a" ] && [ -s "$b" ] || continue
+    bench/zeroshot_paired.sh "$a" "$b" | sed "1{/^task/d}; s/^/$NAME,$label\t/" >>"$PAIRED.tmp"
+  done
+done
+if [ -s "$PAIRED.tmp" ]; then
+  { printf 'cell\ttask\tmetric\titems\tfp\tquantized\tdiff\tse_diff\n'; cat "$PAIRED.tmp"; } >"$PAIRED"
+  cat "$PAIRED"
+fi
+rm -f "$PAIRED.tmp"
