@@ -96,13 +96,13 @@ typedef struct dq_model dq_model;
 /* Loads a llama2.c checkpoint (.bin) or a Hugging Face folder (config.json +
  * safetensors); the format is detected from the contents. */
 dq_status dq_model_load(const char *path, dq_model **out, dq_error *err);
-/* For dq_quantize only, when memory matters (issue #15): each block's linear
- * weights stay in the file, memory-mapped in their stored dtype, until
- * dq_quantize reaches the block, and are released once the block is written
- * to a packed checkpoint, so quantization holds one block, not the model.
- * The model is then consumed: any later forward pass fails, naming the
- * block. Weights that are not finite are reported when their block is
- * reached rather than at load. */
+/* For dq_quantize, dq_convert and dq_perplexity, when memory matters (issue
+ * #15): each block's linear weights stay in the file, memory-mapped in their
+ * stored dtype, until the job reaches the block, and are released once it is
+ * done with it, so the job holds one block, not the model. After dq_quantize
+ * the model is consumed: any later forward pass fails, naming the block.
+ * Weights that are not finite are reported when their block is reached
+ * rather than at load. */
 dq_status dq_model_load_lazy(const char *path, dq_model **out, dq_error *err);
 void dq_model_free(dq_model *m);
 const dq_config *dq_model_config(const dq_model *m);
@@ -445,7 +445,12 @@ typedef struct {
     const char *save_logits; /* write the model's distributions there (llama.cpp's --kl-divergence-base format) */
     const char *kld_base;    /* compare with distributions saved earlier; the tokens then come from that file */
     int n_threads;           /* 0: every core */
-    dq_progress progress;    /* stage "perplexity": windows, or bytes of text while their count is unknown */
+    dq_progress progress;    /* stage "perplexity": windows, or bytes of text while their count is unknown; then,
+                                for a model run block by block, "perplexity by block": blocks and the head */
+    size_t mem_budget;       /* a model from dq_model_load_lazy: loaded whole when its fp32 weights fit this (0:
+                                MemAvailable), else run one block at a time, every window's hidden state kept
+                                between blocks in RAM while it fits, else in a file under tmp_dir */
+    const char *tmp_dir;     /* that file's folder; NULL: $TMPDIR, else /tmp */
 } dq_perplexity_params;
 
 typedef struct {
@@ -464,8 +469,11 @@ typedef struct {
 /* Perplexity of the text file (tokenized as it is read: memory follows the
  * window, not the file), or with kld_base the KL divergence to a saved base
  * and perplexity on its tokens (text then only names the run). save_logits is
- * written atomically and may not replace an input. */
-dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
+ * written atomically and may not replace an input. A lazily loaded model
+ * (dq_model_load_lazy) too large for mem_budget is held one block at a time
+ * and left unloaded (the text's tokens are then all kept: 4 bytes each); the
+ * results and save_logits bytes are those of the model loaded whole. */
+dq_status dq_perplexity(dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
                         dq_perplexity_result *r, dq_error *err);
 
 /* ---- evaluation: zero-shot tasks, scored as lm-evaluation-harness does ----- */

@@ -2,6 +2,7 @@
  * evaluation: defaults the context, checks the logits output against the
  * inputs, and runs the streamed text path or the saved-base path
  * (eval/perplexity.c). Notes go through the caller's dq_progress. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "eval/perplexity.h"
@@ -10,7 +11,7 @@
 #include "util/files.h"
 #include "util/progress.h"
 
-dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
+dq_status dq_perplexity(dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
                         dq_perplexity_result *r, dq_error *err) {
     memset(r, 0, sizeof *r);
     if (!text && !p->kld_base) return dq_fail(err, DQ_ERR_ARG, "perplexity needs a text or a KLD base file");
@@ -25,6 +26,15 @@ dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *te
     const char *inputs[] = {m->path, dq_tokenizer_path(t), text, p->kld_base};
     dq_status st = p->save_logits ? dq_check_output(p->save_logits, DQ_OUT_LOGITS, inputs, 4, err) : DQ_OK;
     if (st) return st;
+    /* a lazily loaded model: whole when its fp32 weights fit the budget (one forward per window, faster), else
+       block by block (eval/perplexity.c) with the windows' hidden states in RAM up to the budget */
+    size_t budget = p->mem_budget ? p->mem_budget : dq_mem_available();
+    if (!dq_model_in_memory(m) && (!budget || (double)dq_model_n_params(m) * sizeof(float) <= (double)budget))
+        st = dq_model_load_all(m, err);
+    if (st) return st;
+    const char *tmp = p->tmp_dir ? p->tmp_dir : getenv("TMPDIR");
+    o.mem_budget = budget;
+    o.spill_dir = tmp && *tmp ? tmp : "/tmp";
     if (p->kld_base) /* the tokens come from the base file */
         return dq_eval_perplexity(m, NULL, 0, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o, r, err);
     return dq_eval_perplexity_text(m, t, text, &o, r, err);

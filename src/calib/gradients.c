@@ -222,8 +222,7 @@ dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind
     dq_session *s = NULL;
     /* a lazily loaded model with weights not in memory (a packed checkpoint's blocks are, its untied embedding
        and head may not be) */
-    bool streamed = m->lazy && (!m->tok_embeddings || !m->output);
-    for (int l = 0; m->lazy && l < m->cfg.n_layers; l++) streamed |= !dq_model_block_ready(m, l);
+    bool streamed = !dq_model_in_memory(m);
     dq_status st = alloc_store(m, cs, kind, &g, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, n_threads, &s, err);
     if (!st) st = dq_session_keep_activations(s, streamed ? DQ_ACTS_ONE_BLOCK : DQ_ACTS_EVERY_BLOCK, err);

@@ -540,15 +540,7 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
  * weights would not fit what the memory budget leaves (hidden_budget; 0,
  * no limit: load it). */
 static bool stream_gradients(const dq_model *m, const dq_pipeline_opts *o) {
-    if (!m->lazy || !o->hidden_budget) return false;
-    const dq_config *c = &m->cfg;
-    double w = (double)c->vocab_size * c->dim * (c->tied_embeddings ? 1 : 2);
-    for (int k = 0; k < DQ_LIN_PER_BLOCK; k++) {
-        int rows, cols;
-        dq_site_shape(dq_site_of_linear(k), c, &rows, &cols);
-        w += (double)c->n_layers * rows * cols;
-    }
-    return w * sizeof(float) > (double)o->hidden_budget;
+    return m->lazy && o->hidden_budget && (double)dq_model_n_params(m) * sizeof(float) > (double)o->hidden_budget;
 }
 
 /* The gradient pass (calib/gradients.h) on the model as it is now: full

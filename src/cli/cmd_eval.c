@@ -37,7 +37,9 @@ static int parse(int argc, char **argv, eval_opts *o) {
         O_NOBOS,
         O_ITEMS,
         O_ABITS,
-        O_AGROUP
+        O_AGROUP,
+        O_MEMB,
+        O_TMPDIR
     };
     static const struct option longs[] = {
         {"tokenizer", required_argument, 0, O_TOK}, {"ppl", required_argument, 0, O_PPL},
@@ -48,7 +50,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
         {"tasks", required_argument, 0, O_TASKS},   {"limit", required_argument, 0, O_LIMIT},
         {"data-dir", required_argument, 0, O_DATA}, {"no-bos", no_argument, 0, O_NOBOS},
         {"items", required_argument, 0, O_ITEMS},   {"act-bits", required_argument, 0, O_ABITS},
-        {"act-group", required_argument, 0, O_AGROUP},
+        {"act-group", required_argument, 0, O_AGROUP}, {"mem-budget", required_argument, 0, O_MEMB},
+        {"tmp-dir", required_argument, 0, O_TMPDIR},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->act_bits = o->act_group = -1;
@@ -73,6 +76,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
         case O_QUIET: o->c.quiet = true; break;
         case 't': if (!dq_cli_int("-t", optarg, 1, 1024, &v)) return DQ_EXIT_ERROR; o->c.threads = (int)v; break;
         case O_TASKS: o->tasks = optarg; break;
+        case O_MEMB: if (!dq_cli_size("--mem-budget", optarg, &o->p.mem_budget)) return DQ_EXIT_ERROR; break;
+        case O_TMPDIR: o->p.tmp_dir = optarg; break;
         case O_LIMIT: if (!dq_cli_int("--limit", optarg, 1, 1L << 40, &o->limit)) return DQ_EXIT_ERROR; break;
         case O_DATA: o->data_dir = optarg; break;
         case O_NOBOS: o->no_bos = true; break;
@@ -183,7 +188,7 @@ static int run_tasks(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
 /* A text is tokenized as it is read and scored a window at a time, so memory
  * follows the window, not the file; a KLD evaluation takes its tokens from
  * the base file. */
-static int run_perplexity(eval_opts *o, const dq_model *m, const dq_tokenizer *t) {
+static int run_perplexity(eval_opts *o, dq_model *m, const dq_tokenizer *t) {
     dq_perplexity_result r;
     dq_error err = {0};
     dq_status st = dq_perplexity(m, t, o->ppl_file, &o->p, &r, &err);
@@ -199,6 +204,7 @@ int dq_cmd_eval(int argc, char **argv) {
     if (rc) return rc;
     dq_model *m;
     dq_tokenizer *t;
+    o.c.lazy = !o.tasks; /* perplexity alone: a model larger than the budget runs block by block */
     if ((rc = dq_cli_load(&o.c, &m, &t))) return rc;
     if (o.act_bits >= 0 || o.act_group >= 0) { /* overrides what a packed checkpoint records */
         const dq_config *mc = dq_model_config(m);

@@ -22,6 +22,8 @@ static void usage(FILE *f) {
             "                 [--items F]   (one JSON line per item: log-likelihoods, predictions)\n"
             "                 [--act-bits A [--act-group G]]   (inputs of every linear as A-bit integers,\n"
             "                 per token or per G values; a packed checkpoint's own setting otherwise)\n"
+            "                 [--mem-budget SIZE] [--tmp-dir DIR]   (--ppl/--kld alone: a model whose fp32\n"
+            "                 weights pass SIZE runs block by block, its windows' states spilled past it)\n"
             "  quantize MODEL [--tokenizer F] --method METHOD --bits B --group G\n"
             "                 --calib FILE [--nsamples N] [--seqlen L] [--seed S] -o OUT\n"
             "                 [--format packed|gguf --type Q4_K_M|Q2_K|... [--pure]] [--quantize-head]\n"

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "calib/hidden_states.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "tokenizer/stream.h"
 #include "util/error.h"
@@ -131,19 +133,11 @@ typedef struct {
     double *klds; /* every position's KLD, for the percentile */
 } totals;
 
-/* Scores window w, whose ctx tokens are tok. */
-static dq_status score_window(const dq_model *m, dq_session *s, const logit_io *io, const int32_t *tok, int w, int bos,
-                              bool llamacpp, const dq_ppl_opts *o, totals *t, uint16_t *recs,
-                              scored *sc, dq_error *err) {
+/* Scores window w, whose ctx tokens are tok, from the model's logits on it. */
+static dq_status score_logits(const dq_model *m, const logit_io *io, const int32_t *tok, int w, const float *logits,
+                              bool llamacpp, const dq_ppl_opts *o, totals *t, uint16_t *recs, scored *sc,
+                              dq_error *err) {
     int ctx = io->ctx, nv = m->cfg.vocab_size;
-    int32_t *win = malloc((size_t)ctx * sizeof *win);
-    if (!win) return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    memcpy(win, tok, (size_t)ctx * sizeof *win);
-    if (llamacpp && bos >= 0) win[0] = bos;
-    const float *logits;
-    dq_status st = dq_forward(s, win, ctx, 0, true, &logits, err);
-    free(win);
-    if (st) return st;
     int first = llamacpp ? ctx / 2 : 0, n = ctx - 1 - first;
     size_t rl = record_len(nv);
     if (io->base && fread(recs, sizeof *recs, rl * n, io->base) != rl * n)
@@ -207,59 +201,149 @@ static void summarize(const totals *t, bool kld, dq_ppl_result *r) {
     r->kld_max = t->klds[t->n - 1];
 }
 
-/* What scoring windows one after another needs: the session, scratch, sums. */
+/* What scoring windows one after another needs: the session, scratch, sums.
+ * A model that is not all in memory (a lazily loaded one, too large for the
+ * budget: dq_perplexity decides) is run one block at a time: the windows are
+ * collected, then scorer_flush takes every window's residual stream through
+ * block 0, then block 1, ..., kept between blocks in a dq_hidden store (RAM
+ * while it fits o->mem_budget, else a file in o->spill_dir), and scores each
+ * window from the head in order: the same arithmetic as dq_forward, so the
+ * same numbers and --save-logits bytes, bit for bit (test_lazy). */
 typedef struct {
-    const dq_model *m;
+    dq_model *m;
     const logit_io *io;
     int bos;
     bool llamacpp;
     const dq_ppl_opts *o;
     dq_session *s;
-    uint16_t *recs; /* ctx records (saving or comparing) */
-    scored *sc;     /* (ctx) */
+    uint16_t *recs;  /* ctx records (saving or comparing) */
+    scored *sc;      /* (ctx) */
+    int32_t *win;    /* (ctx) the window as the model sees it */
     totals t;
+    bool by_block;   /* the model is not all in memory: windows wait in held for scorer_flush */
+    int32_t *held;   /* n_held windows of ctx tokens */
+    int n_held, cap_held;
 } scorer;
 
-static dq_status scorer_open(scorer *c, const dq_model *m, const logit_io *io, int bos, bool llamacpp,
+static dq_status scorer_open(scorer *c, dq_model *m, const logit_io *io, int bos, bool llamacpp,
                              const dq_ppl_opts *o, dq_error *err) {
-    *c = (scorer){.m = m, .io = io, .bos = bos, .llamacpp = llamacpp, .o = o};
+    *c = (scorer){.m = m, .io = io, .bos = bos, .llamacpp = llamacpp, .o = o, .by_block = !dq_model_in_memory(m)};
     dq_status st = dq_session_new(m, io->ctx, io->ctx, o->n_threads, &c->s, err);
     if (st) return st;
     size_t rl = record_len(m->cfg.vocab_size), per = (size_t)io->ctx;
     c->recs = (io->save || io->base) ? malloc(rl * per * sizeof *c->recs) : NULL;
     c->sc = malloc(per * sizeof *c->sc);
+    c->win = malloc(per * sizeof *c->win);
     if (io->base) c->t.klds = malloc((size_t)io->n_windows * per * sizeof *c->t.klds);
-    if (!c->sc || ((io->save || io->base) && !c->recs) || (io->base && !c->t.klds))
+    if (!c->sc || !c->win || ((io->save || io->base) && !c->recs) || (io->base && !c->t.klds))
         return dq_fail(err, DQ_ERR_NOMEM, "out of memory");
     return DQ_OK;
 }
 
+/* c->win = the ctx tokens of a window as the model sees them (BOS first in llama.cpp's protocol). */
+static void window_input(scorer *c, const int32_t *tok) {
+    memcpy(c->win, tok, (size_t)c->io->ctx * sizeof *c->win);
+    if (c->llamacpp && c->bos >= 0) c->win[0] = c->bos;
+}
+
+static dq_status score(scorer *c, const int32_t *tok, int w, const float *logits, dq_error *err) {
+    return score_logits(c->m, c->io, tok, w, logits, c->llamacpp, c->o, &c->t, c->recs, c->sc, err);
+}
+
+static dq_status hold_window(scorer *c, const int32_t *tok, dq_error *err) {
+    size_t ctx = (size_t)c->io->ctx;
+    if (c->n_held == c->cap_held) {
+        int cap = c->cap_held ? 2 * c->cap_held : 16;
+        int32_t *p = cap > c->cap_held ? realloc(c->held, (size_t)cap * ctx * sizeof *p) : NULL;
+        if (!p) return dq_fail(err, DQ_ERR_NOMEM, "out of memory for %d windows' tokens", cap);
+        c->held = p, c->cap_held = cap;
+    }
+    memcpy(c->held + (size_t)c->n_held++ * ctx, tok, ctx * sizeof *tok);
+    return DQ_OK;
+}
+
+/* Scores window w (its ctx tokens tok) now, or holds it for scorer_flush. */
 static dq_status scorer_window(scorer *c, const int32_t *tok, int w, dq_error *err) {
-    return score_window(c->m, c->s, c->io, tok, w, c->bos, c->llamacpp, c->o, &c->t, c->recs, c->sc, err);
+    if (c->by_block) return hold_window(c, tok, err);
+    window_input(c, tok);
+    const float *logits;
+    dq_status st = dq_forward(c->s, c->win, c->io->ctx, 0, true, &logits, err);
+    return st ? st : score(c, tok, w, logits, err);
+}
+
+/* One step of the block sweep: every held window through block l (l = n_layers: the head, each window
+ * scored), the block held in memory meanwhile. */
+static dq_status sweep_block(scorer *c, dq_hidden *X, float *x, int l, dq_error *err) {
+    int L = c->m->cfg.n_layers, T = c->io->ctx;
+    bool held;
+    dq_status st = dq_model_block_hold(c->m, l < L ? l : DQ_DEFER_HEAD, &held, err);
+    for (int w = 0; !st && w < c->n_held; w++) {
+        st = dq_hidden_read(X, w, x, err);
+        if (!st && l < L) st = dq_block_forward(c->s, l, x, T, NULL, err);
+        if (!st && l < L) st = dq_hidden_write(X, w, x, err);
+        if (!st && l == L) st = dq_head_forward(c->s, x, T, err);
+        if (!st && l == L) st = score(c, c->held + (size_t)w * T, w, dq_session_logits(c->s), err);
+    }
+    dq_model_block_let_go(c->m, l < L ? l : DQ_DEFER_HEAD, held);
+    return st;
+}
+
+/* The held windows, block by block (see scorer): progress "perplexity by block", one unit per block and the head. */
+static dq_status scorer_flush(scorer *c, dq_error *err) {
+    if (!c->by_block || !c->n_held) return DQ_OK;
+    const dq_config *cfg = &c->m->cfg;
+    int T = c->io->ctx, L = cfg->n_layers;
+    size_t bytes = dq_hidden_bytes(c->n_held, T, cfg->dim, DQ_HIDDEN_F32);
+    const char *dir = c->o->mem_budget && bytes > c->o->mem_budget ? c->o->spill_dir : NULL;
+    dq_hidden X = {.fd = -1, .fds = {-1, -1}};
+    float *x = malloc((size_t)T * cfg->dim * sizeof *x);
+    dq_status st = x ? dq_hidden_open(&X, c->n_held, T, cfg->dim, DQ_HIDDEN_F32, dir, err)
+                     : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
+    for (int w = 0; !st && w < c->n_held; w++) { /* the token ids are checked here, as dq_forward checks them */
+        window_input(c, c->held + (size_t)w * T);
+        for (int t = 0; !st && t < T; t++)
+            if (c->win[t] < 0 || c->win[t] >= cfg->vocab_size)
+                st = dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", c->win[t], cfg->vocab_size);
+        if (!st) st = dq_model_embed_rows(c->m, c->win, (size_t)T, x, err);
+        if (!st) st = dq_hidden_write(&X, w, x, err);
+    }
+    for (int l = 0; !st && l <= L; l++) {
+        st = sweep_block(c, &X, x, l, err);
+        if (!st && !dq_progress_report(&c->o->progress, "perplexity by block", (size_t)l + 1, (size_t)L + 1, err))
+            st = DQ_ERR_CANCELLED;
+    }
+    dq_hidden_close(&X);
+    free(x);
+    c->n_held = 0;
+    return st;
 }
 
 static void scorer_close(scorer *c) {
     free(c->t.klds);
     free(c->recs);
     free(c->sc);
+    free(c->win);
+    free(c->held);
     dq_session_free(c->s);
 }
 
-static dq_status run_windows(const dq_model *m, logit_io *io, int bos, bool llamacpp,
+static dq_status run_windows(dq_model *m, logit_io *io, int bos, bool llamacpp,
                              const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err) {
     scorer c;
     dq_status st = scorer_open(&c, m, io, bos, llamacpp, o, err);
     for (int w = 0; !st && w < io->n_windows; w++) {
         st = scorer_window(&c, io->tokens + (size_t)w * io->ctx, w, err);
-        if (!st && !dq_progress_report(&o->progress, "perplexity", (size_t)w + 1, (size_t)io->n_windows, err))
+        if (!st && !c.by_block &&
+            !dq_progress_report(&o->progress, "perplexity", (size_t)w + 1, (size_t)io->n_windows, err))
             st = DQ_ERR_CANCELLED;
     }
+    if (!st) st = scorer_flush(&c, err);
     if (!st) summarize(&c.t, io->base != NULL, r);
     scorer_close(&c);
     return st;
 }
 
-dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_tokens, int bos,
+dq_status dq_eval_perplexity(dq_model *m, const int32_t *tokens, size_t n_tokens, int bos,
                              const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err) {
     memset(r, 0, sizeof *r);
     logit_io io = {.ctx = o->ctx, .n_vocab = m->cfg.vocab_size, .tokens = tokens};
@@ -436,14 +520,16 @@ static dq_status score_saved(scorer *c, logit_io *io, const char *path, const dq
         if (fread(tok, sizeof *tok, ctx, in) != ctx)
             st = dq_fail(err, DQ_ERR_IO, "%s: cannot read back the tokens written", path);
         if (!st) st = scorer_window(c, tok, w, err);
-        if (!st && !dq_progress_report(p, "perplexity", (size_t)w + 1, (size_t)nch, err)) st = DQ_ERR_CANCELLED;
+        if (!st && !c->by_block && !dq_progress_report(p, "perplexity", (size_t)w + 1, (size_t)nch, err))
+            st = DQ_ERR_CANCELLED;
     }
+    if (!st) st = scorer_flush(c, err);
     free(tok);
     fclose(in);
     return st;
 }
 
-dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, const char *path, const dq_ppl_opts *o,
+dq_status dq_eval_perplexity_text(dq_model *m, const dq_tokenizer *tk, const char *path, const dq_ppl_opts *o,
                                   dq_ppl_result *r, dq_error *err) {
     memset(r, 0, sizeof *r);
     if (o->kld_base)
@@ -480,6 +566,7 @@ dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *tk, con
         st = DQ_ERR_CANCELLED;
     io.n_windows = run.windows;
     if (!st && io.save) st = score_saved(&c, &io, o->save_logits, &o->progress, err);
+    else if (!st) st = scorer_flush(&c, err);
     if (!st) summarize(&c.t, false, r);
     r->n_windows = io.n_windows;
     r->ctx = io.ctx;

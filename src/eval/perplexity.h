@@ -14,13 +14,15 @@ typedef struct {
     const char *kld_base;    /* compare with log-probs saved earlier (implies llamacpp) */
     const char *text_path;   /* the text the tokens came from, for messages (NULL: "the text") */
     size_t text_block;       /* dq_eval_perplexity_text: bytes read per step (0: 64 KiB; tests set it small) */
+    size_t mem_budget;       /* a model run block by block: its windows' hidden states in RAM up to this (0: no limit) */
+    const char *spill_dir;   /* ... else in a file here */
 } dq_ppl_opts;
 
 typedef dq_perplexity_result dq_ppl_result; /* dashq.h */
 
 /* tokens: the whole text, tokenized with the tokenizer's BOS convention.
  * bos: the BOS id used at window starts in llamacpp mode (< 0: none). */
-dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_tokens, int bos,
+dq_status dq_eval_perplexity(dq_model *m, const int32_t *tokens, size_t n_tokens, int bos,
                              const dq_ppl_opts *o, dq_ppl_result *r, dq_error *err);
 /* Perplexity of the text file at path, tokenized by t (its BOS convention;
  * BOS at window starts in llamacpp mode when t adds one) while it is read in
@@ -33,6 +35,6 @@ dq_status dq_eval_perplexity(const dq_model *m, const int32_t *tokens, size_t n_
  * bytes, UTF-8, empty) so that no work is done on a text that will be
  * refused; messages name path. o->kld_base must be NULL (a KLD evaluation
  * reads its tokens from the base file: dq_eval_perplexity). */
-dq_status dq_eval_perplexity_text(const dq_model *m, const dq_tokenizer *t, const char *path, const dq_ppl_opts *o,
+dq_status dq_eval_perplexity_text(dq_model *m, const dq_tokenizer *t, const char *path, const dq_ppl_opts *o,
                                   dq_ppl_result *r, dq_error *err);
 #endif

@@ -511,4 +511,6 @@ void dq_rmsnorm_rows(float *out, const float *x, const float *w, int T, int n, f
 
 void dq_swiglu(float *h, const float *g, const float *u, size_t n, int nt) { swiglu(h, g, u, n, nt); }
 
+const float *dq_session_logits(const dq_session *s) { return s->logits; }
+
 int dq_session_threads(const dq_session *s) { return s->n_threads; }

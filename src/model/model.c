@@ -291,6 +291,14 @@ void dq_model_block_let_go(dq_model *m, int l, bool held) {
     if (held) dq_model_block_unload(m, l);
 }
 
+bool dq_model_in_memory(const dq_model *m) {
+    if (!m->lazy) return true;
+    if (!m->tok_embeddings || !m->output) return false;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (!dq_model_block_ready(m, l)) return false;
+    return true;
+}
+
 bool dq_model_block_ready(const dq_model *m, int l) {
     for (int k = 0; k < DQ_LIN_PER_BLOCK; k++)
         if (!dq_site_get(&m->layers[l], dq_site_of_linear(k))) return false;

@@ -149,6 +149,9 @@ void dq_model_block_let_go(dq_model *m, int l, bool held);
 dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n, float *out, dq_error *err);
 /* Whether block l's seven linears are all present. */
 bool dq_model_block_ready(const dq_model *m, int l);
+/* Every weight in memory: an eager model, or a lazy one whose blocks, embedding and head are all loaded (a forward
+ * pass over the whole model can run). */
+bool dq_model_in_memory(const dq_model *m);
 
 /* Checks the config for sizes that are inconsistent or would overflow. */
 dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err);

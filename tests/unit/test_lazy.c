@@ -20,7 +20,9 @@
  *    spill folder that cannot be used is an error naming it;
  *  - a shard that shrinks mid-run is an error naming it (never SIGBUS);
  *  - the hidden-state store itself: windows round-trip in RAM and on disk,
- *    bf16 rounds as dq_f32_to_bf16. */
+ *    bf16 rounds as dq_f32_to_bf16;
+ *  - perplexity, saved logits and KLD of a model run block by block are the
+ *    whole model's, bit for bit. */
 #define _DEFAULT_SOURCE /* truncate */
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +35,7 @@
 
 #include "calib/hidden_states.h"
 #include "calib/pipeline.h"
+#include "eval/perplexity.h"
 #include "formats/dashq_packed.h"
 #include "formats/safetensors.h"
 #include "model/forward.h"
@@ -537,6 +540,77 @@ static void test_spill_same_bytes(void **st) {
 }
 
 /* The store alone: three windows written out of order, read back. */
+/* Perplexity of a model held one block at a time (dq_perplexity on a lazily
+ * loaded model past mem_budget): the numbers and saved logits of the model
+ * loaded whole, bit for bit, with the windows' states spilled or in RAM, the
+ * KLD too; the blocks are left unloaded and the model runs again. Within the
+ * budget the model is loaded whole. An untied head and embedding (qwen2-tiny)
+ * stay in their file until their turn. */
+static void same_ppl(const dq_perplexity_result *a, const dq_perplexity_result *b) {
+    assert_true(a->ppl == b->ppl && a->nll == b->nll && a->nll_err == b->nll_err && a->ppl_err == b->ppl_err);
+    assert_true(a->n_scored == b->n_scored && a->n_windows == b->n_windows && a->text_read == b->text_read);
+    assert_true(a->has_kld == b->has_kld && a->kld == b->kld && a->kld_err == b->kld_err && a->kld_p99 == b->kld_p99 &&
+                a->kld_max == b->kld_max && a->same_top == b->same_top && a->base_ppl == b->base_ppl);
+}
+
+static void test_perplexity_by_block(void **st) {
+    (void)st;
+    const char *path = tu_shared("models/gut6l-hf");
+    char text[1024], save_e[1100], save_l[1100];
+    snprintf(text, sizeof text, "%s", tu_shared("data/gutenberg/eval/pg11_Alices_Adventures_in_Wonderland.txt"));
+    snprintf(save_e, sizeof save_e, "%s", tu_tmp("ppl-eager.logits"));
+    snprintf(save_l, sizeof save_l, "%s", tu_tmp("ppl-lazy.logits"));
+    dq_tokenizer *t = tu_tokenizer(tu_shared("models/gut6l-hf/tokenizer.json"));
+    dq_model *e = tu_model(path), *m;
+    dq_error err = {0};
+    dq_perplexity_params p = {.ctx = 64, .max_windows = 5, .n_threads = 2, .save_logits = save_e};
+    dq_perplexity_result re, rl, ke, kl, ge, gl; /* llama.cpp's protocol (saving), KLD, GPTQ's protocol */
+    if (dq_perplexity(e, t, text, &p, &re, &err)) fail_msg("%s", err.msg);
+    p.save_logits = NULL, p.kld_base = save_e;
+    if (dq_perplexity(e, t, text, &p, &ke, &err)) fail_msg("%s", err.msg);
+    p.kld_base = NULL;
+    if (dq_perplexity(e, t, text, &p, &ge, &err)) fail_msg("%s", err.msg);
+    size_t weights = dq_model_n_params(e) * sizeof(float), budgets[] = {1, weights - 1}; /* spilled; in RAM */
+    for (int b = 0; b < 2; b++) {
+        if (dq_model_load_lazy(path, &m, &err)) fail_msg("%s", err.msg);
+        p = (dq_perplexity_params){.ctx = 64, .max_windows = 5, .n_threads = 2, .save_logits = save_l,
+                                   .mem_budget = budgets[b], .tmp_dir = tu_tmpdir()};
+        if (dq_perplexity(m, t, text, &p, &rl, &err)) fail_msg("budget %zu: %s", budgets[b], err.msg);
+        same_ppl(&re, &rl);
+        assert_true(tu_same_file(save_e, save_l));
+        for (int l = 0; l < m->cfg.n_layers; l++) assert_false(dq_model_block_ready(m, l));
+        p.save_logits = NULL, p.kld_base = save_e; /* the same model again, block by block */
+        if (dq_perplexity(m, t, text, &p, &kl, &err)) fail_msg("budget %zu: %s", budgets[b], err.msg);
+        same_ppl(&ke, &kl);
+        p.kld_base = NULL;
+        if (dq_perplexity(m, t, text, &p, &gl, &err)) fail_msg("budget %zu: %s", budgets[b], err.msg);
+        same_ppl(&ge, &gl);
+        assert_false(dq_model_block_ready(m, 0));
+        dq_model_free(m);
+    }
+    if (dq_model_load_lazy(path, &m, &err)) fail_msg("%s", err.msg);
+    p = (dq_perplexity_params){.ctx = 64, .max_windows = 5, .n_threads = 2, .mem_budget = weights};
+    if (dq_perplexity(m, t, text, &p, &gl, &err)) fail_msg("%s", err.msg);
+    assert_true(dq_model_block_ready(m, 0)); /* within the budget: loaded whole */
+    same_ppl(&ge, &gl);
+    dq_model_free(m);
+    dq_tokenizer_free(t);
+    dq_model_free(e);
+
+    const char *q = tu_fixture("qwen2-tiny");
+    int32_t tok[4 * 16];
+    for (int i = 0; i < 4 * 16; i++) tok[i] = (int32_t)((i * 37 + 1) % 256);
+    dq_ppl_opts o = {.ctx = 16, .n_threads = 2};
+    e = tu_model(q);
+    if (dq_eval_perplexity(e, tok, 4 * 16, -1, &o, &re, &err)) fail_msg("%s", err.msg);
+    if (dq_model_load_lazy(q, &m, &err) || dq_eval_perplexity(m, tok, 4 * 16, -1, &o, &rl, &err))
+        fail_msg("%s", err.msg);
+    same_ppl(&re, &rl);
+    assert_null(m->output), assert_null(m->tok_embeddings);
+    assert_false(dq_model_block_ready(m, 1));
+    dq_model_free(m), dq_model_free(e);
+}
+
 static void test_hidden_store(void **st) {
     (void)st;
     enum { N = 3, LEN = 5, DIM = 7 };
@@ -574,7 +648,7 @@ int main(void) {
         cmocka_unit_test(test_same_bytes_oac_refresh), cmocka_unit_test(test_same_bytes_oac_streamed),
         cmocka_unit_test(test_block_load_unload),
         cmocka_unit_test(test_nonfinite_deferred),   cmocka_unit_test(test_spill_same_bytes),
-        cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_shard_shrinks),
+        cmocka_unit_test(test_hidden_store),         cmocka_unit_test(test_perplexity_by_block),         cmocka_unit_test(test_shard_shrinks),
         cmocka_unit_test(test_same_bytes_convert),   cmocka_unit_test(test_quantized_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,7 +93,7 @@ typedef struct {
     bool has_kld; double kld; double kld_err; double kld_p99; double kld_max; double same_top;
     double same_top_err; double base_ppl; size_t text_read; ...;
 } dq_perplexity_result;
-dq_status dq_perplexity(const dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
+dq_status dq_perplexity(dq_model *m, const dq_tokenizer *t, const char *text, const dq_perplexity_params *p,
                         dq_perplexity_result *r, dq_error *err);
 
 typedef struct {
