@@ -10,6 +10,7 @@
 #   MODEL=1.9b-q8_0 JOBS="rtn-gguf convert-hf" bench/memory.sh   (the 1.9B model as a Q8_0 GGUF source)
 #     (dashq convert: Hugging Face folder in BF16, 5 GB shards; GGUF Q8_0)
 #   JOBS="gptq" NSAMPLES=2 SEQLEN=64 bench/memory.sh
+#   JOBS=eval-ppl NSAMPLES=8 SEQLEN=512 EXTRA="--mem-budget 2G" bench/memory.sh   (perplexity, block by block past 2G)
 #   MODEL=llama3-8b LAYERS=2 JOBS=gptq NSAMPLES=8 SEQLEN=2048 EXTRA="--mem-budget 1" bench/memory.sh
 #     (Llama-3-8B widths, 2 of its 32 blocks; EXTRA: more quantize flags, here the
 #     calibration hidden states spilled to a file beside the output, in $TMPDIR)
@@ -47,13 +48,14 @@ for b in $NEW $OLD; do
       oac) args="--method oac --bits 4 --group 128" o=$T/dq_mem_q ;;
       convert-hf) args="--format hf --type BF16" o=$T/dq_mem_c ;;
       convert-gguf) args="--type Q8_0" o=$T/dq_mem_c.gguf ;;
+      eval-ppl) args="--ppl $CAL --ctx $SEQLEN --chunks $NSAMPLES" o= ;; # NSAMPLES windows of SEQLEN tokens
       *) echo "unknown job $job" >&2; exit 2 ;;
     esac
     rm -rf "$o"
     calib="--calib $CAL --nsamples $NSAMPLES --seqlen $SEQLEN" cmd=quantize tokens=$((NSAMPLES * SEQLEN))
-    case $job in convert-*) calib= cmd=convert tokens=0 ;; esac
+    case $job in convert-*) calib= cmd=convert tokens=0 ;; eval-*) calib= cmd=eval ;; esac
     /usr/bin/time -f "%M %e" -o $T/dq_mem_time $b $cmd "$src" --tokenizer $TOK $args $calib \
-      -o "$o" --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
+      ${o:+-o "$o"} --quiet $EXTRA > $T/dq_mem_log 2>&1 || { tail -3 $T/dq_mem_log; exit 1; }
     read -r kb s < $T/dq_mem_time
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n' "$(date -u +%F)" $commit $b $name "$job${EXTRA:+ $EXTRA}" $tokens \
       $((kb / 1024)) $s | tee -a $out
