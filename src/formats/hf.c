@@ -231,10 +231,36 @@ static float elem(const dq_st_tensor *t, size_t i) {
     return t->type == DQ_DTYPE_F16 ? dq_f16_to_f32(h) : dq_bf16_to_f32(h);
 }
 
-/* A DASH-Q packed linear (NAME.W_q_packed, .scale, .zero), dequantized on
- * load exactly as the quantizer computed it: w = scale · (q − zero). The
- * codes cover rows × quant_in_features (the width padded to a multiple of
- * the group); the padding columns are dropped. */
+/* A DASH-Q packed linear's pieces in the mapped shards: codes over rows x
+ * qcols (the width padded to a multiple of the group), one scale and zero
+ * per group. */
+typedef struct {
+    dq_st_tensor w, scale, zero; /* copies (names dropped): their data stay mapped as long as the model */
+    int bits, group;
+    size_t rows, cols, qcols;
+} packed_linear;
+
+/* Dequantized exactly as the quantizer computed it: w = scale · (q − zero);
+ * the padding columns are dropped. */
+static bool fill_packed(const void *ctx, float *W) {
+    const packed_linear *p = ctx;
+    size_t n = p->rows * p->qcols, gpr = p->qcols / (size_t)p->group;
+    uint8_t *q = malloc(n);
+    if (!q) return false;
+    dq_unpack_codes((const int32_t *)(const void *)p->w.data, n, p->bits, q);
+    for (size_t g = 0; g < p->rows * gpr; g++) {
+        float scale = elem(&p->scale, g), zero = elem(&p->zero, g);
+        size_t r = g / gpr, c0 = (g % gpr) * (size_t)p->group;
+        for (size_t j = c0; j < c0 + (size_t)p->group && j < p->cols; j++)
+            W[r * p->cols + j] = scale * ((float)q[r * p->qcols + j] - zero);
+    }
+    free(q);
+    return true;
+}
+
+/* A DASH-Q packed linear (NAME.W_q_packed, .scale, .zero), checked against
+ * its dashq_config.json entry, dequantized on load (a lazily loaded model:
+ * when its block is loaded). */
 static dq_status bind_packed(dq_model *m, shards *s, const char *module, const cJSON *meta, int64_t rows,
                              int64_t cols, const float **out, dq_error *err) {
     int bits = inum(meta, "nbits", 0), G = inum(meta, "group_size", 0); /* 0 when out of int range */
@@ -251,22 +277,15 @@ static dq_status bind_packed(dq_model *m, shards *s, const char *module, const c
     const dq_st_tensor *sc = w ? need(s, module, "scale", groups, false, err) : NULL;
     const dq_st_tensor *ze = sc ? need(s, module, "zero", groups, false, err) : NULL;
     if (!ze) return err ? err->code : DQ_ERR_FORMAT;
-    uint8_t *q = malloc(n);
-    float *W = dq_model_alloc(m, (size_t)rows * (size_t)cols * sizeof *W);
-    if (!q || !W) {
-        free(q);
-        return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", module);
-    }
-    dq_unpack_codes((const int32_t *)(const void *)w->data, n, bits, q);
-    size_t gpr = (size_t)(qcols / G);
-    for (size_t g = 0; g < groups; g++) {
-        float scale = elem(sc, g), zero = elem(ze, g);
-        size_t r = g / gpr, c0 = (g % gpr) * (size_t)G;
-        for (size_t j = c0; j < c0 + (size_t)G && j < (size_t)cols; j++)
-            W[r * (size_t)cols + j] = scale * ((float)q[r * (size_t)qcols + j] - zero);
-    }
-    free(q);
-    return dq_model_tensor(m, s->dir, module, W, DQ_DTYPE_F32, (size_t)rows * (size_t)cols, out, err);
+    packed_linear *p = malloc(sizeof *p);
+    if (!p) return dq_fail(err, DQ_ERR_NOMEM, "%s: out of memory", module);
+    *p = (packed_linear){.w = *w, .scale = *sc, .zero = *ze, .bits = bits, .group = G, .rows = (size_t)rows,
+                         .cols = (size_t)cols, .qcols = (size_t)qcols};
+    p->w.name = p->scale.name = p->zero.name = NULL;
+    char name[256];
+    snprintf(name, sizeof name, "%s.W_q_packed", module);
+    return dq_model_tensor_filled(m, s->dir, name, w->data, w->n_elems * sizeof(int32_t), fill_packed, p,
+                                  (size_t)rows * (size_t)cols, out, err);
 }
 
 /* NAME of a linear's weight tensor NAME.weight, into module (cap bytes);

@@ -60,7 +60,8 @@ void dq_model_release(dq_model *m, const void *p) {
 
 void dq_model_free(dq_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_deferred; i++) free(m->deferred[i].file), free(m->deferred[i].name);
+    for (int i = 0; i < m->n_deferred; i++)
+        free(m->deferred[i].file), free(m->deferred[i].name), free(m->deferred[i].fill_ctx);
     free(m->deferred);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
@@ -217,6 +218,39 @@ dq_status dq_model_tensor_coded(dq_model *m, const char *file, const char *name,
                  out, err);
 }
 
+/* A tensor in pieces filled into a model-owned buffer; NaN/Inf refused. */
+static dq_status filled(dq_model *m, const char *file, const char *name, dq_fill_fn fill, const void *ctx, size_t n,
+                        const float **out, dq_error *err) {
+    size_t bytes;
+    float *buf = dq_mul_size(n, sizeof(float), &bytes) ? dq_model_alloc(m, bytes) : NULL;
+    if (!buf || !fill(ctx, buf)) {
+        if (buf) dq_model_release(m, buf);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu values", file, name, n);
+    }
+    size_t bad = first_nonfinite(buf, n);
+    if (bad < n) {
+        double v = buf[bad];
+        dq_model_release(m, buf);
+        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file, name, v, bad);
+    }
+    *out = buf;
+    return DQ_OK;
+}
+
+dq_status dq_model_tensor_filled(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
+                                 dq_fill_fn fill, void *ctx, size_t n, const float **out, dq_error *err) {
+    int l = m->lazy ? deferred_layer_of(m, out) : LOAD_NOW;
+    if (l == LOAD_NOW) {
+        dq_status st = filled(m, file, name, fill, ctx, n, out, err);
+        free(ctx);
+        return st;
+    }
+    dq_status st = defer(m, l, file, name,
+                         &(dq_deferred){.src = src, .fill = fill, .fill_ctx = ctx, .n = n, .bytes = bytes}, out, err);
+    if (st) free(ctx);
+    return st;
+}
+
 /* The mapped file a deferred tensor is in, still whole. */
 static dq_status source_intact(const dq_model *m, const dq_deferred *d, dq_error *err) {
     const uint8_t *p = d->src;
@@ -231,8 +265,9 @@ dq_status dq_model_block_load(dq_model *m, int l, dq_error *err) {
         if (d->layer != l || *d->slot) continue;
         dq_status st0 = source_intact(m, d, err);
         if (st0) return st0;
-        dq_status st = d->decode ? decoded(m, d->file, d->name, d->src, d->decode, d->code, d->n, d->slot, err)
-                                 : fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
+        dq_status st = d->fill     ? filled(m, d->file, d->name, d->fill, d->fill_ctx, d->n, d->slot, err)
+                       : d->decode ? decoded(m, d->file, d->name, d->src, d->decode, d->code, d->n, d->slot, err)
+                                   : fp32_view(m, d->file, d->name, d->src, d->dtype, d->n, d->slot, err);
         if (st) return st;
         if ((const void *)*d->slot != d->src) dq_map_release(d->src, d->bytes); /* converted */
     }
@@ -254,7 +289,8 @@ dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n
     const dq_deferred *e = NULL;
     for (int i = 0; !m->tok_embeddings && i < m->n_deferred; i++)
         if (m->deferred[i].layer == DQ_DEFER_EMBED) e = &m->deferred[i];
-    if (!m->tok_embeddings && !e) return dq_fail(err, DQ_ERR_ARG, "%s: the token embedding is not loaded", m->path);
+    if ((!m->tok_embeddings && !e) || (e && e->fill)) /* an embedding in pieces is loaded whole first */
+        return dq_fail(err, DQ_ERR_ARG, "%s: the token embedding is not loaded", m->path);
     dq_status st = e ? source_intact(m, e, err) : DQ_OK;
     if (st) return st;
     for (size_t i = 0; i < n; i++) {

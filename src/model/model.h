@@ -26,6 +26,10 @@ typedef struct {
  * `code` says which) into fp32. */
 typedef void (*dq_decode_fn)(int code, const void *src, size_t n, float *out);
 
+/* Writes the n fp32 values of a tensor stored in several pieces (a DASH-Q
+ * packed linear: codes, scales, zeros) from ctx; false when out of memory. */
+typedef bool (*dq_fill_fn)(const void *ctx, float *out);
+
 /* A block linear left in its mapped file until its block is needed (a model
  * loaded lazily for streaming quantization, issue #15): its slot stays NULL
  * until dq_model_block_load converts it to fp32. */
@@ -35,6 +39,8 @@ typedef struct {
     dq_dtype dtype;      /* a float source's dtype */
     dq_decode_fn decode; /* a block-quantized source: decode(code, ...); NULL for a float one */
     int code;
+    dq_fill_fn fill;     /* a source in pieces: fill(fill_ctx, out); fill_ctx owned (freed with the model) */
+    void *fill_ctx;
     size_t n, bytes;     /* its values, and their bytes in the file */
     int layer;           /* its block, DQ_DEFER_HEAD or DQ_DEFER_EMBED */
     char *file, *name;   /* for errors (owned) */
@@ -121,6 +127,12 @@ dq_status dq_model_tensor(dq_model *m, const char *file, const char *name, const
  * loaded; otherwise it is decoded now into an owned buffer. */
 dq_status dq_model_tensor_coded(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
                                 dq_decode_fn decode, int code, size_t n, const float **out, dq_error *err);
+/* The same for a tensor in pieces (src, bytes: its largest, whose file pages
+ * are dropped once it is converted): fill(ctx) writes its n values, now or
+ * when its block is loaded. ctx (malloc'd) is the model's from now on, even
+ * on error. */
+dq_status dq_model_tensor_filled(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
+                                 dq_fill_fn fill, void *ctx, size_t n, const float **out, dq_error *err);
 
 /* Streaming (a lazily loaded model): block l's deferred linears as fp32,
  * checked finite (naming file and tensor) as on an eager load; idempotent.

@@ -555,12 +555,13 @@ static void same_ppl(const dq_perplexity_result *a, const dq_perplexity_result *
 
 static void test_perplexity_by_block(void **st) {
     (void)st;
-    const char *path = tu_shared("models/gut6l-hf");
-    char text[1024], save_e[1100], save_l[1100];
+    char path[1024], tokp[1024], text[1024], save_e[1100], save_l[1100];
+    snprintf(path, sizeof path, "%s", tu_shared(GUT6L_HF));
+    snprintf(tokp, sizeof tokp, "%s", tu_shared(GUT6L_HF "/tokenizer.json"));
     snprintf(text, sizeof text, "%s", tu_shared("data/gutenberg/eval/pg11_Alices_Adventures_in_Wonderland.txt"));
     snprintf(save_e, sizeof save_e, "%s", tu_tmp("ppl-eager.logits"));
     snprintf(save_l, sizeof save_l, "%s", tu_tmp("ppl-lazy.logits"));
-    dq_tokenizer *t = tu_tokenizer(tu_shared("models/gut6l-hf/tokenizer.json"));
+    dq_tokenizer *t = tu_tokenizer(tokp);
     dq_model *e = tu_model(path), *m;
     dq_error err = {0};
     dq_perplexity_params p = {.ctx = 64, .max_windows = 5, .n_threads = 2, .save_logits = save_e};
@@ -596,6 +597,23 @@ static void test_perplexity_by_block(void **st) {
     dq_model_free(m);
     dq_tokenizer_free(t);
     dq_model_free(e);
+
+    /* a DASH-Q packed checkpoint: its linears stay packed in the file until their block (dequantized then) */
+    char packed[1100];
+    snprintf(packed, sizeof packed, "%s", tu_tmp("ppl-packed"));
+    if (quantize(path, tokp, false, "rtn", NULL, false, packed, &err)) fail_msg("%s", err.msg);
+    e = tu_model(packed);
+    t = tu_tokenizer(tokp);
+    p = (dq_perplexity_params){.ctx = 64, .max_windows = 5, .n_threads = 2};
+    if (dq_perplexity(e, t, text, &p, &ge, &err) || dq_model_load_lazy(packed, &m, &err)) fail_msg("%s", err.msg);
+    for (int l = 0; l < m->cfg.n_layers; l++) assert_false(dq_model_block_ready(m, l));
+    p.mem_budget = 1, p.tmp_dir = tu_tmpdir();
+    if (dq_perplexity(m, t, text, &p, &gl, &err)) fail_msg("%s", err.msg);
+    same_ppl(&ge, &gl);
+    assert_false(dq_model_block_ready(m, 0));
+    dq_model_free(m), dq_model_free(e);
+    dq_tokenizer_free(t);
+    same_checkpoint(packed, tokp, "gptq", NULL, false, "from-packed"); /* requantized, lazily = eagerly */
 
     const char *q = tu_fixture("qwen2-tiny");
     int32_t tok[4 * 16];
