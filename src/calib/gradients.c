@@ -220,8 +220,7 @@ dq_status dq_grad_store_build(dq_model *m, const dq_calib_set *cs, dq_grads_kind
     double t0 = dq_now();
     dq_grad_store *g = NULL;
     dq_session *s = NULL;
-    /* a lazily loaded model with weights not in memory (a packed checkpoint's blocks are, its untied embedding
-       and head may not be) */
+    /* a lazily loaded model with weights not all in memory */
     bool streamed = !dq_model_in_memory(m);
     dq_status st = alloc_store(m, cs, kind, &g, err);
     if (!st) st = dq_session_new(m, cs->len, cs->len, n_threads, &s, err);
