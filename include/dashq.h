@@ -100,7 +100,8 @@ dq_status dq_model_load(const char *path, dq_model **out, dq_error *err);
  * #15): each block's linear weights stay in the file, memory-mapped in their
  * stored dtype, until the job reaches the block, and are released once it is
  * done with it, so the job holds one block, not the model. After dq_quantize
- * the model is consumed: any later forward pass fails, naming the block.
+ * the model is consumed: any later forward pass fails, naming the block, and
+ * dq_perplexity or dq_convert refuse it (load it again).
  * Weights that are not finite are reported when their block is reached
  * rather than at load. */
 dq_status dq_model_load_lazy(const char *path, dq_model **out, dq_error *err);

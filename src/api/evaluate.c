@@ -33,7 +33,12 @@ dq_status dq_perplexity(dq_model *m, const dq_tokenizer *t, const char *text, co
         st = dq_model_load_all(m, err);
     if (st) return st;
     const char *tmp = p->tmp_dir ? p->tmp_dir : getenv("TMPDIR");
-    o.mem_budget = budget;
+    /* by block, the windows' states share the budget with one block, the head and a window's logits (fp32) */
+    const dq_config *c = &m->cfg;
+    double head = (double)c->vocab_size * c->dim, ctx = o.ctx;
+    double block = ((double)dq_model_n_params(m) - head * (c->tied_embeddings ? 1 : 2)) / c->n_layers;
+    double working = (block + head + ctx * c->vocab_size) * sizeof(float);
+    o.mem_budget = !budget ? 0 : (double)budget > working ? budget - (size_t)working : 1;
     o.spill_dir = tmp && *tmp ? tmp : "/tmp";
     if (p->kld_base) /* the tokens come from the base file */
         return dq_eval_perplexity(m, NULL, 0, dq_tokenizer_adds_bos(t) ? dq_tokenizer_bos(t) : -1, &o, r, err);

@@ -449,6 +449,7 @@ dq_status dq_quantize(dq_model *m, const dq_tokenizer *t, const char *out, const
     if (!st && !root) j.po.emit = emit_nothing;
     st = dq_comm_agree(p->comm, st, err); /* from here every failure is every rank's */
     if (!st) st = in_model(m, dq_quantize_model(m, &cs, &j.po, &r, err), err);
+    m->consumed = m->lazy; /* its blocks were released (or hold Ŵ): no later job may reload them from the file */
     int padded = st ? 0 : n_padded(&r);
     if (padded)
         dq_progress_note(

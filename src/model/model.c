@@ -308,14 +308,23 @@ dq_status dq_model_embed_rows(const dq_model *m, const int32_t *tokens, size_t n
     return DQ_OK;
 }
 
+static dq_status not_consumed(const dq_model *m, dq_error *err) {
+    return m->consumed ? dq_fail(err, DQ_ERR_ARG, "%s: the model was consumed by a streaming quantization (its blocks "
+                                 "were released as they were written); load it again", m->path)
+                       : DQ_OK;
+}
+
 dq_status dq_model_load_all(dq_model *m, dq_error *err) {
-    dq_status st = dq_model_block_load(m, DQ_DEFER_EMBED, err);
+    dq_status st = not_consumed(m, err);
+    if (!st) st = dq_model_block_load(m, DQ_DEFER_EMBED, err);
     if (!st) st = dq_model_block_load(m, DQ_DEFER_HEAD, err);
     for (int l = 0; !st && l < m->cfg.n_layers; l++) st = dq_model_block_load(m, l, err);
     return st;
 }
 
 dq_status dq_model_block_hold(dq_model *m, int l, bool *held, dq_error *err) {
+    *held = false;
+    if (not_consumed(m, err)) return err ? err->code : DQ_ERR_ARG;
     bool present = l == DQ_DEFER_EMBED ? m->tok_embeddings != NULL
                    : l == DQ_DEFER_HEAD ? m->output != NULL
                                         : dq_model_block_ready(m, l);

@@ -63,6 +63,7 @@ struct dq_model {
     void **owned;                /* heap buffers freed with the model */
     size_t n_owned, cap_owned;
     bool lazy;                   /* block linears are deferred, not converted on load */
+    bool consumed;               /* a lazy model dq_quantize went through: its blocks are not to be reloaded */
     dq_deferred *deferred;       /* (n_deferred) in load order */
     int n_deferred, cap_deferred;
     /* The input's safetensors shard of every tensor (a Hugging Face folder

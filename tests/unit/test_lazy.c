@@ -614,6 +614,17 @@ static void test_perplexity_by_block(void **st) {
     dq_model_free(m), dq_model_free(e);
     dq_tokenizer_free(t);
     same_checkpoint(packed, tokp, "gptq", NULL, false, "from-packed"); /* requantized, lazily = eagerly */
+    /* a lazy model a quantization went through is consumed: not reloaded from its file behind the caller's back */
+    if (dq_model_load_lazy(path, &m, &err)) fail_msg("%s", err.msg);
+    t = tu_tokenizer(tokp);
+    dq_quantize_params qp = dq_quantize_default_params();
+    qp.method = "rtn", qp.bits = 4, qp.group = 32, qp.n_threads = 2;
+    if (dq_quantize(m, t, tu_tmp("ppl-consumed"), &qp, NULL, &err)) fail_msg("%s", err.msg);
+    p = (dq_perplexity_params){.ctx = 64, .max_windows = 2, .n_threads = 2};
+    assert_int_equal(dq_perplexity(m, t, text, &p, &gl, &err), DQ_ERR_ARG);
+    assert_non_null(strstr(err.msg, "consumed"));
+    dq_model_free(m);
+    dq_tokenizer_free(t);
 
     const char *q = tu_fixture("qwen2-tiny");
     int32_t tok[4 * 16];
