@@ -29,8 +29,7 @@ dq_status dq_perplexity(dq_model *m, const dq_tokenizer *t, const char *text, co
     /* a lazily loaded model: whole when its fp32 weights fit the budget (one forward per window, faster), else
        block by block (eval/perplexity.c) with the windows' hidden states in RAM up to the budget */
     size_t budget = p->mem_budget ? p->mem_budget : dq_mem_available();
-    if (!dq_model_in_memory(m) && (!budget || (double)dq_model_n_params(m) * sizeof(float) <= (double)budget))
-        st = dq_model_load_all(m, err);
+    if (!dq_model_in_memory(m) && dq_model_fits(m, budget)) st = dq_model_load_all(m, err);
     if (st) return st;
     const char *tmp = p->tmp_dir ? p->tmp_dir : getenv("TMPDIR");
     /* by block, the windows' states share the budget with one block, the head and a window's logits (fp32) */

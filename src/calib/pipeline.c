@@ -540,7 +540,7 @@ static dq_status collect_block_stats(run_ctx *c, int l, dq_error *err) {
  * weights would not fit what the memory budget leaves (hidden_budget; 0,
  * no limit: load it). */
 static bool stream_gradients(const dq_model *m, const dq_pipeline_opts *o) {
-    return m->lazy && o->hidden_budget && (double)dq_model_n_params(m) * sizeof(float) > (double)o->hidden_budget;
+    return m->lazy && !dq_model_fits(m, o->hidden_budget);
 }
 
 /* The gradient pass (calib/gradients.h) on the model as it is now: full

@@ -299,11 +299,9 @@ static dq_status scorer_flush(scorer *c, dq_error *err) {
     float *x = malloc((size_t)T * cfg->dim * sizeof *x);
     dq_status st = x ? dq_hidden_open(&X, c->n_held, T, cfg->dim, DQ_HIDDEN_F32, dir, err)
                      : dq_fail(err, DQ_ERR_NOMEM, "out of memory");
-    for (int w = 0; !st && w < c->n_held; w++) { /* the token ids are checked here, as dq_forward checks them */
+    for (int w = 0; !st && w < c->n_held; w++) {
         window_input(c, c->held + (size_t)w * T);
-        for (int t = 0; !st && t < T; t++)
-            if (c->win[t] < 0 || c->win[t] >= cfg->vocab_size)
-                st = dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", c->win[t], cfg->vocab_size);
+        st = dq_check_token_ids(cfg, c->win, (size_t)T, err);
         if (!st) st = dq_model_embed_rows(c->m, c->win, (size_t)T, x, err);
         if (!st) st = dq_hidden_write(&X, w, x, err);
     }

@@ -393,6 +393,13 @@ static void sequence_layout(dq_session *s, int n, int pos) {
     for (int t = 0; t < n; t++) s->row_pos[t] = pos + t, s->row_start[t] = pos;
 }
 
+dq_status dq_check_token_ids(const dq_config *c, const int32_t *tokens, size_t n, dq_error *err) {
+    for (size_t t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[t], c->vocab_size);
+    return DQ_OK;
+}
+
 static dq_status check_tokens(const dq_session *s, const int32_t *tokens, int n, int slots_from, dq_error *err) {
     const dq_config *c = &s->m->cfg;
     if (n <= 0 || n > s->n_batch)
@@ -400,11 +407,7 @@ static dq_status check_tokens(const dq_session *s, const int32_t *tokens, int n,
     if (slots_from < 0 || slots_from + n > s->n_ctx)
         return dq_fail(err, DQ_ERR_ARG, "forward: positions %d..%d exceed the context of %d", slots_from,
                        slots_from + n - 1, s->n_ctx);
-    for (int t = 0; t < n; t++)
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
-            return dq_fail(err, DQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[t],
-                           c->vocab_size);
-    return DQ_OK;
+    return dq_check_token_ids(c, tokens, (size_t)n, err);
 }
 
 static dq_status head_logits(dq_session *s, int first, int rows, dq_error *err);

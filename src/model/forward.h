@@ -39,6 +39,8 @@ dq_status dq_head_forward(dq_session *s, const float *x, int T, dq_error *err);
 /* out (T, dim) = final RMSNorm of x: the input of the output head. */
 void dq_final_norm(const dq_model *m, const float *x, float *out, int T, int n_threads);
 int dq_session_threads(const dq_session *s);
+/* Every id in [0, vocab_size), as dq_forward checks them (a pass that embeds the tokens itself checks them here). */
+dq_status dq_check_token_ids(const dq_config *c, const int32_t *tokens, size_t n, dq_error *err);
 /* The logits of the session's last forward (dq_forward's, dq_head_forward's): (rows, vocab). */
 const float *dq_session_logits(const dq_session *s);
 #endif

@@ -121,13 +121,15 @@ static void decode_to(const dq_deferred *d, const void *src, size_t n, float *ou
     else to_f32(out, src, d->dtype, n);
 }
 
-/* A block-quantized tensor decoded into a model-owned buffer; NaN/Inf refused. */
-static dq_status decoded(dq_model *m, const char *file, const char *name, const void *src, dq_decode_fn decode,
-                         int code, size_t n, const float **out, dq_error *err) {
+/* A tensor in pieces filled into a model-owned buffer; NaN/Inf refused. */
+static dq_status filled(dq_model *m, const char *file, const char *name, dq_fill_fn fill, const void *ctx, size_t n,
+                        const float **out, dq_error *err) {
     size_t bytes;
     float *buf = dq_mul_size(n, sizeof(float), &bytes) ? dq_model_alloc(m, bytes) : NULL;
-    if (!buf) return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu values", file, name, n);
-    decode(code, src, n, buf);
+    if (!buf || !fill(ctx, buf)) {
+        if (buf) dq_model_release(m, buf);
+        return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu values", file, name, n);
+    }
     size_t bad = first_nonfinite(buf, n);
     if (bad < n) {
         double v = buf[bad];
@@ -136,6 +138,26 @@ static dq_status decoded(dq_model *m, const char *file, const char *name, const 
     }
     *out = buf;
     return DQ_OK;
+}
+
+/* A block-quantized source as a fill: decode(code, src, n). */
+typedef struct {
+    dq_decode_fn decode;
+    int code;
+    const void *src;
+    size_t n;
+} decode_job;
+
+static bool run_decode(const void *ctx, float *out) {
+    const decode_job *j = ctx;
+    j->decode(j->code, j->src, j->n, out);
+    return true;
+}
+
+/* A block-quantized tensor decoded into a model-owned buffer; NaN/Inf refused. */
+static dq_status decoded(dq_model *m, const char *file, const char *name, const void *src, dq_decode_fn decode,
+                         int code, size_t n, const float **out, dq_error *err) {
+    return filled(m, file, name, run_decode, &(decode_job){decode, code, src, n}, n, out, err);
 }
 
 /* An fp32 view of n elements at src: the bytes themselves when they are
@@ -218,24 +240,6 @@ dq_status dq_model_tensor_coded(dq_model *m, const char *file, const char *name,
                  out, err);
 }
 
-/* A tensor in pieces filled into a model-owned buffer; NaN/Inf refused. */
-static dq_status filled(dq_model *m, const char *file, const char *name, dq_fill_fn fill, const void *ctx, size_t n,
-                        const float **out, dq_error *err) {
-    size_t bytes;
-    float *buf = dq_mul_size(n, sizeof(float), &bytes) ? dq_model_alloc(m, bytes) : NULL;
-    if (!buf || !fill(ctx, buf)) {
-        if (buf) dq_model_release(m, buf);
-        return dq_fail(err, DQ_ERR_NOMEM, "%s: tensor %s: cannot allocate %zu values", file, name, n);
-    }
-    size_t bad = first_nonfinite(buf, n);
-    if (bad < n) {
-        double v = buf[bad];
-        dq_model_release(m, buf);
-        return dq_fail(err, DQ_ERR_NUMERIC, "%s: tensor %s: non-finite value %g at element %zu", file, name, v, bad);
-    }
-    *out = buf;
-    return DQ_OK;
-}
 
 dq_status dq_model_tensor_filled(dq_model *m, const char *file, const char *name, const void *src, size_t bytes,
                                  dq_fill_fn fill, void *ctx, size_t n, const float **out, dq_error *err) {
@@ -334,6 +338,10 @@ dq_status dq_model_block_hold(dq_model *m, int l, bool *held, dq_error *err) {
 
 void dq_model_block_let_go(dq_model *m, int l, bool held) {
     if (held) dq_model_block_unload(m, l);
+}
+
+bool dq_model_fits(const dq_model *m, size_t budget) {
+    return !budget || (double)dq_model_n_params(m) * sizeof(float) <= (double)budget;
 }
 
 bool dq_model_in_memory(const dq_model *m) {

@@ -165,6 +165,9 @@ bool dq_model_block_ready(const dq_model *m, int l);
 /* Every weight in memory: an eager model, or a lazy one whose blocks, embedding and head are all loaded (a forward
  * pass over the whole model can run). */
 bool dq_model_in_memory(const dq_model *m);
+/* Whether the model's fp32 weights fit budget bytes (0: no limit): what decides between loading a lazily loaded
+ * model whole and running it one block at a time. */
+bool dq_model_fits(const dq_model *m, size_t budget);
 
 /* Checks the config for sizes that are inconsistent or would overflow. */
 dq_status dq_config_validate(const dq_config *c, const char *file, dq_error *err);
